@@ -1,0 +1,30 @@
+# The two commands a new user needs are `make demo` and `make test`; each installs what it needs.
+.PHONY: demo test lint format bench kafka-start kafka-stop venv
+
+venv:
+	@bash scripts/bootstrap.sh
+
+demo: venv
+	.venv/bin/finsent demo
+
+test: venv
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/pytest
+
+lint: venv
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format: venv
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
+
+bench: venv
+	.venv/bin/python bench/bench_windows.py
+
+kafka-start: venv
+	.venv/bin/finsent kafka start
+
+kafka-stop: venv
+	.venv/bin/finsent kafka stop

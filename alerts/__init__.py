@@ -1,0 +1,1 @@
+"""Alerting: negative-spike detection against each series' own baseline, and notification."""

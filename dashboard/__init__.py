@@ -1,0 +1,1 @@
+"""The Streamlit dashboard: store queries, pure figure builders, and the app page."""

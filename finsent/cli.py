@@ -1,0 +1,192 @@
+"""The ``finsent`` command: a thin layer that parses options and starts library code."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from finsent.lifecycle import install_stop_handlers, setup_logging
+from finsent.settings import Settings
+
+app = typer.Typer(help="finsent: streaming financial-news sentiment monitor.", no_args_is_help=True)
+kafka_app = typer.Typer(help="Run the local single-node Kafka broker.", no_args_is_help=True)
+ingest_app = typer.Typer(help="Push news into news.raw.", no_args_is_help=True)
+app.add_typer(kafka_app, name="kafka")
+app.add_typer(ingest_app, name="ingest")
+log = logging.getLogger("finsent")
+
+
+def _settings(**overrides: object) -> Settings:
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    setup_logging(settings.log_level)
+    return settings
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+@kafka_app.command("start")
+def kafka_start() -> None:
+    """Start the broker (idempotent) and create the pipeline topics."""
+    from finsent.kafka_io import ensure_topics
+    from finsent.kafka_local import KafkaLaunchError, LocalKafka
+
+    settings = _settings()
+    try:
+        status = LocalKafka(settings).start()
+    except KafkaLaunchError as exc:
+        _fail(str(exc))
+    ensure_topics(settings)
+    typer.echo(status.describe())
+
+
+@kafka_app.command("stop")
+def kafka_stop() -> None:
+    """Stop the broker started by `finsent kafka start`."""
+    from finsent.kafka_local import LocalKafka
+
+    stopped = LocalKafka(_settings()).stop()
+    typer.echo("Kafka stopped" if stopped else "Kafka was not running")
+
+
+@kafka_app.command("status")
+def kafka_status() -> None:
+    """Say whether the local broker runs; exit 1 if it does not."""
+    from finsent.kafka_local import LocalKafka
+
+    status = LocalKafka(_settings()).status()
+    typer.echo(status.describe())
+    raise typer.Exit(0 if status.running else 1)
+
+
+@app.command()
+def topics() -> None:
+    """Create any missing pipeline topics and list them."""
+    from finsent.kafka_io import ensure_topics, list_topics
+
+    settings = _settings()
+    ensure_topics(settings)
+    for name in list_topics(settings):
+        typer.echo(name)
+
+
+@app.command("sample-feed")
+def sample_feed(
+    out: Path,
+    hours: float = typer.Option(6.0, help="Span of the feed, ending now."),
+    seed: int = 7,
+) -> None:
+    """Write the generated sample feed (JSONL) with its scripted negative episode."""
+    from ingest.sample_feed import generate, write_jsonl
+
+    rows = generate(end=datetime.now(UTC).replace(microsecond=0), hours=hours, seed=seed)
+    write_jsonl(rows, out)
+    typer.echo(f"wrote {len(rows)} stories to {out}")
+
+
+@ingest_app.command("replay")
+def ingest_replay(
+    path: Path,
+    speed: str = typer.Option("max", help="'max', or how many times faster than real time."),
+    source: str | None = typer.Option(None, help="Source name for rows that lack one."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Replay a CSV or JSONL file into news.raw in publish-time order."""
+    from ingest.replay import replay
+
+    if not path.exists():
+        _fail(f"{path} does not exist")
+    try:
+        factor = None if speed == "max" else float(speed)
+    except ValueError:
+        _fail(f"--speed takes 'max' or a number, not {speed!r}")
+    settings = _settings()
+    stats = replay(
+        settings, path, install_stop_handlers(), speed=factor, source=source, progress=progress
+    )
+    typer.echo(
+        f"read {stats.read}, sent {stats.sent}, duplicates {stats.duplicates}, dead letters {stats.dead}"
+    )
+
+
+@app.command()
+def scorer(name: str | None = typer.Option(None, "--scorer", help="lexicon")) -> None:
+    """Score news.raw in micro-batches into news.scored."""
+    from finsent.kafka_io import ensure_topics
+    from stream.scoring import run_scorer
+
+    settings = _settings(scorer=name)
+    ensure_topics(settings)
+    run_scorer(settings, install_stop_handlers())
+
+
+@app.command()
+def aggregator() -> None:
+    """Aggregate news.scored into event-time windows (sentiment.windows and the store)."""
+    from finsent.kafka_io import ensure_topics
+    from stream.aggregation import run_aggregator
+
+    settings = _settings()
+    ensure_topics(settings)
+    run_aggregator(settings, install_stop_handlers())
+
+
+@app.command()
+def alerter() -> None:
+    """Detect negative-sentiment spikes in closed windows (alerts topic and the store)."""
+    from alerts.engine import run_alerter
+    from finsent.kafka_io import ensure_topics
+
+    settings = _settings()
+    ensure_topics(settings)
+    run_alerter(settings, install_stop_handlers())
+
+
+@app.command()
+def dashboard(
+    host: str | None = typer.Option(None, help="Bind address (default 127.0.0.1)."),
+    port: int | None = typer.Option(None),
+) -> None:
+    """Serve the Streamlit dashboard."""
+    from finsent.demo import dashboard_command
+
+    settings = _settings(dashboard_host=host, dashboard_port=port)
+    cmd = dashboard_command(settings)
+    os.execvpe(cmd[0], cmd, {**os.environ, **settings.child_env()})
+
+
+@app.command()
+def demo(
+    speed: Annotated[str, typer.Option(help="Replay speed: 'max' or a factor.")] = "240",
+    hours: Annotated[float, typer.Option(help="Hours of sample news to generate.")] = 6.0,
+) -> None:
+    """Start Kafka and every stage, replay the sample feed, and serve the dashboard."""
+    from finsent.demo import run_demo
+    from finsent.kafka_local import KafkaLaunchError
+
+    settings = _settings()
+    try:
+        factor = None if speed == "max" else float(speed)
+    except ValueError:
+        _fail(f"--speed takes 'max' or a number, not {speed!r}")
+    try:
+        code = run_demo(settings, install_stop_handlers(), speed=factor, hours=hours)
+    except KafkaLaunchError as exc:
+        _fail(str(exc))
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app(prog_name="finsent")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

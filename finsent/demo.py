@@ -1,0 +1,147 @@
+"""`finsent demo`: Kafka, every stage and the dashboard on one machine, fed by the sample feed.
+
+Each stage runs as its own process, as in production. Ctrl-C (or SIGTERM) stops them all,
+newest first, then the broker if the demo started it, leaving no process or bound port behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+
+from finsent.kafka_io import delete_topics, ensure_topics, list_topics
+from finsent.kafka_local import LocalKafka
+from finsent.settings import Settings
+
+log = logging.getLogger(__name__)
+STAGES = ("scorer", "aggregator", "alerter")
+
+
+def dashboard_command(settings: Settings) -> list[str]:
+    spec = importlib.util.find_spec("dashboard.app")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the dashboard is not installed; install finsent[dashboard]")
+    app_path = spec.origin
+    return [
+        sys.executable, "-m", "streamlit", "run", app_path,
+        "--server.address", settings.dashboard_host,
+        "--server.port", str(settings.dashboard_port),
+        "--server.headless", "true",
+        "--server.fileWatcherType", "none",
+        "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+
+
+def demo_settings(settings: Settings, run_id: str) -> Settings:
+    """Isolate the run: its own topic prefix and, unless a store URL is given, its own store."""
+    run_dir = settings.cache_dir / "demo" / run_id
+    update: dict[str, object] = {"topic_prefix": settings.topic_prefix or f"demo-{run_id}."}
+    if not settings.store_url:
+        update["store_url"] = f"sqlite:///{run_dir / 'finsent.db'}"
+    if not settings.idle_close_seconds:
+        update["idle_close_seconds"] = 60.0  # the last windows close once the feed goes quiet
+    return settings.model_copy(update=update)
+
+
+class Children:
+    """The stage processes, stopped in reverse start order."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, cmd: list[str]) -> subprocess.Popen:
+        # A session of its own: the terminal's Ctrl-C reaches the demo only, which stops children in order.
+        proc = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.procs.append((name, proc))
+        log.info("started %s (pid %d)", name, proc.pid)
+        return proc
+
+    def dead(self) -> list[tuple[str, int]]:
+        return [(n, p.returncode) for n, p in self.procs if p.poll() is not None and n != "replay"]
+
+    def stop_all(self, timeout_s: float = 20) -> None:
+        for name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                log.info("stopping %s", name)
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for name, proc in reversed(self.procs):
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in time; killing it", name)
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            # Anything the stage itself spawned goes with it.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def run_demo(settings: Settings, stop: threading.Event, speed: float | None, hours: float) -> int:
+    from finsent.store import Store, alert_events
+    from ingest.sample_feed import generate, write_jsonl
+
+    run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    settings = demo_settings(settings, run_id)
+    kafka = LocalKafka(settings)
+    started_kafka = not kafka.status().running
+    print(f"finsent demo {run_id}: starting Kafka at {settings.bootstrap_servers} ...", flush=True)
+    kafka.start()
+    children = Children({**os.environ, **settings.child_env()})
+    try:
+        stale = [
+            t
+            for t in list_topics(settings)
+            if t.startswith("demo-") and not t.startswith(settings.topic_prefix)
+        ]
+        delete_topics(settings, stale)  # earlier demo runs
+        ensure_topics(settings)
+        feed = write_jsonl(
+            generate(end=datetime.now(UTC).replace(microsecond=0), hours=hours),
+            settings.cache_dir / "demo" / run_id / "sample.jsonl",
+        )
+        store = Store(settings.database_url)
+        for stage in STAGES:
+            children.start(stage, [sys.executable, "-m", "finsent.cli", stage])
+        children.start("dashboard", dashboard_command(settings))
+        replay_cmd = [sys.executable, "-m", "finsent.cli", "ingest", "replay", str(feed),
+                      "--speed", "max" if speed is None else str(speed)]  # fmt: skip
+        replayer = children.start("replay", replay_cmd)
+        url = f"http://{settings.dashboard_host}:{settings.dashboard_port}"
+        print(
+            f"dashboard: {url}\nstore: {settings.database_url}\nCtrl-C stops everything.",
+            flush=True,
+        )
+        reported: set[tuple] = set()
+        replay_done = False
+        while not stop.wait(2.0):
+            if children.dead():
+                log.error("stage(s) exited unexpectedly: %s", children.dead())
+                return 1
+            if not replay_done and replayer.poll() is not None:
+                replay_done = True
+                print(
+                    f"replay finished (exit {replayer.returncode}); the dashboard stays up.",
+                    flush=True,
+                )
+            for row in store.query(alert_events, order_by=[alert_events.c.at]):
+                event = (row["alert_id"], row["state"], row["window_start"])
+                if event not in reported:
+                    reported.add(event)
+                    print(f"ALERT {row['state']}: {row['payload']['message']}", flush=True)
+        return 0
+    finally:
+        print("stopping ...", flush=True)
+        children.stop_all()
+        if started_kafka:
+            kafka.stop()
+        print("demo stopped.", flush=True)

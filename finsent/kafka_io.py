@@ -1,0 +1,181 @@
+"""Kafka I/O at the edges: producers, consumers, topics, dead letters and micro-batch polling."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from finsent.records import DeadLetter, encode
+from finsent.settings import TOPIC_NAMES, Settings
+
+log = logging.getLogger(__name__)
+
+
+def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 10,
+        "retries": 2**31 - 1,
+        "delivery_timeout_ms": 120_000,
+        "client_id": "finsent",
+    }
+    config.update(overrides)
+    return KafkaProducer(**config)
+
+
+def group_id(settings: Settings, stage: str) -> str:
+    return f"{settings.topic_prefix}finsent-{stage}"
+
+
+def make_consumer(settings: Settings, stage: str, **overrides: Any) -> KafkaConsumer:
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "group_id": group_id(settings, stage),
+        "enable_auto_commit": False,  # offsets are committed only after outputs are durable
+        "auto_offset_reset": "earliest",
+        "max_poll_records": settings.batch_max_size,
+        "isolation_level": "read_committed",
+        "client_id": f"finsent-{stage}",
+    }
+    config.update(overrides)
+    return KafkaConsumer(**config)
+
+
+def ensure_topics(
+    settings: Settings, names: Iterable[str] = TOPIC_NAMES, timeout_s: float = 60
+) -> None:
+    """Create the pipeline topics that do not exist yet, and wait until they are usable."""
+    wanted = {settings.topic(name): settings.partitions_for(name) for name in names}
+    deadline = time.monotonic() + timeout_s
+    admin = _admin(settings, deadline)
+    try:
+        existing = set(admin.list_topics())
+        missing = [NewTopic(t, n, 1) for t, n in wanted.items() if t not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # a sibling process won the race
+                admin.create_topics(missing)
+            log.info("created topics %s", ", ".join(t.name for t in missing))
+        while not set(wanted) <= set(admin.list_topics()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topics {sorted(wanted)} did not appear in {timeout_s}s")
+            time.sleep(0.2)
+    finally:
+        admin.close()
+
+
+def delete_topics(settings: Settings, topics: list[str]) -> None:
+    if not topics:
+        return
+    admin = _admin(settings, time.monotonic() + 30)
+    try:
+        admin.delete_topics(topics)
+    finally:
+        admin.close()
+
+
+def list_topics(settings: Settings) -> list[str]:
+    admin = _admin(settings, time.monotonic() + 30)
+    try:
+        return sorted(admin.list_topics())
+    finally:
+        admin.close()
+
+
+def _admin(settings: Settings, deadline: float) -> KafkaAdminClient:
+    while True:
+        try:
+            return KafkaAdminClient(
+                bootstrap_servers=settings.bootstrap_servers, client_id="finsent-admin"
+            )
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise ConnectionError(
+                    f"Kafka at {settings.bootstrap_servers} is not reachable: {exc}"
+                ) from exc
+            time.sleep(0.5)
+
+
+class DeadLetters:
+    """Routes what a stage cannot process to ``news.dlq`` with the stage, the reason and the raw bytes."""
+
+    def __init__(self, settings: Settings, producer: KafkaProducer, stage: str) -> None:
+        self.topic = settings.topic("news.dlq")
+        self.producer = producer
+        self.stage = stage
+        self.count = 0
+
+    def send(self, reason: str, payload: bytes, record: Any = None) -> None:
+        letter = DeadLetter.of(
+            stage=self.stage,
+            reason=reason,
+            payload=payload,
+            at=datetime.now(UTC),
+            source_topic=getattr(record, "topic", ""),
+            partition=getattr(record, "partition", -1),
+            offset=getattr(record, "offset", -1),
+        )
+        self.producer.send(self.topic, key=self.stage.encode(), value=encode(letter))
+        self.count += 1
+        log.warning("dead letter from %s: %s", self.stage, reason)
+
+
+def poll_batch(consumer: KafkaConsumer, max_size: int, max_wait_ms: int) -> list[Any]:
+    """One micro-batch: up to ``max_size`` records, waiting at most ``max_wait_ms``.
+
+    Records keep their per-partition order.
+    """
+    batch: list[Any] = []
+    deadline = time.monotonic() + max_wait_ms / 1000
+    while len(batch) < max_size:
+        remaining_ms = int((deadline - time.monotonic()) * 1000)
+        if remaining_ms <= 0:
+            break
+        polled = consumer.poll(timeout_ms=remaining_ms, max_records=max_size - len(batch))
+        for records in polled.values():
+            batch.extend(records)
+        if not polled and batch:
+            break
+    return batch
+
+
+def next_offsets(records: Iterable[Any]) -> dict[tuple[str, int], int]:
+    """The offset to resume from, per partition, after ``records``."""
+    offsets: dict[tuple[str, int], int] = {}
+    for r in records:
+        key = (r.topic, r.partition)
+        offsets[key] = max(offsets.get(key, 0), r.offset + 1)
+    return offsets
+
+
+class SeekToStored(ConsumerRebalanceListener):
+    """On assignment, resume from the offsets the stage stored with its state, not Kafka's."""
+
+    def __init__(
+        self, consumer: KafkaConsumer, load: Callable[[], dict[tuple[str, int], int]]
+    ) -> None:
+        self.consumer = consumer
+        self.load = load
+        self.on_assign: list[Callable[[list[TopicPartition]], None]] = []
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        stored = self.load()
+        for tp in assigned:
+            offset = stored.get((tp.topic, tp.partition))
+            if offset is not None:
+                self.consumer.seek(tp, offset)
+        for callback in self.on_assign:
+            callback(assigned)

@@ -1,0 +1,159 @@
+"""One settings object per process, built once from the environment and an optional config file.
+
+Every environment variable name lives here, prefixed ``FINSENT_``. Secrets are ``SecretStr`` so they
+never print; they are read from the environment only, never from the config file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+TOPIC_NAMES = ("news.raw", "news.scored", "sentiment.windows", "alerts", "news.dlq")
+SECRET_FIELDS = frozenset({"slack_webhook_url", "smtp_password"})
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "finsent"
+
+
+class _YamlConfigSource(PydanticBaseSettingsSource):
+    """Reads non-secret settings from the YAML file named by FINSENT_CONFIG, if any."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("FINSENT_CONFIG")
+        if not path:
+            return {}
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {path} must hold a mapping")
+        leaked = SECRET_FIELDS & set(data)
+        if leaked:
+            raise ValueError(
+                f"secrets must come from the environment, not {path}: {sorted(leaked)}"
+            )
+        return data
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FINSENT_", frozen=True, extra="forbid")
+
+    # Paths
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    store_url: str = ""  # empty: SQLite under cache_dir
+
+    # Kafka
+    kafka_host: str = "127.0.0.1"
+    kafka_port: int = 9092
+    kafka_controller_port: int = 0  # 0: kafka_port + 1
+    kafka_bootstrap: str = ""  # empty: kafka_host:kafka_port (the local broker)
+    kafka_heap: str = "512m"
+    topic_prefix: str = ""  # isolates demo and backtest runs from the live topics
+    # One partition keeps event-time order end to end. Several partitions need per-partition
+    # watermarks, which the stream-processing work adds; until then the aggregator warns.
+    partitions: int = 1
+    partitions_per_topic: dict[str, int] = Field(default_factory=dict)
+
+    # Scorer
+    scorer: str = "lexicon"
+    batch_max_size: int = 64
+    batch_max_wait_ms: int = 200
+
+    # Windows
+    window_seconds: int = 900
+    grace_seconds: int = 300
+    idle_close_seconds: float = 0.0  # 0: windows close on event time only
+    top_headlines: int = 3
+
+    # Alerts
+    # Glob patterns of the series keys the alert engine watches.
+    alert_keys: Annotated[tuple[str, ...], NoDecode] = ("overall", "topic:*", "ticker:*")
+    alert_min_count: int = 5
+    alert_min_baseline: int = 4
+    alert_baseline_windows: int = 24
+    alert_fire_z: float = 3.0
+    alert_resolve_z: float = 1.0
+    alert_floor: float = 0.4
+    alert_std_floor: float = 0.05
+
+    # Dashboard
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8501
+    dashboard_refresh_seconds: float = 5.0
+
+    # Secrets (environment only)
+    slack_webhook_url: SecretStr | None = None
+    smtp_password: SecretStr | None = None
+
+    log_level: str = "INFO"
+
+    @field_validator("alert_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlConfigSource(settings_cls))
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def controller_port(self) -> int:
+        return self.kafka_controller_port or self.kafka_port + 1
+
+    @property
+    def database_url(self) -> str:
+        return self.store_url or f"sqlite:///{self.cache_dir / 'finsent.db'}"
+
+    def topic(self, name: str) -> str:
+        """The physical topic name for a logical one, with the run prefix."""
+        if name not in TOPIC_NAMES:
+            raise KeyError(f"unknown topic {name!r}; known: {TOPIC_NAMES}")
+        return f"{self.topic_prefix}{name}"
+
+    def partitions_for(self, name: str) -> int:
+        return self.partitions_per_topic.get(name, self.partitions)
+
+    def child_env(self) -> dict[str, str]:
+        """Environment for a child stage process, so it builds the same settings."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None or name in SECRET_FIELDS:
+                continue  # secrets reach children through the inherited environment only
+            key = f"FINSENT_{name.upper()}"
+            if isinstance(value, tuple):
+                env[key] = ",".join(value)
+            elif isinstance(value, dict):
+                env[key] = json.dumps(value)
+            else:
+                env[key] = str(value)
+        return env
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

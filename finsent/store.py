@@ -1,0 +1,285 @@
+"""The store: SQLite by default, PostgreSQL by URL, through SQLAlchemy Core.
+
+Stages write their outputs, their private state and their consumed offsets in one transaction,
+and every write is an upsert keyed by ids, so at-least-once delivery has an exactly-once effect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from finsent.records import Alert, ScoredItem, WindowStat, to_jsonable
+
+metadata = MetaData()
+
+scored_items = Table(
+    "scored_items",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("published_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("source", String(200), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("topic", String(100), nullable=False, index=True),
+    Column("sentiment", String(16), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("tickers", JSON, nullable=False),
+    Column("top_tokens", JSON, nullable=False),
+    Column("model_version", String(100), nullable=False),
+)
+
+windows = Table(
+    "windows",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("window_start", DateTime(timezone=True), primary_key=True),
+    Column("window_end", DateTime(timezone=True), nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("weighted_count", Float, nullable=False),
+    Column("mean_score", Float, nullable=False),
+    Column("weighted_mean_score", Float, nullable=False),
+    Column("neg_share", Float, nullable=False),
+    Column("pos_share", Float, nullable=False),
+    Column("top_headlines", JSON, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("final", Boolean, nullable=False),
+    Column("emitted_at", DateTime(timezone=True), nullable=False),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("key", String(200), nullable=False, index=True),
+    Column("state", String(16), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("rule", String(100), nullable=False),
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("window_end", DateTime(timezone=True), nullable=False),
+    Column("neg_share", Float, nullable=False),
+    Column("baseline_mean", Float, nullable=False),
+    Column("baseline_std", Float, nullable=False),
+    Column("zscore", Float, nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("headlines", JSON, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("message", Text, nullable=False),
+)
+
+# Every lifecycle event of every alert, for its history.
+alert_events = Table(
+    "alert_events",
+    metadata,
+    Column("alert_id", String(64), primary_key=True),
+    Column("state", String(16), primary_key=True),
+    Column("window_start", DateTime(timezone=True), primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("payload", JSON, nullable=False),
+)
+
+# A stage's private state (open windows, baselines), saved with its offsets.
+stage_state = Table(
+    "stage_state",
+    metadata,
+    Column("stage", String(100), primary_key=True),
+    Column("key", String(400), primary_key=True),
+    Column("value", JSON, nullable=False),
+)
+
+consumer_offsets = Table(
+    "consumer_offsets",
+    metadata,
+    Column("stage", String(100), primary_key=True),
+    Column("topic", String(200), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("next_offset", Integer, nullable=False),
+)
+
+TopicPartitionKey = tuple[str, int]
+
+
+@dataclass
+class Commit:
+    """Everything one batch changes, applied atomically by ``Store.commit``."""
+
+    stage: str
+    offsets: dict[TopicPartitionKey, int] = field(default_factory=dict)  # next offset to read
+    scored: list[ScoredItem] = field(default_factory=list)
+    windows: list[WindowStat] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    state_put: dict[str, Any] = field(default_factory=dict)
+    state_delete: set[str] = field(default_factory=set)
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.url = url
+        self.engine: Engine = create_engine(url, future=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- writes ---------------------------------------------------------------
+
+    def commit(self, batch: Commit) -> None:
+        with self.engine.begin() as conn:
+            if batch.scored:
+                self._upsert(conn, scored_items, [_scored_row(s) for s in batch.scored], ["id"])
+            if batch.windows:
+                rows = [_window_row(w) for w in batch.windows]
+                self._upsert(conn, windows, rows, ["key", "window_start"], only_newer="version")
+            if batch.alerts:
+                self._upsert(conn, alerts, [_alert_row(a) for a in batch.alerts], ["id"])
+                events = [
+                    {
+                        "alert_id": a.id,
+                        "state": a.state,
+                        "window_start": a.window_start,
+                        "at": a.updated_at,
+                        "payload": to_jsonable(a),
+                    }
+                    for a in batch.alerts
+                ]
+                self._upsert(conn, alert_events, events, ["alert_id", "state", "window_start"])
+            if batch.state_delete:
+                conn.execute(
+                    stage_state.delete().where(
+                        stage_state.c.stage == batch.stage,
+                        stage_state.c.key.in_(sorted(batch.state_delete)),
+                    )
+                )
+            if batch.state_put:
+                rows = [
+                    {"stage": batch.stage, "key": k, "value": v} for k, v in batch.state_put.items()
+                ]
+                self._upsert(conn, stage_state, rows, ["stage", "key"])
+            if batch.offsets:
+                rows = [
+                    {"stage": batch.stage, "topic": t, "partition": p, "next_offset": o}
+                    for (t, p), o in batch.offsets.items()
+                ]
+                self._upsert(conn, consumer_offsets, rows, ["stage", "topic", "partition"])
+
+    def _upsert(
+        self,
+        conn: Any,
+        table: Table,
+        rows: Sequence[Mapping[str, Any]],
+        keys: list[str],
+        only_newer: str | None = None,
+    ) -> None:
+        dialect = sqlite if self.engine.dialect.name == "sqlite" else postgresql
+        stmt = dialect.insert(table)
+        updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+        where = None
+        if only_newer:
+            # A replayed older version never overwrites a restatement.
+            where = table.c[only_newer] <= stmt.excluded[only_newer]
+        conn.execute(
+            stmt.on_conflict_do_update(index_elements=keys, set_=updates, where=where), rows
+        )
+
+    # -- reads ----------------------------------------------------------------
+
+    def load_offsets(self, stage: str) -> dict[TopicPartitionKey, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(consumer_offsets).where(consumer_offsets.c.stage == stage)
+            ).mappings()
+            return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+
+    def load_state(self, stage: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(stage_state).where(stage_state.c.stage == stage)).mappings()
+            return {r["key"]: r["value"] for r in rows}
+
+    def query(self, table: Table, *where: Any, order_by: Iterable[Any] = ()) -> list[dict]:
+        with self.engine.connect() as conn:
+            stmt = select(table).where(*where).order_by(*order_by)
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets the dashboard read while stages write; busy_timeout rides out short write locks.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def _scored_row(s: ScoredItem) -> dict[str, Any]:
+    return {
+        "id": s.item.id,
+        "published_at": s.item.published_at,
+        "source": s.item.source,
+        "title": s.item.title,
+        "url": s.item.url,
+        "topic": s.topic,
+        "sentiment": s.sentiment,
+        "score": s.score,
+        "confidence": s.confidence,
+        "tickers": list(s.item.tickers),
+        "top_tokens": list(s.top_tokens),
+        "model_version": s.model_version,
+    }
+
+
+def _window_row(w: WindowStat) -> dict[str, Any]:
+    return {
+        "key": w.key,
+        "window_start": w.window_start,
+        "window_end": w.window_end,
+        "count": w.count,
+        "weighted_count": w.weighted_count,
+        "mean_score": w.mean_score,
+        "weighted_mean_score": w.weighted_mean_score,
+        "neg_share": w.neg_share,
+        "pos_share": w.pos_share,
+        "top_headlines": [to_jsonable(h) for h in w.top_headlines],
+        "version": w.version,
+        "final": w.final,
+        "emitted_at": w.emitted_at,
+    }
+
+
+def _alert_row(a: Alert) -> dict[str, Any]:
+    row = to_jsonable(a)
+    row.pop("schema")
+    for name in ("window_start", "window_end", "started_at", "updated_at"):
+        row[name] = getattr(a, name)
+    return row
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; the store only ever holds UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,0 +1,1 @@
+"""Stream processing: the scoring stage and event-time window aggregation."""

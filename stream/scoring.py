@@ -1,0 +1,76 @@
+"""The scoring stage: ``news.raw`` → micro-batches → ``Scorer`` → ``news.scored``.
+
+At-least-once: offsets are committed only after the scored batch is acknowledged by the broker;
+a redelivered story gets the same id, and the aggregator counts each id once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from finsent.kafka_io import DeadLetters, make_consumer, make_producer, poll_batch
+from finsent.records import NewsItem, RecordError, ScoredItem, decode, encode
+from finsent.settings import Settings
+from model.scorer import Scorer, load_scorer
+
+log = logging.getLogger(__name__)
+STAGE = "scorer"
+
+
+def score_batch(
+    scorer: Scorer, items: list[NewsItem]
+) -> tuple[list[ScoredItem], list[tuple[NewsItem, str]]]:
+    """Score a batch; if the batch fails, score one by one so one bad story cannot sink the rest."""
+    try:
+        return scorer.score(items), []
+    except Exception:  # noqa: BLE001 - any scorer failure is isolated per item below
+        log.exception("batch of %d failed; retrying item by item", len(items))
+    scored, failed = [], []
+    for item in items:
+        try:
+            scored.extend(scorer.score([item]))
+        except Exception as exc:  # noqa: BLE001
+            failed.append((item, f"scorer failed: {type(exc).__name__}: {exc}"))
+    return scored, failed
+
+
+def run_scorer(settings: Settings, stop: threading.Event, scorer: Scorer | None = None) -> None:
+    scorer = scorer or load_scorer(settings.scorer)
+    consumer = make_consumer(settings, STAGE)
+    consumer.subscribe([settings.topic("news.raw")])
+    producer = make_producer(settings)
+    dead = DeadLetters(settings, producer, STAGE)
+    out_topic = settings.topic("news.scored")
+    total = 0
+    log.info("scorer %s consuming %s", scorer.version, settings.topic("news.raw"))
+    try:
+        while not stop.is_set():
+            batch = poll_batch(consumer, settings.batch_max_size, settings.batch_max_wait_ms)
+            if not batch:
+                continue
+            started = time.perf_counter()
+            items: list[NewsItem] = []
+            for record in batch:
+                try:
+                    items.append(decode(NewsItem, record.value))
+                except RecordError as exc:
+                    dead.send(exc.reason, record.value or b"", record)
+            scored, failed = score_batch(scorer, items) if items else ([], [])
+            for item, reason in failed:
+                dead.send(reason, encode(item))
+            futures = [
+                producer.send(out_topic, key=s.item.id.encode(), value=encode(s)) for s in scored
+            ]
+            producer.flush()
+            for future in futures:
+                future.get(timeout=30)  # surfaces delivery errors instead of losing them
+            consumer.commit()
+            total += len(scored)
+            log.debug("scored %d in %.1f ms", len(scored), (time.perf_counter() - started) * 1000)
+    finally:
+        producer.flush()
+        producer.close()
+        consumer.close()
+        log.info("scorer stopped after %d items (%d dead letters)", total, dead.count)

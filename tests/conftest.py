@@ -1,0 +1,53 @@
+"""Shared fixtures. Pipeline tests run against a real Kafka broker that this session starts."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+from tests_support import StageProcesses, free_port
+
+from finsent.kafka_local import LocalKafka
+from finsent.settings import Settings
+
+# Shared 2-core machines are noisy: judge properties by their examples, not their timing.
+hypothesis_settings.register_profile(
+    "finsent", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=100
+)
+hypothesis_settings.load_profile("finsent")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """A real single-node Kafka 4 on free loopback ports, for the whole test session."""
+    settings = Settings(kafka_port=free_port(), kafka_controller_port=free_port(), partitions=1)
+    broker = LocalKafka(settings, home=tmp_path_factory.mktemp("kafka-broker"))
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def pipeline_settings(kafka_broker: LocalKafka, tmp_path: Path) -> Settings:
+    """Settings isolated per test: a topic prefix of its own and a fresh SQLite store."""
+    return Settings(
+        kafka_port=kafka_broker.port,
+        kafka_controller_port=kafka_broker.controller_port,
+        topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
+        store_url=f"sqlite:///{tmp_path / 'store.db'}",
+        cache_dir=tmp_path / "cache",
+        partitions=1,
+    )
+
+
+@pytest.fixture
+def stages(pipeline_settings: Settings, tmp_path: Path) -> Iterator[StageProcesses]:
+    procs = StageProcesses(pipeline_settings, tmp_path)
+    yield procs
+    procs.stop_all()

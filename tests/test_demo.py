@@ -1,0 +1,92 @@
+"""`finsent demo` as a new user runs it: everything starts, the dashboard answers, an alert fires,
+and Ctrl-C leaves no process and no bound port behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from tests_support import free_port, wait_until
+
+from finsent.store import Store, alerts, windows
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def processes_mentioning(marker: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in cmdline or marker.encode() in environ:
+            found.append(f"{entry.name}: {cmdline[:120]}")
+    return found
+
+
+def test_demo_serves_dashboard_fires_alert_and_stops_cleanly(tmp_path: Path) -> None:
+    kafka_port, dashboard_port = free_port(), free_port()
+    store_url = f"sqlite:///{tmp_path / 'demo.db'}"
+    env = {
+        **os.environ,
+        "FINSENT_CACHE_DIR": str(tmp_path / "cache"),
+        "FINSENT_KAFKA_PORT": str(kafka_port),
+        "FINSENT_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "FINSENT_DASHBOARD_PORT": str(dashboard_port),
+        "FINSENT_STORE_URL": store_url,
+        "PYTHONUNBUFFERED": "1",
+    }
+    log_path = tmp_path / "demo.log"
+    with log_path.open("wb") as log:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "finsent.cli", "demo", "--speed", "max"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        health = f"http://127.0.0.1:{dashboard_port}/_stcore/health"
+
+        def dashboard_up() -> bool:
+            assert demo.poll() is None, log_path.read_text()
+            try:
+                return httpx.get(health, timeout=2).text == "ok"
+            except httpx.HTTPError:
+                return False
+
+        wait_until(dashboard_up, 180, "the dashboard health check")
+        page = httpx.get(f"http://127.0.0.1:{dashboard_port}/", timeout=5)
+        assert page.status_code == 200 and "<title>" in page.text
+
+        store = Store(store_url)
+        wait_until(lambda: store.query(alerts), 120, "an alert from the scripted episode")
+        fired = store.query(alerts)
+        assert any(row["key"] in ("topic:Financials", "ticker:NWB", "overall") for row in fired)
+        assert len(store.query(windows)) > 20
+        wait_until(lambda: "ALERT firing" in log_path.read_text(), 10, "the alert on the console")
+    finally:
+        demo.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        code = demo.wait(90)
+
+    output = log_path.read_text()
+    assert code == 0, output
+    assert "demo stopped." in output
+    assert not port_open(dashboard_port)
+    assert not port_open(kafka_port)
+    assert processes_mentioning(str(tmp_path / "cache")) == []

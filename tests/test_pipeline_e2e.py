@@ -1,0 +1,164 @@
+"""End to end through the real broker: replay → scorer → aggregator → alerter, as separate processes.
+
+A known input of N stories goes in; the exact window counts and exactly one alert come out, and
+every bad payload lands in the dead-letter topic with its stage and reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+from tests_support import StageProcesses, wait_until
+
+from finsent.kafka_io import ensure_topics
+from finsent.records import Alert, DeadLetter, NewsItem, WindowStat, decode, encode
+from finsent.settings import Settings
+from finsent.store import Store, alert_events, alerts, as_utc, scored_items, windows
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+W = timedelta(minutes=15)
+OIL = "Oil prices steady as traders await inventory data"  # Energy | Oil, neutral
+BANK = "Harbor Trust Bank opens regional offices, adds bank staff"  # Financials, neutral
+CRASH = "Northwind Bank shares plunge as deposit losses mount"  # Financials, negative
+
+
+def story(n: int, title: str, at: datetime, tickers: list[str] | None = None) -> dict:
+    return {
+        "title": title,
+        "published_at": at.isoformat(),
+        "source": "test-wire",
+        "url": f"https://news.test/{n}",
+        "tickers": tickers or [],
+    }
+
+
+def build_feed() -> tuple[list[dict], dict[tuple[str, datetime], int]]:
+    """Six quiet windows, one with a bank crash, one calm again, then a story that closes it."""
+    rows, expected = [], Counter()
+    n = 0
+
+    def add(title: str, window: int, minute: int, keys: list[str], tickers=None) -> None:
+        nonlocal n
+        n += 1
+        start = T0 + window * W
+        rows.append(story(n, title, start + timedelta(minutes=minute), tickers))
+        for key in ["overall", "source:test-wire", *keys]:
+            expected[(key, start)] += 1
+
+    for w in range(6):
+        for m in range(3):
+            add(OIL, w, 1 + m, ["topic:Energy | Oil"])
+            add(BANK, w, 5 + m, ["topic:Financials"])
+    for m in range(3):
+        add(OIL, 6, 1 + m, ["topic:Energy | Oil"])
+    for m in range(8):
+        add(CRASH, 6, 4 + m, ["topic:Financials", "ticker:NWB"], tickers=["NWB"])
+    for m in range(2):
+        add(OIL, 7, 1 + m, ["topic:Energy | Oil"])
+        add(BANK, 7, 5 + m, ["topic:Financials"])
+    # Closes window 7 (watermark = its time - 60 s grace); its own window stays open.
+    n += 1
+    rows.append(story(n, OIL, T0 + 8 * W + timedelta(minutes=2)))
+    return rows, dict(expected)
+
+
+def test_known_input_gives_exact_windows_and_one_alert(
+    pipeline_settings: Settings, stages: StageProcesses, tmp_path: Path
+) -> None:
+    settings = pipeline_settings.model_copy(
+        update={"window_seconds": 900, "grace_seconds": 60, "alert_keys": ("topic:*",)}
+    )
+    stages.env.update(settings.child_env())
+    ensure_topics(settings)
+    rows, expected = build_feed()
+    assert len(rows) == 52
+    feed = tmp_path / "feed.jsonl"
+    with feed.open("w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+        fh.write(json.dumps({"published_at": T0.isoformat()}) + "\n")  # no title: ingest DLQ
+
+    # Bad payloads straight onto news.raw: the scorer must route them, not crash.
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    producer.send(settings.topic("news.raw"), b"{not json").get(30)
+    unknown_version = encode(
+        NewsItem(id="v9", source="s", title="From the future", published_at=T0, fetched_at=T0)
+    ).replace(b'"schema":1', b'"schema":9')
+    producer.send(settings.topic("news.raw"), unknown_version).get(30)
+    producer.close()
+
+    for stage in ("scorer", "aggregator", "alerter"):
+        stages.start(stage, stage)
+    replay = stages.start("replay", "ingest", "replay", str(feed), "--no-progress")
+    assert replay.wait(120) == 0, stages.log("replay")
+    assert "read 53, sent 52, duplicates 0, dead letters 1" in stages.log("replay")
+
+    store = Store(settings.database_url)
+    n_windows = len(expected)
+
+    def windows_done() -> bool:
+        return len(store.query(windows)) >= n_windows and len(store.query(alert_events)) >= 2
+
+    wait_until(windows_done, 90, f"{n_windows} windows and 2 alert events in the store")
+
+    got = {(r["key"], as_utc(r["window_start"])): r["count"] for r in store.query(windows)}
+    assert got == expected
+    assert len(store.query(scored_items)) == 52  # stored on arrival, open window or not
+
+    [alert_row] = store.query(alerts)
+    assert alert_row["key"] == "topic:Financials"
+    assert alert_row["state"] == "resolved"
+    assert as_utc(alert_row["started_at"]) == T0 + 6 * W
+    events = store.query(alert_events, order_by=[alert_events.c.at])
+    assert [e["state"] for e in events] == ["firing", "resolved"]
+    fired = decode(Alert, json.dumps(events[0]["payload"]))
+    assert fired.neg_share == 1.0 and fired.count == 8  # window 6 holds the 8 crash stories
+    assert {h.title for h in fired.headlines} == {CRASH}
+
+    # The Kafka topics carry the same records.
+    topic_windows = [
+        decode(WindowStat, v) for v in read_topic(settings, "sentiment.windows", n_windows)
+    ]
+    assert Counter((w.key, w.window_start) for w in topic_windows) == Counter(expected.keys())
+    topic_alerts = [decode(Alert, v) for v in read_topic(settings, "alerts", 2)]
+    assert sorted(a.state for a in topic_alerts) == ["firing", "resolved"]
+    assert len({a.id for a in topic_alerts}) == 1
+
+    letters = [decode(DeadLetter, v) for v in read_topic(settings, "news.dlq", 3)]
+    by_stage = Counter(letter.stage for letter in letters)
+    assert by_stage == {"scorer": 2, "ingest": 1}
+    reasons = " | ".join(letter.reason for letter in letters)
+    assert (
+        "Invalid JSON" in reasons
+        and "unknown schema version" in reasons
+        and "title is missing" in reasons
+    )
+    assert {letter.payload() for letter in letters if letter.stage == "scorer"} == {
+        b"{not json",
+        unknown_version,
+    }
+
+    # SIGTERM: every stage finishes its batch and exits cleanly.
+    assert stages.stop_all() == {"scorer": 0, "aggregator": 0, "alerter": 0, "replay": 0}
+
+
+def read_topic(settings: Settings, name: str, expected: int) -> list[bytes]:
+    consumer = KafkaConsumer(
+        settings.topic(name),
+        bootstrap_servers=settings.bootstrap_servers,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
+    try:
+        values = [m.value for m in consumer]
+    finally:
+        consumer.close()
+    assert len(values) == expected, f"{name}: {len(values)} records, expected {expected}"
+    return values
