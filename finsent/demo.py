@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from finsent.kafka_io import delete_topics, ensure_topics, list_topics
 from finsent.kafka_local import LocalKafka
@@ -51,16 +52,33 @@ def demo_settings(settings: Settings, run_id: str) -> Settings:
     return settings.model_copy(update=update)
 
 
-class Children:
-    """The stage processes, stopped in reverse start order."""
+def say(message: str) -> None:
+    """Console output that never breaks shutdown, even when stdout is a closed pipe."""
+    with contextlib.suppress(OSError, ValueError):
+        print(message, flush=True)
 
-    def __init__(self, env: dict[str, str]) -> None:
+
+class Children:
+    """The stage processes, each logging to its own file, stopped in reverse start order."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
         self.env = env
+        self.log_dir = log_dir
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
     def start(self, name: str, cmd: list[str]) -> subprocess.Popen:
-        # A session of its own: the terminal's Ctrl-C reaches the demo only, which stops children in order.
-        proc = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_dir / f"{name}.log", "ab") as log_file:
+            # A session of its own: the terminal's Ctrl-C reaches the demo only, which then stops
+            # the children in order; logs go to files so a closed console cannot wedge a child.
+            proc = subprocess.Popen(
+                cmd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs.append((name, proc))
         log.info("started %s (pid %d)", name, proc.pid)
         return proc
@@ -68,35 +86,42 @@ class Children:
     def dead(self) -> list[tuple[str, int]]:
         return [(n, p.returncode) for n, p in self.procs if p.poll() is not None and n != "replay"]
 
+    def log_tail(self, name: str, lines: int = 15) -> str:
+        path = self.log_dir / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
     def stop_all(self, timeout_s: float = 20) -> None:
         for name, proc in reversed(self.procs):
             if proc.poll() is None:
                 log.info("stopping %s", name)
-                proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         for name, proc in reversed(self.procs):
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.warning("%s did not stop in time; killing it", name)
+            # Whatever is left of the stage, and anything it spawned, goes now.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            # Anything the stage itself spawned goes with it.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def run_demo(settings: Settings, stop: threading.Event, speed: float | None, hours: float) -> int:
-    from finsent.store import Store, alert_events
+    from sqlalchemy import func, select
+
+    from finsent.store import Store, alert_events, scored_items, windows
     from ingest.sample_feed import generate, write_jsonl
 
     run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     settings = demo_settings(settings, run_id)
+    run_dir = settings.cache_dir / "demo" / run_id
     kafka = LocalKafka(settings)
     started_kafka = not kafka.status().running
-    print(f"finsent demo {run_id}: starting Kafka at {settings.bootstrap_servers} ...", flush=True)
+    say(f"finsent demo {run_id}: starting Kafka at {settings.bootstrap_servers} ...")
     kafka.start()
-    children = Children({**os.environ, **settings.child_env()})
+    children = Children({**os.environ, **settings.child_env()}, run_dir / "logs")
     try:
         stale = [
             t
@@ -105,43 +130,50 @@ def run_demo(settings: Settings, stop: threading.Event, speed: float | None, hou
         ]
         delete_topics(settings, stale)  # earlier demo runs
         ensure_topics(settings)
-        feed = write_jsonl(
-            generate(end=datetime.now(UTC).replace(microsecond=0), hours=hours),
-            settings.cache_dir / "demo" / run_id / "sample.jsonl",
-        )
+        rows = generate(end=datetime.now(UTC).replace(microsecond=0), hours=hours)
+        feed = write_jsonl(rows, run_dir / "sample.jsonl")
         store = Store(settings.database_url)
         for stage in STAGES:
             children.start(stage, [sys.executable, "-m", "finsent.cli", stage])
         children.start("dashboard", dashboard_command(settings))
         replay_cmd = [sys.executable, "-m", "finsent.cli", "ingest", "replay", str(feed),
-                      "--speed", "max" if speed is None else str(speed)]  # fmt: skip
+                      "--speed", "max" if speed is None else str(speed), "--no-progress"]  # fmt: skip
         replayer = children.start("replay", replay_cmd)
-        url = f"http://{settings.dashboard_host}:{settings.dashboard_port}"
-        print(
-            f"dashboard: {url}\nstore: {settings.database_url}\nCtrl-C stops everything.",
-            flush=True,
+        pace = "as fast as possible" if speed is None else f"at {speed:g}x real time"
+        say(
+            f"dashboard: http://{settings.dashboard_host}:{settings.dashboard_port}\n"
+            f"replaying {len(rows)} sample stories ({hours:g} h of news) {pace}\n"
+            f"stage logs: {children.log_dir}\n"
+            "Ctrl-C stops everything."
         )
         reported: set[tuple] = set()
+        last_status = None
         replay_done = False
         while not stop.wait(2.0):
-            if children.dead():
-                log.error("stage(s) exited unexpectedly: %s", children.dead())
+            for name, code in children.dead():
+                say(
+                    f"{name} exited unexpectedly (code {code}); its log ends:\n{children.log_tail(name)}"
+                )
                 return 1
             if not replay_done and replayer.poll() is not None:
                 replay_done = True
-                print(
-                    f"replay finished (exit {replayer.returncode}); the dashboard stays up.",
-                    flush=True,
-                )
+                say(f"replay finished (exit {replayer.returncode}); the dashboard stays up.")
+            with store.engine.connect() as conn:
+                n_scored = conn.execute(select(func.count()).select_from(scored_items)).scalar()
+                n_windows = conn.execute(select(func.count()).select_from(windows)).scalar()
+            status = f"scored {n_scored}/{len(rows)} stories, {n_windows} windows closed"
+            if status != last_status:
+                say(status)
+                last_status = status
             for row in store.query(alert_events, order_by=[alert_events.c.at]):
                 event = (row["alert_id"], row["state"], row["window_start"])
                 if event not in reported:
                     reported.add(event)
-                    print(f"ALERT {row['state']}: {row['payload']['message']}", flush=True)
+                    say(f"ALERT {row['state']}: {row['payload']['message']}")
         return 0
     finally:
-        print("stopping ...", flush=True)
+        say("stopping ...")
         children.stop_all()
         if started_kafka:
             kafka.stop()
-        print("demo stopped.", flush=True)
+        say("demo stopped.")

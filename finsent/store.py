@@ -158,7 +158,7 @@ class Store:
                 rows = [_window_row(w) for w in batch.windows]
                 self._upsert(conn, windows, rows, ["key", "window_start"], only_newer="version")
             if batch.alerts:
-                self._upsert(conn, alerts, [_alert_row(a) for a in batch.alerts], ["id"])
+                self._apply_alerts(conn, batch.alerts)
                 events = [
                     {
                         "alert_id": a.id,
@@ -188,6 +188,23 @@ class Store:
                     for (t, p), o in batch.offsets.items()
                 ]
                 self._upsert(conn, consumer_offsets, rows, ["stage", "topic", "partition"])
+
+    def _apply_alerts(self, conn: Any, events: list[Alert]) -> None:
+        """One row per alert: the evidence of the window that fired it, plus its current state.
+
+        Each lifecycle event, with its own window's figures, is kept in ``alert_events``.
+        """
+        for alert in events:
+            if alert.state == "firing":
+                self._upsert(conn, alerts, [_alert_row(alert)], ["id"])
+                continue
+            changed = conn.execute(
+                alerts.update()
+                .where(alerts.c.id == alert.id)
+                .values(state=alert.state, updated_at=alert.updated_at, message=alert.message)
+            ).rowcount
+            if not changed:  # resolved without a stored firing event: keep what we have
+                self._upsert(conn, alerts, [_alert_row(alert)], ["id"])
 
     def _upsert(
         self,

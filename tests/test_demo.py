@@ -4,10 +4,12 @@ and Ctrl-C leaves no process and no bound port behind."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
@@ -52,19 +54,39 @@ def test_demo_serves_dashboard_fires_alert_and_stops_cleanly(tmp_path: Path) -> 
         "FINSENT_STORE_URL": store_url,
         "PYTHONUNBUFFERED": "1",
     }
-    log_path = tmp_path / "demo.log"
-    with log_path.open("wb") as log:
-        demo = subprocess.Popen(
-            [sys.executable, "-m", "finsent.cli", "demo", "--speed", "max"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    # The console is a pipe, as with `make demo | tee`; it is closed before Ctrl-C, which must
+    # not stop the demo from cleaning up.
+    read_end, write_end = os.pipe()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "finsent.cli", "demo", "--speed", "max"],
+        env=env,
+        stdout=write_end,
+        stderr=subprocess.STDOUT,
+    )
+    os.close(write_end)
+    console: list[bytes] = []
+    hang_up = threading.Event()
+
+    def read_console() -> None:
+        while not hang_up.is_set():
+            if select.select([read_end], [], [], 0.2)[0]:
+                chunk = os.read(read_end, 65536)
+                if not chunk:
+                    break
+                console.append(chunk)
+        os.close(read_end)
+
+    reader = threading.Thread(target=read_console)
+    reader.start()
+
+    def output() -> str:
+        return b"".join(console).decode(errors="replace")
+
     try:
         health = f"http://127.0.0.1:{dashboard_port}/_stcore/health"
 
         def dashboard_up() -> bool:
-            assert demo.poll() is None, log_path.read_text()
+            assert demo.poll() is None, output()
             try:
                 return httpx.get(health, timeout=2).text == "ok"
             except httpx.HTTPError:
@@ -79,14 +101,15 @@ def test_demo_serves_dashboard_fires_alert_and_stops_cleanly(tmp_path: Path) -> 
         fired = store.query(alerts)
         assert any(row["key"] in ("topic:Financials", "ticker:NWB", "overall") for row in fired)
         assert len(store.query(windows)) > 20
-        wait_until(lambda: "ALERT firing" in log_path.read_text(), 10, "the alert on the console")
+        wait_until(lambda: "ALERT firing" in output(), 10, "the alert on the console")
+        assert "dashboard: http://127.0.0.1:" in output()
     finally:
-        demo.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        hang_up.set()  # the reader of the console goes away ...
+        reader.join(5)
+        demo.send_signal(signal.SIGINT)  # ... then Ctrl-C
         code = demo.wait(90)
 
-    output = log_path.read_text()
-    assert code == 0, output
-    assert "demo stopped." in output
+    assert code == 0, output()
     assert not port_open(dashboard_port)
     assert not port_open(kafka_port)
     assert processes_mentioning(str(tmp_path / "cache")) == []

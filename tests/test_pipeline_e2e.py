@@ -115,7 +115,9 @@ def test_known_input_gives_exact_windows_and_one_alert(
     [alert_row] = store.query(alerts)
     assert alert_row["key"] == "topic:Financials"
     assert alert_row["state"] == "resolved"
-    assert as_utc(alert_row["started_at"]) == T0 + 6 * W
+    assert as_utc(alert_row["started_at"]) == as_utc(alert_row["window_start"]) == T0 + 6 * W
+    assert alert_row["neg_share"] == 1.0  # the row keeps the evidence of the window that fired
+    assert as_utc(alert_row["updated_at"]) == T0 + 8 * W  # the end of the window that resolved it
     events = store.query(alert_events, order_by=[alert_events.c.at])
     assert [e["state"] for e in events] == ["firing", "resolved"]
     fired = decode(Alert, json.dumps(events[0]["payload"]))

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from finsent.records import Alert, NewsItem, ScoredItem, WindowStat
+from finsent.store import Commit, Store, alert_events, alerts, as_utc, scored_items, windows
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+W = timedelta(minutes=15)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(f"sqlite:///{tmp_path / 'nested' / 'store.db'}")
+
+
+def scored(i: int) -> ScoredItem:
+    item = NewsItem(id=f"s{i}", source="wire", title=f"story {i}", published_at=T0, fetched_at=T0)
+    return ScoredItem(
+        item=item,
+        topic="Markets",
+        sentiment="neutral",
+        score=0.0,
+        confidence=0.5,
+        model_version="t",
+        scored_at=T0,
+    )
+
+
+def window(version: int = 1, count: int = 3) -> WindowStat:
+    return WindowStat(
+        key="overall",
+        window_start=T0,
+        window_end=T0 + W,
+        count=count,
+        weighted_count=float(count),
+        mean_score=0.0,
+        weighted_mean_score=0.0,
+        neg_share=0.0,
+        pos_share=0.0,
+        version=version,
+        emitted_at=T0 + W,
+    )
+
+
+def alert(state: str, window_index: int, neg_share: float) -> Alert:
+    start = T0 + window_index * W
+    return Alert(
+        id="a1",
+        key="overall",
+        state=state,  # type: ignore[arg-type]
+        severity="critical",
+        rule="r",
+        window_start=start,
+        window_end=start + W,
+        neg_share=neg_share,
+        baseline_mean=0.1,
+        baseline_std=0.05,
+        zscore=5.0,
+        count=10,
+        started_at=T0,
+        updated_at=start + W,
+        message=f"{state} message",
+    )
+
+
+def test_replaying_a_batch_has_exactly_one_effect(store: Store) -> None:
+    batch = Commit(
+        stage="agg",
+        offsets={("news.scored", 0): 10},
+        scored=[scored(1), scored(2)],
+        windows=[window()],
+    )
+    store.commit(batch)
+    store.commit(batch)
+    assert len(store.query(scored_items)) == 2
+    assert len(store.query(windows)) == 1
+    assert store.load_offsets("agg") == {("news.scored", 0): 10}
+
+
+def test_restatement_wins_over_a_replayed_older_version(store: Store) -> None:
+    store.commit(Commit(stage="agg", windows=[window(version=2, count=4)]))
+    store.commit(Commit(stage="agg", windows=[window(version=1, count=3)]))
+    [row] = store.query(windows)
+    assert (row["version"], row["count"]) == (2, 4)
+    assert as_utc(row["window_start"]) == T0
+
+
+def test_alert_row_keeps_firing_evidence_and_events_keep_history(store: Store) -> None:
+    store.commit(Commit(stage="alerter", alerts=[alert("firing", 6, 0.8)]))
+    store.commit(Commit(stage="alerter", alerts=[alert("resolved", 8, 0.1)]))
+    [row] = store.query(alerts)
+    assert row["state"] == "resolved"
+    assert row["neg_share"] == 0.8 and as_utc(row["window_start"]) == T0 + 6 * W
+    assert as_utc(row["updated_at"]) == T0 + 9 * W
+    assert row["message"] == "resolved message"
+    events = store.query(alert_events, order_by=[alert_events.c.at])
+    assert [(e["state"], e["payload"]["neg_share"]) for e in events] == [
+        ("firing", 0.8),
+        ("resolved", 0.1),
+    ]
+
+
+def test_state_and_offsets_are_per_stage(store: Store) -> None:
+    store.commit(Commit(stage="a", offsets={("t", 0): 5}, state_put={"k1": {"x": 1}, "k2": [1, 2]}))
+    store.commit(Commit(stage="b", offsets={("t", 0): 9}, state_put={"k1": {"x": 2}}))
+    store.commit(Commit(stage="a", offsets={("t", 0): 7, ("t", 1): 3}, state_delete={"k2"}))
+    assert store.load_state("a") == {"k1": {"x": 1}}
+    assert store.load_offsets("a") == {("t", 0): 7, ("t", 1): 3}
+    assert store.load_offsets("b") == {("t", 0): 9}
+
+
+def test_a_failed_commit_changes_nothing(store: Store) -> None:
+    good = Commit(stage="a", offsets={("t", 0): 1}, scored=[scored(1)])
+    store.commit(good)
+    broken = dataclasses.replace(
+        good, offsets={("t", 0): 2}, scored=[scored(2)], state_put={"k": object()}
+    )
+    with pytest.raises(Exception):  # noqa: B017 - any driver error; the point is atomicity
+        store.commit(broken)
+    assert store.load_offsets("a") == {("t", 0): 1}
+    assert [r["id"] for r in store.query(scored_items)] == ["s1"]
