@@ -2,9 +2,10 @@
 
 A series fires when a closed window's negative share stands out against the series' own recent
 windows, has enough stories, and clears an absolute floor. The baseline rate p pools the recent
-windows' stories (Laplace-smoothed); the z-score divides by the binomial standard error of a share
-of n stories, sqrt(p(1-p)/n), so a 4-of-5 window is not judged like a 40-of-50 one. It resolves
-when z falls below a lower threshold (hysteresis). Windows during an alert stay out of the baseline.
+windows' stories (Laplace-smoothed). The window's surprise is the exact binomial chance of seeing
+at least its k negatives among n stories at rate p, expressed as a z-score, so small windows are
+judged fairly: 4 negatives of 5 is far less surprising than 40 of 50. It resolves when z falls
+below a lower threshold (hysteresis). Windows during an alert stay out of the baseline.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import json
 import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from statistics import NormalDist
 from typing import Any
 
 from finsent.records import Alert, WindowStat, decode, to_jsonable
+
+_NORMAL = NormalDist()
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,6 @@ class SpikeRule:
     fire_z: float = 3.0
     resolve_z: float = 1.0
     floor: float = 0.4  # the negative share must also reach this
-    std_floor: float = 0.05  # keeps a flat baseline from turning noise into huge z-scores
 
 
 @dataclass(frozen=True)
@@ -66,14 +69,37 @@ class Evaluation:
     notes: tuple[str, ...] = field(default=())
 
 
-def baseline(
-    history: tuple[tuple[float, int], ...], n: int, std_floor: float
-) -> tuple[float, float]:
+def baseline(history: tuple[tuple[float, int], ...], n: int) -> tuple[float, float]:
     """Pooled negative rate of the history, and the standard error of a share of ``n`` stories."""
     negatives = sum(share * count for share, count in history)
     total = sum(count for _, count in history)
     p = (negatives + 1) / (total + 2)
-    return p, max(math.sqrt(p * (1 - p) / max(n, 1)), std_floor)
+    return p, math.sqrt(p * (1 - p) / max(n, 1))
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), summed in log space so large n cannot overflow."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    logs = [
+        math.lgamma(n + 1)
+        - math.lgamma(i + 1)
+        - math.lgamma(n - i + 1)
+        + i * log_p
+        + (n - i) * log_q
+        for i in range(k, n + 1)
+    ]
+    top = max(logs)
+    return min(1.0, math.exp(top) * sum(math.exp(v - top) for v in logs))
+
+
+def surprise_z(negatives: int, n: int, p: float) -> float:
+    """The binomial upper-tail probability of ``negatives`` as a standard-normal z-score."""
+    tail = min(max(binomial_tail(negatives, n, p), 1e-300), 1 - 1e-12)
+    return -_NORMAL.inv_cdf(tail)
 
 
 def alert_id(rule: SpikeRule, key: str, started: datetime) -> str:
@@ -86,8 +112,8 @@ def evaluate(rule: SpikeRule, state: SeriesState, window: WindowStat, now: datet
     if state.last_window is not None and window.window_start <= state.last_window:
         return Evaluation(state=state, notes=("duplicate or out-of-order window ignored",))
     history = state.history
-    mean, std = baseline(history, window.count, rule.std_floor)
-    z = (window.neg_share - mean) / std
+    mean, std = baseline(history, window.count)
+    z = surprise_z(round(window.neg_share * window.count), window.count, mean)
     enough_history = len(history) >= rule.min_baseline
     event: Alert | None = None
     active = state.active

@@ -35,7 +35,6 @@ def rule_from(settings: Settings) -> SpikeRule:
         fire_z=settings.alert_fire_z,
         resolve_z=settings.alert_resolve_z,
         floor=settings.alert_floor,
-        std_floor=settings.alert_std_floor,
     )
 
 

@@ -85,7 +85,6 @@ class Settings(BaseSettings):
     alert_fire_z: float = 3.0
     alert_resolve_z: float = 1.0
     alert_floor: float = 0.4
-    alert_std_floor: float = 0.05
 
     # Dashboard
     dashboard_host: str = "127.0.0.1"

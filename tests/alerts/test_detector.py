@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from alerts.detector import SeriesState, SpikeRule, baseline, evaluate
+from alerts.detector import SeriesState, SpikeRule, baseline, binomial_tail, evaluate, surprise_z
 from finsent.records import WindowStat
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -81,11 +81,31 @@ def test_alerting_windows_stay_out_of_the_baseline() -> None:
     assert state.history == tuple(QUIET)
 
 
-def test_standard_error_shrinks_with_volume() -> None:
-    p, small = baseline(((0.1, 100),), n=5, std_floor=0.0)
-    _, large = baseline(((0.1, 100),), n=500, std_floor=0.0)
+def test_baseline_pools_stories_and_its_error_shrinks_with_volume() -> None:
+    p, small = baseline(((0.1, 100),), n=5)
+    _, large = baseline(((0.1, 100),), n=500)
     assert p == pytest.approx(11 / 102)
     assert small > large * 9
+
+
+def test_binomial_tail_matches_exact_values() -> None:
+    assert binomial_tail(3, 3, 0.5) == pytest.approx(0.125)
+    assert binomial_tail(1, 2, 0.5) == pytest.approx(0.75)
+    assert binomial_tail(0, 10, 0.3) == 1.0
+    assert binomial_tail(11, 10, 0.3) == 0.0
+    assert binomial_tail(5000, 10_000, 0.2) < 1e-300  # no overflow at large n
+
+
+def test_small_windows_need_more_evidence_than_large_ones() -> None:
+    # The same 80% share against a 17% baseline: chance at n=5, overwhelming at n=50.
+    assert surprise_z(4, 5, 0.17) < 3.0
+    assert surprise_z(40, 50, 0.17) > 9.0
+    assert surprise_z(0, 10, 0.1) < 0 < surprise_z(5, 10, 0.1)
+
+
+def test_four_of_five_by_chance_does_not_fire() -> None:
+    _, events = run([(0.2, 6)] * 8 + [(0.8, 5)])
+    assert events == []
 
 
 def test_severity_rises_with_z() -> None:
