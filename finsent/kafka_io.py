@@ -7,17 +7,18 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from finsent.records import DeadLetter, encode
+from finsent.records import DeadLetter, RecordError, decode, encode
 from finsent.settings import TOPIC_NAMES, Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
@@ -128,6 +129,15 @@ class DeadLetters:
         self.producer.send(self.topic, key=self.stage.encode(), value=encode(letter))
         self.count += 1
         log.warning("dead letter from %s: %s", self.stage, reason)
+
+
+def decode_or_dead(cls: type[T], record: Any, dead: DeadLetters) -> T | None:
+    """The record's value as ``cls``, or None after routing it to the dead-letter topic."""
+    try:
+        return decode(cls, record.value)
+    except RecordError as exc:
+        dead.send(exc.reason, record.value or b"", record)
+        return None
 
 
 def poll_batch(consumer: KafkaConsumer, max_size: int, max_wait_ms: int) -> list[Any]:

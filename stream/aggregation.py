@@ -8,18 +8,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from finsent.kafka_io import (
-    DeadLetters,
-    SeekToStored,
-    make_consumer,
-    make_producer,
-    next_offsets,
-    poll_batch,
-)
-from finsent.records import RecordError, ScoredItem, WindowStat, decode, encode
+from finsent.kafka_io import DeadLetters, decode_or_dead
+from finsent.records import ScoredItem, WindowStat, encode
 from finsent.settings import Settings
+from finsent.stage import run_transactional_stage
 from finsent.store import Commit, Store
 from stream.windows import TumblingWindows
 
@@ -50,65 +44,40 @@ def run_aggregator(settings: Settings, stop: threading.Event) -> None:
     store = Store(settings.database_url)
     windows = make_windows(settings)
     windows.restore(store.load_state(STAGE))
-    consumer = make_consumer(settings, STAGE)
-    listener = SeekToStored(consumer, lambda: store.load_offsets(STAGE))
-    listener.on_assign.append(_warn_if_several_partitions)
-    consumer.subscribe([settings.topic("news.scored")], listener=listener)
-    producer = make_producer(settings)
-    dead = DeadLetters(settings, producer, STAGE)
-    out_topic = settings.topic("sentiment.windows")
-    emitted = 0
-    log.info("aggregator: %ss windows, %ss grace", settings.window_seconds, settings.grace_seconds)
-    try:
-        while not stop.is_set():
-            batch = poll_batch(consumer, settings.batch_max_size * 4, settings.batch_max_wait_ms)
-            now = datetime.now(UTC)
-            scored: list[ScoredItem] = []
-            closed: list[WindowStat] = []
-            for record in batch:
-                try:
-                    item = decode(ScoredItem, record.value)
-                except RecordError as exc:
-                    dead.send(exc.reason, record.value or b"", record)
-                    continue
-                out = windows.add(item, now)
-                if out.duplicate:
-                    continue
-                for late in out.late:
-                    dead.send(
-                        f"late: window of {late.item.published_at.isoformat()} already closed",
-                        encode(late),
-                        record,
-                    )
-                if not out.late:
-                    scored.append(item)
-                closed.extend(out.closed)
-            closed.extend(windows.advance(now))
-            if not batch and not closed:
+
+    def process(batch: list, now: datetime, dead: DeadLetters) -> tuple[list, Commit | None]:
+        scored: list[ScoredItem] = []
+        closed: list[WindowStat] = []
+        for record in batch:
+            item = decode_or_dead(ScoredItem, record, dead)
+            if item is None:
                 continue
-            futures = [
-                producer.send(out_topic, key=w.key.encode(), value=encode(w)) for w in closed
-            ]
-            producer.flush()
-            for future in futures:
-                future.get(timeout=30)
-            put, delete = windows.take_changes()
-            store.commit(
-                Commit(
-                    stage=STAGE,
-                    offsets=next_offsets(batch),
-                    scored=scored,
-                    windows=closed,
-                    state_put=put,
-                    state_delete=delete,
-                )
-            )
-            if batch:
-                consumer.commit()  # for lag tooling only: the store holds the offsets we resume from
-            emitted += len(closed)
-    finally:
-        producer.flush()
-        producer.close()
-        consumer.close()
-        store.close()
-        log.info("aggregator stopped after emitting %d windows", emitted)
+            out = windows.add(item, now)
+            for late in out.late:
+                reason = f"late: window of {late.item.published_at.isoformat()} already closed"
+                dead.send(reason, encode(late), record)
+            if not out.late and not out.duplicate:
+                scored.append(item)
+            closed.extend(out.closed)
+        closed.extend(windows.advance(now))
+        if not batch and not closed:
+            return [], None
+        put, delete = windows.take_changes()
+        commit = Commit(
+            stage=STAGE, scored=scored, windows=closed, state_put=put, state_delete=delete
+        )
+        return [(w.key, w) for w in closed], commit
+
+    log.info("aggregator: %ss windows, %ss grace", settings.window_seconds, settings.grace_seconds)
+    emitted = run_transactional_stage(
+        settings,
+        stage=STAGE,
+        source="news.scored",
+        sink="sentiment.windows",
+        store=store,
+        process=process,
+        stop=stop,
+        max_batch=settings.batch_max_size * 4,
+        on_assign=_warn_if_several_partitions,
+    )
+    log.info("aggregator stopped after emitting %d windows", emitted)

@@ -10,8 +10,8 @@ import logging
 import threading
 import time
 
-from finsent.kafka_io import DeadLetters, make_consumer, make_producer, poll_batch
-from finsent.records import NewsItem, RecordError, ScoredItem, decode, encode
+from finsent.kafka_io import DeadLetters, decode_or_dead, make_consumer, make_producer, poll_batch
+from finsent.records import NewsItem, ScoredItem, encode
 from finsent.settings import Settings
 from model.scorer import Scorer, load_scorer
 
@@ -51,12 +51,8 @@ def run_scorer(settings: Settings, stop: threading.Event, scorer: Scorer | None 
             if not batch:
                 continue
             started = time.perf_counter()
-            items: list[NewsItem] = []
-            for record in batch:
-                try:
-                    items.append(decode(NewsItem, record.value))
-                except RecordError as exc:
-                    dead.send(exc.reason, record.value or b"", record)
+            decoded = (decode_or_dead(NewsItem, record, dead) for record in batch)
+            items = [item for item in decoded if item is not None]
             scored, failed = score_batch(scorer, items) if items else ([], [])
             for item, reason in failed:
                 dead.send(reason, encode(item))
