@@ -48,7 +48,11 @@ def make_consumer(settings: Settings, stage: str, **overrides: Any) -> KafkaCons
         "max_poll_records": settings.batch_max_size,
         "isolation_level": "read_committed",
         "client_id": f"finsent-{stage}",
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": max(settings.session_timeout_ms // 3, 1000),
     }
+    if settings.instance_id:
+        config["group_instance_id"] = f"{stage}-{settings.instance_id}"
     config.update(overrides)
     return KafkaConsumer(**config)
 

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     partitions: int = 1
     partitions_per_topic: dict[str, int] = Field(default_factory=dict)
 
+    # Consumer groups. A dead member holds its partitions until the session times out; with an
+    # instance id (static membership) a restarted process takes its place at once.
+    session_timeout_ms: int = 10_000
+    instance_id: str = ""
+
     # Scorer
     scorer: str = "lexicon"
     batch_max_size: int = 64
