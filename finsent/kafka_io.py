@@ -49,6 +49,8 @@ def make_consumer(settings: Settings, stage: str, **overrides: Any) -> KafkaCons
         "isolation_level": "read_committed",
         "client_id": f"finsent-{stage}",
         "session_timeout_ms": settings.session_timeout_ms,
+        # Notice new topics and partitions within seconds, not the 5-minute default.
+        "metadata_max_age_ms": 5000,
         "heartbeat_interval_ms": max(settings.session_timeout_ms // 3, 1000),
     }
     if settings.instance_id:
@@ -71,12 +73,30 @@ def ensure_topics(
             with contextlib.suppress(TopicAlreadyExistsError):  # a sibling process won the race
                 admin.create_topics(missing)
             log.info("created topics %s", ", ".join(t.name for t in missing))
-        while not set(wanted) <= set(admin.list_topics()):
+        # Consumers that subscribe before a topic's partitions have leaders get no assignment
+        # until their next metadata refresh, so wait for the leaders here.
+        while not _all_led(admin, wanted):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"topics {sorted(wanted)} did not appear in {timeout_s}s")
+                raise TimeoutError(
+                    f"topics {sorted(wanted)} got no partition leaders in {timeout_s}s"
+                )
             time.sleep(0.2)
     finally:
         admin.close()
+
+
+def _all_led(admin: KafkaAdminClient, wanted: dict[str, int]) -> bool:
+    try:
+        described = admin.describe_topics(list(wanted))
+    except KafkaError:
+        return False
+    for topic in described:
+        partitions = topic.get("partitions") or []
+        if topic.get("error_code") or len(partitions) < wanted[topic["name"]]:
+            return False
+        if any(p.get("leader_id", -1) < 0 for p in partitions):
+            return False
+    return True
 
 
 def delete_topics(settings: Settings, topics: list[str]) -> None:
