@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from finsent.kafka_io import delete_topics, ensure_topics, list_topics
-from finsent.kafka_local import LocalKafka
+from finsent.kafka_local import KafkaLaunchError, LocalKafka, port_open
 from finsent.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,11 @@ def run_demo(settings: Settings, stop: threading.Event, speed: float | None, hou
     run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     settings = demo_settings(settings, run_id)
     run_dir = settings.cache_dir / "demo" / run_id
+    if port_open(settings.dashboard_host, settings.dashboard_port):
+        raise KafkaLaunchError(  # the CLI reports launch errors the same way
+            f"port {settings.dashboard_host}:{settings.dashboard_port} is already in use; "
+            "stop what holds it or set FINSENT_DASHBOARD_PORT"
+        )
     kafka = LocalKafka(settings)
     started_kafka = not kafka.status().running
     say(f"finsent demo {run_id}: starting Kafka at {settings.bootstrap_servers} ...")

@@ -64,7 +64,7 @@ class LocalKafka:
     def status(self) -> BrokerStatus:
         pid = self._live_pid()
         return BrokerStatus(
-            running=pid is not None and _port_open(self.host, self.port),
+            running=pid is not None and port_open(self.host, self.port),
             pid=pid,
             bootstrap=self.bootstrap,
             data_dir=self.data_dir,
@@ -78,7 +78,7 @@ class LocalKafka:
             return self.status()
         java = _require_java()
         for port in (self.port, self.controller_port):
-            if _port_open(self.host, port):
+            if port_open(self.host, port):
                 raise KafkaLaunchError(
                     f"port {self.host}:{port} is already in use by another program; "
                     "stop it or set FINSENT_KAFKA_PORT to a free port"
@@ -247,7 +247,7 @@ class LocalKafka:
                 raise KafkaLaunchError(
                     f"the broker exited with code {proc.returncode}; see {self.logs_dir / 'server.log'}"
                 )
-            if _port_open(self.host, self.port) and self._api_ready():
+            if port_open(self.host, self.port) and self._api_ready():
                 return
             time.sleep(0.3)
         raise KafkaLaunchError(f"the broker did not accept connections in {timeout_s:.0f}s")
@@ -292,7 +292,7 @@ def _require_java() -> str:
     return java
 
 
-def _port_open(host: str, port: int) -> bool:
+def port_open(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
             return True

@@ -113,3 +113,24 @@ def test_demo_serves_dashboard_fires_alert_and_stops_cleanly(tmp_path: Path) -> 
     assert not port_open(dashboard_port)
     assert not port_open(kafka_port)
     assert processes_mentioning(str(tmp_path / "cache")) == []
+
+
+def test_demo_refuses_a_busy_dashboard_port(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "finsent.cli", "demo"],
+            env={
+                **os.environ,
+                "FINSENT_CACHE_DIR": str(tmp_path),
+                "FINSENT_DASHBOARD_PORT": str(port),
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"port 127.0.0.1:{port} is already in use" in result.stderr
+    assert not (tmp_path / "kafka").exists()  # nothing was started
