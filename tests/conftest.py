@@ -20,8 +20,6 @@ hypothesis_settings.register_profile(
 )
 hypothesis_settings.load_profile("finsent")
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
