@@ -42,6 +42,8 @@ def run_alerter(settings: Settings, stop: threading.Event) -> None:
     states = {k: SeriesState.from_json(v) for k, v in store.load_state(STAGE).items()}
 
     def process(batch: list, now: datetime, dead: DeadLetters) -> tuple[list, Commit | None]:
+        if not batch:
+            return [], None
         events: list[Alert] = []
         changed: dict[str, SeriesState] = {}
         for record in batch:
@@ -53,8 +55,6 @@ def run_alerter(settings: Settings, stop: threading.Event) -> None:
             if result.event is not None:
                 events.append(result.event)
                 log.warning("alert %s: %s", result.event.state, result.event.message)
-        if not batch:
-            return [], None
         state_put = {k: s.to_json() for k, s in changed.items()}
         return [(a.key, a) for a in events], Commit(stage=STAGE, alerts=events, state_put=state_put)
 

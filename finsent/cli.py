@@ -170,7 +170,7 @@ def demo(
 ) -> None:
     """Start Kafka and every stage, replay the sample feed, and serve the dashboard."""
     from finsent.demo import run_demo
-    from finsent.kafka_local import KafkaLaunchError
+    from finsent.kafka_local import LaunchError
 
     settings = _settings()
     try:
@@ -179,7 +179,7 @@ def demo(
         _fail(f"--speed takes 'max' or a number, not {speed!r}")
     try:
         code = run_demo(settings, install_stop_handlers(), speed=factor, hours=hours)
-    except KafkaLaunchError as exc:
+    except LaunchError as exc:
         _fail(str(exc))
     raise typer.Exit(code)
 

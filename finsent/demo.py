@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from finsent.kafka_io import delete_topics, ensure_topics, list_topics
-from finsent.kafka_local import KafkaLaunchError, LocalKafka, port_open
+from finsent.kafka_local import LaunchError, LocalKafka, port_open
 from finsent.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,8 @@ def dashboard_command(settings: Settings) -> list[str]:
     ]  # fmt: skip
 
 
-def demo_settings(settings: Settings, run_id: str) -> Settings:
+def demo_settings(settings: Settings, run_id: str, run_dir: Path) -> Settings:
     """Isolate the run: its own topic prefix and, unless a store URL is given, its own store."""
-    run_dir = settings.cache_dir / "demo" / run_id
     update: dict[str, object] = {"topic_prefix": settings.topic_prefix or f"demo-{run_id}."}
     if not settings.store_url:
         update["store_url"] = f"sqlite:///{run_dir / 'finsent.db'}"
@@ -115,10 +114,10 @@ def run_demo(settings: Settings, stop: threading.Event, speed: float | None, hou
     from ingest.sample_feed import generate, write_jsonl
 
     run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-    settings = demo_settings(settings, run_id)
     run_dir = settings.cache_dir / "demo" / run_id
+    settings = demo_settings(settings, run_id, run_dir)
     if port_open(settings.dashboard_host, settings.dashboard_port):
-        raise KafkaLaunchError(  # the CLI reports launch errors the same way
+        raise LaunchError(
             f"port {settings.dashboard_host}:{settings.dashboard_port} is already in use; "
             "stop what holds it or set FINSENT_DASHBOARD_PORT"
         )

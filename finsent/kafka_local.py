@@ -24,7 +24,11 @@ from finsent.settings import Settings
 KAFKA_VERSION = "4.1.1"
 
 
-class KafkaLaunchError(RuntimeError):
+class LaunchError(RuntimeError):
+    """A clear, user-facing reason something the CLI starts cannot start."""
+
+
+class KafkaLaunchError(LaunchError):
     """A clear, user-facing reason the local broker cannot start or stop."""
 
 
