@@ -9,8 +9,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY . .
-# The light workers plus the lexicon scorer and the dashboard; the heavy model extra stays out.
-RUN pip install ".[lexicon,dashboard]"
+# Every stage, the attention model included. torch comes from its CPU-only index first, which
+# keeps the CUDA libraries (gigabytes) out of an image that never sees a GPU.
+RUN pip install --index-url https://download.pytorch.org/whl/cpu torch \
+    && pip install ".[model,lexicon,dashboard]"
 
 # Run as a non-root user. /data is created here, owned by that user, so a fresh named volume
 # mounted there starts out writable by it.

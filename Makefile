@@ -22,6 +22,7 @@ format: venv
 
 bench: venv
 	.venv/bin/python bench/bench_windows.py
+	.venv/bin/python bench/bench_model.py
 
 kafka-start: venv
 	.venv/bin/finsent kafka start

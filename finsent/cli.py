@@ -118,7 +118,9 @@ def ingest_replay(
 
 
 @app.command()
-def scorer(name: str | None = typer.Option(None, "--scorer", help="lexicon")) -> None:
+def scorer(
+    name: str | None = typer.Option(None, "--scorer", help="attention (default) or lexicon"),
+) -> None:
     """Score news.raw in micro-batches into news.scored."""
     from finsent.kafka_io import ensure_topics
     from stream.scoring import run_scorer
@@ -182,6 +184,127 @@ def demo(
     except LaunchError as exc:
         _fail(str(exc))
     raise typer.Exit(code)
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option(help="Folder for the new artifact.")] = Path(
+        "runs/finsent-attn"
+    ),
+    data: Annotated[
+        Path | None, typer.Option(help="Datasets root (default ../shared/datasets).")
+    ] = None,
+    seed: int = 0,
+    epochs: int = 4,
+    batch_size: int = 32,
+    encoder_lr: Annotated[float, typer.Option(help="AdamW learning rate of the encoder.")] = 1.5e-4,
+    max_minutes: Annotated[
+        float | None, typer.Option(help="Stop fine-tuning after this long, keeping the best.")
+    ] = None,
+    domain_adapt: Annotated[
+        bool, typer.Option("--domain-adapt", help="MLM pretraining on unlabelled headlines first.")
+    ] = False,
+    adapt_steps: int = 600,
+    limit: Annotated[int | None, typer.Option(help="Train on the first N examples only.")] = None,
+    extra_data: Annotated[
+        list[Path] | None,
+        typer.Option(help="Your own labelled CSV/JSONL, added to training (repeatable)."),
+    ] = None,
+    text_column: str = "text",
+    sentiment_column: Annotated[
+        str | None, typer.Option(help="Column of negative/neutral/positive in --extra-data.")
+    ] = "sentiment",
+    topic_column: Annotated[
+        str | None, typer.Option(help="Column of analyst topics in --extra-data.")
+    ] = None,
+    threads: Annotated[int, typer.Option(help="CPU threads (0: all cores).")] = 0,
+    progress: bool = True,
+) -> None:
+    """Train the attention topic-and-sentiment model and save an artifact with its model card."""
+    import json
+
+    from model.data import DataError, load_table, standard_corpus
+    from model.train import TrainConfig
+    from model.train import train as run_training
+
+    _settings()
+    config = TrainConfig(
+        seed=seed,
+        epochs=epochs,
+        batch_size=batch_size,
+        encoder_lr=encoder_lr,
+        max_minutes=max_minutes,
+        domain_adapt=domain_adapt,
+        adapt_steps=adapt_steps,
+        limit=limit,
+        threads=threads,
+    )
+    try:
+        corpus = standard_corpus(data)
+        for path in extra_data or []:
+            corpus = corpus.with_extra(
+                load_table(path, text_column, sentiment_column or None, topic_column)
+            )
+    except DataError as exc:
+        _fail(str(exc))
+    from model.data import datasets_dir
+
+    result = run_training(
+        corpus, out, config, progress=progress, datasets_root=data or datasets_dir()
+    )
+    for name, tasks in result["test"].items():
+        for task, metrics in tasks.items():
+            typer.echo(
+                f"test {name:22} {task:9} n={metrics['n']:5} accuracy {metrics['accuracy']:.4f}"
+                f"  macro-F1 {metrics['macro_f1']:.4f}"
+            )
+    typer.echo(f"artifact: {out} ({result['total_seconds']:.0f} s)")
+    typer.echo(
+        json.dumps(result.get("domain_adaptation", {})) if domain_adapt else "", nl=domain_adapt
+    )
+
+
+@app.command()
+def evaluate(
+    artifact: Annotated[
+        Path | None, typer.Option(help="Artifact folder (default: shipped).")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Datasets root (default ../shared/datasets).")
+    ] = None,
+    backend: Annotated[
+        str, typer.Option(help="Optimized form: auto, onnx-int8, torch-int8.")
+    ] = "auto",
+    baselines: Annotated[bool, typer.Option(help="Also run the baselines.")] = True,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write every figure here.")
+    ] = None,
+    threads: int = 0,
+) -> None:
+    """Accuracy, macro-F1 and confusion matrices: the model beside the baselines, same splits."""
+    import json
+
+    from model.data import DataError, standard_corpus
+    from model.evaluate import evaluate as run_evaluation
+    from model.evaluate import render
+
+    settings = _settings()
+    try:
+        corpus = standard_corpus(data)
+    except DataError as exc:
+        _fail(str(exc))
+    result = run_evaluation(
+        corpus,
+        artifact_path=artifact,
+        backend=backend,
+        baselines=baselines,
+        cache_dir=settings.cache_dir,
+        threads=threads,
+        say=lambda line: typer.echo(line, err=True),
+    )
+    render(result)
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
 def main() -> None:

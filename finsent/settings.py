@@ -70,8 +70,11 @@ class Settings(BaseSettings):
     session_timeout_ms: int = 10_000
     instance_id: str = ""
 
-    # Scorer
-    scorer: str = "lexicon"
+    # Scorer: "attention" (the shipped model) or "lexicon" (the dictionary baseline)
+    scorer: str = "attention"
+    model_artifact: Path | None = None  # None: the artifact shipped in the package
+    model_backend: str = "auto"  # auto | onnx-int8 | torch-int8 | torch-fp32
+    model_threads: int = 0  # 0: one per core
     batch_max_size: int = 64
     batch_max_wait_ms: int = 200
 

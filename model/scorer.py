@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from finsent.records import NewsItem, ScoredItem, Sentiment
+from finsent.settings import Settings
 from model.topics import keyword_topic
 
 
@@ -68,10 +69,22 @@ class LexiconScorer:
         )
 
 
-SCORERS = ("lexicon",)
+SCORERS = ("attention", "lexicon")
 
 
-def load_scorer(name: str) -> Scorer:
+def load_scorer(name: str, settings: Settings | None = None) -> Scorer:
+    """The scorer called `name`; the attention model reads its options from `settings`."""
     if name == "lexicon":
         return LexiconScorer()
+    if name == "attention":
+        from model.infer import AttentionScorer  # torch is heavy: only import it when asked
+
+        settings = settings or Settings()
+        return AttentionScorer(
+            artifact_path=settings.model_artifact,
+            backend=settings.model_backend,
+            threads=settings.model_threads,
+            cache_dir=settings.cache_dir,
+            batch_size=settings.batch_max_size,
+        )
     raise ValueError(f"unknown scorer {name!r}; choose one of {', '.join(SCORERS)}")

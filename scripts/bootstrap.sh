@@ -7,7 +7,15 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 EXTRAS="${FINSENT_EXTRAS:-dev}"
 CACHE="${FINSENT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/finsent}"
-key="$( (cat pyproject.toml; echo "$EXTRAS"; "$PYTHON" -c 'import sys; print(sys.version)') | sha256sum | cut -c1-16)"
+# Only what pip installs feeds the key, so editing pytest or ruff settings reuses the venv.
+deps="$("$PYTHON" - <<'PY'
+import json, sys, tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))
+keep = {k: project["project"].get(k) for k in ("dependencies", "optional-dependencies", "requires-python")}
+print(json.dumps([keep, project.get("build-system"), sys.version], sort_keys=True))
+PY
+)"
+key="$( (echo "$deps"; echo "$EXTRAS") | sha256sum | cut -c1-16)"
 venv="$CACHE/venvs/$key"
 
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \

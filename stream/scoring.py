@@ -37,7 +37,7 @@ def score_batch(
 
 
 def run_scorer(settings: Settings, stop: threading.Event, scorer: Scorer | None = None) -> None:
-    scorer = scorer or load_scorer(settings.scorer)
+    scorer = scorer or load_scorer(settings.scorer, settings)
     consumer = make_consumer(settings, STAGE)
     consumer.subscribe([settings.topic("news.raw")])
     producer = make_producer(settings)

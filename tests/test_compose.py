@@ -136,7 +136,8 @@ def test_dockerfile_runs_finsent_as_non_root() -> None:
     assert dockerfile_entrypoint() == ["finsent"]
     users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
     assert users and users[-1] not in ("root", "0")
-    assert re.search(r'pip install "\.\[lexicon,dashboard\]"', text)
+    # The scorer's default is the attention model, so the image carries the model extra.
+    assert re.search(r'pip install "\.\[model,lexicon,dashboard\]"', text)
 
 
 def test_dockerignore_keeps_local_state_out_of_the_image() -> None:

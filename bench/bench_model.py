@@ -1,0 +1,108 @@
+"""Model inference throughput: sentences/s at batch 1, 16 and 64 for each backend.
+
+Backends: torch-fp32 (the trained network as is), torch-int8 (PyTorch dynamic quantization)
+and onnx-int8 (ONNX Runtime, int8 weights). The reference, timed in the same run, is what a
+plain `transformers` user would write: a text-classification pipeline over the same MiniLM
+encoder, called once per headline. Each figure is the median of --repeats runs.
+
+    .venv/bin/python bench/bench_model.py [--artifact DIR] [--items 1024] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from model.artifact import load_artifact, quiet_transformers, set_threads
+from model.data import datasets_dir, unlabelled_headlines
+from model.infer import make_predictor
+from model.network import backbone_dir
+
+
+def headlines(n: int, seed: int = 0) -> list[str]:
+    """A seeded sample of real headlines from the replay corpora (what the scorer sees in
+    backtests); our own generated feed where the shared datasets are absent."""
+    texts = unlabelled_headlines(datasets_dir())
+    if not texts:
+        from datetime import UTC, datetime
+
+        from ingest.sample_feed import generate
+
+        texts = [row["title"] for row in generate(end=datetime.now(UTC), hours=48)]
+    random.Random(seed).shuffle(texts)
+    return (texts * (n // len(texts) + 1))[:n]
+
+
+def rate(run, items: int, repeats: int) -> float:
+    run()  # warm-up: allocators, ONNX Runtime kernels, tokenizer caches
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        samples.append(items / (time.perf_counter() - started))
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--artifact", type=Path, default=None)
+    parser.add_argument("--items", type=int, default=1024)
+    parser.add_argument("--single-items", type=int, default=128, help="items timed at batch 1")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args()
+
+    quiet_transformers()
+    threads = set_threads(args.threads)
+    texts = headlines(args.items)
+    artifact = load_artifact(args.artifact)
+    print(
+        f"model {artifact.version}, {len(texts)} headlines, {threads} threads, "
+        f"median of {args.repeats}"
+    )
+
+    # Reference: a plain pipeline, one call per headline.
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    reference = pipeline(
+        "text-classification",
+        model=AutoModelForSequenceClassification.from_pretrained(
+            backbone_dir(), num_labels=3, local_files_only=True
+        ),
+        tokenizer=AutoTokenizer.from_pretrained(backbone_dir(), local_files_only=True),
+        device="cpu",
+    )
+    single = texts[: args.single_items]
+    reference_rate = rate(lambda: [reference(t) for t in single], len(single), args.repeats)
+    print(f"{'reference: transformers pipeline, per item':44} {reference_rate:9.1f}/s   1.00×")
+
+    with tempfile.TemporaryDirectory() as cache:
+        results = {}
+        for backend in ("torch-fp32", "torch-int8", "onnx-int8"):
+            for batch in (1, 16, 64):
+                predictor = make_predictor(artifact, backend, threads, Path(cache), batch)
+                subset = single if batch == 1 else texts
+                value = rate(lambda p=predictor, s=subset: p.predict(s), len(subset), args.repeats)
+                results[(backend, batch)] = value
+                print(
+                    f"{backend + f', batch {batch}':44} {value:9.1f}/s "
+                    f"{value / reference_rate:6.2f}×"
+                )
+    best = max(results, key=results.get)
+    print(
+        f"fastest: {best[0]} at batch {best[1]}: {results[best]:.0f} headlines/s, "
+        f"{results[best] / reference_rate:.1f}× the reference"
+    )
+    print(
+        f"batch 64: onnx-int8 / torch-fp32 = "
+        f"{results[('onnx-int8', 64)] / results[('torch-fp32', 64)]:.2f}×, "
+        f"torch-int8 / torch-fp32 = {results[('torch-int8', 64)] / results[('torch-fp32', 64)]:.2f}×"
+    )
+
+
+if __name__ == "__main__":
+    main()

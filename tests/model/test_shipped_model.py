@@ -1,0 +1,75 @@
+"""The shipped artifact: small enough, loads offline, and gets unambiguous headlines right."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from finsent.records import NewsItem
+from model.artifact import SHIPPED_ARTIFACT, load_artifact
+from model.infer import AttentionScorer
+from model.scorer import load_scorer
+
+pytestmark = pytest.mark.weights
+
+T0 = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)
+SENTIMENT = [
+    ("Northwind Bank shares plunge as losses mount and depositors flee", "negative"),
+    ("Acme Corp files for bankruptcy after failing to repay its lenders", "negative"),
+    ("Acme Corp posts record profit and raises its annual outlook", "positive"),
+    ("Harbor Trust beats earnings estimates as revenue jumps 20%", "positive"),
+    ("Acme Corp to hold its annual general meeting on May 5", "neutral"),
+]
+TOPIC = [
+    (
+        "Fed raises interest rates by a quarter point, signals more hikes ahead",
+        "Fed | Central Banks",
+    ),
+    ("Oil prices climb as OPEC agrees to cut output", "Energy | Oil"),
+    ("Acme Corp agrees to buy rival Globex for $4 billion in cash", "M&A | Investments"),
+]
+
+
+def news(i: int, title: str) -> NewsItem:
+    return NewsItem(id=f"n{i}", source="wire", title=title, published_at=T0, fetched_at=T0)
+
+
+def test_artifact_is_compact_and_documented() -> None:
+    size = sum(f.stat().st_size for f in SHIPPED_ARTIFACT.iterdir())
+    assert size <= 25 * 1024 * 1024, f"{size / 2**20:.1f} MB"
+    card = (SHIPPED_ARTIFACT / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "Test results" in card and "phrasebank-50agree" in card
+    artifact = load_artifact()
+    assert artifact.meta["training"]["data_sha256"]  # which data it was trained on
+    assert artifact.sentiments == ["negative", "neutral", "positive"]
+    assert len(artifact.topics) == 20
+
+
+@pytest.fixture(scope="module", params=["torch-fp32", "onnx-int8"])
+def scorer(request, tmp_path_factory) -> AttentionScorer:
+    return AttentionScorer(backend=request.param, cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+def test_unambiguous_headlines(scorer: AttentionScorer) -> None:
+    items = [news(i, title) for i, (title, _) in enumerate(SENTIMENT + TOPIC)]
+    scored = scorer.score(items)
+    assert [s.item.id for s in scored] == [i.id for i in items]
+    assert [s.sentiment for s in scored[: len(SENTIMENT)]] == [want for _, want in SENTIMENT]
+    assert [s.topic for s in scored[len(SENTIMENT) :]] == [want for _, want in TOPIC]
+    for record in scored:
+        assert record.model_version == scorer.version
+        assert record.top_tokens
+        expected_sign = {"negative": -1, "positive": 1}.get(record.sentiment)
+        if expected_sign:
+            assert record.score * expected_sign > 0
+
+
+def test_load_scorer_defaults_to_the_model() -> None:
+    from finsent.settings import Settings
+
+    assert Settings().scorer == "attention"
+    scorer = load_scorer("lexicon")
+    assert scorer.version == "lexicon-lm-1"
+    with pytest.raises(ValueError, match="unknown scorer"):
+        load_scorer("nope")
