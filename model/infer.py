@@ -37,8 +37,9 @@ EXPORT_REVISION = 2  # bump when export_onnx changes, so cached ONNX models are 
 _SKIP_TOKENS = {"[CLS]", "[SEP]", "[PAD]", "[UNK]"}
 # Attention often rests on function words; an analyst reading "why" wants the content words.
 _STOPWORDS = frozenset(
-    "a an the of on in at to for from by with as and or but is are was were be been it its "
-    "this that these those after before over under into than then so".split()
+    {"a", "an", "the", "of", "on", "in", "at", "to", "for", "from", "by", "with", "as", "and"}
+    | {"or", "but", "is", "are", "was", "were", "be", "been", "it", "its", "this", "that"}
+    | {"these", "those", "after", "before", "over", "under", "into", "than", "then", "so"}
 )
 
 
