@@ -113,8 +113,33 @@ def ingest_replay(
         settings, path, install_stop_handlers(), speed=factor, source=source, progress=progress
     )
     typer.echo(
-        f"read {stats.read}, sent {stats.sent}, duplicates {stats.duplicates}, dead letters {stats.dead}"
+        f"read {stats.read}, sent {stats.sent}, duplicates {stats.duplicates}, dead letters "
+        f"{stats.dead} (load {stats.load_seconds:.1f} s, send {stats.send_seconds:.1f} s)"
     )
+
+
+@ingest_app.command("poll")
+def ingest_poll(
+    sources: Annotated[
+        Path | None, typer.Option(help="Sources YAML (default FINSENT_SOURCES_FILE).")
+    ] = None,
+    example: Annotated[bool, typer.Option(help="Print an example sources file and exit.")] = False,
+) -> None:
+    """Poll RSS/Atom feeds and JSON news APIs into news.raw, each on its own interval."""
+    from finsent.kafka_io import ensure_topics
+    from ingest.sources import SourcesError, example_sources_yaml
+
+    if example:
+        typer.echo(example_sources_yaml())
+        return
+    from ingest.worker import run_poller
+
+    settings = _settings()
+    ensure_topics(settings)
+    try:
+        run_poller(settings, install_stop_handlers(), sources)
+    except SourcesError as exc:
+        _fail(str(exc))
 
 
 @app.command()

@@ -68,6 +68,8 @@ class NewsItem:
     time_inferred: bool = False  # no publish time in the source: fetch time stands in
     novelty: float = 100.0  # 100 for a first story, less for its repeats
     chain_id: str = ""
+    # Per ticker: 1.0 when the title names it, lower when only the body does.
+    ticker_relevance: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.id or not self.title.strip():
@@ -161,6 +163,7 @@ class DeadLetter:
     source_topic: str = ""
     partition: int = -1
     offset: int = -1
+    source: str = ""  # the news source (feed, API, file) the bad input came from, if known
     at: datetime
 
     def __post_init__(self) -> None:
@@ -177,8 +180,10 @@ class DeadLetter:
         source_topic: str = "",
         partition: int = -1,
         offset: int = -1,
+        source: str = "",
     ) -> DeadLetter:
         return cls(
+            source=source,
             stage=stage,
             reason=reason,
             payload_b64=base64.b64encode(payload).decode("ascii"),

@@ -70,6 +70,15 @@ class Settings(BaseSettings):
     session_timeout_ms: int = 10_000
     instance_id: str = ""
 
+    # Ingest
+    ingest_state_url: str = ""  # dedup memory; empty: beside a SQLite store, else the store
+    dedup_horizon_hours: float = 48.0  # near-duplicate and same-title horizon (24–72 h)
+    max_future_minutes: float = 360.0  # publish times further ahead are rejected
+    sources_file: Path | None = None  # YAML list of feeds and APIs to poll
+    user_agent: str = "finsent/0.1 (financial news monitor)"
+    fetch_timeout_seconds: float = 10.0
+    fetch_max_bytes: int = 5 * 1024 * 1024
+
     # Scorer: "attention" (the shipped model) or "lexicon" (the dictionary baseline)
     scorer: str = "attention"
     model_artifact: Path | None = None  # None: the artifact shipped in the package
@@ -134,6 +143,17 @@ class Settings(BaseSettings):
     @property
     def database_url(self) -> str:
         return self.store_url or f"sqlite:///{self.cache_dir / 'finsent.db'}"
+
+    @property
+    def ingest_database_url(self) -> str:
+        """Dedup memory: its own SQLite file beside a SQLite store (one writer per file keeps
+        ingest from waiting on the aggregator's locks), or the store itself on PostgreSQL."""
+        if self.ingest_state_url:
+            return self.ingest_state_url
+        url = self.database_url
+        if url.startswith("sqlite:///") and url.endswith(".db"):
+            return url.removesuffix(".db") + "-ingest.db"
+        return url
 
     def topic(self, name: str) -> str:
         """The physical topic name for a logical one, with the run prefix."""

@@ -1,9 +1,10 @@
-"""Replay ingest: a CSV or JSONL file of stories → ``news.raw``, in publish-time order.
+"""Replay ingest: a file of stories → ``news.raw``, in publish-time order, at a speed factor.
 
-Columns/fields: ``title`` (required), ``published_at`` (ISO 8601; naive times are read as UTC),
-``source``, ``url``, ``body``, ``tickers`` (a list, or a string split on commas/spaces).
+Reads CSV or JSONL (fields ``title``, ``published_at``, ``source``, ``url``, ``body``,
+``tickers``, optional ``id``) and the RSS-archive JSON of ``rss_link_db_2023_business_h1``
+(a folder of ``*_entries.json`` files, or one, in either of its two shapes). Every story goes
+through the same normalization, dedup and novelty as live polling; each keeps its event time.
 A row that cannot become a ``NewsItem`` goes to the dead-letter topic with the reason.
-The message key is the story id, so redeliveries of one story land in one partition.
 """
 
 from __future__ import annotations
@@ -15,20 +16,23 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from rich.progress import Progress
 
 from finsent.kafka_io import DeadLetters, make_producer
-from finsent.records import NewsItem, encode, stable_id
+from finsent.records import NewsItem, encode
 from finsent.settings import Settings
+from ingest.admit import admit, novelty_tracker
+from ingest.normalize import NormalizeError, normalize
+from ingest.raw import RawStory
 
 log = logging.getLogger(__name__)
 STAGE = "ingest"
-_TICKER = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
 
 
 class RowError(ValueError):
@@ -41,6 +45,8 @@ class ReplayStats:
     sent: int = 0
     duplicates: int = 0
     dead: int = 0
+    load_seconds: float = 0.0  # read, normalize, dedup
+    send_seconds: float = 0.0  # produce and wait for every acknowledgement
 
 
 def read_rows(path: Path) -> Iterator[tuple[int, bytes, dict[str, Any] | RowError]]:
@@ -60,6 +66,8 @@ def read_rows(path: Path) -> Iterator[tuple[int, bytes, dict[str, Any] | RowErro
                     yield number, raw, RowError(f"line {number}: expected a JSON object")
                     continue
                 yield number, raw, row
+    elif suffix == ".json" or path.is_dir():
+        yield from read_archive(path)
     elif suffix == ".csv":
         with path.open("r", encoding="utf-8", errors="surrogateescape", newline="") as fh:
             for number, row in enumerate(csv.DictReader(fh), start=2):
@@ -67,58 +75,81 @@ def read_rows(path: Path) -> Iterator[tuple[int, bytes, dict[str, Any] | RowErro
                 yield number, raw, row
     else:
         raise ValueError(
-            f"{path}: replay reads .csv or .jsonl files, not {suffix or 'no extension'}"
+            f"{path}: replay reads .csv, .jsonl or RSS-archive .json files (or a folder of them),"
+            f" not {suffix or 'no extension'}"
         )
 
 
-def parse_time(value: Any) -> datetime:
-    if not isinstance(value, str) or not value.strip():
-        raise RowError("published_at is missing")
-    try:
-        ts = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise RowError(f"published_at {value!r} is not ISO 8601") from exc
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+def archive_source(feed_url: str) -> str:
+    """A short source name for an RSS-archive feed URL: host plus the feed's last path part."""
+    parts = urlsplit(feed_url.strip())
+    host = parts.netloc.lower().removeprefix("www.").removeprefix("feeds.")
+    stem = parts.path.rstrip("/").rsplit("/", 1)[-1].split(".", 1)[0]
+    return f"{host}/{stem}" if stem else host or "rss-archive"
 
 
-def parse_tickers(value: Any) -> tuple[str, ...]:
-    if value in (None, ""):
-        return ()
-    parts = value if isinstance(value, list) else re.split(r"[,\s]+", str(value))
-    tickers = [str(p).strip().lstrip("$").upper() for p in parts if str(p).strip()]
-    bad = [t for t in tickers if not _TICKER.match(t)]
-    if bad:
-        raise RowError(f"invalid ticker(s): {bad}")
-    return tuple(dict.fromkeys(tickers))
+def read_archive(path: Path) -> Iterator[tuple[int, bytes, dict[str, Any] | RowError]]:
+    """The RSS-archive JSON (`rss_link_db_2023_business_h1`): a folder of `*_entries.json`
+    files, or one file; each is `{"source": …, "entries": [...]}` or a bare list."""
+    files = sorted(path.rglob("*_entries.json")) if path.is_dir() else [path]
+    number = 0
+    for file in files:
+        data = file.read_bytes()
+        try:
+            payload = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            number += 1
+            yield number, data[:2048], RowError(f"{file.name}: invalid JSON: {exc}")
+            continue
+        entries = payload.get("entries") if isinstance(payload, dict) else payload
+        if not isinstance(entries, list):
+            number += 1
+            yield number, data[:2048], RowError(f"{file.name}: no list of entries")
+            continue
+        for entry in entries:
+            number += 1
+            raw = json.dumps(entry, ensure_ascii=False).encode("utf-8", "replace")
+            if not isinstance(entry, dict):
+                yield number, raw, RowError(f"{file.name}: entry {number} is not an object")
+                continue
+            yield (
+                number,
+                raw,
+                {
+                    "title": entry.get("title"),
+                    "url": entry.get("link") or "",
+                    "body": entry.get("description") or "",
+                    "published_at": entry.get("date_published"),
+                    "source": archive_source(str(entry.get("source") or "")),
+                },
+            )
 
 
-def to_news_item(row: dict[str, Any], default_source: str, fetched_at: datetime) -> NewsItem:
-    title = " ".join(str(row.get("title") or "").split())
-    if not title:
-        raise RowError("title is missing")
-    source = str(row.get("source") or default_source).strip()
-    url = str(row.get("url") or "").strip()
-    try:
-        return NewsItem(
-            id=str(row.get("id") or stable_id(url, title, source)),
-            source=source,
-            title=title,
-            url=url,
-            body=" ".join(str(row.get("body") or "").split()),
-            published_at=parse_time(row.get("published_at")),
-            fetched_at=fetched_at,
-            tickers=parse_tickers(row.get("tickers")),
-        )
-    except RowError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise RowError(str(exc)) from exc
+def row_story(row: dict[str, Any], default_source: str, raw: bytes) -> RawStory:
+    tickers = row.get("tickers")
+    if isinstance(tickers, str):
+        tickers = re.split(r"[,\s]+", tickers)
+    return RawStory(
+        source=str(row.get("source") or default_source).strip() or default_source,
+        title=str(row.get("title") or ""),
+        url=str(row.get("url") or ""),
+        summary=str(row.get("body") or ""),
+        published=row.get("published_at") or None,
+        tickers=tuple(str(t).strip().lstrip("$") for t in tickers or () if str(t).strip()),
+        raw=raw,
+    )
 
 
 def load(
-    path: Path, default_source: str, dead: DeadLetters | None, stats: ReplayStats
+    path: Path,
+    default_source: str,
+    dead: DeadLetters | None,
+    stats: ReplayStats,
+    now: datetime | None = None,
+    max_future: timedelta = timedelta(hours=6),
 ) -> list[NewsItem]:
-    fetched_at = datetime.now(UTC)
+    """Every readable story of `path`, normalized and in publish-time order; the rest → DLQ."""
+    now = now or datetime.now(UTC)
     items: list[NewsItem] = []
     for number, raw, row in read_rows(path):
         stats.read += 1
@@ -126,10 +157,15 @@ def load(
             reason = str(row)
         else:
             try:
-                items.append(to_news_item(row, default_source, fetched_at))
+                story = row_story(row, default_source, raw)
+                item = normalize(story, fetched_at=now, now=now, max_future=max_future)
+            except NormalizeError as exc:
+                reason = f"line {number}: {exc.reason}"
+            else:
+                if row.get("id"):  # a file may carry its own stable ids
+                    item = replace(item, id=str(row["id"]))
+                items.append(item)
                 continue
-            except RowError as exc:
-                reason = f"line {number}: {exc}"
         stats.dead += 1
         if dead is not None:
             dead.send(reason, raw)
@@ -145,39 +181,51 @@ def replay(
     source: str | None = None,
     progress: bool = True,
 ) -> ReplayStats:
-    """Send a file's stories in publish-time order; ``speed`` None means as fast as possible."""
-    producer = make_producer(settings)
+    """Send a file's new stories in publish-time order; ``speed`` None means as fast as possible.
+
+    Exact duplicates (by canonical URL or title, remembered across runs) are dropped and
+    counted; near-duplicates are sent with their story chain and a lower novelty.
+    """
+    # Large batches, compressed: a replay is a bulk load, not a latency path.
+    producer = make_producer(settings, linger_ms=20, batch_size=256 * 1024)
     dead = DeadLetters(settings, producer, STAGE)
     stats = ReplayStats()
     topic = settings.topic("news.raw")
+    tracker = novelty_tracker(settings)
     try:
-        items = load(path, source or path.stem, dead, stats)
-        sent_ids: set[str] = set()
+        now = datetime.now(UTC)
+        started = time.perf_counter()
+        max_future = timedelta(minutes=settings.max_future_minutes)
+        items = load(path, source or path.stem, dead, stats, now, max_future)
+        items, stats.duplicates = admit(tracker, items, now)
+        stats.load_seconds = round(time.perf_counter() - started, 3)
         futures = []
         wall0 = time.monotonic()
         event0 = items[0].published_at if items else None
         with Progress(disable=not progress, transient=False) as bar:
             task = bar.add_task(f"replay {path.name}", total=len(items))
-            for item in items:
+            for n, item in enumerate(items, 1):
                 if stop.is_set():
                     break
                 if speed and event0 is not None:
                     due = wall0 + (item.published_at - event0).total_seconds() / speed
                     if stop.wait(max(0.0, due - time.monotonic())):
                         break
-                if item.id in sent_ids:
-                    stats.duplicates += 1
-                    bar.advance(task)
-                    continue
-                sent_ids.add(item.id)
+                # The key is the story id: a redelivered story always lands in one partition.
                 futures.append(producer.send(topic, key=item.id.encode(), value=encode(item)))
                 stats.sent += 1
-                bar.advance(task)
-                if len(futures) >= 1000:
+                if n % 256 == 0 or speed:
+                    bar.update(task, completed=n)
+                if len(futures) >= 5000:
                     _settle(producer, futures)
-        _settle(producer, futures)
+            _settle(producer, futures)
+            bar.update(task, completed=stats.sent)
+        stats.send_seconds = round(time.monotonic() - wall0, 3)
+        if not stop.is_set():
+            tracker.commit()  # remembered only once every story is acknowledged
     finally:
         producer.close()
+        tracker.store.close()
     log.info("replay %s: %s", path.name, stats)
     return stats
 

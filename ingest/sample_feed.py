@@ -103,6 +103,13 @@ def generate(
             break
         rows.append(_row(rng.choice(EPISODE).format(c=victim.name), victim, t, rng))
     rows.sort(key=lambda r: r["published_at"])
+    # A headline that runs again is an update of its story, as wires label them: distinct
+    # titles (so exact-title dedup keeps them) that near-duplicate detection chains together.
+    runs: dict[str, int] = {}
+    for row in rows:
+        run = runs[row["title"]] = runs.get(row["title"], 0) + 1
+        if run > 1:
+            row["title"] = f"UPDATE {run}-{row['title']}"
     return rows
 
 

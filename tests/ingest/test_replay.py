@@ -8,53 +8,61 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.replay import (
-    ReplayStats,
-    RowError,
-    load,
-    parse_tickers,
-    parse_time,
-    read_rows,
-    to_news_item,
-)
+from ingest.replay import ReplayStats, archive_source, load, read_rows, row_story
 from ingest.sample_feed import COMPANIES, EPISODE, generate
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 
-def test_parse_time_handles_zones_and_naive_utc() -> None:
-    assert parse_time("2023-03-10T09:30:00-05:00") == datetime(2023, 3, 10, 14, 30, tzinfo=UTC)
-    assert parse_time("2023-03-10T14:30:00Z") == datetime(2023, 3, 10, 14, 30, tzinfo=UTC)
-    assert parse_time("2023-03-10 14:30:00") == datetime(2023, 3, 10, 14, 30, tzinfo=UTC)
-    for bad in ("", None, "yesterday", 12):
-        with pytest.raises(RowError):
-            parse_time(bad)
-
-
-def test_parse_tickers() -> None:
-    assert parse_tickers("$aapl, MSFT  brk.b") == ("AAPL", "MSFT", "BRK.B")
-    assert parse_tickers(["NWB", "NWB"]) == ("NWB",)
-    assert parse_tickers(None) == ()
-    with pytest.raises(RowError, match="invalid ticker"):
-        parse_tickers("<script>")
-
-
-def test_row_becomes_a_clean_news_item() -> None:
+def test_row_becomes_a_raw_story() -> None:
     row = {
         "title": "  Bank   shares\nfall ",
         "published_at": "2023-03-10T14:30:00Z",
-        "url": "https://x/1",
+        "url": "https://x.test/1?utm_source=rss",
+        "tickers": "$aapl, MSFT",
     }
-    item = to_news_item(row, "replay", NOW)
-    assert item.title == "Bank shares fall"
-    assert item.source == "replay"
-    assert item.fetched_at == NOW
-    assert item.id == to_news_item({**row, "title": "other"}, "replay", NOW).id  # url-based id
+    story = row_story(row, "replay", b"raw")
+    assert (story.source, story.title, story.published) == (
+        "replay",
+        row["title"],
+        row["published_at"],
+    )
+    assert story.tickers == ("aapl", "MSFT") and story.raw == b"raw"
 
 
-def test_missing_title_is_a_row_error() -> None:
-    with pytest.raises(RowError, match="title"):
-        to_news_item({"published_at": "2023-03-10T14:30:00Z"}, "s", NOW)
+def test_archive_in_both_shapes(tmp_path: Path) -> None:
+    entry = {
+        "source": "https://www.cnbc.com/id/100727362/device/rss/rss.html",
+        "title": "Banks &amp; regulators <b>meet</b>",
+        "description": "<p>Talks go on.</p>",
+        "link": "https://www.cnbc.com/2023/03/10/banks.html?utm_medium=rss",
+        "date_published": "2023-03-10 22:14:15+00:00",
+    }
+    day = tmp_path / "2023" / "03" / "2023-03-10"
+    day.mkdir(parents=True)
+    (day / "a_entries.json").write_text(json.dumps({"source": "x", "entries": [entry]}))
+    later = {
+        **entry,
+        "title": "Second story",
+        "link": "https://www.cnbc.com/2",
+        "date_published": "2023-03-11 08:00:00+00:00",
+    }
+    (day / "b_entries.json").write_text(json.dumps([later, "not an object"]))
+    stats = ReplayStats()
+    items = load(tmp_path / "2023", "archive", None, stats, NOW)
+    assert (stats.read, stats.dead) == (3, 1)
+    first = items[0]
+    assert first.title == "Banks & regulators meet" and first.body == "Talks go on."
+    assert first.source == "cnbc.com/rss" == archive_source(entry["source"])
+    assert first.url == "https://www.cnbc.com/2023/03/10/banks.html"
+    assert first.published_at == datetime(2023, 3, 10, 22, 14, 15, tzinfo=UTC)
+    assert [i.title for i in items] == ["Banks & regulators meet", "Second story"]
+
+
+def test_explicit_ids_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "feed.jsonl"
+    path.write_text(json.dumps({"id": "s-1", "title": "A", "published_at": "2023-03-10T14:00:00Z"}))
+    assert [i.id for i in load(path, "f", None, ReplayStats(), NOW)] == ["s-1"]
 
 
 def test_load_sorts_by_time_and_counts_bad_rows(tmp_path: Path) -> None:
@@ -73,9 +81,11 @@ def test_load_sorts_by_time_and_counts_bad_rows(tmp_path: Path) -> None:
         )
     )
     stats = ReplayStats()
-    items = load(path, "feed", None, stats)
-    assert [i.title for i in items] == ["earlier", "later"]
-    assert (stats.read, stats.dead) == (6, 4)
+    items = load(path, "feed", None, stats, NOW)
+    # A story without a time keeps the fetch time, flagged; it is not an error.
+    assert [i.title for i in items] == ["earlier", "later", "no time"]
+    assert items[-1].time_inferred and items[-1].published_at == NOW
+    assert (stats.read, stats.dead) == (6, 3)
 
 
 def test_csv_rows(tmp_path: Path) -> None:
@@ -93,7 +103,7 @@ def test_csv_rows(tmp_path: Path) -> None:
 
 
 def test_unknown_file_type_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="csv or .jsonl"):
+    with pytest.raises(ValueError, match="csv, .jsonl"):
         list(read_rows(tmp_path / "feed.xml"))
 
 
@@ -102,7 +112,7 @@ def test_any_line_is_a_row_or_a_row_error(tmp_path_factory, line: bytes) -> None
     path = tmp_path_factory.mktemp("fuzz") / "f.jsonl"
     path.write_bytes(line)
     stats = ReplayStats()
-    items = load(path, "s", None, stats)
+    items = load(path, "s", None, stats, NOW)
     assert stats.read == len(items) + stats.dead
 
 
@@ -113,5 +123,11 @@ def test_sample_feed_is_deterministic_and_has_its_episode() -> None:
     assert [r["published_at"] for r in rows] == sorted(r["published_at"] for r in rows)
     victim = COMPANIES[0].name
     episode_titles = {t.format(c=victim) for t in EPISODE}
-    assert sum(r["title"] in episode_titles for r in rows) >= 40
+    # Reruns of a headline are labelled as updates, so no two stories share a title.
+    assert len({r["title"] for r in rows}) == len(rows)
+    originals = [
+        r["title"].split("-", 1)[1] if r["title"].startswith("UPDATE ") else r["title"]
+        for r in rows
+    ]
+    assert sum(t in episode_titles for t in originals) >= 40
     assert all(r["published_at"] < end.isoformat() for r in rows)

@@ -1,0 +1,427 @@
+from __future__ import annotations
+
+import email.utils
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from finsent.records import stable_id
+from ingest.normalize import (
+    NormalizeError,
+    canonical_url,
+    clean_text,
+    guess_language,
+    normalize,
+    parse_published,
+)
+from ingest.raw import RawStory
+from ingest.tickers import TICKER_RE
+
+NOW = datetime(2026, 3, 9, 12, 0, tzinfo=UTC)
+FETCHED = NOW - timedelta(minutes=1)
+TAG = re.compile(r"<[A-Za-z/!?][^<>]*>")
+ENTITY = re.compile(r"&(?:[A-Za-z][A-Za-z0-9]*|#[0-9]+|#[xX][0-9A-Fa-f]+);")
+
+
+def story(
+    title: str = "Apple shares jump after earnings beat",
+    *,
+    source: str = "cnbc-top",
+    url: str = "",
+    summary: str = "",
+    published: str | datetime | None = None,
+    tickers: tuple[str, ...] = (),
+) -> RawStory:
+    return RawStory(source, title, url, summary, published, tickers)
+
+
+# --- canonical_url ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "HTTP://Example.COM:80/a/./b/../c/?utm_source=x&b=2&a=1&fbclid=z#frag",
+            "http://example.com/a/c?a=1&b=2",
+        ),
+        ("https://www.wsj.com/articles/x?mod=rss_markets_main", "https://www.wsj.com/articles/x"),
+        ("https://example.com/search?mod=advanced", "https://example.com/search?mod=advanced"),
+        ("https://example.com", "https://example.com/"),
+        ("https://example.com:443/", "https://example.com/"),
+        ("https://example.com:8443/x/", "https://example.com:8443/x"),
+        ("https://user:pw@example.com/x", "https://example.com/x"),
+        ("http://a.com/%7euser/%2e%2e/x%2fy", "http://a.com/x%2Fy"),
+        ("https://a.com/a b?q=a+b", "https://a.com/a%20b?q=a%20b"),
+        ("  https://finance.yahoo.com/news/x.html?guccounter=1&ncid=yahoo  ", None),
+        ("", ""),
+        ("ftp://example.com/file", ""),
+        ("mailto:desk@example.com", ""),
+        ("/relative/path", ""),
+        ("http://[not-ipv6/", ""),
+        ("https://exa mple.com/", ""),
+    ],
+)
+def test_canonical_url_examples(url: str, expected: str | None) -> None:
+    if expected is None:
+        expected = "https://finance.yahoo.com/news/x.html"
+    assert canonical_url(url) == expected
+
+
+_segment = st.sampled_from([".", "..", "%2e", "a", "B", "%7E", "%2F", "x y", "ü", "", "%", "%zz"])
+_param = st.tuples(
+    st.sampled_from(["utm_source", "UTM_Medium", "utm_", "fbclid", "gclid", "mod", "id", "q", "p"]),
+    st.text(max_size=6),
+)
+
+
+@st.composite
+def urls(draw: st.DrawFn) -> str:
+    scheme = draw(st.sampled_from(["http", "https", "HTTPS", "ftp", ""]))
+    host = draw(st.sampled_from(["Example.com", "news.example.co.uk", "[::1]", "münchen.de", ""]))
+    port = draw(st.sampled_from(["", ":80", ":443", ":8080", ":99999", ":x"]))
+    path = "/".join(draw(st.lists(_segment, max_size=6)))
+    params = draw(st.lists(_param, max_size=5))
+    query = "&".join(f"{k}={v}" for k, v in params)
+    fragment = draw(st.sampled_from(["", "#top", "#"]))
+    return f"{scheme}://{host}{port}/{path}?{query}{fragment}"
+
+
+@given(st.one_of(urls(), st.text(max_size=80)))
+def test_canonical_url_is_idempotent_and_untracked(url: str) -> None:
+    canonical = canonical_url(url)
+    assert canonical_url(canonical) == canonical
+    if canonical:
+        parts = urlsplit(canonical)
+        assert parts.scheme in {"http", "https"} and not parts.fragment
+        keys = [k.lower() for k, _ in parse_qsl(parts.query, keep_blank_values=True)]
+        assert not any(k.startswith("utm_") or k in {"fbclid", "gclid"} for k in keys)
+        assert keys == sorted(keys)
+
+
+# --- clean_text -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("<p>Apple&nbsp;<b>jumps</b></p><script>alert('x')</script>", "Apple jumps"),
+        ("<style>.x{color:red}</style>Fed holds rates", "Fed holds rates"),
+        ("AT&amp;amp;T sues", "AT&T sues"),  # double-escaped feed
+        ("&amp;lt;b&amp;gt;Hi&amp;lt;/b&amp;gt;", "Hi"),  # escaped markup, escaped again
+        ("S&P 500 &lt; 4,000", "S&P 500 < 4,000"),
+        ("line<br>break", "line break"),
+        ("  a\x00b\u200bc \t\n d  ", "a bc d"),
+        ("Caf&eacute; &#8220;quoted&#8221;", "Café “quoted”"),
+        ("", ""),
+    ],
+)
+def test_clean_text_examples(raw: str, expected: str) -> None:
+    assert clean_text(raw) == expected
+
+
+_html_piece = st.sampled_from(
+    [
+        "<b>",
+        "</b>",
+        "<p class='lead'>",
+        "</p>",
+        "<br/>",
+        '<a href="https://x.com/?a=1&amp;b=2">',
+        "</a>",
+        "<script>var x = '<b>';</script>",
+        "<style>p { color: red }</style>",
+        "<!-- note -->",
+        "&amp;",
+        "&lt;",
+        "&gt;",
+        "&quot;",
+        "&#39;",
+        "&#x27;",
+        "&nbsp;",
+        "&amp;amp;",
+        "&amp;lt;i&amp;gt;",
+        "&lt;em&gt;",
+        "\n",
+        "\t",
+        " ",
+    ]
+)
+html_ish = st.lists(
+    st.one_of(_html_piece, st.text(alphabet=st.characters(categories=["L", "N"]), max_size=8)),
+    max_size=20,
+).map("".join)
+
+
+@given(html_ish)
+def test_clean_text_leaves_no_markup(raw: str) -> None:
+    cleaned = clean_text(raw)
+    assert not TAG.search(cleaned)
+    assert not ENTITY.search(cleaned)
+    assert cleaned == cleaned.strip()
+    assert "  " not in cleaned
+    assert clean_text(cleaned) == cleaned
+
+
+@given(st.text(max_size=200))
+def test_clean_text_is_idempotent(raw: str) -> None:
+    cleaned = clean_text(raw)
+    assert clean_text(cleaned) == cleaned
+    assert cleaned == cleaned.strip()
+    cleaned.encode("utf-8")  # no lone surrogates survive
+
+
+def test_clean_text_stays_a_fixed_point_for_deeply_escaped_text() -> None:
+    cleaned = clean_text("&amp;amp;amp;amp;amp;lt;b&amp;amp;amp;amp;amp;gt;")
+    assert clean_text(cleaned) == cleaned
+
+
+# --- parse_published --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Sun, 08 Mar 2026 22:16 GMT", datetime(2026, 3, 8, 22, 16, tzinfo=UTC)),  # CNBC RSS
+        ("Sun, 08 Mar 2026 22:16:05 GMT", datetime(2026, 3, 8, 22, 16, 5, tzinfo=UTC)),
+        ("Sun, 08 Mar 2026 17:16:05 EST", datetime(2026, 3, 8, 22, 16, 5, tzinfo=UTC)),
+        ("Sun, 08 Mar 2026 18:16:05 EDT", datetime(2026, 3, 8, 22, 16, 5, tzinfo=UTC)),
+        ("Sun, 08 Mar 2026 14:16 PST", datetime(2026, 3, 8, 22, 16, tzinfo=UTC)),
+        ("Sun, 08 Mar 2026 23:16:00 CET", datetime(2026, 3, 8, 22, 16, tzinfo=UTC)),
+        ("Sun, 08 Mar 2026 23:16:00 +0100", datetime(2026, 3, 8, 22, 16, tzinfo=UTC)),
+        ("Sun, 8 Mar 2026 22:16:00 +0000 (UTC)", datetime(2026, 3, 8, 22, 16, tzinfo=UTC)),
+        ("2026-03-08T21:05:33.000Z", datetime(2026, 3, 8, 21, 5, 33, tzinfo=UTC)),  # Bloomberg
+        ("2023-03-10 22:14:15+00:00", datetime(2023, 3, 10, 22, 14, 15, tzinfo=UTC)),  # archive
+        ("2026-03-08T16:05:33-05:00", datetime(2026, 3, 8, 21, 5, 33, tzinfo=UTC)),
+        ("2026-03-08T21:05:33", datetime(2026, 3, 8, 21, 5, 33, tzinfo=UTC)),  # naive: UTC
+        ("1678486455", datetime(2023, 3, 10, 22, 14, 15, tzinfo=UTC)),  # epoch seconds
+        (datetime(2026, 3, 8, 21, 5), datetime(2026, 3, 8, 21, 5, tzinfo=UTC)),
+        (
+            datetime(2026, 3, 8, 23, 5, tzinfo=timezone(timedelta(hours=2))),
+            datetime(2026, 3, 8, 21, 5, tzinfo=UTC),
+        ),
+    ],
+)
+def test_parse_published_examples(value: str | datetime, expected: datetime) -> None:
+    parsed, inferred = parse_published(value, FETCHED)
+    assert (parsed, inferred) == (expected, False)
+    assert parsed.tzinfo is UTC
+
+
+def test_parse_published_free_form_dates_when_dateutil_is_installed() -> None:
+    pytest.importorskip("dateutil")
+    # 10:16 PM Eastern on the day daylight saving began: UTC-4.
+    parsed, inferred = parse_published("March 8, 2026 10:16 PM ET", FETCHED)
+    assert (parsed, inferred) == (datetime(2026, 3, 9, 2, 16, tzinfo=UTC), False)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "",
+        "   ",
+        "not a date",
+        "Sun, 08 Mar 2026 22:16:05 XYZ",  # a zone we cannot place
+        "March 2026",  # no day
+        "1970-01-01T00:00:00Z",  # placeholder
+        "Tue, 10 Mar 2026 10:00:00 +9999",
+    ],
+)
+def test_parse_published_falls_back_to_fetch_time(value: str | None) -> None:
+    assert parse_published(value, FETCHED) == (FETCHED, True)
+
+
+_offsets = st.integers(min_value=-23 * 60, max_value=23 * 60).map(
+    lambda m: timezone(timedelta(minutes=m))
+)
+
+
+@given(
+    st.one_of(
+        st.none(),
+        st.text(max_size=40),
+        st.datetimes(timezones=st.none() | _offsets),
+        st.datetimes().map(str),
+        st.integers().map(str),
+    )
+)
+def test_parse_published_always_gives_aware_utc(value: object) -> None:
+    parsed, inferred = parse_published(value, FETCHED)  # type: ignore[arg-type]
+    assert parsed.tzinfo is UTC
+    if inferred:
+        assert parsed == FETCHED
+
+
+@given(
+    st.datetimes(min_value=datetime(1990, 1, 2), max_value=datetime(2100, 1, 1), timezones=_offsets)
+)
+def test_parse_published_round_trips_formatted_times(moment: datetime) -> None:
+    moment = moment.replace(microsecond=0)
+    for text in (
+        email.utils.format_datetime(moment),
+        moment.isoformat(),
+        moment.isoformat(sep=" "),
+    ):
+        assert parse_published(text, FETCHED) == (moment.astimezone(UTC), False)
+
+
+# --- guess_language ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Apple shares jump after earnings beat", "en"),
+        ("Nvidia soars", "en"),
+        ("Tesla recalls 2 million cars", "en"),
+        ("Apple Q3 EPS beats", "en"),
+        ("Die Aktie von Siemens steigt deutlich nach starken Zahlen", "de"),
+        ("Le CAC 40 termine en hausse avec les valeurs bancaires", "fr"),
+        ("日本株が上昇、半導体関連が買われる", "ja"),
+        ("", "und"),
+        ("12345 !!!", "und"),
+    ],
+)
+def test_guess_language(text: str, expected: str) -> None:
+    assert guess_language(text) == expected
+
+
+# --- normalize --------------------------------------------------------------------------------
+
+
+def test_normalize_builds_a_clean_item() -> None:
+    item = normalize(
+        story(
+            "<b>Apple</b> shares jump &amp; <script>track()</script>rally",
+            url="https://www.cnbc.com/2026/03/08/apple.html?utm_source=rss&__source=x#x",
+            summary="<p>Microsoft also rose.</p>",
+            published="Sun, 08 Mar 2026 22:16 GMT",
+            tickers=("aapl", "$tsla", "not a ticker!"),
+        ),
+        fetched_at=FETCHED,
+        now=NOW,
+    )
+    assert item.title == "Apple shares jump & rally"
+    assert item.body == "Microsoft also rose."
+    assert item.url == "https://www.cnbc.com/2026/03/08/apple.html?__source=x"
+    assert item.id == stable_id(item.url, item.title, "cnbc-top")
+    assert item.published_at == datetime(2026, 3, 8, 22, 16, tzinfo=UTC)
+    assert item.fetched_at == FETCHED and not item.time_inferred
+    assert item.language == "en"
+    assert item.ticker_relevance == {"AAPL": 1.0, "TSLA": 1.0, "MSFT": 0.5}
+    assert item.tickers == ("AAPL", "TSLA", "MSFT")
+
+
+def test_missing_time_uses_fetch_time_and_says_so() -> None:
+    item = normalize(story(published=None), fetched_at=FETCHED, now=NOW)
+    assert (item.published_at, item.time_inferred) == (FETCHED, True)
+
+
+def test_future_time_is_rejected_within_tolerance_accepted() -> None:
+    soon = (NOW + timedelta(hours=5)).isoformat()
+    assert normalize(story(published=soon), fetched_at=FETCHED, now=NOW).published_at > NOW
+    late = (NOW + timedelta(hours=7)).isoformat()
+    with pytest.raises(NormalizeError, match="in the future") as info:
+        normalize(story(published=late), fetched_at=FETCHED, now=NOW)
+    assert "in the future" in info.value.reason
+    # "now" is the caller's, not the wall clock's: a 2023 story is "future" to a 2020 replay.
+    with pytest.raises(NormalizeError):
+        normalize(
+            story(published="2023-03-10 22:14:15+00:00"),
+            fetched_at=FETCHED,
+            now=datetime(2020, 1, 1, tzinfo=UTC),
+        )
+
+
+@pytest.mark.parametrize(
+    ("title", "reason"),
+    [
+        ("", "title is missing"),
+        ("  \n ", "title is missing"),
+        ("<script>alert(1)</script>", "title is empty after cleaning"),
+        ("<p> &nbsp; </p>", "title is empty after cleaning"),
+    ],
+)
+def test_empty_titles_are_errors(title: str, reason: str) -> None:
+    with pytest.raises(NormalizeError) as info:
+        normalize(story(title), fetched_at=FETCHED, now=NOW)
+    assert info.value.reason == reason
+
+
+def test_same_story_via_two_tracking_urls_gets_one_id() -> None:
+    a = normalize(
+        story(url="https://www.reuters.com/markets/us/fed-holds/?utm_source=twitter&taid=1"),
+        fetched_at=FETCHED,
+        now=NOW,
+    )
+    b = normalize(
+        story(url="HTTPS://WWW.Reuters.com:443/markets/us/fed-holds?fbclid=abc#comments"),
+        fetched_at=NOW,
+        now=NOW,
+    )
+    assert a.id == b.id
+    assert a.url == b.url == "https://www.reuters.com/markets/us/fed-holds"
+
+
+def test_no_url_gives_a_stable_content_hash_id() -> None:
+    a = normalize(story("Fed  holds <i>rates</i>"), fetched_at=FETCHED, now=NOW)
+    b = normalize(story("Fed holds rates"), fetched_at=NOW, now=NOW)
+    assert a.url == "" and a.id == b.id == stable_id("", "Fed holds rates", "cnbc-top")
+    other_source = normalize(story("Fed holds rates", source="wire"), fetched_at=NOW, now=NOW)
+    assert other_source.id != a.id
+
+
+def test_overlong_text_is_truncated() -> None:
+    item = normalize(
+        story("word " * 500, summary="body " * 10_000),
+        fetched_at=FETCHED,
+        now=NOW,
+        max_title_chars=100,
+        max_body_chars=1000,
+    )
+    assert len(item.title) <= 100 and item.title.endswith("…")
+    assert len(item.body) <= 1000 and item.body.endswith("…")
+
+
+_published = st.one_of(
+    st.none(),
+    st.text(max_size=40),
+    st.datetimes(timezones=st.none() | _offsets),
+)
+
+
+@given(
+    source=st.text(max_size=20),
+    title=st.one_of(st.text(max_size=120), html_ish),
+    url=st.one_of(urls(), st.text(max_size=60)),
+    summary=st.one_of(st.text(max_size=200), html_ish),
+    published=_published,
+    tickers=st.lists(st.text(max_size=8), max_size=4).map(tuple),
+)
+def test_normalize_raises_only_normalize_error(
+    source: str,
+    title: str,
+    url: str,
+    summary: str,
+    published: str | datetime | None,
+    tickers: tuple[str, ...],
+) -> None:
+    raw = RawStory(
+        source=source, title=title, url=url, summary=summary, published=published, tickers=tickers
+    )
+    try:
+        item = normalize(raw, fetched_at=FETCHED, now=NOW)
+    except NormalizeError as exc:
+        assert exc.reason
+        return
+    assert item.title and item.title == item.title.strip()
+    assert item.published_at.tzinfo is UTC
+    assert item.published_at <= NOW + timedelta(hours=6)
+    assert all(TICKER_RE.match(t) for t in item.tickers)
+    assert set(item.tickers) == set(item.ticker_relevance)
+    assert len(item.id) == 32
