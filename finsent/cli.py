@@ -248,7 +248,7 @@ def train(
     """Train the attention topic-and-sentiment model and save an artifact with its model card."""
     import json
 
-    from model.data import DataError, load_table, standard_corpus
+    from model.data import DataError, datasets_dir, load_table, standard_corpus
     from model.train import TrainConfig
     from model.train import train as run_training
 
@@ -272,7 +272,6 @@ def train(
             )
     except DataError as exc:
         _fail(str(exc))
-    from model.data import datasets_dir
 
     result = run_training(
         corpus, out, config, progress=progress, datasets_root=data or datasets_dir()

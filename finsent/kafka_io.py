@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -144,7 +142,6 @@ class DeadLetters:
         self.producer = producer
         self.stage = stage
         self.count = 0
-        self.by_kind: Counter[str] = Counter()  # e.g. "HTTP 503", "XML bomb rejected"
 
     def send(self, reason: str, payload: bytes, record: Any = None, source: str = "") -> None:
         letter = DeadLetter.of(
@@ -159,17 +156,9 @@ class DeadLetters:
         )
         self.producer.send(self.topic, key=self.stage.encode(), value=encode(letter))
         self.count += 1
-        self.by_kind[reason_kind(reason)] += 1
         log.warning(
             "dead letter from %s%s: %s", self.stage, f" ({source})" if source else "", reason
         )
-
-
-def reason_kind(reason: str) -> str:
-    """A counter label for a reason: its text before any details (a colon, a quote, a digit
-    run such as a line number), so "line 7: title is missing" counts as "title is missing"."""
-    text = re.sub(r"^(line|entry) \d+: ", "", reason)
-    return re.split(r"[:'\"(]", text, maxsplit=1)[0].strip()[:60] or "other"
 
 
 def decode_or_dead(cls: type[T], record: Any, dead: DeadLetters) -> T | None:

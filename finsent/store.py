@@ -135,14 +135,21 @@ class Commit:
     state_delete: set[str] = field(default_factory=set)
 
 
+def make_engine(url: str) -> Engine:
+    """An engine for `url`; a SQLite file gets its folder and the pragmas every writer needs."""
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ""
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
 class Store:
     def __init__(self, url: str) -> None:
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.url = url
-        self.engine: Engine = create_engine(url, future=True)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.engine: Engine = make_engine(url)
         metadata.create_all(self.engine)
 
     def close(self) -> None:
@@ -299,4 +306,4 @@ def _alert_row(a: Alert) -> dict[str, Any]:
 
 def as_utc(value: datetime) -> datetime:
     """SQLite hands back naive datetimes; the store only ever holds UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -61,9 +61,8 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cache
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -81,14 +80,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
-    event,
     func,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
 from finsent.records import NewsItem, utc
+from finsent.store import as_utc, make_engine
 
 log = logging.getLogger(__name__)
 
@@ -225,14 +223,8 @@ class SeenStore:
             self.engine = url_or_engine
             self._owns_engine = False
         else:
-            url = url_or_engine
-            path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ""
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.engine = create_engine(url, future=True)
+            self.engine = make_engine(url_or_engine)
             self._owns_engine = True
-            if self.engine.dialect.name == "sqlite":
-                event.listen(self.engine, "connect", _sqlite_pragmas)
         seen_metadata.create_all(self.engine)
 
     def close(self) -> None:
@@ -279,7 +271,7 @@ class SeenStore:
         )
         with self.engine.connect() as conn:
             newest = conn.execute(stmt).scalar_one_or_none()
-        return _as_utc(newest) if newest is not None else None
+        return as_utc(newest) if newest is not None else None
 
     def count(self) -> int:
         with self.engine.connect() as conn:
@@ -330,20 +322,6 @@ class SeenStore:
             return int(result.rowcount or 0)
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    # As in finsent.store: WAL for concurrent readers, a busy timeout for short write locks.
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.close()
-
-
-def _as_utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _row(entry: SeenEntry) -> dict[str, Any]:
     return {
         "kind": entry.kind,
@@ -365,8 +343,8 @@ def _entry(row: Mapping[str, Any]) -> SeenEntry:
         key=row["key"],
         story_id=row["story_id"],
         chain_id=row["chain_id"],
-        first_seen=_as_utc(row["first_seen"]),
-        event_time=_as_utc(row["event_time"]),
+        first_seen=as_utc(row["first_seen"]),
+        event_time=as_utc(row["event_time"]),
         chain_pos=row["chain_pos"],
         novelty=row["novelty"],
         tickers=tuple(row["tickers"].split()),

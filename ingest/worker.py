@@ -18,6 +18,7 @@ from finsent.records import NewsItem, encode
 from finsent.settings import Settings
 from ingest.admit import admit, novelty_tracker
 from ingest.normalize import NormalizeError, normalize
+from ingest.poller import FeedPoller, reason_kind
 from ingest.raw import IngestError, RawStory
 
 log = logging.getLogger(__name__)
@@ -35,13 +36,14 @@ class IngestSink:
         self.topic = settings.topic("news.raw")
         self.max_future = timedelta(minutes=settings.max_future_minutes)
         self.counts: Counter[str] = Counter()
+        self.dead_by_kind: Counter[str] = Counter()  # e.g. "xml_bomb", "http_503"
         self._lock = threading.Lock()  # poll jobs run on scheduler threads
 
     def __call__(self, source: str, stories: list[RawStory], errors: list[IngestError]) -> None:
         now = datetime.now(UTC)
         with self._lock:
             for error in errors:
-                self.dead.send(error.reason, error.raw, source=error.source)
+                self._dead(error.reason, error.raw, error.source)
             items: list[NewsItem] = []
             for story in stories:
                 try:
@@ -49,7 +51,7 @@ class IngestSink:
                         normalize(story, fetched_at=now, now=now, max_future=self.max_future)
                     )
                 except NormalizeError as exc:
-                    self.dead.send(exc.reason, story.raw, source=story.source)
+                    self._dead(exc.reason, story.raw, story.source)
             items.sort(key=lambda item: item.published_at)
             kept, duplicates = admit(self.tracker, items, now)
             futures = [
@@ -60,16 +62,13 @@ class IngestSink:
             for future in futures:
                 future.get(timeout=60)  # a failed delivery raises: the poller backs off
             self.tracker.commit()
-            self.counts.update(
-                sent=len(kept), duplicates=duplicates, dead=len(errors) + len(stories) - len(items)
-            )
-        log.info(
-            "%s: %d new, %d duplicates, %d bad",
-            source,
-            len(kept),
-            duplicates,
-            len(errors) + len(stories) - len(items),
-        )
+            bad = len(errors) + len(stories) - len(items)
+            self.counts.update(sent=len(kept), duplicates=duplicates, dead=bad)
+        log.info("%s: %d new, %d duplicates, %d bad", source, len(kept), duplicates, bad)
+
+    def _dead(self, reason: str, raw: bytes, source: str) -> None:
+        self.dead.send(reason, raw, source=source)
+        self.dead_by_kind[reason_kind(reason)] += 1
 
     def close(self) -> None:
         self.producer.flush()
@@ -79,8 +78,6 @@ class IngestSink:
 
 def run_poller(settings: Settings, stop: threading.Event, sources_path=None) -> Counter[str]:
     """Poll every configured source until `stop` is set; returns the totals."""
-    from ingest.poller import FeedPoller
-
     sink = IngestSink(settings)
     poller = FeedPoller.from_settings(settings, sink, sources_path)
     names = ", ".join(source.name for source in poller.sources)
@@ -92,6 +89,6 @@ def run_poller(settings: Settings, stop: threading.Event, sources_path=None) -> 
         poller.shutdown()
         sink.close()
     log.info(
-        "ingest stopped: %s; dead letters by kind %s", dict(sink.counts), dict(sink.dead.by_kind)
+        "ingest stopped: %s; dead letters by kind %s", dict(sink.counts), dict(sink.dead_by_kind)
     )
     return sink.counts

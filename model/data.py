@@ -203,11 +203,11 @@ def unlabelled_headlines(root: Path, exclude: Iterable[str] = ()) -> list[str]:
     if rss.exists():
         import html
 
-        for file in sorted(rss.rglob("*_entries.json")):
-            payload = json.loads(file.read_text(encoding="utf-8"))
-            entries = payload.get("entries", []) if isinstance(payload, dict) else payload
-            for entry in entries:
-                add(html.unescape(entry.get("title") or ""))
+        from ingest.replay import read_archive  # the replay's reader of both archive shapes
+
+        for _, _, row in read_archive(rss):
+            if isinstance(row, dict):
+                add(html.unescape(str(row.get("title") or "")))
     return titles
 
 

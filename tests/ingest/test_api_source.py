@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -52,18 +51,6 @@ def api_source(
 """
     [source] = parse_sources(text, environ={"TEST_API_KEY": KEY})
     return source
-
-
-@pytest.fixture
-def server() -> Iterator[FeedServer]:
-    with FeedServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def fetcher() -> Iterator[Fetcher]:
-    with Fetcher(read_timeout=5.0, trust_env=False) as f:
-        yield f
 
 
 def test_get_path() -> None:

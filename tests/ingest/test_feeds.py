@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 import time
 import tracemalloc
-from collections.abc import Iterator
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
@@ -24,18 +23,6 @@ from tests.ingest.feed_server import (
 )
 
 EXPECTED_COUNTS = {"cnbc": 30, "seekingalpha": 20, "nytimes": 50, "google": 100, "bloomberg": 16}
-
-
-@pytest.fixture
-def server() -> Iterator[FeedServer]:
-    with FeedServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def fetcher() -> Iterator[Fetcher]:
-    with Fetcher(read_timeout=5.0, trust_env=False) as f:
-        yield f
 
 
 # -- the real feed snapshots, served over HTTP -----------------------------------------------

@@ -55,12 +55,6 @@ class Results:
 
 
 @pytest.fixture
-def server() -> Iterator[FeedServer]:
-    with FeedServer() as srv:
-        yield srv
-
-
-@pytest.fixture
 def make_fetcher() -> Iterator[Callable[..., Fetcher]]:
     made: list[Fetcher] = []
 

@@ -1,0 +1,22 @@
+"""Fixtures shared by the ingest tests: the loopback feed server and a fetcher for it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from ingest.fetch import Fetcher
+from tests.ingest.feed_server import FeedServer
+
+
+@pytest.fixture
+def server() -> Iterator[FeedServer]:
+    with FeedServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def fetcher() -> Iterator[Fetcher]:
+    with Fetcher(read_timeout=5.0, trust_env=False) as f:
+        yield f
