@@ -6,6 +6,7 @@ and every write is an upsert keyed by ids, so at-least-once delivery has an exac
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DatabaseError
 
 from finsent.records import Alert, ScoredItem, WindowStat, to_jsonable
 
@@ -146,11 +148,26 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def create_schema(engine: Engine, attempts: int = 5) -> None:
+    """Create missing tables. Stages start together on a fresh store, and create_all's
+    check-then-create races between them, so a loser that finds the table made retries."""
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            return
+        except DatabaseError as exc:
+            message = str(exc.orig).lower()
+            raced = "already exists" in message or "duplicate key" in message
+            if not raced or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
 class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: Engine = make_engine(url)
-        metadata.create_all(self.engine)
+        create_schema(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -106,7 +106,12 @@ def test_known_input_gives_exact_windows_and_one_alert(
     def windows_done() -> bool:
         return len(store.query(windows)) >= n_windows and len(store.query(alert_events)) >= 2
 
-    wait_until(windows_done, 90, f"{n_windows} windows and 2 alert events in the store")
+    wait_until(
+        windows_done,
+        90,
+        f"{n_windows} windows and 2 alert events in the store",
+        context=stages.tails,
+    )
 
     got = {(r["key"], as_utc(r["window_start"])): r["count"] for r in store.query(windows)}
     assert got == expected

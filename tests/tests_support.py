@@ -41,6 +41,14 @@ class StageProcesses:
     def log(self, name: str) -> str:
         return (self.log_dir / f"{name}.log").read_text(errors="replace")
 
+    def tails(self, lines: int = 15) -> str:
+        """The last lines of every stage's log, for a failure message."""
+        parts = []
+        for name in self.procs:
+            text = self.log(name).splitlines()[-lines:]
+            parts.append(f"--- {name} (exit {self.procs[name].poll()}) ---\n" + "\n".join(text))
+        return "\n".join(parts)
+
     def stop_all(self, timeout_s: float = 30) -> dict[str, int]:
         for proc in self.procs.values():
             if proc.poll() is None:
@@ -56,7 +64,11 @@ class StageProcesses:
 
 
 def wait_until(
-    predicate: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.3
+    predicate: Callable[[], object],
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.3,
+    context: Callable[[], str] | None = None,
 ) -> object:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -64,4 +76,5 @@ def wait_until(
         if value:
             return value
         time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+    detail = f"\n{context()}" if context else ""
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}{detail}")

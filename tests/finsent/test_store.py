@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -124,3 +126,19 @@ def test_a_failed_commit_changes_nothing(store: Store) -> None:
         store.commit(broken)
     assert store.load_offsets("a") == {("t", 0): 1}
     assert [r["id"] for r in store.query(scored_items)] == ["s1"]
+
+
+def test_stages_opening_a_fresh_store_together_all_get_the_schema(tmp_path: Path) -> None:
+    # Stages start at once on a new store; create_all's check-then-create used to race.
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    script = (
+        "import sys; from finsent.store import Store, windows; "
+        "s = Store(sys.argv[1]); s.query(windows); print('ok')"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, url], stdout=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
+    outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6
+    assert outputs == ["ok"] * 6
