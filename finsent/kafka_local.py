@@ -222,7 +222,7 @@ class LocalKafka:
         )
 
     def _format(self, java: str) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         result = subprocess.run(
             [
                 java,
@@ -230,8 +230,7 @@ class LocalKafka:
                 str(self.jars_dir / "*"),
                 "kafka.tools.StorageTool",
                 "format",
-                "-t",
-                cluster_id,
+                f"--cluster-id={cluster_id}",
                 "-c",
                 str(self.config_file),
             ],
@@ -322,3 +321,12 @@ def _alive(pid: int) -> bool:
 def _signal(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
+
+
+def new_cluster_id() -> str:
+    """A random KRaft cluster id. Like Kafka's own, it never starts with '-', which the
+    storage tool's argument parser would take for an option (1 in 64 ids did)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id

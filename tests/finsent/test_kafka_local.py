@@ -9,7 +9,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from tests_support import free_port
 
 from finsent.kafka_io import ensure_topics
-from finsent.kafka_local import KafkaLaunchError, LocalKafka
+from finsent.kafka_local import KafkaLaunchError, LocalKafka, new_cluster_id
 from finsent.settings import Settings
 
 pytestmark = pytest.mark.kafka
@@ -91,3 +91,9 @@ def test_broker_restart_keeps_data(tmp_path: Path) -> None:
     finally:
         broker.stop()
     assert not broker.stop()  # already stopped: says so, does not fail
+
+
+def test_cluster_ids_never_look_like_an_option() -> None:
+    ids = [new_cluster_id() for _ in range(5000)]
+    assert not any(i.startswith("-") for i in ids)
+    assert len(set(ids)) == len(ids) and all(len(i) == 22 for i in ids)
