@@ -10,6 +10,7 @@ demo: venv
 test: venv
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	bash scripts/ensure_postgres.sh
 	.venv/bin/pytest
 
 lint: venv
@@ -23,6 +24,7 @@ format: venv
 bench: venv
 	.venv/bin/python bench/bench_windows.py
 	.venv/bin/python bench/bench_model.py
+	.venv/bin/python bench/bench_stream.py
 
 kafka-start: venv
 	.venv/bin/finsent kafka start

@@ -156,8 +156,19 @@ def scorer(
 
 
 @app.command()
+def router() -> None:
+    """Store scored items and repartition them by series key into news.keyed."""
+    from finsent.kafka_io import ensure_topics
+    from stream.router import run_router
+
+    settings = _settings()
+    ensure_topics(settings)
+    run_router(settings, install_stop_handlers())
+
+
+@app.command()
 def aggregator() -> None:
-    """Aggregate news.scored into event-time windows (sentiment.windows and the store)."""
+    """Aggregate news.keyed into event-time windows (sentiment.windows and the store)."""
     from finsent.kafka_io import ensure_topics
     from stream.aggregation import run_aggregator
 

@@ -14,6 +14,7 @@ from kafka.admin import NewTopic
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from finsent.metrics import DEAD_LETTERS
 from finsent.records import DeadLetter, RecordError, decode, encode
 from finsent.settings import TOPIC_NAMES, Settings
 
@@ -62,6 +63,26 @@ def make_consumer(settings: Settings, stage: str, **overrides: Any) -> KafkaCons
     return KafkaConsumer(**config)
 
 
+def subscribe(
+    consumer: KafkaConsumer, topic: str, listener: Any = None, timeout_s: float = 60
+) -> None:
+    """Subscribe once the client knows the topic's partitions.
+
+    A member that joins its group before its metadata lists the topic can be handed no
+    partitions and, with kafka-python, sometimes keeps that empty assignment; seen as a stage
+    that consumed nothing for minutes on a busy machine.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not consumer.partitions_for_topic(topic):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topic {topic} has no partitions after {timeout_s}s")
+        time.sleep(0.2)
+    if listener is None:
+        consumer.subscribe([topic])
+    else:
+        consumer.subscribe([topic], listener=listener)
+
+
 def ensure_topics(
     settings: Settings, names: Iterable[str] = TOPIC_NAMES, timeout_s: float = 60
 ) -> None:
@@ -94,10 +115,12 @@ def _all_led(admin: KafkaAdminClient, wanted: dict[str, int]) -> bool:
     except KafkaError:
         return False
     for topic in described:
+        # kafka-python 2.x names these "topic" and "leader"; 3.x "name" and "leader_id".
+        name = topic.get("topic", topic.get("name"))
         partitions = topic.get("partitions") or []
-        if topic.get("error_code") or len(partitions) < wanted[topic["name"]]:
+        if topic.get("error_code") or len(partitions) < wanted[name]:
             return False
-        if any(p.get("leader_id", -1) < 0 for p in partitions):
+        if any(p.get("leader", p.get("leader_id", -1)) < 0 for p in partitions):
             return False
     return True
 
@@ -143,7 +166,10 @@ class DeadLetters:
         self.stage = stage
         self.count = 0
 
-    def send(self, reason: str, payload: bytes, record: Any = None, source: str = "") -> None:
+    def send(
+        self, reason: str, payload: bytes, record: Any = None, source: str = "", kind: str = ""
+    ) -> None:
+        """Route one payload; ``kind`` labels the metric (default: the reason's first word)."""
         letter = DeadLetter.of(
             stage=self.stage,
             reason=reason,
@@ -156,6 +182,8 @@ class DeadLetters:
         )
         self.producer.send(self.topic, key=self.stage.encode(), value=encode(letter))
         self.count += 1
+        label = kind or (reason.split(":", 1)[0].split(" ", 1)[0].lower() or "error")
+        DEAD_LETTERS.labels(self.stage, label[:30]).inc()
         log.warning(
             "dead letter from %s%s: %s", self.stage, f" ({source})" if source else "", reason
         )

@@ -97,6 +97,47 @@ class ScoredItem:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SeriesPoint:
+    """What one story contributes to one series' windows: the aggregator's input unit."""
+
+    id: str
+    published_at: datetime
+    score: float
+    confidence: float
+    sentiment: Sentiment
+    novelty: float = 100.0
+    title: str = ""
+    source: str = ""
+    url: str = ""
+    top_tokens: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, s: ScoredItem) -> SeriesPoint:
+        return cls(
+            id=s.item.id,
+            published_at=s.item.published_at,
+            score=s.score,
+            confidence=s.confidence,
+            sentiment=s.sentiment,
+            novelty=s.item.novelty,
+            title=s.item.title,
+            source=s.item.source,
+            url=s.item.url,
+            top_tokens=s.top_tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyedPoint:
+    """One point of one series, repartitioned so that one aggregator owns all of the key's
+    windows (Kafka key = ``key``)."""
+
+    schema: Literal[1] = 1
+    key: str
+    point: SeriesPoint
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Headline:
     id: str
     title: str
@@ -118,9 +159,11 @@ class WindowStat:
     weighted_mean_score: float  # confidence-weighted
     neg_share: float
     pos_share: float
+    weighted_neg_share: float | None = None  # novelty-weighted; None in records before it
     top_headlines: tuple[Headline, ...] = ()
-    version: int = 1  # > 1 when late news restated a closed window
-    final: bool = True
+    # 0: a running update of an open window; 1: the window closed; > 1: late news restated it
+    version: int = 1
+    final: bool = True  # False only for running updates; alerting reads final windows
     emitted_at: datetime
 
     def __post_init__(self) -> None:

@@ -10,13 +10,23 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-TOPIC_NAMES = ("news.raw", "news.scored", "sentiment.windows", "alerts", "news.dlq")
+if TYPE_CHECKING:
+    from stream.windows import WindowSpec
+
+TOPIC_NAMES = (
+    "news.raw",
+    "news.scored",
+    "news.keyed",  # scored stories repartitioned by series key, for the aggregators
+    "sentiment.windows",
+    "alerts",
+    "news.dlq",
+)
 SECRET_FIELDS = frozenset({"slack_webhook_url", "smtp_password"})
 
 
@@ -60,8 +70,8 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = ""  # empty: kafka_host:kafka_port (the local broker)
     kafka_heap: str = "512m"
     topic_prefix: str = ""  # isolates demo and backtest runs from the live topics
-    # One partition keeps event-time order end to end. Several partitions need per-partition
-    # watermarks, which the stream-processing work adds; until then the aggregator warns.
+    # Scale-out: more partitions, and more processes per consumer group. Each aggregator keeps
+    # one watermark per partition of news.keyed it owns.
     partitions: int = 1
     partitions_per_topic: dict[str, int] = Field(default_factory=dict)
 
@@ -87,10 +97,15 @@ class Settings(BaseSettings):
     batch_max_size: int = 64
     batch_max_wait_ms: int = 200
 
-    # Windows
-    window_seconds: int = 900
+    # Windows: "15m" is tumbling, "1h/5m" hopping (1 h long, every 5 min)
+    windows: Annotated[tuple[str, ...], NoDecode] = ("15m", "1h", "1d")
     grace_seconds: int = 300
+    allowed_lateness_seconds: int = 3600  # after closing, late news restates a window this long
     idle_close_seconds: float = 0.0  # 0: windows close on event time only
+    # "updates": also emit running figures of open windows (for live views), at most every
+    # window_update_seconds; "final": only closed windows and restatements
+    window_emit: Literal["updates", "final"] = "updates"
+    window_update_seconds: float = 5.0
     top_headlines: int = 3
 
     # Alerts
@@ -102,6 +117,12 @@ class Settings(BaseSettings):
     alert_fire_z: float = 3.0
     alert_resolve_z: float = 1.0
     alert_floor: float = 0.4
+    alert_window: str = ""  # the window spec alerts watch; empty: the first of `windows`
+
+    # Metrics: each process serves Prometheus text on metrics_host:port. -1: the stage's
+    # default port (see finsent.metrics); 0: any free port (logged); None: off.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = -1
 
     # Dashboard
     dashboard_host: str = "127.0.0.1"
@@ -114,12 +135,35 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
-    @field_validator("alert_keys", mode="before")
+    @field_validator("alert_keys", "windows", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("windows")
+    @classmethod
+    def _check_windows(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from stream.windows import WindowSpec  # stream imports settings' records, not settings
+
+        if not value:
+            raise ValueError("at least one window is needed")
+        for text in value:
+            WindowSpec.parse(text)
+        return value
+
+    @property
+    def window_specs(self) -> tuple[WindowSpec, ...]:
+        from stream.windows import WindowSpec
+
+        return tuple(WindowSpec.parse(text) for text in self.windows)
+
+    @property
+    def alert_window_spec(self) -> WindowSpec:
+        from stream.windows import WindowSpec
+
+        return WindowSpec.parse(self.alert_window or self.windows[0])
 
     @classmethod
     def settings_customise_sources(

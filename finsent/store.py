@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -58,13 +60,14 @@ windows = Table(
     metadata,
     Column("key", String(200), primary_key=True),
     Column("window_start", DateTime(timezone=True), primary_key=True),
-    Column("window_end", DateTime(timezone=True), nullable=False),
+    Column("window_end", DateTime(timezone=True), primary_key=True),  # sizes share starts
     Column("count", Integer, nullable=False),
     Column("weighted_count", Float, nullable=False),
     Column("mean_score", Float, nullable=False),
     Column("weighted_mean_score", Float, nullable=False),
     Column("neg_share", Float, nullable=False),
     Column("pos_share", Float, nullable=False),
+    Column("weighted_neg_share", Float, nullable=True),
     Column("top_headlines", JSON, nullable=False),
     Column("version", Integer, nullable=False),
     Column("final", Boolean, nullable=False),
@@ -90,6 +93,21 @@ alerts = Table(
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("message", Text, nullable=False),
+)
+
+# The audit of late news: each story that restated a closed window, or came too late to.
+late_items = Table(
+    "late_items",
+    metadata,
+    Column("item_id", String(64), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("window_start", DateTime(timezone=True), primary_key=True),
+    Column("window_end", DateTime(timezone=True), primary_key=True),
+    Column("action", String(16), nullable=False),  # "restated" or "too_late"
+    Column("version", Integer, nullable=False),  # the window's version after it; 0 if too late
+    Column("published_at", DateTime(timezone=True), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("seen_at", DateTime(timezone=True), nullable=False),  # wall clock
 )
 
 # Every lifecycle event of every alert, for its history.
@@ -118,7 +136,7 @@ consumer_offsets = Table(
     Column("stage", String(100), primary_key=True),
     Column("topic", String(200), primary_key=True),
     Column("partition", Integer, primary_key=True),
-    Column("next_offset", Integer, nullable=False),
+    Column("next_offset", BigInteger, nullable=False),  # Kafka offsets are 64-bit
 )
 
 TopicPartitionKey = tuple[str, int]
@@ -135,6 +153,14 @@ class Commit:
     alerts: list[Alert] = field(default_factory=list)
     state_put: dict[str, Any] = field(default_factory=dict)
     state_delete: set[str] = field(default_factory=set)
+    late: list[dict[str, Any]] = field(default_factory=list)  # rows for late_items
+    # Fencing: per partition, the stored offset this batch started from (None: none stored).
+    # The commit applies only if the store still holds exactly these.
+    expected: dict[TopicPartitionKey, int | None] | None = None
+
+
+class FencedError(RuntimeError):
+    """The stored offsets moved under this process: another member owns the partition now."""
 
 
 def make_engine(url: str) -> Engine:
@@ -148,12 +174,29 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+SCHEMA_VERSION = 2  # 2: windows keyed by (key, start, end); late_items
+
+
+class StoreSchemaError(RuntimeError):
+    pass
+
+
+store_meta = Table(
+    "store_meta",
+    metadata,
+    Column("name", String(50), primary_key=True),
+    Column("value", String(200), nullable=False),
+)
+
+
 def create_schema(engine: Engine, attempts: int = 5) -> None:
     """Create missing tables. Stages start together on a fresh store, and create_all's
     check-then-create races between them, so a loser that finds the table made retries."""
     for attempt in range(attempts):
         try:
+            _check_schema_version(engine)
             metadata.create_all(engine)
+            _stamp_schema_version(engine)
             return
         except DatabaseError as exc:
             message = str(exc.orig).lower()
@@ -161,6 +204,38 @@ def create_schema(engine: Engine, attempts: int = 5) -> None:
             if not raced or attempt == attempts - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))
+
+
+def _check_schema_version(engine: Engine) -> None:
+    inspector = inspect(engine)
+    tables = set(inspector.get_table_names())
+    found = None
+    if "store_meta" in tables:
+        with engine.connect() as conn:
+            found = conn.execute(
+                select(store_meta.c.value).where(store_meta.c.name == "schema")
+            ).scalar()
+    if found is None and "windows" in tables:
+        # Stores from before the stamp: schema 1 keyed windows by (key, start) only. (Not
+        # "stamp missing", which a sibling stage creating the store right now also shows.)
+        keys = inspector.get_pk_constraint("windows")["constrained_columns"]
+        found = None if "window_end" in keys else "1"
+    if found is not None and found != str(SCHEMA_VERSION):
+        raise StoreSchemaError(
+            f"the store at {engine.url.render_as_string(hide_password=True)} has schema "
+            f"version {found}; this finsent needs {SCHEMA_VERSION}. Move it aside (or point "
+            "FINSENT_STORE_URL elsewhere) and let the stages build a new one."
+        )
+
+
+def _stamp_schema_version(engine: Engine) -> None:
+    dialect = sqlite if engine.dialect.name == "sqlite" else postgresql
+    with engine.begin() as conn:
+        conn.execute(
+            dialect.insert(store_meta)
+            .values(name="schema", value=str(SCHEMA_VERSION))
+            .on_conflict_do_nothing()
+        )
 
 
 class Store:
@@ -180,7 +255,8 @@ class Store:
                 self._upsert(conn, scored_items, [_scored_row(s) for s in batch.scored], ["id"])
             if batch.windows:
                 rows = [_window_row(w) for w in batch.windows]
-                self._upsert(conn, windows, rows, ["key", "window_start"], only_newer="version")
+                keys = ["key", "window_start", "window_end"]
+                self._upsert(conn, windows, rows, keys, only_newer="version")
             if batch.alerts:
                 self._apply_alerts(conn, batch.alerts)
                 events = [
@@ -206,12 +282,50 @@ class Store:
                     {"stage": batch.stage, "key": k, "value": v} for k, v in batch.state_put.items()
                 ]
                 self._upsert(conn, stage_state, rows, ["stage", "key"])
+            if batch.late:
+                self._upsert(
+                    conn, late_items, batch.late, ["item_id", "key", "window_start", "window_end"]
+                )
             if batch.offsets:
-                rows = [
-                    {"stage": batch.stage, "topic": t, "partition": p, "next_offset": o}
-                    for (t, p), o in batch.offsets.items()
-                ]
-                self._upsert(conn, consumer_offsets, rows, ["stage", "topic", "partition"])
+                self._write_offsets(conn, batch)
+
+    def _write_offsets(self, conn: Any, batch: Commit) -> None:
+        if batch.expected is None:
+            rows = [
+                {"stage": batch.stage, "topic": t, "partition": p, "next_offset": o}
+                for (t, p), o in batch.offsets.items()
+            ]
+            self._upsert(conn, consumer_offsets, rows, ["stage", "topic", "partition"])
+            return
+        dialect = sqlite if self.engine.dialect.name == "sqlite" else postgresql
+        for (topic, partition), offset in batch.offsets.items():
+            where = (
+                consumer_offsets.c.stage == batch.stage,
+                consumer_offsets.c.topic == topic,
+                consumer_offsets.c.partition == partition,
+            )
+            expected = batch.expected.get((topic, partition))
+            if expected is None:
+                row = {
+                    "stage": batch.stage,
+                    "topic": topic,
+                    "partition": partition,
+                    "next_offset": offset,
+                }
+                stmt = dialect.insert(consumer_offsets).values(row).on_conflict_do_nothing()
+            else:
+                stmt = (
+                    consumer_offsets.update()
+                    .where(*where, consumer_offsets.c.next_offset == expected)
+                    .values(next_offset=offset)
+                )
+            # RETURNING, not rowcount: drivers disagree on rowcount for skipped inserts.
+            changed = conn.execute(stmt.returning(consumer_offsets.c.partition)).all()
+            if len(changed) != 1:
+                # Raising inside the transaction rolls back the whole batch.
+                raise FencedError(
+                    f"{batch.stage} offsets of {topic}[{partition}] moved past {expected}"
+                )
 
     def _apply_alerts(self, conn: Any, events: list[Alert]) -> None:
         """One row per alert: the evidence of the window that fired it, plus its current state.
@@ -238,6 +352,7 @@ class Store:
         keys: list[str],
         only_newer: str | None = None,
     ) -> None:
+        rows = _last_per_key(rows, keys, only_newer)
         dialect = sqlite if self.engine.dialect.name == "sqlite" else postgresql
         stmt = dialect.insert(table)
         updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
@@ -258,10 +373,24 @@ class Store:
             ).mappings()
             return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
 
-    def load_state(self, stage: str) -> dict[str, Any]:
+    def load_state(self, stage: str, prefix: str = "") -> dict[str, Any]:
+        """The stage's state rows, optionally only those whose key starts with ``prefix``."""
+        stmt = select(stage_state).where(stage_state.c.stage == stage)
+        if prefix:
+            stmt = stmt.where(stage_state.c.key.startswith(prefix, autoescape=True))
         with self.engine.connect() as conn:
-            rows = conn.execute(select(stage_state).where(stage_state.c.stage == stage)).mappings()
-            return {r["key"]: r["value"] for r in rows}
+            return {r["key"]: r["value"] for r in conn.execute(stmt).mappings()}
+
+    def existing_ids(self, ids: Iterable[str]) -> set[str]:
+        """Which of these story ids are stored already."""
+        wanted = sorted(set(ids))
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                stmt = select(scored_items.c.id).where(scored_items.c.id.in_(chunk))
+                found.update(conn.execute(stmt).scalars())
+        return found
 
     def query(self, table: Table, *where: Any, order_by: Iterable[Any] = ()) -> list[dict]:
         with self.engine.connect() as conn:
@@ -272,8 +401,9 @@ class Store:
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets the dashboard read while stages write; busy_timeout rides out short write locks.
-    cur.execute("PRAGMA journal_mode=WAL")
+    # busy_timeout first: switching a fresh file to WAL needs a lock a sibling may hold.
     cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
 
@@ -306,6 +436,7 @@ def _window_row(w: WindowStat) -> dict[str, Any]:
         "weighted_mean_score": w.weighted_mean_score,
         "neg_share": w.neg_share,
         "pos_share": w.pos_share,
+        "weighted_neg_share": w.weighted_neg_share,
         "top_headlines": [to_jsonable(h) for h in w.top_headlines],
         "version": w.version,
         "final": w.final,
@@ -324,3 +455,18 @@ def _alert_row(a: Alert) -> dict[str, Any]:
 def as_utc(value: datetime) -> datetime:
     """SQLite hands back naive datetimes; the store only ever holds UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _last_per_key(
+    rows: Sequence[Mapping[str, Any]], keys: list[str], version: str | None
+) -> list[Mapping[str, Any]]:
+    """One row per key: PostgreSQL refuses to upsert the same row twice in one statement.
+
+    The later row wins, or the higher version when rows are versioned."""
+    chosen: dict[tuple, Mapping[str, Any]] = {}
+    for row in rows:
+        pk = tuple(row[k] for k in keys)
+        held = chosen.get(pk)
+        if held is None or version is None or held[version] <= row[version]:
+            chosen[pk] = row
+    return list(chosen.values())

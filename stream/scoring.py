@@ -10,9 +10,18 @@ import logging
 import threading
 import time
 
-from finsent.kafka_io import DeadLetters, decode_or_dead, make_consumer, make_producer, poll_batch
+from finsent import metrics
+from finsent.kafka_io import (
+    DeadLetters,
+    decode_or_dead,
+    make_consumer,
+    make_producer,
+    poll_batch,
+    subscribe,
+)
 from finsent.records import NewsItem, ScoredItem, encode
 from finsent.settings import Settings
+from finsent.stage import send_all, sink_retrying
 from model.scorer import Scorer, load_scorer
 
 log = logging.getLogger(__name__)
@@ -38,11 +47,13 @@ def score_batch(
 
 def run_scorer(settings: Settings, stop: threading.Event, scorer: Scorer | None = None) -> None:
     scorer = scorer or load_scorer(settings.scorer, settings)
+    metrics.serve(settings, STAGE)
     consumer = make_consumer(settings, STAGE)
-    consumer.subscribe([settings.topic("news.raw")])
+    subscribe(consumer, settings.topic("news.raw"))
     producer = make_producer(settings)
     dead = DeadLetters(settings, producer, STAGE)
     out_topic = settings.topic("news.scored")
+    retrying = sink_retrying(consumer, STAGE, stop)
     total = 0
     log.info("scorer %s consuming %s", scorer.version, settings.topic("news.raw"))
     try:
@@ -53,18 +64,22 @@ def run_scorer(settings: Settings, stop: threading.Event, scorer: Scorer | None 
             started = time.perf_counter()
             decoded = (decode_or_dead(NewsItem, record, dead) for record in batch)
             items = [item for item in decoded if item is not None]
+            model_started = time.perf_counter()
             scored, failed = score_batch(scorer, items) if items else ([], [])
+            metrics.MODEL_SECONDS.labels(STAGE).observe(time.perf_counter() - model_started)
             for item, reason in failed:
                 dead.send(reason, encode(item))
-            futures = [
-                producer.send(out_topic, key=s.item.id.encode(), value=encode(s)) for s in scored
-            ]
-            producer.flush()
-            for future in futures:
-                future.get(timeout=30)  # surfaces delivery errors instead of losing them
+            outputs = [(s.item.id, s) for s in scored]
+            for attempt in retrying:
+                with attempt:
+                    send_all(producer, out_topic, outputs)
             consumer.commit()
             total += len(scored)
-            log.debug("scored %d in %.1f ms", len(scored), (time.perf_counter() - started) * 1000)
+            metrics.ITEMS.labels(STAGE).inc(len(batch))
+            metrics.OUTPUTS.labels(STAGE).inc(len(scored))
+            metrics.BATCH_SIZE.labels(STAGE).observe(len(batch))
+            metrics.BATCH_SECONDS.labels(STAGE).observe(time.perf_counter() - started)
+            metrics.record_lag(STAGE, consumer, consumer.assignment())
     finally:
         producer.flush()
         producer.close()

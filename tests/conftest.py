@@ -14,6 +14,8 @@ from tests_support import StageProcesses, free_port
 from finsent.kafka_local import LocalKafka
 from finsent.settings import Settings
 
+pytest_plugins = ["pg_support"]
+
 # Shared 2-core machines are noisy: judge properties by their examples, not their timing.
 hypothesis_settings.register_profile(
     "finsent", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=100

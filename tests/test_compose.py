@@ -10,13 +10,15 @@ from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("ingest", "scorer", "aggregator", "alerter", "dashboard")
+STAGES = ("ingest", "scorer", "router", "aggregator", "alerter", "dashboard")
 # The `finsent` subcommands each stage runs, in order (kept in step with finsent/cli.py).
 EXPECTED_COMMANDS = {
     "ingest": [("sample-feed",), ("ingest", "replay")],
     "scorer": [("scorer",)],
+    "router": [("router",)],
     "aggregator": [("aggregator",)],
     "alerter": [("alerter",)],
     "dashboard": [("dashboard",)],
@@ -109,15 +111,39 @@ def test_ingest_replays_the_sample_feed_it_writes(services: dict[str, Any]) -> N
 def test_stage_is_wired_to_kafka_and_the_shared_store(services: dict[str, Any], name: str) -> None:
     service = services[name]
     assert service["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert service["build"] in (".", {"context": "."})
     env = environment(service)
     assert env["FINSENT_KAFKA_BOOTSTRAP"] == "kafka:9092"
-    assert env["FINSENT_STORE_URL"] == "sqlite:////data/finsent.db"
     assert "finsent-data:/data" in service["volumes"]
+    # The store is the postgres service's database, as its own user; libpq takes the password
+    # from PGPASSWORD, the same host variable the server is given.
+    postgres = environment(services["postgres"])
+    url = make_url(env["FINSENT_STORE_URL"])
+    assert (url.drivername, url.host, url.port) == ("postgresql+psycopg", "postgres", 5432)
+    assert (url.username, url.database) == (postgres["POSTGRES_USER"], postgres["POSTGRES_DB"])
+    assert url.password is None
+    assert env["PGPASSWORD"] == postgres["POSTGRES_PASSWORD"]
+    assert "FINSENT_PG_PASSWORD" in env["PGPASSWORD"]
 
 
 def test_shared_volume_is_declared(compose: dict[str, Any]) -> None:
     assert "finsent-data" in compose["volumes"]
+
+
+def test_postgres_is_the_official_image_on_a_volume_with_a_healthcheck(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    postgres = services["postgres"]
+    assert re.fullmatch(r"postgres:\d+(\.\d+)?", postgres["image"])
+    (volume,) = postgres["volumes"]
+    name, mount = volume.split(":")
+    assert name in compose["volumes"] and mount == "/var/lib/postgresql/data"
+    # Over TCP: during the image's first-run setup only the unix socket answers.
+    check = as_argv(postgres["healthcheck"]["test"])
+    assert check[:2] == ["CMD", "pg_isready"]
+    assert check[check.index("-h") + 1] == "127.0.0.1"
+    assert postgres.get("restart") == "unless-stopped"
 
 
 def test_dashboard_is_published_on_loopback_only(services: dict[str, Any]) -> None:
@@ -148,7 +174,8 @@ def test_dockerignore_keeps_local_state_out_of_the_image() -> None:
 def test_no_secret_is_inlined(services: dict[str, Any]) -> None:
     for name, service in services.items():
         for key, value in environment(service).items():
-            if re.fullmatch(r"\$\{\w+(:?-)?\}", value):
+            # ${NAME}, ${NAME:-} (empty default) or ${NAME:?message} (required).
+            if re.fullmatch(r"\$\{\w+(:?-|:?\?[^}]*)?\}", value):
                 continue  # interpolated from the host environment, not written here
             for marker in SECRET_MARKERS:
                 assert marker not in value.lower(), f"{name}: {key} inlines a secret"

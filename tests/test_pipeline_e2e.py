@@ -1,4 +1,4 @@
-"""End to end through the real broker: replay → scorer → aggregator → alerter, as separate processes.
+"""End to end through the real broker: replay → scorer → router → aggregator → alerter, as processes.
 
 A known input of N stories goes in; the exact window counts and exactly one alert come out, and
 every bad payload lands in the dead-letter topic with its stage and reason.
@@ -7,10 +7,12 @@ every bad payload lands in the dead-letter topic with its stage and reason.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from tests_support import StageProcesses, wait_until
@@ -73,7 +75,13 @@ def test_known_input_gives_exact_windows_and_one_alert(
     pipeline_settings: Settings, stages: StageProcesses, tmp_path: Path
 ) -> None:
     settings = pipeline_settings.model_copy(
-        update={"window_seconds": 900, "grace_seconds": 60, "alert_keys": ("topic:*",)}
+        update={
+            "windows": ("15m",),
+            "grace_seconds": 60,
+            "allowed_lateness_seconds": 0,
+            "window_emit": "final",  # exact topic contents; running updates are tested apart
+            "alert_keys": ("topic:*",),
+        }
     )
     stages.env.update(settings.child_env())
     ensure_topics(settings)
@@ -94,7 +102,7 @@ def test_known_input_gives_exact_windows_and_one_alert(
     producer.send(settings.topic("news.raw"), unknown_version).get(30)
     producer.close()
 
-    for stage in ("scorer", "aggregator", "alerter"):
+    for stage in ("scorer", "router", "aggregator", "alerter"):
         stages.start(stage, stage)
     replay = stages.start("replay", "ingest", "replay", str(feed), "--no-progress")
     assert replay.wait(120) == 0, stages.log("replay")
@@ -152,8 +160,29 @@ def test_known_input_gives_exact_windows_and_one_alert(
         unknown_version,
     }
 
+    # Each stage serves its Prometheus metrics, and they count what went through.
+    points = sum(expected.values()) + 3  # and the closing story's three series, still open
+    aggregator = scrape(stages.log("aggregator"))
+    assert aggregator['finsent_items_total{stage="aggregator"}'] == points
+    assert aggregator['finsent_window_emits_total{kind="final",stage="aggregator"}'] == n_windows
+    assert aggregator['finsent_late_items_total{stage="aggregator"}'] == 0
+    lag = [v for k, v in aggregator.items() if k.startswith("finsent_consumer_lag{")]
+    assert lag == [0.0]
+    assert aggregator['finsent_batch_seconds_count{stage="aggregator"}'] >= 1
+    scorer = scrape(stages.log("scorer"))
+    assert scorer['finsent_items_total{stage="scorer"}'] == 54  # 52 stories and 2 bad payloads
+    assert scorer['finsent_outputs_total{stage="scorer"}'] == 52
+    assert sum(v for k, v in scorer.items() if k.startswith("finsent_dead_letters_total")) == 2
+    assert scrape(stages.log("router"))['finsent_outputs_total{stage="router"}'] == points
+
     # SIGTERM: every stage finishes its batch and exits cleanly.
-    assert stages.stop_all() == {"scorer": 0, "aggregator": 0, "alerter": 0, "replay": 0}
+    assert stages.stop_all() == {
+        "scorer": 0,
+        "router": 0,
+        "aggregator": 0,
+        "alerter": 0,
+        "replay": 0,
+    }
 
 
 def read_topic(settings: Settings, name: str, expected: int) -> list[bytes]:
@@ -169,3 +198,14 @@ def read_topic(settings: Settings, name: str, expected: int) -> list[bytes]:
         consumer.close()
     assert len(values) == expected, f"{name}: {len(values)} records, expected {expected}"
     return values
+
+
+def scrape(log: str) -> dict[str, float]:
+    """The samples of the metrics endpoint a stage announced in its log."""
+    [url] = re.findall(r"metrics on (http://\S+/metrics)", log)
+    samples = {}
+    for line in httpx.get(url, timeout=10).text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples

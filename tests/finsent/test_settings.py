@@ -49,9 +49,9 @@ def test_secrets_never_print(
 
 def test_config_file_cannot_hold_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "finsent.yaml"
-    config.write_text("window_seconds: 300\n")
+    config.write_text("windows: [5m, 1h/5m]\ngrace_seconds: 30\n")
     monkeypatch.setenv("FINSENT_CONFIG", str(config))
-    assert Settings().window_seconds == 300
+    assert Settings().windows == ("5m", "1h/5m") and Settings().grace_seconds == 30
     config.write_text("smtp_password: oops\n")
     with pytest.raises(ValueError, match="secrets must come from the environment"):
         Settings()
@@ -61,3 +61,13 @@ def test_settings_are_frozen() -> None:
     s = Settings()
     with pytest.raises(Exception, match="frozen"):
         s.kafka_port = 1  # type: ignore[misc]
+
+
+def test_window_specs_are_checked_on_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FINSENT_WINDOWS", "15m, 1h/5m")
+    settings = Settings()
+    assert [s.name for s in settings.window_specs] == ["15m", "1h/5m"]
+    assert settings.alert_window_spec.name == "15m"  # the first, unless alert_window says
+    monkeypatch.setenv("FINSENT_WINDOWS", "15m,1h/7m")
+    with pytest.raises(ValueError, match="the hop must divide the size"):
+        Settings()

@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 
 from finsent.records import Alert, NewsItem, ScoredItem, WindowStat
-from finsent.store import Commit, Store, alert_events, alerts, as_utc, scored_items, windows
+from finsent.store import (
+    Commit,
+    FencedError,
+    Store,
+    alert_events,
+    alerts,
+    as_utc,
+    scored_items,
+    windows,
+)
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 W = timedelta(minutes=15)
@@ -136,9 +145,35 @@ def test_stages_opening_a_fresh_store_together_all_get_the_schema(tmp_path: Path
         "s = Store(sys.argv[1]); s.query(windows); print('ok')"
     )
     procs = [
-        subprocess.Popen([sys.executable, "-c", script, url], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", script, url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(6)
     ]
-    outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
-    assert [p.returncode for p in procs] == [0] * 6
-    assert outputs == ["ok"] * 6
+    results = [p.communicate(timeout=120) for p in procs]
+    errors = [err for _, err in results if err.strip()]
+    assert [p.returncode for p in procs] == [0] * 6, errors[0][-2000:]
+    assert [out.strip() for out, _ in results] == ["ok"] * 6
+
+
+def test_a_fenced_commit_changes_nothing(store: Store) -> None:
+    """Offsets apply only from the position the batch started at: a member that lost the
+    partition cannot overwrite the new owner's progress."""
+    store.commit(Commit(stage="agg", offsets={("k", 0): 5}, expected={("k", 0): None}))
+    stale = Commit(
+        stage="agg",
+        offsets={("k", 0): 9},
+        expected={("k", 0): None},  # it believed nothing was stored yet
+        state_put={"x": 1},
+    )
+    with pytest.raises(FencedError):
+        store.commit(stale)
+    with pytest.raises(FencedError):
+        store.commit(dataclasses.replace(stale, expected={("k", 0): 3}))
+    assert store.load_offsets("agg") == {("k", 0): 5}
+    assert store.load_state("agg") == {}
+    store.commit(dataclasses.replace(stale, expected={("k", 0): 5}))
+    assert store.load_offsets("agg") == {("k", 0): 9} and store.load_state("agg") == {"x": 1}

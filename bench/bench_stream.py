@@ -1,0 +1,731 @@
+"""Streaming stages against the issue's targets: aggregator throughput, scorer overhead, and
+the latency from a scored story to the window it closes.
+
+1. ``aggregator`` (in process, no Kafka): synthetic scored stories are fanned out with
+   ``stream.router.route`` and pre-encoded as the aggregator receives them from ``news.keyed``;
+   then the stage's real per-batch work is timed: ``Aggregator.process`` on batches of
+   ``batch_max_size * 4`` records, encoding its outputs (what ``send_all`` does before the
+   network) and ``Store.commit`` with fenced offsets on a temporary SQLite store, as
+   ``finsent.stage.run_transactional_stage`` does. Target: 20,000 scored stories/s. The
+   reference, timed in the same run over the same stories, is a pandas groupby over all the
+   data at once (as in ``bench_windows.py``): no decoding, no state, no store, no incrementality.
+2. ``scorer``: against a real local broker, one iteration of the ``stream.scoring`` loop (poll
+   64 ``NewsItem`` records from ``news.raw``, decode, score with the shipped attention model,
+   encode, send and wait for the acknowledgements, commit), many times. Target: the time outside
+   the model under 10% of the batch. Without a broker, only the in-process share is reported.
+3. ``latency``: the real ``finsent router`` and ``finsent aggregator`` processes on a real broker
+   (10 s windows, no grace, final windows only); stories go to ``news.scored`` at a steady rate
+   with event time = wall clock. A window closes with the first story at or past its end; its
+   latency is the time from producing that story to the window's record on
+   ``sentiment.windows``. Target: p95 under 1 s. Process start-up is excluded (a warm-up story
+   goes through first).
+
+Throughput figures are medians of --repeats runs; latency figures are percentiles over all the
+windows of one run.
+
+    .venv/bin/python bench/bench_stream.py [--part aggregator|scorer|latency|all] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import contextlib
+import math
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pandas as pd
+
+import stream.aggregation as aggregation
+from finsent.kafka_io import (
+    DeadLetters,
+    decode_or_dead,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+    next_offsets,
+    poll_batch,
+)
+from finsent.kafka_local import LocalKafka
+from finsent.records import NewsItem, ScoredItem, WindowStat, decode, encode, stable_id
+from finsent.settings import Settings
+from finsent.store import Commit, Store
+from model.topics import TOPICS
+from stream.aggregation import Aggregator
+from stream.router import route
+from stream.scoring import score_batch
+from stream.windows import WindowSpec, series_keys
+
+ROOT = Path(__file__).resolve().parent.parent
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+TICKERS = [f"T{i:03d}" for i in range(200)]
+SOURCES = [f"src{i}" for i in range(10)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100): an observed value, fine for few samples."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def scored_story(i: int, at: datetime, rng: random.Random) -> ScoredItem:
+    """One synthetic scored story: 20 topics, 10 sources, 0–2 of 200 tickers, mixed sentiment."""
+    score = rng.uniform(-1, 1)
+    news = NewsItem(
+        id=f"s{i}-{rng.getrandbits(32):08x}",
+        source=rng.choice(SOURCES),
+        title=f"story {i} about {rng.choice(TOPICS)}",
+        url=f"https://news.test/{i}",
+        published_at=at,
+        fetched_at=at,
+        tickers=tuple(rng.sample(TICKERS, rng.randint(0, 2))),
+        novelty=rng.choice((100.0, 100.0, 100.0, 40.0)),
+    )
+    sentiment = "negative" if score < -0.3 else "positive" if score > 0.3 else "neutral"
+    return ScoredItem(
+        item=news,
+        topic=rng.choice(TOPICS),
+        sentiment=sentiment,
+        score=round(score, 6),
+        confidence=round(rng.uniform(0.5, 1), 6),
+        top_tokens=("shares", "profit"),
+        model_version="bench",
+        scored_at=at,
+    )
+
+
+def make_stories(n: int, seed: int = 0) -> list[ScoredItem]:
+    """Event times 3 s apart with up to 60 s of disorder: well inside the default grace, so
+    nothing is late and every story is counted."""
+    rng = random.Random(seed)
+    return [
+        scored_story(i, T0 + timedelta(seconds=i * 3 + rng.randint(0, 60)), rng) for i in range(n)
+    ]
+
+
+# -- 1. aggregator throughput, in process -------------------------------------------------
+
+
+class Rec(NamedTuple):
+    """The fields of a Kafka ConsumerRecord that the stage reads."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+
+
+class NullProducer:
+    """DeadLetters needs a producer; here nothing is late or malformed, so it stays unused."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def send(self, *args: Any, **kwargs: Any) -> None:
+        self.sent += 1
+
+
+class Split:
+    """Seconds accumulated per part of the batch."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    def timed(self, name: str, fn: Callable) -> Callable:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.add(name, time.perf_counter() - started)
+
+        return wrapper
+
+
+def run_aggregator(
+    settings: Settings, records: list[Rec], db: Path, size: int = 0
+) -> tuple[Split, dict]:
+    """The aggregator stage's loop body over ``records``, minus the Kafka I/O."""
+    store = Store(f"sqlite:///{db}")
+    logic = Aggregator(settings, store)
+    part = (records[0].topic, 0)
+    logic.assigned([part], store)
+    engine = logic.engines[part]
+    split = Split()
+    # Decoding and the state diff run inside process(); wrap them to split its time.
+    engine.take_changes = split.timed("state", engine.take_changes)
+    aggregation.decode_or_dead = split.timed("decode", decode_or_dead)
+    dead = DeadLetters(settings, NullProducer(), aggregation.STAGE)
+    positions: dict[tuple[str, int], int | None] = {part: None}
+    size = size or settings.batch_max_size * 4  # the stage's max_batch
+    finals = updates = 0
+    try:
+        for i in range(0, len(records), size):
+            batch = records[i : i + size]
+            started = time.perf_counter()
+            outputs, commit = logic.process(batch, datetime.now(UTC), dead)
+            processed = time.perf_counter()
+            payloads = [(key.encode(), encode(rec)) for key, rec in outputs]
+            encoded = time.perf_counter()
+            offsets = next_offsets(batch)
+            commit = replace(
+                commit or Commit(stage=aggregation.STAGE),
+                stage=aggregation.STAGE,
+                offsets=offsets,
+                expected={p: positions.get(p) for p in offsets},
+            )
+            store.commit(commit)
+            positions.update(offsets)
+            done = time.perf_counter()
+            split.add("process", processed - started)
+            split.add("encode", encoded - processed)
+            split.add("commit", done - encoded)
+            finals += sum(1 for _, w in outputs if w.version == 1)
+            updates += sum(1 for _, w in outputs if w.version == 0)
+            del payloads
+    finally:
+        aggregation.decode_or_dead = decode_or_dead
+        store.close()
+    facts = {
+        "finals": finals,
+        "updates": updates,
+        "open": sum(1 for slot in engine.slots.values() if slot.version == 0),
+        "dead": dead.count,
+    }
+    return split, facts
+
+
+def pandas_reference(stories: list[ScoredItem], specs: tuple[WindowSpec, ...]) -> int:
+    """Per (key, window): count, mean score, negative share, for all stories at once."""
+    rows = [
+        (key, s.item.published_at, s.score, s.sentiment == "negative")
+        for s in stories
+        for key in series_keys(s)
+    ]
+    frame = pd.DataFrame(rows, columns=["key", "ts", "score", "neg"])
+    groups = 0
+    for spec in specs:
+        assert spec.hop == spec.size, "the reference does tumbling windows only"
+        frame["start"] = frame["ts"].dt.floor(pd.Timedelta(spec.size))
+        out = frame.groupby(["key", "start"]).agg(
+            count=("score", "size"), mean=("score", "mean"), neg=("neg", "mean")
+        )
+        groups += len(out)
+    return groups
+
+
+def bench_aggregator(args: argparse.Namespace, workdir: Path) -> None:
+    stories = make_stories(args.items)
+    keyed = route(stories)
+    topic = Settings().topic("news.keyed")
+    records = [Rec(topic, 0, offset, encode(point)) for offset, (_key, point) in enumerate(keyed)]
+    points = len(records)
+    size = args.batch_records or Settings().batch_max_size * 4
+    print(
+        f"\n== aggregator, in process: {len(stories):,} stories → {points:,} keyed points, "
+        f"batches of {size} records, SQLite store, median of {args.repeats}"
+    )
+    configs = [
+        (("15m", "1h", "1d"), "updates"),
+        (("15m", "1h", "1d"), "final"),
+        (("15m",), "updates"),
+        (("15m",), "final"),
+    ]
+    print(
+        f"{'windows':12} {'emit':8} {'stories/s':>10} {'points/s':>10} {'ref stories/s':>13} "
+        f"{'ratio':>6}  split of batch time: decode / windows / state / encode / commit"
+    )
+    # Warm-up, untimed: pydantic adapters, SQLAlchemy statement caches, pandas' first groupby.
+    run_aggregator(Settings(metrics_port=None), records[:2048], workdir / "agg-warm.db")
+    pandas_reference(stories[:500], Settings().window_specs)
+    run = 0
+    for windows, emit in configs:
+        settings = Settings(windows=windows, window_emit=emit, metrics_port=None)
+        totals, refs, splits = [], [], []
+        facts: dict = {}
+        for _ in range(args.repeats):
+            run += 1
+            split, facts = run_aggregator(settings, records, workdir / f"agg-{run}.db", size)
+            s = split.seconds
+            totals.append(s["process"] + s["encode"] + s["commit"])
+            splits.append(s)
+            started = time.perf_counter()
+            groups = pandas_reference(stories, settings.window_specs)
+            refs.append(time.perf_counter() - started)
+        total = statistics.median(totals)
+        ref = statistics.median(refs)
+
+        def share(name: str, _splits: list = splits) -> float:
+            return statistics.median(
+                x[name] / (x["process"] + x["encode"] + x["commit"]) for x in _splits
+            )
+
+        windows_share = share("process") - share("decode") - share("state")
+        rate = len(stories) / total
+        ref_rate = len(stories) / ref
+        print(
+            f"{','.join(windows):12} {emit:8} {rate:10,.0f} {points / total:10,.0f} "
+            f"{ref_rate:13,.0f} {rate / ref_rate:6.2f}  "
+            f"{share('decode'):.0%} / {windows_share:.0%} / {share('state'):.0%} / "
+            f"{share('encode'):.0%} / {share('commit'):.0%}"
+        )
+        # Every story must have been counted: the engine's windows are the reference's groups.
+        made = facts["finals"] + facts["open"]
+        if made != groups or facts["dead"]:
+            print(
+                f"  CHECK FAILED: {made} windows (final {facts['finals']} + open "
+                f"{facts['open']}) vs {groups} reference groups, {facts['dead']} dead letters"
+            )
+        elif emit == "updates":
+            print(
+                f"  ({facts['updates']} running updates emitted: every "
+                f"{settings.window_update_seconds:g} s of wall clock, so a short run sees few)"
+            )
+    print(
+        "target: 20,000 stories/s per process. decode = KeyedPoint JSON → record; windows = "
+        "WindowEngine.add/close; state = take_changes (open-window state rows); encode = the "
+        "emitted windows to JSON; commit = the SQLite transaction"
+    )
+
+
+# -- the local broker ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def local_broker(workdir: Path) -> Iterator[Settings | None]:
+    """A real single-node Kafka on free ports (jars from the default cache), or None."""
+    base = Settings(
+        kafka_port=free_port(), kafka_controller_port=free_port(), partitions=1, metrics_port=None
+    )
+    broker = LocalKafka(base, home=workdir / "kafka")
+    started = time.perf_counter()
+    try:
+        broker.start()
+    except Exception as exc:  # noqa: BLE001 - any failure: report it and run what we can
+        print(f"\n!! the local Kafka broker could not start: {exc}")
+        with contextlib.suppress(Exception):
+            broker.stop()
+        yield None
+        return
+    print(
+        f"\n(local Kafka broker at {broker.bootstrap}, up in {time.perf_counter() - started:.0f} s)"
+    )
+    try:
+        yield base
+    finally:
+        broker.stop()
+
+
+# -- 2. scorer overhead -------------------------------------------------------------------
+
+
+def news_items(n: int) -> list[NewsItem]:
+    """Generated headlines (our own sample feed), cycled to n distinct stories."""
+    from ingest.sample_feed import generate
+
+    now = datetime.now(UTC)
+    rows = generate(end=now, hours=72)
+    items = []
+    for i in range(n):
+        row = rows[i % len(rows)]
+        at = datetime.fromisoformat(row["published_at"])
+        url = f"{row['url']}?n={i}"
+        items.append(
+            NewsItem(
+                id=stable_id(url, row["title"], row["source"]),
+                source=row["source"],
+                title=row["title"],
+                url=url,
+                published_at=at,
+                fetched_at=now,
+                tickers=tuple(row["tickers"]),
+            )
+        )
+    return items
+
+
+def timed_predictor(scorer: Any, split: Split) -> None:
+    """Time the network's forward passes inside ``scorer.score`` too, where there is one."""
+    predictor = getattr(scorer, "predictor", None)
+    if predictor is not None:
+        predictor.predict = split.timed("inference", predictor.predict)
+
+
+def bench_scorer(args: argparse.Namespace, base: Settings | None) -> None:
+    from model.scorer import load_scorer
+
+    # The default cache keeps the int8 ONNX export between runs (keyed by model version).
+    settings = (base or Settings(metrics_port=None)).model_copy(
+        update={"topic_prefix": f"bench{uuid.uuid4().hex[:8]}.", "scorer": "attention"}
+    )
+    started = time.perf_counter()
+    scorer = load_scorer("attention", settings)
+    load_s = time.perf_counter() - started
+    size = settings.batch_max_size
+    per_run = args.scorer_batches
+    items = news_items(size * (per_run * args.repeats + 2))
+    scorer.score(items[:size])  # warm-up: ONNX Runtime kernels, tokenizer caches
+    print(
+        f"\n== scorer overhead: {scorer.version}, batches of {size}, {per_run} batches per run, "
+        f"median of {args.repeats} (model loaded in {load_s:.1f} s)"
+    )
+    if base is None:
+        scorer_in_process(args, scorer, items, size)
+        return
+    ensure_topics(settings, ["news.raw", "news.scored", "news.dlq"])
+    producer = make_producer(settings)
+    raw = settings.topic("news.raw")
+    for item in items:
+        producer.send(raw, key=item.id.encode(), value=encode(item))
+    producer.flush()
+    consumer = make_consumer(settings, "scorer")
+    consumer.subscribe([raw])
+    dead = DeadLetters(settings, producer, "scorer")
+    out_topic = settings.topic("news.scored")
+    try:
+        # The first batch pays for the group join: not timed.
+        deadline = time.monotonic() + 60
+        while not poll_batch(consumer, size, settings.batch_max_wait_ms):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the scorer's consumer got no records in 60 s")
+        consumer.commit()
+        runs = []
+        for _ in range(args.repeats):
+            split = Split()
+            timed_predictor(scorer, split)
+            rows = []
+            for _ in range(per_run):
+                t0 = time.perf_counter()
+                batch = poll_batch(consumer, size, settings.batch_max_wait_ms)
+                t1 = time.perf_counter()
+                decoded = (decode_or_dead(NewsItem, record, dead) for record in batch)
+                news = [item for item in decoded if item is not None]
+                t2 = time.perf_counter()
+                split.seconds["inference"] = 0.0
+                scored, failed = score_batch(scorer, news) if news else ([], [])
+                t3 = time.perf_counter()
+                inference = split.seconds["inference"]
+                payloads = [(s.item.id.encode(), encode(s)) for s in scored]
+                t4 = time.perf_counter()
+                futures = [producer.send(out_topic, key=k, value=v) for k, v in payloads]
+                producer.flush()
+                for future in futures:
+                    future.get(timeout=30)
+                t5 = time.perf_counter()
+                consumer.commit()
+                t6 = time.perf_counter()
+                rows.append(
+                    {
+                        "n": len(batch),
+                        "poll": t1 - t0,
+                        "decode": t2 - t1,
+                        "model": t3 - t2,
+                        "inference": inference,
+                        "encode": t4 - t3,
+                        "send": t5 - t4,
+                        "commit": t6 - t5,
+                        "batch": t6 - t0,
+                        "failed": len(failed),
+                    }
+                )
+            runs.append(rows)
+    finally:
+        consumer.close()
+        producer.close()
+
+    def med(fn: Callable[[dict], float]) -> float:
+        """Median over runs of the median over batches."""
+        return statistics.median(statistics.median(fn(r) for r in rows) for rows in runs)
+
+    sizes = [r["n"] for rows in runs for r in rows]
+    print(
+        f"records per batch: min {min(sizes)}, max {max(sizes)}; a scored record is "
+        f"{statistics.mean(len(v) for _, v in payloads):,.0f} bytes of JSON"
+    )
+    parts = ("poll", "decode", "model", "encode", "send", "commit", "batch")
+    print(
+        "median ms per batch: "
+        + ", ".join(f"{p} {med(lambda r, p=p: r[p]) * 1e3:.1f}" for p in parts)
+    )
+    print(f"  (of model: onnx/torch forward passes {med(lambda r: r['inference']) * 1e3:.1f} ms)")
+    with_poll = med(lambda r: (r["batch"] - r["model"]) / r["batch"])
+    no_poll = med(lambda r: (r["batch"] - r["poll"] - r["model"]) / (r["batch"] - r["poll"]))
+    strict = med(lambda r: (r["batch"] - r["inference"]) / r["batch"])
+    in_process = med(
+        lambda r: (r["decode"] + r["encode"]) / (r["decode"] + r["model"] + r["encode"])
+    )
+    print(f"overhead share (batch − model)/batch, poll included:        {with_poll:6.1%}")
+    print(f"overhead share, poll excluded (as finsent_batch_seconds):  {no_poll:6.1%}")
+    print(f"overhead share against the forward passes only:             {strict:6.1%}")
+    print(f"in-process share (decode + encode)/(decode + model + encode): {in_process:6.1%}")
+    print(
+        "target: overhead under 10% of batch time (model = score_batch, as finsent_model_seconds)"
+    )
+
+
+def scorer_in_process(
+    args: argparse.Namespace, scorer: Any, items: list[NewsItem], size: int
+) -> None:
+    """Without a broker: decode + encode against the model, on the same batches."""
+    payloads = [encode(item) for item in items]
+    shares = []
+    for run in range(args.repeats):
+        per_batch = []
+        for b in range(args.scorer_batches):
+            i = (run * args.scorer_batches + b) * size
+            t0 = time.perf_counter()
+            news = [decode(NewsItem, p) for p in payloads[i : i + size]]
+            t1 = time.perf_counter()
+            scored, _failed = score_batch(scorer, news)
+            t2 = time.perf_counter()
+            _out = [encode(s) for s in scored]
+            t3 = time.perf_counter()
+            per_batch.append(((t1 - t0) + (t3 - t2)) / (t3 - t0))
+        shares.append(statistics.median(per_batch))
+    print("no broker: Kafka poll, send and commit are not measured")
+    print(
+        f"in-process share (decode + encode)/(decode + model + encode): {statistics.median(shares):6.1%}"
+    )
+
+
+# -- 3. scored → window emitted latency ---------------------------------------------------
+
+
+class WindowReader(threading.Thread):
+    """Reads sentiment.windows from the start, noting when each record arrived."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(daemon=True)
+        from kafka import KafkaConsumer, TopicPartition
+
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=100,
+        )
+        self.consumer.assign([TopicPartition(settings.topic("sentiment.windows"), 0)])
+        self.stop = threading.Event()
+        self.seen: list[tuple[float, float, bytes]] = []  # (arrived, Kafka timestamp, value)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for records in self.consumer.poll(timeout_ms=100).values():
+                arrived = time.time()
+                self.seen.extend((arrived, r.timestamp / 1000, r.value) for r in records)
+        self.consumer.close()
+
+    def windows(self) -> list[tuple[float, float, WindowStat]]:
+        return [(a, ts, decode(WindowStat, v)) for a, ts, v in list(self.seen)]
+
+
+def start_stage(settings: Settings, name: str, logs: Path) -> subprocess.Popen:
+    env = {**os.environ, **settings.child_env(), "PYTHONUNBUFFERED": "1"}
+    with open(logs / f"{name}.log", "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "finsent.cli", name],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_stages(procs: dict[str, subprocess.Popen]) -> None:
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.terminate()  # the stages finish their batch on SIGTERM
+    for name, proc in procs.items():
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        if code:
+            print(f"!! finsent {name} exited with code {code}")
+
+
+def tails(logs: Path, names: list[str]) -> str:
+    return "\n".join(
+        f"--- {n} ---\n"
+        + "\n".join((logs / f"{n}.log").read_text(errors="replace").splitlines()[-15:])
+        for n in names
+    )
+
+
+def bench_latency(args: argparse.Namespace, base: Settings | None, workdir: Path) -> None:
+    print(
+        f"\n== scored → window emitted: finsent router + aggregator processes, 10s windows, "
+        f"grace 0, final only, {args.rate:g} stories/s for {args.latency_seconds:g} s"
+    )
+    if base is None:
+        print("skipped: no broker")
+        return
+    run_dir = workdir / f"latency-{uuid.uuid4().hex[:6]}"
+    run_dir.mkdir()
+    settings = base.model_copy(
+        update={
+            "topic_prefix": f"bench{uuid.uuid4().hex[:8]}.",
+            "store_url": f"sqlite:///{run_dir / 'store.db'}",
+            "cache_dir": run_dir / "cache",
+            "windows": ("10s",),
+            "grace_seconds": 0,
+            "allowed_lateness_seconds": 0,
+            "window_emit": "final",
+            "partitions": 1,
+            "metrics_port": 0,  # any free port: never clash with a running pipeline
+        }
+    )
+    ensure_topics(settings)
+    store = Store(settings.database_url)  # the schema exists before the stages race for it
+    reader = WindowReader(settings)
+    reader.start()
+    producer = make_producer(settings)
+    scored_topic = settings.topic("news.scored")
+    keyed = (settings.topic("news.keyed"), 0)
+    rng = random.Random(1)
+    sent: list[float] = []  # wall time each story was produced; its event time is the same
+    points = 0  # keyed points the router should make of them
+    consumed = 0  # of those, how many the aggregator stored offsets for
+
+    def produce(i: int) -> int:
+        now = time.time()
+        story = scored_story(i, datetime.fromtimestamp(now, UTC), rng)
+        producer.send(scored_topic, key=story.item.id.encode(), value=encode(story))
+        sent.append(now)
+        return len(series_keys(story))
+
+    names = ["router", "aggregator"]
+    procs = {name: start_stage(settings, name, run_dir) for name in names}
+    try:
+        # Start-up must not count: wait until a warm-up story has been aggregated.
+        started = time.monotonic()
+        points = produce(0)
+        producer.flush()
+        while store.load_offsets("aggregator").get(keyed, 0) < points:
+            if time.monotonic() - started > 120 or any(
+                p.poll() is not None for p in procs.values()
+            ):
+                print("!! the stages did not take the warm-up story:\n" + tails(run_dir, names))
+                return
+            time.sleep(0.1)
+        print(f"(stages up and through the warm-up story in {time.monotonic() - started:.1f} s)")
+        begin = time.monotonic()
+        total = int(args.rate * args.latency_seconds)
+        for i in range(1, total + 1):
+            delay = begin + i / args.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            points += produce(i)
+        producer.flush()
+        # Every window that ended before the last story's event time must come out.
+        size = 10.0
+        expected = math.floor(sent[-1] / size) - math.floor(sent[0] / size)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            got = sum(1 for *_, w in reader.windows() if w.key == "overall" and w.version == 1)
+            if got >= expected:
+                break
+            time.sleep(0.2)
+        consumed = store.load_offsets("aggregator").get(keyed, 0)
+    finally:
+        stop_stages(procs)
+        reader.stop.set()
+        reader.join(10)
+        producer.close()
+        store.close()
+
+    by_ts: dict[str, list[float]] = {"overall": [], "all": []}
+    by_arrival: dict[str, list[float]] = {"overall": [], "all": []}
+    for arrived, stamp, w in reader.windows():
+        if w.version != 1:
+            continue
+        trigger = bisect.bisect_left(sent, w.window_end.timestamp())
+        if trigger == len(sent):
+            continue
+        for group in ("overall", "all") if w.key == "overall" else ("all",):
+            by_ts[group].append(stamp - sent[trigger])
+            by_arrival[group].append(arrived - sent[trigger])
+    n_overall = len(by_ts["overall"])
+    print(
+        f"closed windows: {n_overall} of {expected} expected for key overall, {len(by_ts['all'])} over all keys"
+    )
+    if not n_overall:
+        print(
+            f"!! no window came out; the aggregator stored offsets for {consumed} of {points} "
+            "keyed points:\n" + tails(run_dir, names)
+        )
+        return
+    print(f"{'latency ms':34} {'p50':>7} {'p95':>7} {'max':>7}")
+    for label, data in (
+        ("overall, to the record's timestamp", by_ts["overall"]),
+        ("overall, to our consumer's receipt", by_arrival["overall"]),
+        ("all keys, to the record's timestamp", by_ts["all"]),
+        ("all keys, to our consumer's receipt", by_arrival["all"]),
+    ):
+        print(
+            f"{label:34} {percentile(data, 50) * 1e3:7.0f} {percentile(data, 95) * 1e3:7.0f} "
+            f"{max(data) * 1e3:7.0f}"
+        )
+    print(
+        "target: p95 under 1 s. From producing the first story past a window's end to the "
+        "window on sentiment.windows (its CreateTime is the aggregator's send)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("aggregator", "scorer", "latency", "all"), default="all")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--items", type=int, default=20_000, help="stories for the aggregator")
+    parser.add_argument(
+        "--batch-records", type=int, default=0, help="aggregator batch (default: the stage's)"
+    )
+    parser.add_argument("--scorer-batches", type=int, default=30, help="timed batches per run")
+    parser.add_argument("--rate", type=float, default=50.0, help="stories/s in the latency run")
+    parser.add_argument("--latency-seconds", type=float, default=60.0)
+    parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run")
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.items, args.scorer_batches, args.latency_seconds = 1, 5_000, 8, 20.0
+    parts = ("aggregator", "scorer", "latency") if args.part == "all" else (args.part,)
+    # Shared machines are noisy: say how busy this one was.
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"parts: {', '.join(parts)}; {os.cpu_count()} CPUs, load average {load}")
+    with tempfile.TemporaryDirectory(prefix="finsent-bench-") as tmp:
+        workdir = Path(tmp)
+        if "aggregator" in parts:
+            bench_aggregator(args, workdir)
+        if "scorer" in parts or "latency" in parts:
+            with local_broker(workdir) as base:
+                if "scorer" in parts:
+                    bench_scorer(args, base)
+                if "latency" in parts:
+                    bench_latency(args, base, workdir)
+
+
+if __name__ == "__main__":
+    main()
