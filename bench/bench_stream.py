@@ -413,9 +413,9 @@ def bench_scorer(args: argparse.Namespace, base: Settings | None) -> None:
                 raise TimeoutError("the scorer's consumer got no records in 60 s")
         consumer.commit()
         runs = []
+        split = Split()
+        timed_predictor(scorer, split)
         for _ in range(args.repeats):
-            split = Split()
-            timed_predictor(scorer, split)
             rows = []
             for _ in range(per_run):
                 t0 = time.perf_counter()

@@ -41,7 +41,9 @@ def cached_summary(url: str) -> queries.StoreSummary:
 def cached_windows(
     url: str, key: str | None, prefix: str | None, since: datetime | None
 ) -> pd.DataFrame:
-    return queries.load_windows(url, key=key, prefix=prefix, since=since)
+    # The series of the window size alerts watch; the store holds every configured size.
+    size = int(settings.alert_window_spec.size.total_seconds())
+    return queries.load_windows(url, key=key, prefix=prefix, since=since, size_seconds=size)
 
 
 @st.cache_data(ttl=CACHE_TTL, show_spinner=False)

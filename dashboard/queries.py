@@ -108,9 +108,11 @@ def load_windows(
     key: str | None = None,
     prefix: str | None = None,
     since: datetime | None = None,
+    size_seconds: int | None = None,
 ) -> pd.DataFrame:
     """Windows of one series (``key``) or a family of series (``prefix``, e.g. ``"topic:"``),
-    oldest first, starting at or after ``since``."""
+    oldest first, starting at or after ``since``, of one window size if given (the store
+    holds every configured size)."""
     if (key is None) == (prefix is None):
         raise ValueError("give exactly one of key or prefix")
     if key is not None:
@@ -118,6 +120,8 @@ def load_windows(
     else:
         # autoescape: a "_" or "%" in the prefix is literal, not a LIKE wildcard.
         where = [windows.c.key.startswith(prefix, autoescape=True)]
+    if size_seconds is not None:
+        where.append(windows.c.size_seconds == size_seconds)
     if since is not None:
         # SQLite compares stored UTC text, so the bound value must be UTC too.
         where.append(windows.c.window_start >= as_utc(since).astimezone(UTC))

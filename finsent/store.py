@@ -61,6 +61,7 @@ windows = Table(
     Column("key", String(200), primary_key=True),
     Column("window_start", DateTime(timezone=True), primary_key=True),
     Column("window_end", DateTime(timezone=True), primary_key=True),  # sizes share starts
+    Column("size_seconds", Integer, nullable=False, index=True),  # for one size's series
     Column("count", Integer, nullable=False),
     Column("weighted_count", Float, nullable=False),
     Column("mean_score", Float, nullable=False),
@@ -430,6 +431,7 @@ def _window_row(w: WindowStat) -> dict[str, Any]:
         "key": w.key,
         "window_start": w.window_start,
         "window_end": w.window_end,
+        "size_seconds": int((w.window_end - w.window_start).total_seconds()),
         "count": w.count,
         "weighted_count": w.weighted_count,
         "mean_score": w.mean_score,

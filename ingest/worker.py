@@ -13,6 +13,7 @@ import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+from finsent import metrics
 from finsent.kafka_io import DeadLetters, make_producer
 from finsent.records import NewsItem, encode
 from finsent.settings import Settings
@@ -64,11 +65,15 @@ class IngestSink:
             self.tracker.commit()
             bad = len(errors) + len(stories) - len(items)
             self.counts.update(sent=len(kept), duplicates=duplicates, dead=bad)
+            metrics.ITEMS.labels(STAGE).inc(len(stories))
+            metrics.OUTPUTS.labels(STAGE).inc(len(kept))
+            metrics.DUPLICATES.labels(STAGE).inc(duplicates)
         log.info("%s: %d new, %d duplicates, %d bad", source, len(kept), duplicates, bad)
 
     def _dead(self, reason: str, raw: bytes, source: str) -> None:
-        self.dead.send(reason, raw, source=source)
-        self.dead_by_kind[reason_kind(reason)] += 1
+        kind = reason_kind(reason)
+        self.dead.send(reason, raw, source=source, kind=kind)
+        self.dead_by_kind[kind] += 1
 
     def close(self) -> None:
         self.producer.flush()
@@ -79,6 +84,7 @@ class IngestSink:
 def run_poller(settings: Settings, stop: threading.Event, sources_path=None) -> Counter[str]:
     """Poll every configured source until `stop` is set; returns the totals."""
     sink = IngestSink(settings)
+    metrics.serve(settings, STAGE)
     poller = FeedPoller.from_settings(settings, sink, sources_path)
     names = ", ".join(source.name for source in poller.sources)
     log.info("polling %d sources into %s: %s", len(poller.sources), sink.topic, names)

@@ -147,6 +147,11 @@ def test_queries_read_windows_by_key_or_prefix_since_a_time(store_url: str) -> N
     assert sorted(set(topics["key"])) == ["topic:Earnings", "topic:Markets"]
     assert len(topics) == 6
     assert queries.load_windows(store_url, prefix="topic:Mark_ts").empty  # "_" is no wildcard
+    # One window size at a time: the store holds every configured size.
+    assert queries.load_windows(store_url, key="overall", size_seconds=900).equals(
+        queries.load_windows(store_url, key="overall")
+    )
+    assert queries.load_windows(store_url, key="overall", size_seconds=3600).empty
 
     with pytest.raises(ValueError, match="exactly one"):
         queries.load_windows(store_url)
