@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     # window_update_seconds; "final": only closed windows and restatements
     window_emit: Literal["updates", "final"] = "updates"
     window_update_seconds: float = 5.0
+    # Records per aggregator transaction: the store commit dominates, so fewer, larger ones.
+    aggregator_batch_max: int = 2048
     top_headlines: int = 3
 
     # Alerts

@@ -122,6 +122,20 @@ alert_events = Table(
     Column("payload", JSON, nullable=False),
 )
 
+# The notification log: one row per (notification, channel), so a restart never re-sends.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("notification_id", String(100), primary_key=True),
+    Column("channel", String(100), primary_key=True),
+    Column("status", String(16), nullable=False),  # "delivered" or "failed"
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text, nullable=False),  # scrubbed of secrets
+    Column("group_key", String(200), nullable=False),
+    Column("kind", String(16), nullable=False),  # firing | resolved | repeat
+    Column("at", DateTime(timezone=True), nullable=False),  # wall clock of the last attempt
+)
+
 # A stage's private state (open windows, baselines), saved with its offsets.
 stage_state = Table(
     "stage_state",
@@ -381,6 +395,26 @@ class Store:
             stmt = stmt.where(stage_state.c.key.startswith(prefix, autoescape=True))
         with self.engine.connect() as conn:
             return {r["key"]: r["value"] for r in conn.execute(stmt).mappings()}
+
+    def delivery(self, notification_id: str, channel: str) -> dict | None:
+        """The logged delivery of a notification to a channel, if any."""
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    select(deliveries).where(
+                        deliveries.c.notification_id == notification_id,
+                        deliveries.c.channel == channel,
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            return dict(row) if row else None
+
+    def record_delivery(self, row: Mapping[str, Any]) -> None:
+        """Upsert one delivery-log row (keys: the columns of ``deliveries``)."""
+        with self.engine.begin() as conn:
+            self._upsert(conn, deliveries, [row], ["notification_id", "channel"])
 
     def existing_ids(self, ids: Iterable[str]) -> set[str]:
         """Which of these story ids are stored already."""

@@ -163,6 +163,6 @@ def run_aggregator(settings: Settings, stop: threading.Event) -> None:
         store=store,
         logic=Aggregator(settings, store),
         stop=stop,
-        max_batch=settings.batch_max_size * 4,
+        max_batch=settings.aggregator_batch_max,
     )
     log.info("aggregator stopped after emitting %d windows", emitted)

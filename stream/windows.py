@@ -248,13 +248,19 @@ class WindowEngine:
         self._dirty: set[SlotKey] = set()
         self._updated: set[SlotKey] = set()  # open slots changed since the last update flush
         self._removed: dict[SlotKey, int] = {}  # retired slots -> id chunks to delete
+        self._bounds_ts: datetime | None = None
+        self._bounds: list[tuple[datetime, datetime]] = []
 
     @property
     def watermark(self) -> datetime | None:
         return None if self.event_clock is None else self.event_clock - self.grace
 
-    def bounds(self, ts: datetime) -> set[tuple[datetime, datetime]]:
-        return {b for spec in self.specs for b in spec.bounds(ts)}
+    def bounds(self, ts: datetime) -> list[tuple[datetime, datetime]]:
+        # A story's points arrive together (one per series), so remember the last answer.
+        if ts != self._bounds_ts:
+            self._bounds = sorted({b for spec in self.specs for b in spec.bounds(ts)})
+            self._bounds_ts = ts
+        return self._bounds
 
     def add(self, key: str, point: SeriesPoint, now: datetime) -> Output:
         """Count one point; return what closed or was restated because of it."""

@@ -89,6 +89,7 @@ def fault_settings(base: Settings, **update: object) -> Settings:
             "window_emit": "updates",
             "window_update_seconds": 0.0,
             "batch_max_size": 16,
+            "aggregator_batch_max": 64,  # many transactions, so a kill lands between two
             "batch_max_wait_ms": 100,
             "metrics_port": 0,
             **update,
