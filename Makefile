@@ -25,6 +25,7 @@ bench: venv
 	.venv/bin/python bench/bench_windows.py
 	.venv/bin/python bench/bench_model.py
 	.venv/bin/python bench/bench_stream.py
+	.venv/bin/python bench/bench_alerts.py
 
 kafka-start: venv
 	.venv/bin/finsent kafka start

@@ -1,11 +1,20 @@
 """Negative-spike detection. Pure: a function of the series state and the new window.
 
-A series fires when a closed window's negative share stands out against the series' own recent
-windows, has enough stories, and clears an absolute floor. The baseline rate p pools the recent
-windows' stories (Laplace-smoothed). The window's surprise is the exact binomial chance of seeing
-at least its k negatives among n stories at rate p, expressed as a z-score, so small windows are
-judged fairly: 4 negatives of 5 is far less surprising than 40 of 50. It resolves when z falls
-below a lower threshold (hysteresis). Windows during an alert stay out of the baseline.
+Each series keeps its own baseline from earlier windows: an EWMA mean and variance of its
+novelty-weighted negative share, and an EWMA of its mean score. A closed window is surprising
+when its share stands out against both:
+
+- the binomial surprise of its negatives among its (novelty-weighted) stories at the baseline
+  rate, as a z-score, so small windows are judged fairly (4 of 5 is weaker evidence than 40
+  of 50); and
+- the EWMA z-score (x − mean) / sqrt(variance + sampling variance), so naturally jumpy series
+  need a bigger jump.
+
+A window fires only if it is surprising on both (the smaller z counts), has enough
+novelty-weighted volume (one story syndicated 50 times is one story, not 50), and clears an
+absolute floor. With ``pending_windows`` > 1 the condition must hold that many windows in a
+row: the first ones make the alert pending. It resolves when z falls below a lower threshold
+(hysteresis). Windows during an alert stay out of the baseline.
 """
 
 from __future__ import annotations
@@ -26,36 +35,71 @@ _NORMAL = NormalDist()
 @dataclass(frozen=True)
 class SpikeRule:
     name: str = "negative-share-spike"
-    min_count: int = 5
+    min_count: float = 5.0  # novelty-weighted stories the window needs
     min_baseline: int = 4  # windows of history before the rule may fire
-    baseline_windows: int = 24
+    baseline_windows: int = 24  # EWMA span: alpha = 2 / (span + 1)
     fire_z: float = 3.0
     resolve_z: float = 1.0
     floor: float = 0.4  # the negative share must also reach this
+    pending_windows: int = 1  # consecutive surprising windows before it fires
+    critical_z: float | None = None  # None: twice fire_z
 
 
 @dataclass(frozen=True)
 class SeriesState:
-    # (negative share, story count) of recent non-alerting windows
-    history: tuple[tuple[float, int], ...] = ()
+    windows: int = 0  # windows in the baseline so far
+    mean: float = 0.0  # EWMA of the negative share
+    var: float = 0.0  # EWMA variance of the negative share
+    score: float = 0.0  # EWMA of the mean score
+    volume: float = 0.0  # EWMA of the (novelty-weighted) stories per window
     last_window: datetime | None = None  # for dropping redelivered windows
-    active: Alert | None = None
+    active: Alert | None = None  # pending or firing
+    streak: int = 0  # consecutive windows meeting the fire condition
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "history": [list(h) for h in self.history],
+            "windows": self.windows,
+            "mean": self.mean,
+            "var": self.var,
+            "score": self.score,
+            "volume": self.volume,
             "last_window": self.last_window.isoformat() if self.last_window else None,
             "active": to_jsonable(self.active) if self.active else None,
+            "streak": self.streak,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SeriesState:
         return cls(
-            history=tuple((share, count) for share, count in data["history"]),
+            windows=data["windows"],
+            mean=data["mean"],
+            var=data["var"],
+            score=data["score"],
+            volume=data.get("volume", 0.0),
             last_window=datetime.fromisoformat(data["last_window"])
             if data["last_window"]
             else None,
             active=decode(Alert, json.dumps(data["active"])) if data["active"] else None,
+            streak=data.get("streak", 0),
+        )
+
+    def learn(self, share: float, score: float, n: int, span: int) -> SeriesState:
+        """Fold a non-alerting window into the baseline."""
+        if self.windows == 0:
+            return replace(self, windows=1, mean=share, var=0.0, score=score, volume=float(n))
+        alpha = 2.0 / (span + 1)
+        # Early on, weigh windows equally (a running mean) rather than trusting the first one.
+        alpha = max(alpha, 1.0 / (self.windows + 1))
+        delta = share - self.mean
+        mean = self.mean + alpha * delta
+        var = (1 - alpha) * (self.var + alpha * delta * delta)
+        return replace(
+            self,
+            windows=self.windows + 1,
+            mean=mean,
+            var=var,
+            score=self.score + alpha * (score - self.score),
+            volume=self.volume + alpha * (n - self.volume),
         )
 
 
@@ -67,14 +111,6 @@ class Evaluation:
     baseline_std: float = 0.0
     zscore: float = 0.0
     notes: tuple[str, ...] = field(default=())
-
-
-def baseline(history: tuple[tuple[float, int], ...], n: int) -> tuple[float, float]:
-    """Pooled negative rate of the history, and the standard error of a share of ``n`` stories."""
-    negatives = sum(share * count for share, count in history)
-    total = sum(count for _, count in history)
-    p = (negatives + 1) / (total + 2)
-    return p, math.sqrt(p * (1 - p) / max(n, 1))
 
 
 def binomial_tail(k: int, n: int, p: float) -> float:
@@ -102,75 +138,111 @@ def surprise_z(negatives: int, n: int, p: float) -> float:
     return -_NORMAL.inv_cdf(tail)
 
 
+def window_evidence(window: WindowStat) -> tuple[float, int, int]:
+    """(negative share, negatives, stories), novelty-weighted where the window carries it."""
+    if window.weighted_neg_share is not None and window.weighted_count > 0:
+        n = max(1, round(window.weighted_count))
+        return window.weighted_neg_share, round(window.weighted_neg_share * n), n
+    return window.neg_share, round(window.neg_share * window.count), window.count
+
+
+def zscores(state: SeriesState, share: float, negatives: int, n: int) -> tuple[float, float, float]:
+    """(z, baseline rate, baseline std): the smaller of the binomial and the EWMA z-scores."""
+    # The baseline rate as if from the stories behind it, with a Laplace prior, so a spotless
+    # history does not make any negative infinitely rare.
+    stories = state.volume * state.windows
+    p = (state.mean * stories + 1) / (stories + 2)
+    binomial = surprise_z(negatives, n, p)
+    std = math.sqrt(state.var + p * (1 - p) / max(n, 1))
+    ewma = (share - p) / std if std > 0 else 0.0
+    return min(binomial, ewma), p, std
+
+
 def alert_id(rule: SpikeRule, key: str, started: datetime) -> str:
     return hashlib.sha256(f"{rule.name}|{key}|{started.isoformat()}".encode()).hexdigest()[:24]
 
 
 def evaluate(rule: SpikeRule, state: SeriesState, window: WindowStat, now: datetime) -> Evaluation:
-    """Next state and the alert event (firing or resolved), if any, for one closed window."""
+    """Next state and the alert event (pending, firing or resolved), if any, for one window."""
     del now  # decisions use event time only, so replays match live runs; kept for the interface
     if state.last_window is not None and window.window_start <= state.last_window:
         return Evaluation(state=state, notes=("duplicate or out-of-order window ignored",))
-    history = state.history
-    mean, std = baseline(history, window.count)
-    z = surprise_z(round(window.neg_share * window.count), window.count, mean)
-    enough_history = len(history) >= rule.min_baseline
-    event: Alert | None = None
+    share, negatives, n = window_evidence(window)
+    z, mean, std = zscores(state, share, negatives, n)
+    meets = (
+        state.windows >= rule.min_baseline
+        and (window.weighted_count if window.weighted_neg_share is not None else window.count)
+        >= rule.min_count
+        and share >= rule.floor
+        and z >= rule.fire_z
+    )
     active = state.active
+    event: Alert | None = None
+    learn = False
+    streak = state.streak + 1 if meets else 0
 
-    if active is None:
-        fires = (
-            enough_history
-            and window.count >= rule.min_count
-            and window.neg_share >= rule.floor
-            and z >= rule.fire_z
-        )
-        if fires:
-            active = _alert(rule, window, mean, std, z, state="firing", started=window.window_start)
-            event = active
+    def make(status: str, started: datetime) -> Alert:
+        return _alert(rule, window, state, share, mean, std, z, status=status, started=started)
+
+    if active is None or active.state == "pending":
+        if meets and streak >= rule.pending_windows:
+            started = active.started_at if active else window.window_start
+            active = event = make("firing", started)
+        elif meets:  # not yet for long enough
+            active = make("pending", active.started_at if active else window.window_start)
+            event = active if state.active is None else None
         else:
-            history = (*history, (window.neg_share, window.count))[-rule.baseline_windows :]
-    elif z < rule.resolve_z or window.neg_share < rule.floor / 2:
-        event = replace(
-            _alert(rule, window, mean, std, z, state="resolved", started=active.started_at),
-            severity=active.severity,
-        )
+            if active is not None:  # a pending alert that did not last: it ends quietly
+                event = replace(make("resolved", active.started_at), severity=active.severity)
+            active = None
+            learn = True
+    elif z < rule.resolve_z or share < rule.floor / 2:
+        event = replace(make("resolved", active.started_at), severity=active.severity)
         active = None
-        history = (*history, (window.neg_share, window.count))[-rule.baseline_windows :]
-    new_state = SeriesState(history=history, last_window=window.window_start, active=active)
-    return Evaluation(state=new_state, event=event, baseline_mean=mean, baseline_std=std, zscore=z)
+        learn = True
+    next_state = replace(state, last_window=window.window_start, active=active, streak=streak)
+    if learn:
+        next_state = next_state.learn(share, window.mean_score, n, rule.baseline_windows)
+    return Evaluation(state=next_state, event=event, baseline_mean=mean, baseline_std=std, zscore=z)
 
 
 def _alert(
     rule: SpikeRule,
     window: WindowStat,
+    state: SeriesState,
+    share: float,
     mean: float,
     std: float,
     z: float,
     *,
-    state: str,
+    status: str,
     started: datetime,
 ) -> Alert:
-    severity = "critical" if z >= 2 * rule.fire_z else "warning"
-    verb = "spiked to" if state == "firing" else "back to"
+    critical = rule.critical_z if rule.critical_z is not None else 2 * rule.fire_z
+    severity = "critical" if z >= critical else "warning"
+    verb = {"firing": "spiked to", "pending": "rising to", "resolved": "back to"}[status]
     return Alert(
         id=alert_id(rule, window.key, started),
         key=window.key,
-        state=state,  # type: ignore[arg-type]
+        state=status,  # type: ignore[arg-type]
         severity=severity,  # type: ignore[arg-type]
         rule=rule.name,
         window_start=window.window_start,
         window_end=window.window_end,
         neg_share=window.neg_share,
+        weighted_neg_share=share,
         baseline_mean=round(mean, 6),
         baseline_std=round(std, 6),
         zscore=round(z, 4),
         count=window.count,
+        weighted_count=window.weighted_count,
+        mean_score=window.mean_score,
+        baseline_score=round(state.score, 6),
         headlines=window.top_headlines,
         started_at=started,
         updated_at=window.window_end,
         message=(
-            f"{window.key}: negative share {verb} {window.neg_share:.0%} "
+            f"{window.key}: negative share {verb} {share:.0%} "
             f"(baseline {mean:.0%} ± {std:.0%}, z={z:.1f}, n={window.count})"
         ),
     )

@@ -1,4 +1,4 @@
-"""Slack and email notifiers, and ``deliver``: send one notification once, retrying only what helps.
+"""Slack and email notifiers, and ``deliver``: send a notification once, retrying what may help.
 
 A ``Notification`` is one alert group's lifecycle event (firing, resolved, or a repeat of a group
 that is still firing). Each notifier renders it (``slack_payload``, ``email_message``: the same
@@ -55,6 +55,7 @@ Security = Literal["starttls", "ssl", "none"]
 MAX_HEADLINES = 3
 MAX_SLACK_ALERTS = 12  # Block Kit allows 50 blocks per message; each alert takes up to three
 MAX_TITLE_CHARS = 300  # a hostile feed must not push a section past Slack's 3000-char limit
+MAX_URL_CHARS = 2000  # longer feed links are dropped rather than cut into broken ones
 REDACTED = "***"
 
 
@@ -126,7 +127,10 @@ class _Redactor(logging.Filter):
         secrets = self.secrets
         if not secrets:
             return True
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: leave it to the handler's own error path
+            return True
         clean = scrub(message, secrets)
         if clean != message:
             record.msg, record.args = clean, ()
@@ -197,10 +201,17 @@ def _window(a: Alert) -> str:
 
 
 def _figures(a: Alert) -> str:
-    return (
+    text = (
         f"negative share {_pct(a.neg_share)} against a baseline of {_pct(a.baseline_mean)} "
         f"± {_pct(a.baseline_std)} (z = {a.zscore:.1f}, {a.count} stories)"
     )
+    # Novelty-weighted evidence, when the record carries it (getattr: older records lack it):
+    # it shows whether one syndicated story is behind the spike.
+    weighted = getattr(a, "weighted_neg_share", None)
+    weighted_count = getattr(a, "weighted_count", None)
+    if weighted is not None and weighted_count is not None:
+        text += f"; novelty-weighted {_pct(weighted)} of {weighted_count:.1f}"
+    return text
 
 
 def _alert_status(a: Alert) -> str:
@@ -221,10 +232,6 @@ def _summary(n: Notification) -> str:
         )
         return f"{_STATUS[n.kind]} ({a.severity}) {a.key}: {tail} (z = {a.zscore:.1f})"
     return f"{_STATUS[n.kind]} ({_group_severity(n)}) {n.group_key}: {len(n.alerts)} series"
-
-
-def _resolved_line(a: Alert) -> str:
-    return f"{a.key} is back to baseline: {_figures(a)}"
 
 
 def top_headlines(a: Alert, limit: int = MAX_HEADLINES) -> tuple[Headline, ...]:
@@ -272,6 +279,8 @@ def safe_url(url: str) -> str:
     """An http(s) URL with unsafe characters percent-encoded, or "" for anything else
     (``javascript:``, relative paths): headline links come from feeds."""
     url = url.strip()
+    if len(url) > MAX_URL_CHARS:
+        return ""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -308,7 +317,7 @@ def _slack_headline(i: int, h: Headline) -> str:
     )
     line = f"{i}. {title} ({h.score:+.2f})"
     if h.url or h.source:
-        line += " — " + _slack_link(h.url, h.source or "source")
+        line += " — " + _slack_link(h.url, _plain_one_line(h.source, 80) or "source")
     if tokens:
         line += "\n      _attended: " + ", ".join(slack_escape(t) for t in tokens) + "_"
     return line
@@ -331,7 +340,7 @@ def _slack_alert_blocks(a: Alert) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}}
     ]
-    headlines = top_headlines(a) if a.state == "firing" else ()
+    headlines = top_headlines(a) if a.state != "resolved" else ()
     if headlines:
         text = "*Top headlines* (attended words in bold)\n" + "\n".join(
             _slack_headline(i, h) for i, h in enumerate(headlines, 1)

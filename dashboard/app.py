@@ -15,6 +15,7 @@ import streamlit as st
 from dashboard import queries
 from dashboard.figures import sentiment_trend, topic_lines, topic_names, volume_bars
 from finsent.settings import get_settings
+from finsent.store import Store
 
 LOOKBACKS: dict[str, timedelta | None] = {
     "6 hours": timedelta(hours=6),
@@ -76,8 +77,34 @@ def alerts_table(alerts: pd.DataFrame) -> pd.DataFrame:
                 f"{start:%Y-%m-%d %H:%M} – {end:%H:%M}"
                 for start, end in zip(alerts["window_start"], alerts["window_end"], strict=True)
             ],
+            "Acknowledged by": alerts["acked_by"].fillna(""),
         }
     )
+
+
+def acknowledge_form(alerts: pd.DataFrame) -> None:
+    """Take an open alert on: who, and a comment. Stored with the alert's history."""
+    open_alerts = alerts[alerts["state"].isin(["pending", "firing"]) & alerts["acked_by"].isna()]
+    if open_alerts.empty:
+        return
+    labels = {
+        row.id: f"{row.key} · {row.state} · {row.window_start:%Y-%m-%d %H:%M}"
+        for row in open_alerts.itertuples()
+    }
+    with st.form("ack", clear_on_submit=True):
+        st.markdown("**Acknowledge an alert**")
+        alert_id = st.selectbox("Alert", list(labels), format_func=labels.get, key="ack_alert")
+        owner = st.text_input("Owner", key="ack_owner")
+        comment = st.text_input("Comment", key="ack_comment")
+        if st.form_submit_button("Acknowledge"):
+            if not owner.strip():
+                st.warning("Say who takes it on.")
+            elif Store(STORE_URL).acknowledge(
+                alert_id, by=owner.strip(), comment=comment.strip(), at=datetime.now(UTC)
+            ):
+                cached_alerts.clear()
+                st.toast(f"Acknowledged by {owner.strip()}.")
+                st.rerun()  # show it in the table now, not at the next tick
 
 
 def headlines_table(headlines: pd.DataFrame) -> pd.DataFrame:
@@ -146,6 +173,7 @@ def live_view(lookback: timedelta | None) -> None:
                 "Z-score": st.column_config.NumberColumn(format="%.2f"),
             },
         )
+        acknowledge_form(alerts)
 
     st.subheader("Latest headlines")
     headlines = cached_headlines(STORE_URL)

@@ -45,6 +45,8 @@ ALERT_COLUMNS = (
     "count",
     "started_at",
     "updated_at",
+    "acked_by",
+    "ack_comment",
 )
 HEADLINE_COLUMNS = (
     "id",

@@ -17,8 +17,10 @@ from finsent.settings import Settings
 app = typer.Typer(help="finsent: streaming financial-news sentiment monitor.", no_args_is_help=True)
 kafka_app = typer.Typer(help="Run the local single-node Kafka broker.", no_args_is_help=True)
 ingest_app = typer.Typer(help="Push news into news.raw.", no_args_is_help=True)
+alerts_app = typer.Typer(help="List, acknowledge and silence alerts.", no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(ingest_app, name="ingest")
+app.add_typer(alerts_app, name="alerts")
 log = logging.getLogger("finsent")
 
 
@@ -175,6 +177,100 @@ def aggregator() -> None:
     settings = _settings()
     ensure_topics(settings)
     run_aggregator(settings, install_stop_handlers())
+
+
+@app.command()
+def notifier() -> None:
+    """Group, silence and route alerts, and deliver them to Slack and email."""
+    from alerts.engine import run_notifier
+    from alerts.rules import RulesError
+    from finsent.kafka_io import ensure_topics
+
+    settings = _settings()
+    ensure_topics(settings)
+    try:
+        run_notifier(settings, install_stop_handlers())
+    except RulesError as exc:
+        _fail(str(exc))
+
+
+@alerts_app.command("list")
+def alerts_list(limit: int = 20) -> None:
+    """The latest alerts: state, key, window, and who acknowledged them."""
+    from finsent.store import Store, alerts
+
+    store = Store(_settings().database_url)
+    rows = store.query(alerts, order_by=[alerts.c.updated_at.desc()])[:limit]
+    for row in rows:
+        acked = f"  acked by {row['acked_by']}" if row["acked_by"] else ""
+        typer.echo(
+            f"{row['id']}  {row['state']:<8} {row['severity']:<8} {row['key']:<30} "
+            f"{row['window_start']:%Y-%m-%d %H:%M}{acked}"
+        )
+
+
+@alerts_app.command("ack")
+def alerts_ack(
+    alert_id: str,
+    by: str = typer.Option(..., "--by", help="Who takes it on."),
+    comment: str = typer.Option("", "--comment"),
+) -> None:
+    """Acknowledge an alert: no repeat notifications while it fires."""
+    from finsent.store import Store
+
+    if not Store(_settings().database_url).acknowledge(
+        alert_id, by=by, comment=comment, at=datetime.now(UTC)
+    ):
+        _fail(f"no alert with id {alert_id}")
+    typer.echo(f"acknowledged {alert_id} as {by}")
+
+
+@alerts_app.command("silence")
+def alerts_silence(
+    match: str = typer.Option(..., "--match", help="Glob over series keys, e.g. 'ticker:*'."),
+    duration: str = typer.Option("2h", "--for", help="How long, e.g. 30m, 2h, 1d."),
+    severity: str | None = typer.Option(None, help="Only this severity (warning, critical)."),
+    by: str = typer.Option(..., "--by"),
+    comment: str = typer.Option("", "--comment"),
+) -> None:
+    """Mute notifications of matching alerts for a while (they are still detected and stored)."""
+    import uuid
+
+    from alerts.rules import parse_duration
+    from finsent.store import Store
+
+    try:
+        length = parse_duration(duration)
+    except ValueError as exc:
+        _fail(str(exc))
+    if severity not in (None, "warning", "critical"):
+        _fail("--severity takes warning or critical")
+    now = datetime.now(UTC)
+    silence_id = uuid.uuid4().hex[:16]
+    Store(_settings().database_url).add_silence(
+        {
+            "id": silence_id,
+            "matcher": match,
+            "severity": severity,
+            "starts_at": now,
+            "ends_at": now + length,
+            "created_by": by,
+            "comment": comment,
+        }
+    )
+    typer.echo(f"silence {silence_id}: {match} until {(now + length):%Y-%m-%d %H:%M} UTC")
+
+
+@app.command("evaluate-detector")
+def evaluate_detector(
+    nab: Path = typer.Option(..., "--nab", help="The NAB folder (data/, labels/, config/)."),
+) -> None:
+    """Score the anomaly detector on the Numenta Anomaly Benchmark with NAB's profiles."""
+    from alerts.nab import main as nab_main
+
+    if not nab.is_dir():
+        _fail(f"{nab} is not a folder")
+    raise typer.Exit(nab_main(nab))
 
 
 @app.command()

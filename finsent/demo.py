@@ -23,7 +23,7 @@ from finsent.kafka_local import LaunchError, LocalKafka, port_open
 from finsent.settings import Settings
 
 log = logging.getLogger(__name__)
-STAGES = ("scorer", "router", "aggregator", "alerter")
+STAGES = ("scorer", "router", "aggregator", "alerter", "notifier")
 
 
 def dashboard_command(settings: Settings) -> list[str]:

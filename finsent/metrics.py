@@ -29,6 +29,7 @@ DEFAULT_PORTS = {
     "aggregator": 9403,
     "alerter": 9404,
     "ingest": 9405,
+    "notifier": 9406,
 }
 
 REGISTRY = CollectorRegistry(auto_describe=True)

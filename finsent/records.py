@@ -17,7 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 
 SCHEMA_VERSION = 1
 Sentiment = Literal["negative", "neutral", "positive"]
-AlertState = Literal["firing", "resolved"]
+AlertState = Literal["pending", "firing", "resolved"]
 Severity = Literal["warning", "critical"]
 
 T = TypeVar("T")
@@ -187,6 +187,11 @@ class Alert:
     baseline_std: float
     zscore: float
     count: int
+    # Novelty-weighted evidence and the score baseline; None in records from before them.
+    weighted_neg_share: float | None = None
+    weighted_count: float | None = None
+    mean_score: float | None = None
+    baseline_score: float | None = None
     headlines: tuple[Headline, ...] = ()
     started_at: datetime  # event time of the window that fired it
     updated_at: datetime  # event time of the window behind this event

@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     alert_resolve_z: float = 1.0
     alert_floor: float = 0.4
     alert_window: str = ""  # the window spec alerts watch; empty: the first of `windows`
+    alert_pending_windows: int = 1  # consecutive surprising windows before an alert fires
+    alert_rules_file: Path | None = None  # YAML thresholds, grouping, channels and routes
 
     # Metrics: each process serves Prometheus text on metrics_host:port. -1: the stage's
     # default port (see finsent.metrics); 0: any free port (logged); None: off.

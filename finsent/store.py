@@ -86,6 +86,10 @@ alerts = Table(
     Column("window_start", DateTime(timezone=True), nullable=False),
     Column("window_end", DateTime(timezone=True), nullable=False),
     Column("neg_share", Float, nullable=False),
+    Column("weighted_neg_share", Float, nullable=True),
+    Column("weighted_count", Float, nullable=True),
+    Column("mean_score", Float, nullable=True),
+    Column("baseline_score", Float, nullable=True),
     Column("baseline_mean", Float, nullable=False),
     Column("baseline_std", Float, nullable=False),
     Column("zscore", Float, nullable=False),
@@ -94,6 +98,32 @@ alerts = Table(
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("message", Text, nullable=False),
+    Column("acked_by", String(200), nullable=True),
+    Column("acked_at", DateTime(timezone=True), nullable=True),
+    Column("ack_comment", Text, nullable=True),
+)
+
+# Acknowledgements: who took an alert on, with a comment (the latest is also on the alert row).
+alert_acks = Table(
+    "alert_acks",
+    metadata,
+    Column("alert_id", String(64), primary_key=True),
+    Column("at", DateTime(timezone=True), primary_key=True),
+    Column("by", String(200), nullable=False),
+    Column("comment", Text, nullable=False),
+)
+
+# Silences: alerts whose key matches (a glob) and severity, between two times, are not notified.
+silences = Table(
+    "silences",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("matcher", String(200), nullable=False),
+    Column("severity", String(16), nullable=True),  # None: any
+    Column("starts_at", DateTime(timezone=True), nullable=False),
+    Column("ends_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("comment", Text, nullable=False),
 )
 
 # The audit of late news: each story that restated a closed window, or came too late to.
@@ -189,7 +219,7 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-SCHEMA_VERSION = 2  # 2: windows keyed by (key, start, end); late_items
+SCHEMA_VERSION = 2  # 2: windows keyed by (key, start, end); late_items; acks; silences
 
 
 class StoreSchemaError(RuntimeError):
@@ -348,7 +378,7 @@ class Store:
         Each lifecycle event, with its own window's figures, is kept in ``alert_events``.
         """
         for alert in events:
-            if alert.state == "firing":
+            if alert.state in ("pending", "firing"):
                 self._upsert(conn, alerts, [_alert_row(alert)], ["id"])
                 continue
             changed = conn.execute(
@@ -415,6 +445,38 @@ class Store:
         """Upsert one delivery-log row (keys: the columns of ``deliveries``)."""
         with self.engine.begin() as conn:
             self._upsert(conn, deliveries, [row], ["notification_id", "channel"])
+
+    def acknowledge(self, alert_id: str, by: str, comment: str, at: datetime) -> bool:
+        """Record an acknowledgement; False if there is no such alert."""
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                alerts.update()
+                .where(alerts.c.id == alert_id)
+                .values(acked_by=by, acked_at=at, ack_comment=comment)
+                .returning(alerts.c.id)
+            ).all()
+            if not changed:
+                return False
+            self._upsert(
+                conn,
+                alert_acks,
+                [{"alert_id": alert_id, "at": at, "by": by, "comment": comment}],
+                ["alert_id", "at"],
+            )
+            return True
+
+    def add_silence(self, row: Mapping[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            self._upsert(conn, silences, [row], ["id"])
+
+    def active_silences(self, now: datetime) -> list[dict]:
+        return self.query(silences, silences.c.starts_at <= now, silences.c.ends_at > now)
+
+    def acked_ids(self) -> set[str]:
+        with self.engine.connect() as conn:
+            return set(
+                conn.execute(select(alerts.c.id).where(alerts.c.acked_by.isnot(None))).scalars()
+            )
 
     def existing_ids(self, ids: Iterable[str]) -> set[str]:
         """Which of these story ids are stored already."""

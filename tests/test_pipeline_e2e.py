@@ -28,7 +28,18 @@ T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 W = timedelta(minutes=15)
 OIL = "Oil prices steady as traders await inventory data"  # Energy | Oil, neutral
 BANK = "Harbor Trust Bank opens regional offices, adds bank staff"  # Financials, neutral
-CRASH = "Northwind Bank shares plunge as deposit losses mount"  # Financials, negative
+# Eight different stories, not one repeated: the alerter counts novelty-weighted stories, so
+# a single syndicated headline would (rightly) not fire. Financials, negative.
+CRASHES = (
+    "Northwind Bank shares plunge as deposit losses mount",
+    "Northwind Bank warns of heavy losses as loan book sours",
+    "Depositors withdraw funds from Northwind Bank amid liquidity concerns",
+    "Northwind Bank credit rating downgraded on severe losses",
+    "Regulators probe Northwind Bank after failed capital raise",
+    "Northwind Bank halts trading after steep decline and default fears",
+    "Bank stocks tumble as Northwind crisis deepens, losses spread",
+    "Northwind Bank faces investigation over misleading disclosures",
+)
 
 
 def story(n: int, title: str, at: datetime, tickers: list[str] | None = None) -> dict:
@@ -60,8 +71,8 @@ def build_feed() -> tuple[list[dict], dict[tuple[str, datetime], int]]:
             add(BANK, w, 5 + m, ["topic:Financials"])
     for m in range(3):
         add(OIL, 6, 1 + m, ["topic:Energy | Oil"])
-    for m in range(8):
-        add(CRASH, 6, 4 + m, ["topic:Financials", "ticker:NWB"], tickers=["NWB"])
+    for m, crash in enumerate(CRASHES):
+        add(crash, 6, 4 + m, ["topic:Financials", "ticker:NWB"], tickers=["NWB"])
     for m in range(2):
         add(OIL, 7, 1 + m, ["topic:Energy | Oil"])
         add(BANK, 7, 5 + m, ["topic:Financials"])
@@ -135,7 +146,8 @@ def test_known_input_gives_exact_windows_and_one_alert(
     assert [e["state"] for e in events] == ["firing", "resolved"]
     fired = decode(Alert, json.dumps(events[0]["payload"]))
     assert fired.neg_share == 1.0 and fired.count == 8  # window 6 holds the 8 crash stories
-    assert {h.title.rsplit(" (", 1)[0] for h in fired.headlines} == {CRASH}
+    assert {h.title.rsplit(" (", 1)[0] for h in fired.headlines} <= set(CRASHES)
+    assert len(fired.headlines) == 3
 
     # The Kafka topics carry the same records.
     topic_windows = [

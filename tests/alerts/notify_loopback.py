@@ -66,7 +66,9 @@ class WebhookServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -304,7 +306,8 @@ class SmtpServer:
             and auth_data.password == self.password.encode()
         )
         self.auth_attempts.append((mechanism, ok))
-        return AuthResult(success=ok)
+        # handled=False: aiosmtpd itself answers 535 on a failure (True would mean we had).
+        return AuthResult(success=ok, handled=False)
 
     def __enter__(self) -> SmtpServer:
         self._controller.start()

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from alerts.detector import SeriesState, SpikeRule, baseline, binomial_tail, evaluate, surprise_z
+from alerts.detector import SeriesState, SpikeRule, binomial_tail, evaluate, surprise_z
 from finsent.records import WindowStat
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -12,17 +12,24 @@ NOW = datetime(2026, 6, 1, tzinfo=UTC)
 RULE = SpikeRule(min_count=5, min_baseline=4, fire_z=3.0, resolve_z=1.0, floor=0.4)
 
 
-def win(i: int, neg_share: float, count: int = 10, key: str = "topic:Financials") -> WindowStat:
+def win(
+    i: int,
+    neg_share: float,
+    count: int = 10,
+    key: str = "topic:Financials",
+    weighted: float | None = None,
+) -> WindowStat:
     start = T0 + i * timedelta(minutes=15)
     return WindowStat(
         key=key,
         window_start=start,
         window_end=start + timedelta(minutes=15),
         count=count,
-        weighted_count=float(count),
+        weighted_count=float(count) if weighted is None else weighted,
         mean_score=-neg_share,
         weighted_mean_score=-neg_share,
         neg_share=neg_share,
+        weighted_neg_share=neg_share,
         pos_share=0.0,
         emitted_at=NOW,
     )
@@ -49,8 +56,10 @@ def test_spike_fires_once_then_resolves_with_the_same_id() -> None:
     assert fired.started_at == resolved.started_at == win(6, 0).window_start
     assert fired.zscore > RULE.fire_z
     assert fired.count == 10 and fired.neg_share == 0.8
+    assert fired.baseline_mean == pytest.approx(0.1, abs=0.02)
+    assert fired.baseline_score == pytest.approx(-0.1)
     assert state.active is None
-    assert state.history == (*QUIET, (0.1, 10))  # the resolving window rejoins the baseline
+    assert state.windows == 7  # the quiet windows and the resolving one; not the spike
     assert SeriesState.from_json(state.to_json()) == state
 
 
@@ -77,15 +86,46 @@ def test_hysteresis_keeps_firing_between_thresholds() -> None:
 
 
 def test_alerting_windows_stay_out_of_the_baseline() -> None:
+    quiet, _ = run(QUIET)
     state, _ = run([*QUIET, (0.8, 10), (0.9, 10)])
-    assert state.history == tuple(QUIET)
+    assert (state.windows, state.mean, state.var) == (quiet.windows, quiet.mean, quiet.var)
 
 
-def test_baseline_pools_stories_and_its_error_shrinks_with_volume() -> None:
-    p, small = baseline(((0.1, 100),), n=5)
-    _, large = baseline(((0.1, 100),), n=500)
-    assert p == pytest.approx(11 / 102)
-    assert small > large * 9
+def test_ewma_baseline_follows_a_drifting_series() -> None:
+    state, _ = run([(0.1, 20)] * 10 + [(0.3, 20)] * 30)
+    assert state.mean == pytest.approx(0.3, abs=0.02)
+    assert state.var < 0.01
+
+
+def test_a_jumpy_series_needs_a_bigger_jump() -> None:
+    calm = [(0.2, 40)] * 12
+    jumpy = [(0.05, 40), (0.35, 40)] * 6
+    spike = (0.5, 40)
+    _, calm_events = run([*calm, spike])
+    _, jumpy_events = run([*jumpy, spike])
+    assert [e.state for _, e in calm_events] == ["firing"]
+    assert jumpy_events == []
+
+
+def test_pending_period_needs_consecutive_windows() -> None:
+    rule = SpikeRule(min_count=5, min_baseline=4, fire_z=3.0, floor=0.4, pending_windows=2)
+    _, events = run([*QUIET, (0.8, 10), (0.1, 10)], rule)
+    assert [(i, e.state) for i, e in events] == [(6, "pending"), (7, "resolved")]
+    _, events = run([*QUIET, (0.8, 10), (0.9, 10), (0.1, 10)], rule)
+    assert [(i, e.state) for i, e in events] == [(6, "pending"), (7, "firing"), (8, "resolved")]
+    assert events[0][1].id == events[1][1].id  # one alert through its lifecycle
+    assert events[1][1].started_at == win(6, 0).window_start
+
+
+def test_one_syndicated_story_is_not_a_spike() -> None:
+    # 50 copies of one negative story: 50 stories, but novelty-weighted barely more than one.
+    state = SeriesState()
+    for i in range(8):
+        state = evaluate(RULE, state, win(i, 0.1, 50), NOW).state
+    syndicated = evaluate(RULE, state, win(8, 1.0, count=50, weighted=1.6), NOW)
+    assert syndicated.event is None
+    distinct = evaluate(RULE, state, win(8, 1.0, count=50), NOW)
+    assert distinct.event is not None and distinct.event.state == "firing"
 
 
 def test_binomial_tail_matches_exact_values() -> None:

@@ -15,7 +15,7 @@ from streamlit.testing.v1.element_tree import Block, Node
 from dashboard import queries
 from finsent.records import Alert, Headline, NewsItem, ScoredItem, WindowStat
 from finsent.settings import get_settings
-from finsent.store import Commit, Store
+from finsent.store import Commit, Store, alerts
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
@@ -253,3 +253,17 @@ def test_feed_text_is_never_rendered_as_html(store_url: str) -> None:
         assert not getattr(element.proto, "allow_html", False), element.type
         if element.type != "dataframe":
             assert "<script" not in str(element.proto), element.type
+
+
+def test_an_alert_is_acknowledged_from_the_dashboard(store_url: str) -> None:
+    populate(store_url)
+    at = run_app()
+    assert at.selectbox(key="ack_alert").options  # the firing alert is offered
+    at.text_input(key="ack_owner").set_value("dana")
+    at.text_input(key="ack_comment").set_value("looking at bank exposure")
+    at.button[0].click().run()
+    assert not at.exception
+    [row] = [r for r in Store(store_url).query(alerts) if r["state"] == "firing"]
+    assert (row["acked_by"], row["ack_comment"]) == ("dana", "looking at bank exposure")
+    alerts_df = at.dataframe[0].value
+    assert alerts_df["Acknowledged by"].iloc[0] == "dana"
