@@ -1,6 +1,6 @@
 """A streaming univariate anomaly detector built on a robust per-series baseline.
 
-One value at a time, in record order, and a score in [0, 1] back for each. Nothing reads a clock,
+One value at a time, in record order, and a score in [0, 1) back for each. Nothing reads a clock,
 a file or a random generator: the score depends only on the records fed so far, so a replay
 scores exactly like the live run.
 
@@ -12,12 +12,14 @@ How a record is scored:
 2. Each view is a robust z-score against its own rolling baseline: the median and the
    interquartile range of its last ``baseline_window`` records. Medians and quantiles, not mean
    and variance, so that past spikes do not inflate the baseline and hide the next one.
-3. A z-score alone cannot be thresholded the same way across series: a Twitter volume series
-   routinely reaches z = 30 where a temperature sensor never passes 5. So each view's |z| is
-   judged against its own history: the *surprise* is |z| divided by the largest |z| of the last
-   ``record_window`` records. Above 1 means "the largest deviation in that long a stretch", an
-   empirical tail probability below 1 / ``record_window``. The most surprised view wins, and
-   ``surprise / (1 + surprise)`` maps it into [0, 1): 0.5 ties the record.
+3. A z-score alone cannot be thresholded the same way across series: Twitter volume series
+   pass |z| = 20 every few days, where an office temperature sensor never reaches 7. So each
+   view's |z| is judged against its own history, in the spirit of Numenta's "anomaly
+   likelihood": the *surprise* is |z| divided by the largest |z| of the last ``record_window``
+   records (but at least ``min_record``). Above 1 means "the largest deviation in that long a
+   stretch": an empirical tail probability below 1 / ``record_window``, free of any assumption
+   about the shape of the tail. The most surprised view wins, and ``surprise / (1 + surprise)``
+   maps it into [0, 1): 0.5 ties the record.
 4. Probationary period: the first ``probation`` records only train the baselines (score 0).
 5. After an alarm (score >= 0.5), the next ``quiet_period`` records are held just below the
    alarm level, so one event raises one alarm and not a burst of them.
@@ -38,6 +40,7 @@ from datetime import datetime
 ALARM = 0.5  # a score of 0.5 means the deviation ties the largest of the record window
 _QUIET_CAP = ALARM - 1e-6
 _TINY = 1e-9
+_MAX_DEVIATION = 1e12  # keeps overflowing inputs (|x| near 1e308) finite and comparable
 
 
 class RollingQuantiles:
@@ -71,7 +74,7 @@ class RobustBaseline:
     """Median and robust spread of a rolling window; z-scores of new values against it."""
 
     def __init__(self, window: int, min_history: int = 20) -> None:
-        self.min_history = min_history
+        self.min_history = max(min_history, 1)
         self._window = RollingQuantiles(window)
 
     def zscore(self, value: float) -> float:
@@ -155,6 +158,8 @@ class _View:
 
     def surprise(self, value: float) -> float:
         deviation = abs(self.baseline.zscore(value))
+        if not deviation <= _MAX_DEVIATION:  # also catches NaN from inf / inf
+            deviation = _MAX_DEVIATION
         surprise = deviation / max(self.records.max(), self.min_record)
         self.baseline.add(value)
         self.records.add(deviation)

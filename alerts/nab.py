@@ -42,7 +42,7 @@ PROBATION_CAP = 750  # NAB caps the probationary period at 15% of 5,000 rows
 
 PROFILE_NAMES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 
-# Row labels for points that are not inside a window.
+# Window numbers for rows outside every window, and for rows that do not count at all.
 OUTSIDE = -1
 PROBATION = -2
 
@@ -96,7 +96,7 @@ PUBLISHED: tuple[Published, ...] = (
 
 def probation_length(rows: int) -> int:
     """Rows at the start of a file in which no detection counts."""
-    return int(min(math.floor(PROBATION_FRACTION * rows), PROBATION_FRACTION * 5000))
+    return min(math.floor(PROBATION_FRACTION * rows), PROBATION_CAP)
 
 
 def scaled_sigmoid(position: np.ndarray | float) -> np.ndarray:
@@ -232,11 +232,7 @@ def load_series(nab_dir: Path) -> list[Series]:
             continue  # the label file covers all 58 series; only some may be present
         frame = pd.read_csv(path)
         stamps = pd.DatetimeIndex(pd.to_datetime(frame["timestamp"]))
-        rows = []
-        for start, end in windows:
-            left = int(stamps.searchsorted(pd.Timestamp(start), side="left"))
-            right = int(stamps.searchsorted(pd.Timestamp(end), side="right")) - 1
-            rows.append((left, right))
+        rows = [(_row_of(stamps, start), _row_of(stamps, end)) for start, end in windows]
         found.append(
             Series(
                 name=name,
@@ -246,6 +242,16 @@ def load_series(nab_dir: Path) -> list[Series]:
             )
         )
     return found
+
+
+def _row_of(stamps: pd.DatetimeIndex, when: str) -> int:
+    """The first row stamped ``when``, as NAB finds window edges (a few files repeat stamps
+    or step back an hour at a daylight-saving change, so the stamps are not sorted)."""
+    matches = np.flatnonzero(stamps == pd.Timestamp(when))
+    if matches.size:
+        return int(matches[0])
+    # Edges between rows: the nearest row inside, were the stamps in order.
+    return int(stamps.searchsorted(pd.Timestamp(when)))
 
 
 def run_detector(series: Series, factory: DetectorFactory) -> np.ndarray:

@@ -129,6 +129,12 @@ def test_rolling_helpers_match_numpy(values: list[float]) -> None:
             )
 
 
+def test_extreme_values_keep_scores_finite() -> None:
+    values = [0.0, 1.0] * 100 + [1e308, -1e308, 5e-324, 0.0, 1e308] * 20
+    scores = score_series(values, probation=50, config=DetectorConfig(baseline_window=30))
+    assert all(0.0 <= s < 1.0 for s in scores)
+
+
 def test_robust_baseline_ignores_outliers_and_survives_constant_counts() -> None:
     baseline = RobustBaseline(window=200)
     for i in range(200):

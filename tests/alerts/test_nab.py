@@ -148,9 +148,13 @@ def test_report_renders_profiles_beside_published_baselines() -> None:
     present = [series(ROWS, (WINDOW,))]
     result = nab.score_corpus(present, [np.zeros(ROWS)], STANDARD, "standard")
     report = nab.NabReport(
-        detector="d", files=("x/y.csv",), windows=1, rows=ROWS, seconds=0.1,
+        detector="d",
+        files=("x/y.csv",),
+        windows=1,
+        rows=ROWS,
+        seconds=0.1,
         profiles={"standard": result},
-    )  # fmt: skip
+    )
     text = report.render()
     assert "standard" in text and "KNN CAD" in text and "58.0" in text
     assert "all 58 series" in text
