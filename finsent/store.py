@@ -6,6 +6,7 @@ and every write is an upsert keyed by ids, so at-least-once delivery has an exac
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -498,9 +499,17 @@ class Store:
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets the dashboard read while stages write; busy_timeout rides out short write locks.
-    # busy_timeout first: switching a fresh file to WAL needs a lock a sibling may hold.
     cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA journal_mode=WAL")
+    # Switching a fresh file to WAL needs an exclusive lock, and SQLite answers "locked" at
+    # once, without the busy handler, while a sibling process holds it: retry for a while.
+    for attempt in range(200):
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 199:
+                raise
+            time.sleep(0.05)
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
 

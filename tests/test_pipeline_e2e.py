@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
-from tests_support import StageProcesses, wait_until
+from tests_support import CRASH_HEADLINES, StageProcesses, wait_until
 
 from finsent.kafka_io import ensure_topics
 from finsent.records import Alert, DeadLetter, NewsItem, WindowStat, decode, encode
@@ -30,16 +30,7 @@ OIL = "Oil prices steady as traders await inventory data"  # Energy | Oil, neutr
 BANK = "Harbor Trust Bank opens regional offices, adds bank staff"  # Financials, neutral
 # Eight different stories, not one repeated: the alerter counts novelty-weighted stories, so
 # a single syndicated headline would (rightly) not fire. Financials, negative.
-CRASHES = (
-    "Northwind Bank shares plunge as deposit losses mount",
-    "Northwind Bank warns of heavy losses as loan book sours",
-    "Depositors withdraw funds from Northwind Bank amid liquidity concerns",
-    "Northwind Bank credit rating downgraded on severe losses",
-    "Regulators probe Northwind Bank after failed capital raise",
-    "Northwind Bank halts trading after steep decline and default fears",
-    "Bank stocks tumble as Northwind crisis deepens, losses spread",
-    "Northwind Bank faces investigation over misleading disclosures",
-)
+CRASHES = CRASH_HEADLINES
 
 
 def story(n: int, title: str, at: datetime, tickers: list[str] | None = None) -> dict:

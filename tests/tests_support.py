@@ -78,3 +78,18 @@ def wait_until(
         time.sleep(interval_s)
     detail = f"\n{context()}" if context else ""
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}{detail}")
+
+
+# Eight different stories of one bank's crisis (Financials, negative with both scorers). Not one
+# repeated headline: alerting counts novelty-weighted stories, so a single syndicated headline
+# would (rightly) not fire.
+CRASH_HEADLINES = (
+    "Northwind Bank shares plunge as deposit losses mount",
+    "Northwind Bank warns of heavy losses as loan book sours",
+    "Depositors withdraw funds from Northwind Bank amid liquidity concerns",
+    "Northwind Bank credit rating downgraded on severe losses",
+    "Regulators probe Northwind Bank after failed capital raise",
+    "Northwind Bank halts trading after steep decline and default fears",
+    "Bank stocks tumble as Northwind crisis deepens, losses spread",
+    "Northwind Bank faces investigation over misleading disclosures",
+)

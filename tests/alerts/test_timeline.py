@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer
-from tests_support import StageProcesses, wait_until
+from tests_support import CRASH_HEADLINES, StageProcesses, wait_until
 
 from finsent.kafka_io import ensure_topics
 from finsent.settings import Settings
@@ -32,16 +32,7 @@ BANKS = (
     "Harbor Trust Bank publishes annual bank review on schedule",
     "Harbor Trust Bank expands mortgage lending as bank deposits hold steady",
 )
-CRASHES = (
-    "Northwind Bank shares plunge as deposit losses mount",
-    "Northwind Bank warns of heavy losses as loan book sours",
-    "Depositors withdraw funds from Northwind Bank amid liquidity concerns",
-    "Northwind Bank credit rating downgraded on severe losses",
-    "Regulators probe Northwind Bank after failed capital raise",
-    "Northwind Bank halts trading after steep decline and default fears",
-    "Bank stocks tumble as Northwind crisis deepens, losses spread",
-    "Northwind Bank faces investigation over misleading disclosures",
-)
+CRASHES = CRASH_HEADLINES
 CRASH_MINUTE = 10
 # From the first crash story on news.raw to the Slack hand-off. The lower bound is physics:
 # the crash window can only close once event time passes its end, (60 - 3) s of event time

@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,9 +25,25 @@ T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 W = timedelta(minutes=15)
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every case runs on the default SQLite store and on a real PostgreSQL (a fresh database;
+    skipped where the server binaries are missing)."""
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres_url")
+    return f"sqlite:///{tmp_path / 'nested' / 'store.db'}"
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(f"sqlite:///{tmp_path / 'nested' / 'store.db'}")
+def store(store_url: str) -> Iterator[Store]:
+    store = Store(store_url)
+    yield store
+    store.close()
+
+
+def utc(value: datetime) -> datetime:
+    """A stored datetime as UTC: SQLite hands back naive UTC, PostgreSQL an aware value."""
+    return as_utc(value)
 
 
 def scored(i: int) -> ScoredItem:
@@ -137,26 +154,55 @@ def test_a_failed_commit_changes_nothing(store: Store) -> None:
     assert [r["id"] for r in store.query(scored_items)] == ["s1"]
 
 
-def test_stages_opening_a_fresh_store_together_all_get_the_schema(tmp_path: Path) -> None:
+# Each process imports first and says so, then waits for "go", so all create the schema at once.
+OPEN_STORE = """
+import sys
+from finsent.store import Store, windows
+print("ready", flush=True)
+sys.stdin.readline()
+store = Store(sys.argv[1])
+store.query(windows)
+print("ok", flush=True)
+"""
+
+
+def test_stages_opening_a_fresh_store_together_all_get_the_schema(store_url: str) -> None:
     # Stages start at once on a new store; create_all's check-then-create used to race.
-    url = f"sqlite:///{tmp_path / 'fresh.db'}"
-    script = (
-        "import sys; from finsent.store import Store, windows; "
-        "s = Store(sys.argv[1]); s.query(windows); print('ok')"
-    )
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", script, url],
+            [sys.executable, "-c", OPEN_STORE, store_url],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for _ in range(6)
     ]
-    results = [p.communicate(timeout=120) for p in procs]
+    try:
+        ready = [p.stdout.readline().strip() for p in procs]  # type: ignore[union-attr]
+        assert ready == ["ready"] * 6
+        for p in procs:
+            p.stdin.write("go\n")  # type: ignore[union-attr]
+            p.stdin.flush()  # type: ignore[union-attr]
+        results = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
     errors = [err for _, err in results if err.strip()]
-    assert [p.returncode for p in procs] == [0] * 6, errors[0][-2000:]
+    assert [p.returncode for p in procs] == [0] * 6, errors[0][-2000:] if errors else ""
     assert [out.strip() for out, _ in results] == ["ok"] * 6
+
+
+def test_one_batch_may_carry_a_window_twice(store: Store) -> None:
+    # PostgreSQL refuses an upsert that touches one row twice; the newer version must win.
+    store.commit(Commit(stage="agg", windows=[window(version=2, count=4), window(version=1)]))
+    [row] = store.query(windows)
+    assert (row["version"], row["count"]) == (2, 4)
+
+
+def test_offsets_beyond_32_bits_round_trip(store: Store) -> None:
+    store.commit(Commit(stage="a", offsets={("t", 0): 2**31 + 5}))
+    assert store.load_offsets("a") == {("t", 0): 2**31 + 5}
 
 
 def test_a_fenced_commit_changes_nothing(store: Store) -> None:
