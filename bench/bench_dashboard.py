@@ -352,6 +352,9 @@ const hook = () => {
 document.addEventListener('DOMContentLoaded', hook);
 """
 
+# A chart is drawn once plotly has put in its marks, or at least its axes or a note (a chart may be
+# empty on a small store).
+DRAWN = "g.trace, g.hm, g.xtick, g.annotation, text.gtitle"
 # True (as ms since navigation start) once the run is over and every chart is drawn.
 RENDERED = """
 (minPlots) => {
@@ -362,10 +365,10 @@ RENDERED = """
   }
   const plots = document.querySelectorAll('.js-plotly-plot');
   if (plots.length < minPlots) return false;
-  for (const plot of plots) if (!plot.querySelector('g.trace, g.hm')) return false;
+  for (const plot of plots) if (!plot.querySelector('DRAWN')) return false;
   return performance.now();
 }
-"""
+""".replace("DRAWN", DRAWN)
 
 
 def run_durations(runs: list[list[Any]], after_ms: float = 0.0) -> list[float]:
@@ -394,14 +397,40 @@ class PageLoad:
     plots: int
 
 
+class RenderError(RuntimeError):
+    """A page that did not finish rendering in time."""
+
+
+RENDER_TIMEOUT_MS = 90_000
+
+
+def wait_rendered(page: Any, min_plots: int) -> float:
+    """Milliseconds from navigation start until the page is rendered (see RENDERED)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        handle = page.wait_for_function(
+            RENDERED, arg=min_plots, polling="raf", timeout=RENDER_TIMEOUT_MS
+        )
+    except PlaywrightTimeout:
+        state = page.locator('[data-testid="stApp"]').get_attribute("data-test-script-state")
+        plots = page.locator(bs.PLOTS).count()
+        drawn = page.locator(f"{bs.PLOTS}:has({DRAWN})").count()
+        errors = " | ".join(e.strip()[:300] for e in bs.app_errors(page))
+        raise RenderError(
+            f"{page.url}: not rendered after {RENDER_TIMEOUT_MS / 1000:g} s (run state {state},"
+            f" {drawn} of {plots} charts drawn, {min_plots} expected){' ' + errors if errors else ''}"
+        ) from None
+    return handle.json_value()
+
+
 def load_once(browser: Any, url: str, min_plots: int) -> PageLoad:
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     try:
         page = context.new_page()
         page.add_init_script(RUN_STATE_LOG)
         page.goto(url)
-        handle = page.wait_for_function(RENDERED, arg=min_plots, polling="raf", timeout=120_000)
-        render_ms = handle.json_value()
+        render_ms = wait_rendered(page, min_plots)
         runs = page.evaluate("window.__runs")
         starts = [at / 1000 for at, state in runs if state == "running"]
         ends = [at / 1000 for at, state in runs if state == "notRunning"]
@@ -419,7 +448,7 @@ def settled_plot_count(browser: Any, url: str) -> int:
     try:
         page = context.new_page()
         page.goto(url)
-        page.wait_for_selector(bs.APP_IDLE, state="attached", timeout=120_000)
+        wait_rendered(page, 0)
         page.wait_for_timeout(3000)
         return page.locator(bs.PLOTS).count()
     finally:
@@ -438,9 +467,7 @@ def observe_refresh(browser: Any, url: str, seconds: float, min_plots: int) -> R
         page = context.new_page()
         page.add_init_script(RUN_STATE_LOG)
         page.goto(url)
-        rendered_ms = page.wait_for_function(
-            RENDERED, arg=min_plots, polling="raf", timeout=120_000
-        ).json_value()
+        rendered_ms = wait_rendered(page, min_plots)
         page.wait_for_timeout(seconds * 1000)
         runs = page.evaluate("window.__runs")
         # Timer-driven reruns only: those that start after the first full render.
@@ -526,6 +553,7 @@ def verdict(value: float, target: float) -> str:
 class PageFigures:
     render: list[PageLoad]
     refresh: Refresh | None = None
+    error: str = ""
 
 
 def measure_pages(
@@ -534,17 +562,22 @@ def measure_pages(
     figures: dict[str, PageFigures] = {}
     for name in pages:
         url = server.url(name)
-        min_plots = settled_plot_count(browser, url)
-        if name == "overview":
-            min_plots = max(min_plots, OVERVIEW_CHARTS)
-        results = []
-        for _ in range(loads):
-            time.sleep(quiet_s)  # past the query cache's lifetime: each load queries the store
-            results.append(load_once(browser, url, min_plots))
-        figures[name] = PageFigures(results)
-        if refresh_s:
-            figures[name].refresh = observe_refresh(browser, url, refresh_s, min_plots)
-        load = median([r.render_s for r in results])
+        min_plots = 0
+        figures[name] = PageFigures([])
+        try:
+            min_plots = settled_plot_count(browser, url)
+            if name == "overview":
+                min_plots = max(min_plots, OVERVIEW_CHARTS)
+            for _ in range(loads):
+                time.sleep(quiet_s)  # past the query cache's lifetime: each load queries the store
+                figures[name].render.append(load_once(browser, url, min_plots))
+            if refresh_s:
+                figures[name].refresh = observe_refresh(browser, url, refresh_s, min_plots)
+        except RenderError as exc:
+            figures[name].error = str(exc)
+            print(f"  {name:10s} FAILED: {exc}", flush=True)
+            continue
+        load = median([r.render_s for r in figures[name].render])
         print(f"  {name:10s} first render {fmt(load)} ({min_plots} charts)", flush=True)
     return figures
 
@@ -649,6 +682,9 @@ def report(pages, res, ref, empty, memory, args) -> None:
     print(f"{'first render (median of ' + str(args.loads) + ')':34s} {'big':>8s} {'small':>8s}"
           f" {'ratio':>6s}  target")  # fmt: skip
     for name in pages:
+        if res[name].error or ref[name].error:
+            print(f"  {name:32s} not measured: {res[name].error or ref[name].error}")
+            continue
         b = median([r.render_s for r in res[name].render])
         s = median([r.render_s for r in ref[name].render])
         starts = [r.run_start_s for r in res[name].render if r.run_start_s is not None]
@@ -666,6 +702,9 @@ def report(pages, res, ref, empty, memory, args) -> None:
               "  target")  # fmt: skip
         for name in pages:
             r, s = res[name].refresh, ref[name].refresh
+            if res[name].error or ref[name].error:
+                print(f"  {name:38s} not measured")
+                continue
             if r is None or not r.durations:
                 print(f"  {name:38s} no timer-driven reruns seen")
                 continue
