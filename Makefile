@@ -11,6 +11,7 @@ test: venv
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	bash scripts/ensure_postgres.sh
+	bash scripts/ensure_chromium.sh
 	.venv/bin/pytest
 
 lint: venv
@@ -26,6 +27,8 @@ bench: venv
 	.venv/bin/python bench/bench_model.py
 	.venv/bin/python bench/bench_stream.py
 	.venv/bin/python bench/bench_alerts.py
+	bash scripts/ensure_chromium.sh
+	.venv/bin/python bench/bench_dashboard.py
 
 kafka-start: venv
 	.venv/bin/finsent kafka start

@@ -1,1 +1,1 @@
-"""The Streamlit dashboard: store queries, pure figure builders, and the app page."""
+"""The Streamlit dashboard: store queries, pure figure and table builders, and its pages."""

@@ -22,6 +22,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
@@ -54,6 +55,8 @@ scored_items = Table(
     Column("tickers", JSON, nullable=False),
     Column("top_tokens", JSON, nullable=False),
     Column("model_version", String(100), nullable=False),
+    # One topic's stories in a time range, newest first (the dashboard's drill-downs).
+    Index("ix_scored_items_topic_published", "topic", "published_at"),
 )
 
 windows = Table(
@@ -74,6 +77,12 @@ windows = Table(
     Column("version", Integer, nullable=False),
     Column("final", Boolean, nullable=False),
     Column("emitted_at", DateTime(timezone=True), nullable=False),
+    # The dashboard's reads, each bounded by a size and a time range: one series
+    # (key, size, since), a family of series such as every topic (size, since), and the
+    # newest emission.
+    Index("ix_windows_key_size_start", "key", "size_seconds", "window_start"),
+    Index("ix_windows_size_start", "size_seconds", "window_start"),
+    Index("ix_windows_emitted_at", "emitted_at"),
 )
 
 alerts = Table(
@@ -102,6 +111,8 @@ alerts = Table(
     Column("acked_by", String(200), nullable=True),
     Column("acked_at", DateTime(timezone=True), nullable=True),
     Column("ack_comment", Text, nullable=True),
+    Index("ix_alerts_updated_at", "updated_at"),  # the latest alerts, within a look-back
+    Index("ix_alerts_state", "state"),  # the firing ones
 )
 
 # Acknowledgements: who took an alert on, with a comment (the latest is also on the alert row).
@@ -185,6 +196,20 @@ consumer_offsets = Table(
     Column("next_offset", BigInteger, nullable=False),  # Kafka offsets are 64-bit
 )
 
+# Backtest runs: one row per replay of a feed through the stages, with its report.
+backtest_runs = Table(
+    "backtest_runs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("started_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),  # None while it runs
+    Column("feed", Text, nullable=False),  # what was replayed: a file or a source name
+    Column("params", JSON, nullable=False),  # the settings that differ from the defaults
+    Column("report_path", Text, nullable=True),  # the report file, once written
+    Column("alert_count", Integer, nullable=True),
+    Column("status", String(16), nullable=False),  # running | finished | failed
+)
+
 TopicPartitionKey = tuple[str, int]
 
 
@@ -242,6 +267,7 @@ def create_schema(engine: Engine, attempts: int = 5) -> None:
         try:
             _check_schema_version(engine)
             metadata.create_all(engine)
+            _create_missing_indexes(engine)
             _stamp_schema_version(engine)
             return
         except DatabaseError as exc:
@@ -272,6 +298,19 @@ def _check_schema_version(engine: Engine) -> None:
             f"version {found}; this finsent needs {SCHEMA_VERSION}. Move it aside (or point "
             "FINSENT_STORE_URL elsewhere) and let the stages build a new one."
         )
+
+
+def _create_missing_indexes(engine: Engine) -> None:
+    """Indexes added since a table was created: ``create_all`` only indexes new tables."""
+    inspector = inspect(engine)
+    tables = set(inspector.get_table_names())
+    for table in metadata.sorted_tables:
+        if table.name not in tables or not table.indexes:
+            continue
+        present = {ix["name"] for ix in inspector.get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in present:
+                index.create(engine, checkfirst=True)
 
 
 def _stamp_schema_version(engine: Engine) -> None:
@@ -469,6 +508,11 @@ class Store:
     def add_silence(self, row: Mapping[str, Any]) -> None:
         with self.engine.begin() as conn:
             self._upsert(conn, silences, [row], ["id"])
+
+    def save_backtest_run(self, row: Mapping[str, Any]) -> None:
+        """Upsert one backtest run (keys: the columns of ``backtest_runs``)."""
+        with self.engine.begin() as conn:
+            self._upsert(conn, backtest_runs, [row], ["id"])
 
     def active_silences(self, now: datetime) -> list[dict]:
         return self.query(silences, silences.c.starts_at <= now, silences.c.ends_at > now)

@@ -1,37 +1,61 @@
-"""The dashboard page, run headless by Streamlit's AppTest against a temporary SQLite store,
-and the store queries behind it."""
+"""The dashboard against a temporary SQLite store: the store queries behind it, and every page
+run headless by Streamlit's AppTest (the pure pieces are in test_figures.py and test_pages.py).
+"""
 
 from __future__ import annotations
 
+import io
+import re
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import pandas as pd
 import pytest
 import streamlit as st
+from sqlalchemy import event, inspect
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Block, Node
 
+import dashboard.common
 from dashboard import queries
+from dashboard.lag import EndOffsetsProbe
 from finsent.records import Alert, Headline, NewsItem, ScoredItem, WindowStat
 from finsent.settings import get_settings
-from finsent.store import Commit, Store, alerts
+from finsent.store import Commit, Store, alerts, silences
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 WINDOW = timedelta(minutes=15)
 XSS = "<script>alert(1)</script>"
+PAGES = ("overview", "heatmap", "alerts", "headlines", "tickers", "backtests")
 
 
-def scored(n: int, title: str, topic: str = "Earnings", score: float = -0.5) -> ScoredItem:
+# -- a small store --------------------------------------------------------------------------
+
+
+def scored(
+    n: int,
+    title: str,
+    topic: str = "Earnings",
+    score: float = -0.5,
+    *,
+    source: str = "wire",
+    tickers: tuple[str, ...] = ("ACME",),
+    url: str = "",
+) -> ScoredItem:
     at = T0 + n * timedelta(minutes=1)
     item = NewsItem(
         id=f"item-{n}",
-        source="wire",
+        source=source,
         title=title,
         published_at=at,
         fetched_at=at,
-        tickers=("ACME",),
+        url=url or f"https://news.example/{n}",
+        tickers=tickers,
     )
     return ScoredItem(
         item=item,
@@ -77,24 +101,51 @@ def alert(key: str, i: int, state: str = "firing") -> Alert:
         baseline_std=0.1,
         zscore=6.0,
         count=12,
+        mean_score=-0.4,
+        baseline_score=0.1,
+        headlines=(Headline(id="item-0", title=XSS, score=-0.5, top_tokens=("alert",)),),
         started_at=start,
-        updated_at=start,
+        updated_at=start + WINDOW,
         message=f"negative spike on {key}",
     )
 
 
 @pytest.fixture
 def store_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A fresh SQLite store, made the dashboard's through FINSENT_STORE_URL."""
+    """A fresh SQLite store, made the dashboard's through FINSENT_STORE_URL; Kafka is a closed
+    port, so the consumer lag reads "n/a"."""
     url = f"sqlite:///{tmp_path / 'finsent.db'}"
     monkeypatch.delenv("FINSENT_CONFIG", raising=False)
     monkeypatch.setenv("FINSENT_STORE_URL", url)
     monkeypatch.setenv("FINSENT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("FINSENT_KAFKA_BOOTSTRAP", "127.0.0.1:1")
     get_settings.cache_clear()
     st.cache_data.clear()  # the app's query cache is process-wide
     yield url
     get_settings.cache_clear()
     st.cache_data.clear()
+
+
+def populate(url: str) -> None:
+    items = [
+        scored(0, XSS, url="javascript:alert(1)"),
+        scored(1, "Acme beats estimates", "Markets", 0.6, source="globe", tickers=("ACME", "BETA")),
+        scored(2, "Acme cut to sell on loss warning", tickers=("ACME",)),
+        scored(3, "Beta_Corp rallies", "Markets", 0.4, tickers=("BETA_CORP",)),
+    ]
+    windows = [window("overall", i, 10 + i, -0.1 * i, 0.2 + 0.1 * i) for i in range(4)]
+    windows += [window("topic:Earnings", i, 5, -0.2, 0.5) for i in range(4)]
+    windows += [window("topic:Markets", i, 3, 0.3, 0.1) for i in range(2)]
+    windows += [window("ticker:ACME", i, 2, -0.3, 0.5) for i in range(3)]
+    windows += [window("ticker:BETA", 0, 1, 0.6, 0.0)]
+    windows += [window("source:wire", 0, 3, -0.5, 0.7), window("source:globe", 0, 1, 0.6, 0.0)]
+    pending = alert("overall", 0, state="pending")
+    fired = alert("overall", 0)
+    resolved = alert("topic:Markets", 1, state="resolved")
+    store = Store(url)
+    store.commit(Commit(stage="test", scored=items, windows=windows, alerts=[pending]))
+    store.commit(Commit(stage="test", alerts=[fired, alert("topic:Markets", 1)]))
+    store.commit(Commit(stage="test", alerts=[resolved]))
 
 
 def run_app() -> AppTest:
@@ -104,21 +155,53 @@ def run_app() -> AppTest:
     return at
 
 
+def open_page(page: str, at: AppTest | None = None) -> AppTest:
+    at = at or run_app()
+    at.switch_page(f"page_{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
 def metrics(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
 
-def populate(url: str) -> None:
-    items = [
-        scored(0, XSS),
-        scored(1, "Acme beats estimates", "Markets", 0.6),
-        scored(2, "Acme cut"),
-    ]
-    windows = [window("overall", i, 10 + i, -0.1 * i, 0.2 + 0.1 * i) for i in range(4)]
-    windows += [window("topic:Earnings", i, 5, -0.2, 0.5) for i in range(4)]
-    windows += [window("topic:Markets", i, 3, 0.3, 0.1) for i in range(2)]
-    alerts = [alert("overall", 3), alert("topic:Markets", 1, state="resolved")]
-    Store(url).commit(Commit(stage="test", scored=items, windows=windows, alerts=alerts))
+def leaves(block: Block) -> Iterator[Node]:
+    for child in block.children.values():
+        if isinstance(child, Block):
+            yield from leaves(child)
+        else:
+            yield child
+
+
+def element_keys(at: AppTest, kind: str) -> set[str]:
+    """The user keys of the elements of one kind (an element id ends with its key)."""
+    found = set()
+    for element in at.get(kind):
+        proto_id = getattr(element.proto, "id", "")
+        found.add(proto_id.rsplit("-", 1)[-1] if proto_id else "")
+    return found
+
+
+def keyed_blocks(root: Block) -> Iterator[Block]:
+    for child in root.children.values():
+        if isinstance(child, Block):
+            yield child
+            yield from keyed_blocks(child)
+
+
+def dataframe(at: AppTest, key: str) -> Any:
+    """The dataframe the pages put in a container keyed ``key`` (``dashboard.common.table``)."""
+    [block] = [b for b in keyed_blocks(at.main) if getattr(b.proto, "id", "").endswith(f"-{key}")]
+    [frame] = [e for e in leaves(block) if e.type == "dataframe"]
+    return frame.value
+
+
+def has_block(at: AppTest, key: str) -> bool:
+    return any(getattr(b.proto, "id", "").endswith(f"-{key}") for b in keyed_blocks(at.main))
+
+
+# -- queries --------------------------------------------------------------------------------
 
 
 def test_queries_on_a_new_store(store_url: str) -> None:
@@ -126,9 +209,13 @@ def test_queries_on_a_new_store(store_url: str) -> None:
 
     assert summary == queries.StoreSummary(0, 0, 0, None, None)
     assert summary.empty
+    assert queries.size_span(store_url, 900) == queries.SizeSpan(None, None)
     assert queries.load_windows(store_url, key="overall").empty
     assert queries.load_alerts(store_url).empty
     assert queries.load_headlines(store_url).empty
+    assert queries.series_totals(store_url, "topic:", size_seconds=900).empty
+    assert queries.load_backtest_runs(store_url).empty
+    assert queries.stored_offsets(store_url) == {}
 
 
 def test_queries_read_windows_by_key_or_prefix_since_a_time(store_url: str) -> None:
@@ -157,67 +244,304 @@ def test_queries_read_windows_by_key_or_prefix_since_a_time(store_url: str) -> N
         queries.load_windows(store_url)
 
 
+def test_windows_of_one_size_end_after_since_start_before_until_newest_kept(
+    store_url: str,
+) -> None:
+    populate(store_url)
+
+    def starts(**kwargs: Any) -> list[datetime]:
+        frame = queries.load_windows(store_url, key="overall", size_seconds=900, **kwargs)
+        return list(frame["window_start"])
+
+    # A window that ends after `since` is in, though it starts before it.
+    assert starts(since=T0 + 2 * WINDOW - timedelta(minutes=1)) == [
+        T0 + WINDOW * i for i in (1, 2, 3)
+    ]
+    assert starts(until=T0 + 2 * WINDOW) == [T0, T0 + WINDOW]
+    assert starts(limit=2) == [T0 + 2 * WINDOW, T0 + 3 * WINDOW]  # the newest, oldest first
+
+
 def test_queries_summarize_the_store(store_url: str) -> None:
     populate(store_url)
 
     summary = queries.store_summary(store_url)
 
-    assert (summary.scored_items, summary.windows, summary.firing_alerts) == (3, 10, 1)
+    assert (summary.scored_items, summary.windows, summary.firing_alerts) == (4, 16, 1)
     assert summary.last_update == T0 + 4 * WINDOW + timedelta(minutes=5)
-    assert summary.latest_window_start == T0 + 3 * WINDOW
+    assert summary.latest_published == T0 + timedelta(minutes=3)
     assert not summary.empty
+    assert queries.size_span(store_url, 900) == queries.SizeSpan(T0, T0 + 3 * WINDOW)
 
 
-def test_empty_store_shows_waiting(store_url: str) -> None:
+def test_series_totals_are_summed_by_the_store_busiest_first(store_url: str) -> None:
+    populate(store_url)
+
+    topics = queries.series_totals(store_url, "topic:", size_seconds=900)
+    assert list(topics["name"]) == ["Earnings", "Markets"]
+    assert list(topics["items"]) == [20, 6]
+    assert topics["neg_share"].tolist() == pytest.approx([0.5, 0.1])
+
+    tickers = queries.series_totals(store_url, "ticker:", size_seconds=900)
+    assert list(tickers["name"]) == ["ACME", "BETA"]
+    recent = queries.series_totals(store_url, "ticker:", size_seconds=900, since=T0 + 2 * WINDOW)
+    assert list(recent["name"]) == ["ACME"]
+    assert list(recent["items"]) == [2]
+    assert queries.series_totals(store_url, "topic:", size_seconds=900, limit=1)[
+        "name"
+    ].tolist() == ["Earnings"]
+
+
+def test_alerts_their_detail_and_their_events(store_url: str) -> None:
+    populate(store_url)
+
+    listed = queries.load_alerts(store_url)
+    assert list(listed["key"]) == ["overall", "topic:Markets"]  # firing first
+    assert "headlines" not in listed.columns  # the list stays light
+    assert queries.load_alerts(store_url, since=T0 + 2 * WINDOW)["key"].tolist() == [
+        "topic:Markets"
+    ]
+    assert len(queries.load_alerts(store_url, limit=1)) == 1
+
+    detail = queries.alert_detail(store_url, "alert-overall")
+    assert detail is not None
+    assert detail["window_start"] == T0
+    assert detail["headlines"][0]["title"] == XSS
+    assert queries.alert_detail(store_url, "nope") is None
+
+    events = queries.load_alert_events(store_url, ["alert-overall", "alert-topic:Markets"])
+    assert list(zip(events["alert_id"], events["state"], strict=True)) == [
+        ("alert-overall", "pending"),
+        ("alert-overall", "firing"),
+        ("alert-topic:Markets", "firing"),
+        ("alert-topic:Markets", "resolved"),
+    ]
+    assert queries.load_alert_events(store_url, []).empty
+
+
+def test_headlines_filtered_and_bounded(store_url: str) -> None:
+    populate(store_url)
+
+    def ids(**filters: Any) -> list[str]:
+        return queries.load_headlines(store_url, **filters)["id"].tolist()
+
+    assert ids() == ["item-3", "item-2", "item-1", "item-0"]  # newest first
+    assert ids(limit=2) == ["item-3", "item-2"]
+    assert ids(since=T0 + timedelta(minutes=1), until=T0 + timedelta(minutes=3)) == [
+        "item-2",
+        "item-1",
+    ]
+    assert ids(topics=["Markets"]) == ["item-3", "item-1"]
+    assert ids(sources=["globe"]) == ["item-1"]
+    assert ids(sentiments=["positive"]) == ["item-3", "item-1"]
+    assert ids(topics=["Earnings"], sentiments=["positive"]) == []
+    # Tickers match a whole element of the stored list, in any case; "_" is literal.
+    assert ids(ticker="acme") == ["item-2", "item-1", "item-0"]
+    assert ids(ticker="BETA") == ["item-1"]
+    assert ids(ticker="ACM") == []
+    assert ids(ticker="BETA_CORP") == ["item-3"]
+    assert ids(ticker="BETAXCORP") == []
+    assert ids(order="negative")[-1] == "item-1"  # the most positive last
+
+    frame = queries.load_headlines(store_url, limit=1)
+    assert frame["tickers"].iloc[0] == ("BETA_CORP",)
+    assert frame["top_tokens"].iloc[0] == ("loss", "warning")
+    with pytest.raises(ValueError, match="order"):
+        queries.load_headlines(store_url, order="oldest")
+
+
+def test_window_headlines_follow_the_series_family(store_url: str) -> None:
+    populate(store_url)
+    start, end = T0, T0 + WINDOW
+
+    def ids(key: str) -> list[str]:
+        return queries.window_headlines(store_url, key, start, end)["id"].tolist()
+
+    # Most negative first (items 0 and 2 tie: the newer first).
+    assert ids("overall") == ["item-2", "item-0", "item-3", "item-1"]
+    assert sorted(ids("topic:Earnings")) == ["item-0", "item-2"]
+    assert ids("source:globe") == ["item-1"]
+    assert ids("ticker:BETA") == ["item-1"]
+    assert queries.window_headlines(store_url, "overall", end, end + WINDOW).empty
+    with pytest.raises(ValueError, match="unknown series"):
+        queries.window_headlines(store_url, "sector:Banks", start, end)
+
+
+def test_silences_backtests_and_offsets(store_url: str) -> None:
+    store = Store(store_url)
+    now = datetime(2025, 3, 3, 12, tzinfo=UTC)
+    for i, (starts, ends) in enumerate([(-1, 1), (-3, -2), (1, 2)]):
+        store.add_silence(
+            {
+                "id": f"s{i}",
+                "matcher": "ticker:*",
+                "severity": None,
+                "starts_at": now + timedelta(hours=starts),
+                "ends_at": now + timedelta(hours=ends),
+                "created_by": "dana",
+                "comment": "",
+            }
+        )
+    assert queries.active_silences(store_url, now)["id"].tolist() == ["s0"]
+
+    for i in range(3):
+        store.save_backtest_run(
+            {
+                "id": f"run-{i}",
+                "started_at": T0 + timedelta(hours=i),
+                "finished_at": None,
+                "feed": "sample.jsonl",
+                "params": {"speed": "max"},
+                "report_path": None,
+                "alert_count": None,
+                "status": "running",
+            }
+        )
+    runs = queries.load_backtest_runs(store_url, limit=2)
+    assert runs["id"].tolist() == ["run-2", "run-1"]  # newest first
+    assert runs["params"].iloc[0] == {"speed": "max"}
+
+    store.commit(Commit(stage="router", offsets={("news.scored", 0): 41, ("news.scored", 1): 7}))
+    assert queries.stored_offsets(store_url) == {
+        ("router", "news.scored", 0): 41,
+        ("router", "news.scored", 1): 7,
+    }
+
+
+def test_an_older_store_gets_the_new_indexes(store_url: str) -> None:
+    Store(store_url).close()
+    path = store_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP INDEX ix_windows_size_start")
+        conn.execute("DROP TABLE backtest_runs")
+
+    store = Store(store_url)
+
+    inspector = inspect(store.engine)
+    assert "ix_windows_size_start" in {ix["name"] for ix in inspector.get_indexes("windows")}
+    assert "backtest_runs" in inspector.get_table_names()
+
+
+# Plans that read a big table without an index; counting over an index is allowed.
+FULL_SCAN = re.compile(r"\bSCAN (scored_items|windows|alerts)\b(?! USING COVERING INDEX)")
+
+
+def test_page_queries_use_indexes(store_url: str) -> None:
+    """Every query behind a page, bounded as the pages bound them, is answered from an index."""
+    populate(store_url)
+    engine = queries.engine_for(store_url)
+    seen: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            seen.append((statement, params))
+
+    since = T0 - timedelta(hours=24)
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        queries.store_summary(store_url)
+        queries.size_span(store_url, 900)
+        queries.load_windows(store_url, key="overall", since=since, size_seconds=900)
+        queries.load_windows(store_url, prefix="topic:", since=since, size_seconds=900)
+        queries.series_totals(store_url, "ticker:", size_seconds=900, since=since)
+        queries.load_alerts(store_url, since=since)
+        queries.load_alert_events(store_url, ["alert-overall"])
+        queries.alert_detail(store_url, "alert-overall")
+        queries.load_headlines(store_url, since=since, limit=1000)
+        queries.load_headlines(store_url, since=since, topics=["Earnings"], limit=1000)
+        queries.load_headlines(store_url, since=since, ticker="ACME", limit=1000)
+        queries.window_headlines(store_url, "topic:Earnings", T0, T0 + WINDOW)
+        queries.window_headlines(store_url, "overall", T0, T0 + WINDOW)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+    assert len(seen) >= 15
+    with engine.connect() as conn:
+        for statement, params in seen:
+            plan = " | ".join(
+                row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)
+            )
+            assert not FULL_SCAN.search(plan), (statement, plan)
+
+
+# -- the app --------------------------------------------------------------------------------
+
+
+def test_the_root_opens_the_overview_and_the_sidebar_has_the_look_back(store_url: str) -> None:
     at = run_app()
 
-    assert at.title[0].value == "finsent"
-    assert metrics(at) == {
-        "Items scored": "0",
-        "Windows": "0",
-        "Firing alerts": "0",
-        "Last update (UTC)": "—",
-    }
-    assert any("Waiting for data" in info.value for info in at.info)
+    assert at.title[0].value == "Overview"
+    lookback = at.selectbox(key="lookback")
+    assert lookback.options == ["6 hours", "24 hours", "3 days", "7 days", "all"]
+    assert lookback.value == "24 hours"
+
+
+def test_the_sidebar_warns_when_served_beyond_the_configured_host(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = run_app()  # AppTest, like a bare `streamlit run`, sets no server address
+    assert "every network interface" in at.sidebar.warning[0].value
+
+    # As `finsent dashboard` runs it: --server.address is the configured host.
+    get_option = st.get_option
+    monkeypatch.setattr(
+        st, "get_option", lambda name: "127.0.0.1" if name == "server.address" else get_option(name)
+    )
+    assert not run_app().sidebar.warning
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_on_an_empty_store(store_url: str, page: str) -> None:
+    at = open_page(page)
+
+    assert at.title[0].value == page.title()
+    assert at.info, "each page says what it waits for"
     assert len(at.dataframe) == 0
 
 
-def test_populated_store_shows_counts_charts_and_tables(store_url: str) -> None:
+@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("lookback", ["6 hours", "all"])
+def test_every_page_renders_on_a_populated_store(store_url: str, page: str, lookback: str) -> None:
+    populate(store_url)
+    at = run_app()
+    at.selectbox(key="lookback").set_value(lookback).run()
+
+    at = open_page(page, at)
+
+    assert at.title[0].value == page.title()
+
+
+def test_overview_metrics_charts_and_topics(store_url: str) -> None:
     populate(store_url)
     at = run_app()
 
     assert metrics(at) == {
-        "Items scored": "3",
-        "Windows": "10",
+        "Items scored": "4",
+        "Windows": "16",
         "Firing alerts": "1",
         # The newest emission, the last window's end plus five minutes; not today, so dated.
         "Last update (UTC)": "Mar 03 10:05",
+        "Consumer lag": "n/a",  # no stage has stored offsets
     }
     assert not at.info
-    assert len(at.get("plotly_chart")) == 3
-
-    alerts_df, headlines_df = (frame.value for frame in at.dataframe)
-    assert list(alerts_df["Key"]) == ["overall", "topic:Markets"]  # firing first
-    assert list(alerts_df["State"]) == ["firing", "resolved"]
-    assert alerts_df["Z-score"].iloc[0] == pytest.approx(6.0)
-    assert alerts_df["Window (UTC)"].iloc[0] == "2025-03-03 09:45 – 10:00"
-
-    assert list(headlines_df.columns) == [
-        "Time (UTC)",
-        "Source",
-        "Topic",
-        "Sentiment",
-        "Score",
-        "Title",
-        "Top words",
-    ]
-    assert list(headlines_df["Title"]) == ["Acme cut", "Acme beats estimates", XSS]  # newest first
-    assert headlines_df["Top words"].iloc[0] == "loss, warning"
+    assert element_keys(at, "plotly_chart") == {"trend", "volume", "topic_lines"}
 
     # Both topics exist, busiest first, and both are preselected.
     topics = at.multiselect(key="topics")
     assert topics.options == ["Earnings", "Markets"]
     assert topics.value == ["Earnings", "Markets"]
+
+
+def test_empty_overview_shows_waiting(store_url: str) -> None:
+    at = run_app()
+
+    assert metrics(at) == {
+        "Items scored": "0",
+        "Windows": "0",
+        "Firing alerts": "0",
+        "Last update (UTC)": "—",
+        "Consumer lag": "n/a",
+    }
+    assert any("Waiting for data" in info.value for info in at.info)
 
 
 def test_topic_selection_reruns_cleanly(store_url: str) -> None:
@@ -230,40 +554,331 @@ def test_topic_selection_reruns_cleanly(store_url: str) -> None:
     assert at.multiselect(key="topics").value == ["Markets"]
 
 
-def leaves(block: Block) -> Iterator[Node]:
-    for child in block.children.values():
-        if isinstance(child, Block):
-            yield from leaves(child)
-        else:
-            yield child
-
-
-def test_feed_text_is_never_rendered_as_html(store_url: str) -> None:
+def test_consumer_lag_counts_records_behind_the_topic_ends(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     populate(store_url)
+    store = Store(store_url)
+    store.commit(Commit(stage="router", offsets={("news.scored", 0): 90}))
+    store.commit(Commit(stage="aggregator", offsets={("news.keyed", 0): 395}))
+    ends = {("news.scored", 0): 100, ("news.keyed", 0): 400}
+    probe = EndOffsetsProbe(lambda partitions: {p: ends[p] for p in partitions})
+    monkeypatch.setattr(dashboard.common, "probe_for", lambda bootstrap: probe)
+
     at = run_app()
 
-    headlines = at.dataframe[1].value
-    assert XSS in set(headlines["Title"])  # shown verbatim, as cell text
+    assert metrics(at)["Consumer lag"] == "15"
+    [lag] = [m for m in at.metric if m.label == "Consumer lag"]
+    assert "aggregator 5, router 10" in lag.proto.help
 
-    # Outside the dataframes, no element carries the title, and none renders raw HTML.
-    elements = [e for root in (at.main, at.sidebar) for e in leaves(root)]
-    assert {e.type for e in elements} >= {"title", "metric", "plotly_chart", "dataframe"}
-    for element in elements:
-        assert element.type != "html"
-        assert not getattr(element.proto, "allow_html", False), element.type
-        if element.type != "dataframe":
-            assert "<script" not in str(element.proto), element.type
+
+def test_consumer_lag_is_na_when_kafka_is_unreachable(store_url: str) -> None:
+    populate(store_url)
+    Store(store_url).commit(Commit(stage="router", offsets={("news.scored", 0): 90}))
+
+    at = AppTest.from_file(str(APP), default_timeout=30)
+    started = datetime.now(UTC)
+    at.run()
+    waited = datetime.now(UTC) - started
+
+    assert metrics(at)["Consumer lag"] == "n/a"
+    assert waited < timedelta(seconds=5)  # the probe waits about a second, not Kafka's timeouts
+
+
+def test_heatmap_shows_topics_by_window_and_drills_into_a_cell(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    populate(store_url)
+    at = open_page("heatmap")
+    assert element_keys(at, "plotly_chart") == {"heatmap"}
+    assert not has_block(at, "heatmap_headlines")
+
+    # AppTest cannot click a chart: answer the chart's call with the selection a click on
+    # the Earnings cell of the first window makes.
+    original = st.plotly_chart
+
+    def clicked(figure: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(figure, *args, **kwargs)
+        if kwargs.get("key") == "heatmap":
+            point = {
+                "curve_number": 1,
+                "point_index": 0,
+                "customdata": ["Earnings", T0.isoformat(), 5],
+            }
+            return SimpleNamespace(selection={"points": [point], "point_indices": [0]})
+        return result
+
+    monkeypatch.setattr(st, "plotly_chart", clicked)
+    at.run()
+
+    assert not at.exception
+    assert at.subheader[0].value == "Earnings: 2025-03-03 09:00 – 09:15 UTC"
+    frame = dataframe(at, "heatmap_headlines")
+    assert frame["Title"].tolist() == ["Acme cut to sell on loss warning", XSS]
+    assert frame["Link"].fillna("").tolist() == ["https://news.example/2", ""]  # no javascript:
+
+
+def test_alerts_timeline_pick_and_detail(store_url: str) -> None:
+    populate(store_url)
+    at = open_page("alerts")
+
+    assert {"alert_timeline", "alert_trend"} <= element_keys(at, "plotly_chart")
+    pick = at.selectbox(key="alert_pick")
+    assert pick.options == [
+        "overall · firing · 2025-03-03 09:00",
+        "topic:Markets · resolved · 2025-03-03 09:15",
+    ]
+    assert metrics(at)["Negative share"] == "80%"
+    assert metrics(at)["Baseline"] == "20% ± 10%"
+    assert metrics(at)["Z-score"] == "6.0"
+    assert metrics(at)["Mean score"] == "-0.40"
+    assert dataframe(at, "alert_headlines")["Title"].tolist()[:2] == [
+        "Acme cut to sell on loss warning",
+        XSS,
+    ]  # the window's stories, most negative first
+
+    pick.set_value("alert-topic:Markets").run()
+    assert not at.exception
+    # No stories stored for that window: the headlines the alert kept, escaped and marked.
+    [html_block] = [m for m in at.markdown if m.proto.allow_html]
+    assert "&#60;script&#62;<mark>alert</mark>&#40;1&#41;" in html_block.proto.body
 
 
 def test_an_alert_is_acknowledged_from_the_dashboard(store_url: str) -> None:
     populate(store_url)
-    at = run_app()
-    assert at.selectbox(key="ack_alert").options  # the firing alert is offered
+    at = open_page("alerts")
+    at.selectbox(key="alert_pick").set_value("alert-overall").run()
+
     at.text_input(key="ack_owner").set_value("dana")
     at.text_input(key="ack_comment").set_value("looking at bank exposure")
-    at.button[0].click().run()
+    at.button(key="FormSubmitter:ack-Acknowledge").click().run()
+
     assert not at.exception
     [row] = [r for r in Store(store_url).query(alerts) if r["state"] == "firing"]
     assert (row["acked_by"], row["ack_comment"]) == ("dana", "looking at bank exposure")
-    alerts_df = at.dataframe[0].value
-    assert alerts_df["Acknowledged by"].iloc[0] == "dana"
+    assert [t.value for t in at.toast] == ["Acknowledged by dana."]
+    assert dataframe(at, "alerts_table")["Acknowledged by"].iloc[0] == "dana"
+
+
+def test_acknowledging_needs_an_owner(store_url: str) -> None:
+    populate(store_url)
+    at = open_page("alerts")
+
+    at.button(key="FormSubmitter:ack-Acknowledge").click().run()
+
+    assert [w.value for w in at.main.warning] == ["Say who takes it on."]
+    assert all(r["acked_by"] is None for r in Store(store_url).query(alerts))
+
+
+def test_a_series_is_silenced_from_the_dashboard(store_url: str) -> None:
+    populate(store_url)
+    at = open_page("alerts")
+
+    at.text_input(key="silence_match").set_value("ticker:*")
+    at.text_input(key="silence_for").set_value("2h")
+    at.selectbox(key="silence_severity").set_value("critical")
+    at.text_input(key="silence_by").set_value("dana")
+    at.text_input(key="silence_comment").set_value("earnings season")
+    before = datetime.now(UTC)
+    at.button(key="FormSubmitter:silence-Silence").click().run()
+
+    assert not at.exception
+    [row] = Store(store_url).query(silences)
+    assert (row["matcher"], row["severity"], row["created_by"], row["comment"]) == (
+        "ticker:*",
+        "critical",
+        "dana",
+        "earnings season",
+    )
+    length = row["ends_at"] - row["starts_at"]
+    assert length == timedelta(hours=2)
+    assert row["starts_at"].replace(tzinfo=UTC) >= before - timedelta(seconds=1)
+    assert at.toast[0].value.startswith("Silenced ticker:* until ")
+    assert dataframe(at, "silences")["Match"].tolist() == ["ticker:*"]
+
+
+def test_a_silence_defaults_to_the_picked_alerts_series_and_checks_its_duration(
+    store_url: str,
+) -> None:
+    populate(store_url)
+    at = open_page("alerts")
+
+    at.text_input(key="silence_for").set_value("soon")
+    at.text_input(key="silence_by").set_value("dana")
+    at.button(key="FormSubmitter:silence-Silence").click().run()
+    assert "not a duration" in at.main.warning[0].value
+    assert Store(store_url).query(silences) == []
+
+    at.text_input(key="silence_for").set_value("30m")
+    at.text_input(key="silence_by").set_value("dana")
+    at.button(key="FormSubmitter:silence-Silence").click().run()
+    [row] = Store(store_url).query(silences)
+    assert row["matcher"] == "overall"  # the picked alert's series
+    assert row["ends_at"] - row["starts_at"] == timedelta(minutes=30)
+
+
+def test_headlines_table_filters_and_csv(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    populate(store_url)
+    exports: list[Any] = []
+    original = st.download_button
+
+    def capture(label: str, data: Any, *args: Any, **kwargs: Any) -> Any:
+        exports.append(data)  # the deferred CSV: a function the click calls
+        return original(label, data, *args, **kwargs)
+
+    monkeypatch.setattr(st, "download_button", capture)
+    at = open_page("headlines")
+
+    table = dataframe(at, "hl_table")
+    assert list(table.columns) == [
+        "Time (UTC)",
+        "Source",
+        "Topic",
+        "Sentiment",
+        "Score",
+        "Title",
+        "Tickers",
+        "Top words",
+        "Link",
+    ]
+    assert table["Title"].tolist()[-1] == XSS
+    assert table["Top words"].iloc[0] == "loss, warning"
+    assert table["Link"].fillna("").tolist() == [
+        "https://news.example/3",
+        "https://news.example/2",
+        "https://news.example/1",
+        "",  # javascript: is no link
+    ]
+    [csv] = at.get("download_button")
+    assert csv.proto.id.endswith("-hl_csv")
+    assert at.selectbox(key="hl_range").value == "24 hours"  # the sidebar's look-back
+    assert at.multiselect(key="hl_topics").options == ["Earnings", "Markets"]
+    assert at.multiselect(key="hl_sources").options == ["wire", "globe"]
+    assert at.multiselect(key="hl_sentiment").options == ["negative", "neutral", "positive"]
+
+    full = pd.read_csv(io.BytesIO(exports[-1]()))
+    assert full["Title"].tolist() == table["Title"].tolist()
+    assert full["Link"].fillna("").tolist()[-1] == ""
+
+    at.multiselect(key="hl_topics").set_value(["Markets"]).run()
+    assert dataframe(at, "hl_table")["Title"].tolist() == [
+        "Beta_Corp rallies",
+        "Acme beats estimates",
+    ]
+    exported = pd.read_csv(io.BytesIO(exports[-1]()))
+    assert exported["Title"].tolist() == ["Beta_Corp rallies", "Acme beats estimates"]
+    assert set(exported["Topic"]) == {"Markets"}
+    at.text_input(key="hl_ticker").set_value("beta").run()
+    assert dataframe(at, "hl_table")["Title"].tolist() == ["Acme beats estimates"]
+    at.multiselect(key="hl_sentiment").set_value(["negative"]).run()
+    assert any("No headlines match" in info.value for info in at.info)
+
+
+def test_tickers_pick_trend_and_headlines(store_url: str) -> None:
+    populate(store_url)
+    at = open_page("tickers")
+
+    pick = at.selectbox(key="ticker_pick")
+    assert pick.options == ["ACME · 6 items · 50% negative", "BETA · 1 items · 0% negative"]
+    assert element_keys(at, "plotly_chart") == {"ticker_trend"}
+    assert dataframe(at, "ticker_headlines")["Title"].tolist() == [
+        "Acme cut to sell on loss warning",
+        "Acme beats estimates",
+        XSS,
+    ]
+
+    pick.set_value("BETA").run()
+    assert dataframe(at, "ticker_headlines")["Title"].tolist() == ["Acme beats estimates"]
+
+
+def test_backtests_empty_then_listed_with_their_reports(store_url: str, tmp_path: Path) -> None:
+    at = open_page("backtests")
+    assert [info.value for info in at.info] == ["No backtest runs yet"]
+
+    report = tmp_path / "report.md"
+    report.write_text("# Backtest\n\n3 alerts, <b>bold</b> stays text\n", encoding="utf-8")
+    Store(store_url).save_backtest_run(
+        {
+            "id": "run-1",
+            "started_at": T0,
+            "finished_at": T0 + timedelta(minutes=3),
+            "feed": "sample.jsonl",
+            "params": {"speed": "max", "windows": "15m"},
+            "report_path": str(report),
+            "alert_count": 3,
+            "status": "finished",
+        }
+    )
+    st.cache_data.clear()
+    at.run()
+
+    runs = dataframe(at, "backtests")
+    assert runs[["Run", "Status", "Alerts", "Feed"]].values.tolist() == [
+        ["run-1", "finished", 3, "sample.jsonl"]
+    ]
+    assert runs["Report"].iloc[0] == str(report)
+    assert runs["Params"].iloc[0] == "speed=max, windows=15m"
+    assert [c.value for c in at.code][0] == str(report)
+    assert "<b>bold</b> stays text" in at.code[1].value  # shown as code, never rendered
+
+
+ALLOWED_TAGS = {"div", "mark", "small", "a"}
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_feed_text_is_never_rendered_as_html(store_url: str, page: str) -> None:
+    populate(store_url)
+    at = open_page(page)
+
+    # Outside the dataframes, no element carries the script; the only HTML is our own,
+    # built from escaped text.
+    elements = [e for root in (at.main, at.sidebar) for e in leaves(root)]
+    for element in elements:
+        assert element.type != "html"
+        if element.type == "dataframe":
+            continue
+        text = str(element.proto)
+        assert "<script" not in text, element.type
+        if getattr(element.proto, "allow_html", False):
+            body = element.proto.body
+            assert set(re.findall(r"</?([a-zA-Z0-9]+)", body)) <= ALLOWED_TAGS, body
+            assert 'href="javascript' not in body
+
+
+def test_the_alert_headlines_are_escaped_with_their_words_marked(store_url: str) -> None:
+    populate(store_url)
+    at = open_page("alerts")
+
+    [html_block] = [m for m in at.markdown if m.proto.allow_html]
+    body = html_block.proto.body
+    assert "&#60;script&#62;alert&#40;1&#41;&#60;&#47;script&#62;" in body  # the XSS, as text
+    assert "<mark>loss</mark> <mark>warning</mark>" in body
+    assert 'href="https://news.example/2"' in body
+    assert body.count("href=") == 3  # item-0's javascript: URL got no link
+
+
+@pytest.mark.postgres
+def test_the_queries_read_a_postgresql_store_alike(postgres_url: str, store_url: str) -> None:
+    """The same queries, the same answers, on PostgreSQL as on SQLite."""
+    for url in (store_url, postgres_url):
+        populate(url)
+        Store(url).commit(Commit(stage="router", offsets={("news.scored", 0): 7}))
+
+    def answers(url: str) -> list[Any]:
+        summary = queries.store_summary(url)
+        return [
+            (summary.scored_items, summary.windows, summary.firing_alerts, summary.last_update),
+            queries.size_span(url, 900),
+            queries.load_windows(url, prefix="topic:", since=T0 + WINDOW, size_seconds=900)[
+                ["key", "window_start", "count"]
+            ].values.tolist(),
+            queries.series_totals(url, "ticker:", size_seconds=900).values.tolist(),
+            queries.load_alerts(url)[["id", "state", "window_start"]].values.tolist(),
+            queries.load_alert_events(url, ["alert-overall"])["state"].tolist(),
+            queries.load_headlines(url, ticker="beta_corp")["id"].tolist(),
+            queries.load_headlines(url, topics=["Markets"], sentiments=["positive"])["id"].tolist(),
+            queries.window_headlines(url, "ticker:ACME", T0, T0 + WINDOW)["id"].tolist(),
+            queries.stored_offsets(url),
+        ]
+
+    assert answers(postgres_url) == answers(store_url)

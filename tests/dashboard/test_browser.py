@@ -1,0 +1,328 @@
+"""The dashboard in a real browser: `finsent dashboard` serves a populated SQLite store, and the
+system Chromium (headless, driven by Playwright) loads its pages.
+
+Checks that the charts render, that a filter changes what is shown, that acknowledging an alert
+persists, and that a headline carrying a script tag stays text. Screenshots of every page go to
+$FINSENT_TEST_ARTIFACTS (default test-artifacts/) under dashboard/.
+
+Skips when Playwright or a chromium binary is missing (scripts/ensure_chromium.sh installs
+Debian's chromium; Playwright never downloads a browser here).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from finsent.records import Alert, Headline, NewsItem, ScoredItem, WindowStat
+from finsent.store import Commit, Store, alerts
+
+
+def _load_support() -> Any:
+    """browser_support.py beside this file (loaded by path: `tests` is not a package)."""
+    path = Path(__file__).with_name("browser_support.py")
+    spec = importlib.util.spec_from_file_location("browser_support", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("browser_support", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+bs = _load_support()
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+_missing = bs.missing_browser_reason()
+if _missing:
+    pytest.skip(_missing, allow_module_level=True)
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+XSS = "<script>alert('xss')</script><img src=x onerror=alert(1)>"
+# Recent times, so that no page's look-back hides the data.
+T0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+W = timedelta(minutes=15)
+N_WINDOWS = 8
+TIMEOUT_MS = 20_000
+
+# (title, topic, sentiment, score, source, ticker); the XSS headline is an ordinary story.
+STORIES = [
+    (XSS, "Earnings", "negative", -0.5, "wire", "ACME"),
+    ("Acme beats estimates", "Markets", "positive", 0.6, "newswire", "ACME"),
+    ("Globex cuts guidance", "Earnings", "negative", -0.7, "wire", "GLBX"),
+    ("Initech holds steady", "Macro", "neutral", 0.0, "daily", "INTC"),
+    ("Umbrella raises dividend", "Markets", "positive", 0.4, "daily", "UMB"),
+]
+FIRING_ID = "alert-earnings"
+
+
+def _scored(n: int, title: str, topic: str, sentiment: str, score: float, source: str, ticker: str):
+    at = T0 + n * timedelta(minutes=20)
+    item = NewsItem(
+        id=f"item-{n}",
+        source=source,
+        title=title,
+        published_at=at,
+        fetched_at=at,
+        tickers=(ticker,),
+        ticker_relevance={ticker: 1.0},
+    )
+    return ScoredItem(
+        item=item,
+        topic=topic,
+        sentiment=sentiment,
+        score=score,
+        confidence=0.9,
+        top_tokens=("guidance", "estimates"),
+        model_version="test",
+        scored_at=at,
+    )
+
+
+def _window(key: str, i: int, size: timedelta, neg: float) -> WindowStat:
+    start = T0 + i * size
+    return WindowStat(
+        key=key,
+        window_start=start,
+        window_end=start + size,
+        count=10 + i,
+        weighted_count=10.0 + i,
+        mean_score=0.3 - 0.1 * i,
+        weighted_mean_score=0.3 - 0.1 * i,
+        neg_share=neg,
+        pos_share=max(0.0, 0.8 - neg),
+        weighted_neg_share=neg,
+        top_headlines=(Headline(id="item-0", title=XSS, score=-0.5, source="wire"),),
+        emitted_at=start + size + timedelta(minutes=1),
+    )
+
+
+def _alert(alert_id: str, key: str, i: int, state: str) -> Alert:
+    start = T0 + i * W
+    return Alert(
+        id=alert_id,
+        key=key,
+        state=state,
+        severity="critical",
+        rule="neg_share_z",
+        window_start=start,
+        window_end=start + W,
+        neg_share=0.8,
+        baseline_mean=0.2,
+        baseline_std=0.1,
+        zscore=6.0,
+        count=12,
+        headlines=(Headline(id="item-0", title=XSS, score=-0.5, source="wire"),),
+        started_at=start,
+        updated_at=start,
+        message=f"negative spike on {key}",
+    )
+
+
+def populate(url: str) -> None:
+    scored = [_scored(n, *story) for n, story in enumerate(STORIES)]
+    keys = ["overall"]
+    keys += sorted({f"topic:{s[1]}" for s in STORIES})
+    keys += sorted({f"ticker:{s[5]}" for s in STORIES})
+    keys += sorted({f"source:{s[4]}" for s in STORIES})
+    windows = [
+        _window(key, i, W, 0.2 + 0.05 * i + 0.01 * k)
+        for k, key in enumerate(keys)
+        for i in range(N_WINDOWS)
+    ]
+    windows += [_window(key, i, timedelta(hours=1), 0.3) for key in keys for i in range(2)]
+    events = [
+        _alert(FIRING_ID, "topic:Earnings", N_WINDOWS - 1, "firing"),
+        _alert("alert-markets", "topic:Markets", 2, "resolved"),
+    ]
+    Store(url).commit(Commit(stage="test", scored=scored, windows=windows, alerts=events))
+
+
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    tmp = tmp_path_factory.mktemp("browser")
+    url = f"sqlite:///{tmp / 'store.db'}"
+    populate(url)
+    server = bs.Dashboard(url, tmp, refresh_seconds=2, env={"FINSENT_CACHE_DIR": str(tmp)})
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(dashboard: Any) -> Iterator[Any]:
+    with sync_playwright() as playwright:
+        chromium = bs.launch_chromium(playwright)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def dialogs() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def page(browser: Any, dashboard: Any, dialogs: list[str]) -> Iterator[Any]:
+    """A fresh tab that records any JavaScript dialog (none may ever open)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    tab = context.new_page()
+    tab.set_default_timeout(TIMEOUT_MS)
+
+    def on_dialog(dialog: Any) -> None:
+        dialogs.append(f"{dialog.type}: {dialog.message}")
+        dialog.dismiss()
+
+    tab.on("dialog", on_dialog)
+    yield tab
+    context.close()
+    assert not dialogs, f"the page opened dialogs: {dialogs}\n{dashboard.log()}"
+
+
+def open_page(page: Any, dashboard: Any, name: str) -> None:
+    """Load one page of the app and wait until its script run has finished cleanly."""
+    page.goto(dashboard.url(name))
+    bs.wait_idle(page, TIMEOUT_MS)
+    assert not bs.app_errors(page), f"{name}: {bs.app_errors(page)}\n{dashboard.log()}"
+
+
+def screenshot(page: Any, name: str) -> Path:
+    path = bs.full_screenshot(page, bs.artifacts_dir() / f"{name}.png")
+    assert path.is_file() and path.stat().st_size > 0, path
+    return path
+
+
+def headline_rows(page: Any) -> list[dict[str, str]]:
+    """The Headlines page's table, as its CSV download."""
+    with page.expect_download() as download:
+        page.locator(".st-key-hl_csv button").click()
+    text = Path(download.value.path()).read_text(encoding="utf-8-sig")
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def choose(page: Any, key: str, *values: str) -> None:
+    """Make exactly ``values`` the choice of the multiselect with this key."""
+    widget = page.locator(f".st-key-{key}")
+    tags = widget.locator("[data-tag], [data-baseweb='tag']")
+    for _ in range(20):  # start from no choice, whatever the default
+        if not tags.count():
+            break
+        tags.first.locator("[aria-label^='Remove'], [role='presentation']").first.click()
+        bs.wait_idle(page)
+    field = widget.locator("input")
+    for value in values:
+        field.click()
+        field.fill(value)
+        page.get_by_role("option", name=value, exact=True).click()
+    field.press("Escape")
+    expect(tags).to_have_count(len(values))
+
+
+def titles(rows: list[dict[str, str]]) -> set[str]:
+    return {row.get("Title", row.get("title", "")) for row in rows}
+
+
+def test_every_page_renders_and_is_captured(page: Any, dashboard: Any) -> None:
+    for name in bs.PAGES:
+        open_page(page, dashboard, name)
+        screenshot(page, name)
+    assert set(bs.PAGES) <= {p.stem for p in bs.artifacts_dir().glob("*.png")}
+
+
+def test_overview_charts_render(page: Any, dashboard: Any) -> None:
+    open_page(page, dashboard, "overview")
+    plots = page.locator(bs.PLOTS)
+    expect(plots.nth(2)).to_be_attached()  # plotly loads lazily, after the script run
+    assert plots.count() >= 3
+    # Each chart is drawn: an SVG with marks in it (a trace: lines or bars; or heatmap cells).
+    for i in range(plots.count()):
+        expect(plots.nth(i).locator("svg.main-svg").first).to_be_visible()
+        expect(plots.nth(i).locator(bs.PLOT_MARKS).first).to_be_attached()
+    text = bs.app_text(page)
+    for label in ("Items scored", "Windows", "Firing alerts", "Last update (UTC)"):
+        assert label in text
+    metrics = page.locator('[data-testid="stMetricValue"]').all_text_contents()
+    assert str(len(STORIES)) in metrics, metrics
+    screenshot(page, "overview-charts")
+
+
+def test_headline_filter_changes_what_is_shown(page: Any, dashboard: Any) -> None:
+    open_page(page, dashboard, "headlines")
+    before = headline_rows(page)
+    assert titles(before) == {s[0] for s in STORIES}
+
+    choose(page, "hl_sentiment", "positive")
+
+    # Only the positive stories remain, in the table's text and in its download.
+    table = page.locator('[data-testid="stDataFrame"]').first
+    expect(table).not_to_contain_text("Globex cuts guidance", timeout=TIMEOUT_MS)
+    expect(table).to_contain_text("Acme beats estimates")
+    bs.wait_idle(page)
+    after = headline_rows(page)
+    positive = {s[0] for s in STORIES if s[2] == "positive"}
+    assert titles(after) == positive
+    assert len(after) == len(positive) < len(before)
+    screenshot(page, "headlines-filtered")
+
+
+def test_acknowledging_an_alert_persists(page: Any, dashboard: Any) -> None:
+    open_page(page, dashboard, "alerts")
+    page.locator(".st-key-ack_owner input").fill("dana")
+    page.locator(".st-key-ack_comment input").fill("looking at bank exposure")
+    page.get_by_role("button", name="Acknowledge", exact=True).click()
+
+    store = Store(dashboard.store_url)
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while True:
+        [row] = store.query(alerts, alerts.c.id == FIRING_ID)
+        if row["acked_by"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    store.close()
+    assert (row["acked_by"], row["ack_comment"]) == ("dana", "looking at bank exposure")
+
+    # A fresh load reads it back from the store.
+    page.reload()
+    bs.wait_idle(page, TIMEOUT_MS)
+    expect(page.locator('[data-testid="stApp"]')).to_contain_text("dana")
+    screenshot(page, "alerts-acknowledged")
+
+
+def test_a_script_tag_headline_is_shown_as_text(
+    page: Any, dashboard: Any, dialogs: list[str]
+) -> None:
+    for name in ("overview", "headlines", "alerts"):
+        open_page(page, dashboard, name)
+        page.wait_for_timeout(2500)  # one auto-refresh later, too
+        # Nothing the title carries became a DOM element.
+        assert page.locator("img[src='x']").count() == 0, name
+        scripts = page.locator("script").all_text_contents()
+        assert not any("alert('xss')" in s for s in scripts), name
+    # On the Headlines page the title is there, verbatim, as text: in the table, and in any
+    # other view of it (expanders opened, since some views render escaped HTML).
+    open_page(page, dashboard, "headlines")
+    table = page.locator('[data-testid="stDataFrame"]').first
+    expect(table).to_contain_text(XSS)
+    assert XSS in titles(headline_rows(page))
+    expanders = page.locator('[data-testid="stExpander"] summary')
+    for i in range(expanders.count()):
+        expanders.nth(i).click()
+    if expanders.count():
+        expect(page.get_by_text(XSS).locator("visible=true").first).to_be_visible()
+    page.wait_for_timeout(500)
+    assert page.locator("img[src='x']").count() == 0
+    assert not any("alert('xss')" in s for s in page.locator("script").all_text_contents())
+    screenshot(page, "headlines-xss")
+    assert not dialogs  # no alert() ran (the page fixture checks every test for this, too)
