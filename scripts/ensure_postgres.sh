@@ -24,7 +24,8 @@ export DEBIAN_FRONTEND=noninteractive
 # apt chats on stderr even when quiet; show what it said only if it failed.
 if ! out="$(apt-get update -qq 2>&1 && apt-get install -y -qq --no-install-recommends postgresql 2>&1)"; then
   echo "$out" >&2
-  echo "ensure_postgres: installing postgresql failed" >&2
-  exit 1
+  # A package mirror hiccup must not fail the whole suite: say so loudly; those tests skip.
+  echo "ensure_postgres: WARNING installing postgresql failed; the PostgreSQL tests will SKIP" >&2
+  exit 0
 fi
 have_server || { echo "ensure_postgres: postgresql installed but no pg_ctl found" >&2; exit 1; }
