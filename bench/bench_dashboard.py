@@ -49,7 +49,7 @@ from typing import Any
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from finsent.records import Alert, Headline
-from finsent.settings import default_cache_dir
+from finsent.settings import Settings
 from finsent.store import Commit, Store, metadata
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -620,7 +620,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     pages = [p.strip() for p in args.pages.split(",") if p.strip()]
-    cache = args.cache_dir or default_cache_dir() / "bench"
+    cache = args.cache_dir or Settings().cache_dir / "bench"
     quiet_s = REFRESH_SECONDS / 2 + 0.5  # the app caches queries for half a refresh period
 
     print(f"store: {args.items:,} scored items, {args.windows:,} windows (cache: {cache})")
