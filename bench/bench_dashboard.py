@@ -9,9 +9,12 @@ What is measured, in the browser:
 
 * first render: from navigation start (``performance.timeOrigin``) of a fresh tab (new browser
   context: empty cache) until the page's script run has finished and every plotly chart on it
-  has drawn its marks; on the Overview, until its three charts (trend, topics, volume) are
-  drawn. Median of ``--loads`` loads, each after the app's query-cache period has passed, so
-  every load runs the queries against the store.
+  has drawn (its marks, or its axes or "no data" note when empty); on the Overview, at least
+  its three charts (trend, topics, volume). On a page without charts, until its script run
+  has finished (a dataframe's canvas paints after that and is not waited for). Median of
+  ``--loads`` loads, each after the app's query-cache period has passed, so every load runs
+  the queries against the store. The report splits it: when the script run started (the
+  frontend booted and connected) and finished (the server's part); the rest is drawing.
 * fragment refresh: Streamlit marks its root element with the run state; each timer-driven
   fragment rerun shows as ``running`` then ``notRunning``. Its duration is what the browser
   sees from the server's "run started" to "run finished" messages: the queries, building
