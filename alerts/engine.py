@@ -75,12 +75,12 @@ def load_alert_rules(settings: Settings) -> AlertRules:
 
 
 class Alerter:
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.rule = rule_from(settings)
         self.rules = load_alert_rules(settings)
         self.spec = settings.alert_window_spec
-        self.states = {k: SeriesState.from_json(v) for k, v in store.load_state(STAGE).items()}
+        self.states: dict[str, SeriesState] = {}  # loaded on assignment
 
     def assigned(self, partitions: list[Partition], store: Store) -> None:
         # Another member may have moved these series on since this process loaded them.
@@ -120,7 +120,7 @@ class Alerter:
 def run_alerter(settings: Settings, stop: threading.Event) -> None:
     store = Store(settings.database_url)
     metrics.serve(settings, STAGE)
-    logic = Alerter(settings, store)
+    logic = Alerter(settings)
     log.info("alerter watching %s on %s windows", ", ".join(settings.alert_keys), logic.spec.name)
     run_transactional_stage(
         settings,
@@ -148,8 +148,7 @@ class NotifierLogic:
         self.store = store
         self.rules = rules
         self.notifiers = notifiers
-        groups = {k: Group.from_json(v) for k, v in store.load_state(NOTIFY_STAGE).items()}
-        self.dispatcher = Dispatcher(rules, groups)
+        self.dispatcher = Dispatcher(rules)  # its groups are loaded on assignment
         self.missing: set[str] = set()
 
     def assigned(self, partitions: list[Partition], store: Store) -> None:
