@@ -27,6 +27,7 @@ bench: venv
 	.venv/bin/python bench/bench_model.py
 	.venv/bin/python bench/bench_stream.py
 	.venv/bin/python bench/bench_alerts.py
+	.venv/bin/python bench/bench_backtest.py
 	bash scripts/ensure_chromium.sh
 	.venv/bin/python bench/bench_dashboard.py
 

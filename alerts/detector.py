@@ -10,6 +10,12 @@ when its share stands out against both:
 - the EWMA z-score (x − mean) / sqrt(variance + sampling variance), so naturally jumpy series
   need a bigger jump.
 
+With ``volume_z`` set, a window is also surprising when its count of negative stories
+surges: the Poisson upper tail of its (novelty-weighted) negatives against the series' own
+expected negatives per window (the EWMA volume times the EWMA share), as a z-score. That
+catches the crisis of a series whose news is negative most days anyway, such as bank news,
+where the share barely moves but the volume of bad news multiplies.
+
 A window fires only if it is surprising on both (the smaller z counts), has enough
 novelty-weighted volume (one story syndicated 50 times is one story, not 50), and clears an
 absolute floor. With ``pending_windows`` > 1 the condition must hold that many windows in a
@@ -43,6 +49,7 @@ class SpikeRule:
     floor: float = 0.4  # the negative share must also reach this
     pending_windows: int = 1  # consecutive surprising windows before it fires
     critical_z: float | None = None  # None: twice fire_z
+    volume_z: float | None = None  # None: off; else the negative-volume surge that also fires
 
 
 @dataclass(frozen=True)
@@ -158,6 +165,36 @@ def zscores(state: SeriesState, share: float, negatives: int, n: int) -> tuple[f
     return min(binomial, ewma), p, std
 
 
+def poisson_tail(k: int, lam: float) -> float:
+    """P(X >= k) for X ~ Poisson(lam), in log space so far tails keep their precision."""
+    if k <= 0:
+        return 1.0
+    if lam <= 0:
+        return 0.0
+
+    def log_pmf(i: int) -> float:
+        return i * math.log(lam) - lam - math.lgamma(i + 1)
+
+    if k <= lam:  # a large tail: one minus the few terms below k
+        logs = [log_pmf(i) for i in range(k)]
+        top = max(logs)
+        return max(0.0, 1.0 - math.exp(top) * sum(math.exp(v - top) for v in logs))
+    # Past the mean the terms fall at least geometrically: sum them until they vanish.
+    logs = [log_pmf(i) for i in range(k, k + 60 + int(10 * math.sqrt(lam)))]
+    top = logs[0]
+    return min(1.0, math.exp(top) * sum(math.exp(v - top) for v in logs))
+
+
+def volume_surprise(state: SeriesState, negatives: int) -> tuple[float, float]:
+    """(z, expected negatives): how surprising this many negative stories are for the series.
+
+    The expectation has a floor of one story, so a series that is usually silent does not
+    turn its first handful of stories into a surge."""
+    expected = max(state.volume * state.mean, 1.0)
+    tail = min(max(poisson_tail(negatives, expected), 1e-300), 1 - 1e-12)
+    return -_NORMAL.inv_cdf(tail), expected
+
+
 def alert_id(rule: SpikeRule, key: str, started: datetime) -> str:
     return hashlib.sha256(f"{rule.name}|{key}|{started.isoformat()}".encode()).hexdigest()[:24]
 
@@ -169,6 +206,10 @@ def evaluate(rule: SpikeRule, state: SeriesState, window: WindowStat, now: datet
         return Evaluation(state=state, notes=("duplicate or out-of-order window ignored",))
     share, negatives, n = window_evidence(window)
     z, mean, std = zscores(state, share, negatives, n)
+    if rule.volume_z is not None:
+        surge, _ = volume_surprise(state, negatives)
+        # On the fire threshold's scale, so severity and resolution read one z either way.
+        z = max(z, surge * rule.fire_z / rule.volume_z)
     meets = (
         state.windows >= rule.min_baseline
         and (window.weighted_count if window.weighted_neg_share is not None else window.count)

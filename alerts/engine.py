@@ -55,6 +55,7 @@ def rule_from(settings: Settings) -> SpikeRule:
         fire_z=settings.alert_fire_z,
         resolve_z=settings.alert_resolve_z,
         floor=settings.alert_floor,
+        volume_z=settings.alert_volume_z,
     )
 
 

@@ -63,6 +63,7 @@ class Thresholds(_Model):
     floor: float | None = Field(None, ge=0, le=1)
     pending_windows: int | None = Field(None, ge=1)
     critical_z: float | None = Field(None, gt=0)
+    volume_z: float | None = Field(None, gt=0)
 
     def apply(self, rule: SpikeRule) -> SpikeRule:
         thresholds = Thresholds.model_fields

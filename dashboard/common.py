@@ -40,6 +40,12 @@ def store_url() -> str:
     return get_settings().database_url
 
 
+def backtest_registry_url() -> str:
+    """Where backtest runs are registered: a database of its own, since a backtest never
+    writes the live store."""
+    return get_settings().backtest_registry_database_url
+
+
 def refresh_seconds() -> float:
     return get_settings().dashboard_refresh_seconds
 
@@ -127,6 +133,11 @@ def cached_silences(url: str) -> pd.DataFrame:
 @cached(4)
 def cached_backtests(url: str) -> pd.DataFrame:
     return queries.load_backtest_runs(url)
+
+
+def backtest_runs() -> pd.DataFrame:
+    """The registered backtest runs, newest first (cached per registry URL)."""
+    return cached_backtests(backtest_registry_url())
 
 
 @cached(4)

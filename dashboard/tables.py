@@ -94,3 +94,90 @@ def _params_text(params: Any) -> str:
     if isinstance(params, dict):
         return ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
     return json.dumps(params)
+
+
+# -- a backtest's report folder (finsent/backtest_report.py writes it; read here as text) ------
+
+SUMMARY_METRICS = (
+    ("Stories", "stories"),
+    ("Alerts fired", "alerts_fired"),
+    ("Hits", "hits"),
+    ("Misses", "misses"),
+    ("False alerts", "false_alerts"),
+    ("Seconds", "seconds"),
+)
+
+
+def backtest_summary(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The report's headline counts as (label, text); anything not a number reads "—", so no
+    text from the file reaches a metric."""
+    shown = []
+    for label, name in SUMMARY_METRICS:
+        value = summary.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            text = "—"
+        elif name == "seconds":
+            text = f"{value:,.1f}"
+        else:
+            text = f"{value:,.0f}"
+        shown.append((label, text))
+    return shown
+
+
+def backtest_events_table(events: pd.DataFrame) -> pd.DataFrame:
+    """events.csv: each known event, hit or missed, with its first alert and lead time."""
+    events = _text_columns(
+        events, ("name", "key", "start", "end", "result", "first_alert_at", "lead_hours", "alerts")
+    )
+    return pd.DataFrame(
+        {
+            "Event": events["name"],
+            "Series": events["key"],
+            "Result": events["result"],
+            "First alert (UTC)": _times(events["first_alert_at"]),
+            "Lead (h)": pd.to_numeric(events["lead_hours"], errors="coerce"),
+            "Alerts": _counts(events["alerts"]),
+            "Start (UTC)": _times(events["start"]),
+            "End (UTC)": _times(events["end"]),
+        }
+    )
+
+
+def backtest_alerts_table(alerts: pd.DataFrame) -> pd.DataFrame:
+    """alerts.csv: every alert the run fired, its evidence and the headlines it quoted."""
+    alerts = _text_columns(
+        alerts,
+        ("fired_at", "window_start", "key", "severity", "zscore", "neg_share", "count")
+        + ("resolved_at", "headlines", "alert_id"),
+    )
+    return pd.DataFrame(
+        {
+            "Fired (UTC)": _times(alerts["fired_at"]),
+            "Key": alerts["key"],
+            "Severity": alerts["severity"],
+            "Z-score": pd.to_numeric(alerts["zscore"], errors="coerce"),
+            "Neg share": pd.to_numeric(alerts["neg_share"], errors="coerce"),
+            "Stories": _counts(alerts["count"]),
+            "Window (UTC)": _times(alerts["window_start"]),
+            "Resolved (UTC)": _times(alerts["resolved_at"]),
+            "Headlines": alerts["headlines"],
+            "Alert": alerts["alert_id"],
+        }
+    )
+
+
+def _text_columns(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    # An older or hand-edited file may lack a column: it shows empty rather than failing.
+    return frame.reindex(columns=list(columns), fill_value="").fillna("").astype(str)
+
+
+def _counts(values: pd.Series) -> pd.Series:
+    # A count that is not a whole number shows as none, rather than failing the cast.
+    numbers = pd.to_numeric(values, errors="coerce")
+    return numbers.where(numbers == numbers.round()).astype("Int64")
+
+
+def _times(values: pd.Series) -> pd.Series:
+    # The files hold ISO 8601 in UTC; an empty or odd value shows as no time.
+    times = pd.to_datetime(values.where(values != ""), utc=True, errors="coerce", format="ISO8601")
+    return times.dt.tz_localize(None)

@@ -318,6 +318,83 @@ def demo(
     raise typer.Exit(code)
 
 
+def _when(text: str | None, option: str, end_of_day: bool = False) -> datetime | None:
+    """A UTC time from ISO text; a bare date means its start (or, for --to, its end)."""
+    from datetime import timedelta
+
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        _fail(f"{option} takes an ISO date or time (2023-03-01, 2023-03-01T12:00Z), not {text!r}")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    if end_of_day and len(text) == 10:  # --to 2023-03-31 includes March 31
+        value += timedelta(days=1)
+    return value.astimezone(UTC)
+
+
+@app.command()
+def backtest(
+    feed: Annotated[Path, typer.Option(help="The feed to replay: CSV, JSONL or an RSS archive.")],
+    from_: Annotated[
+        str | None, typer.Option("--from", help="Only stories published from this time (UTC).")
+    ] = None,
+    to: Annotated[
+        str | None,
+        typer.Option(help="Only stories published before this time; a date includes its day."),
+    ] = None,
+    speed: Annotated[str, typer.Option(help="'max', or how many times real time.")] = "max",
+    run_id: Annotated[
+        str | None, typer.Option(help="Name of the run (default: time+feed).")
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="Folder for the HTML and CSV report.")] = None,
+    events: Annotated[
+        Path | None, typer.Option(help="Known events (YAML: name, key, start, end) to score.")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Settings YAML for this run (as FINSENT_CONFIG), e.g. alert windows."),
+    ] = None,
+    keep_topics: Annotated[bool, typer.Option(help="Keep the run's Kafka topics.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Replay a historical feed through the live stages, isolated, and write a report."""
+    from finsent.backtest import BacktestError, BacktestRequest, run_backtest
+    from finsent.backtest_report import EventsError
+    from finsent.kafka_local import LaunchError
+
+    try:
+        factor = None if speed == "max" else float(speed)
+    except ValueError:
+        _fail(f"--speed takes 'max' or a number, not {speed!r}")
+    request = BacktestRequest(
+        feed=feed,
+        since=_when(from_, "--from"),
+        until=_when(to, "--to", end_of_day=True),
+        speed=factor,
+        run_id=run_id or "",
+        report_dir=report,
+        events=events,
+        keep_topics=keep_topics,
+    )
+    if config is not None:
+        if not config.is_file():
+            _fail(f"config file {config} does not exist")
+        os.environ["FINSENT_CONFIG"] = str(config)  # read once, by the settings below
+    settings = _settings()
+    try:
+        result = run_backtest(settings, request, install_stop_handlers(), progress=progress)
+    except (BacktestError, EventsError, LaunchError) as exc:
+        _fail(str(exc))
+    fired = sum(1 for a in result.alerts if a.state == "firing")
+    typer.echo(
+        f"backtest {result.run_id}: {result.stories} stories, {fired} alerts fired, "
+        f"{result.seconds:.1f} s\nreport: {result.report_path}"
+    )
+
+
 @app.command()
 def train(
     out: Annotated[Path, typer.Option(help="Folder for the new artifact.")] = Path(

@@ -64,6 +64,7 @@ class Children:
         self.env = env
         self.log_dir = log_dir
         self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.stopped: set[str] = set()  # stopped on purpose, not dead
 
     def start(self, name: str, cmd: list[str]) -> subprocess.Popen:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -83,11 +84,31 @@ class Children:
         return proc
 
     def dead(self) -> list[tuple[str, int]]:
-        return [(n, p.returncode) for n, p in self.procs if p.poll() is not None and n != "replay"]
+        return [
+            (n, p.returncode)
+            for n, p in self.procs
+            if p.poll() is not None and n != "replay" and n not in self.stopped
+        ]
 
     def log_tail(self, name: str, lines: int = 15) -> str:
         path = self.log_dir / f"{name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop_one(self, name: str, timeout_s: float = 20) -> int:
+        """Stop one child cleanly (SIGTERM, then SIGKILL after the timeout); its exit code."""
+        for child, proc in self.procs:
+            if child == name:
+                self.stopped.add(name)
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                try:
+                    return proc.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    log.warning("%s did not stop in time; killing it", name)
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    return proc.wait()
+        raise KeyError(name)
 
     def stop_all(self, timeout_s: float = 20) -> None:
         for name, proc in reversed(self.procs):

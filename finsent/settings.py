@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     model_artifact: Path | None = None  # None: the artifact shipped in the package
     model_backend: str = "auto"  # auto | onnx-int8 | torch-int8 | torch-fp32
     model_threads: int = 0  # 0: one per core
+    # Score each story alone, so its scores never depend on its micro-batch: live runs and
+    # backtest replays then agree exactly. Off: batched, about twice as fast (model/infer.py).
+    model_batch_invariant: bool = True
     batch_max_size: int = 64
     batch_max_wait_ms: int = 200
 
@@ -119,6 +122,9 @@ class Settings(BaseSettings):
     alert_fire_z: float = 3.0
     alert_resolve_z: float = 1.0
     alert_floor: float = 0.4
+    # Also fire when a series' count of negative stories surges this far (a z-score) above
+    # its own expectation, whatever its share; None: off (alerts/detector.py).
+    alert_volume_z: float | None = None
     alert_window: str = ""  # the window spec alerts watch; empty: the first of `windows`
     alert_pending_windows: int = 1  # consecutive surprising windows before an alert fires
     alert_rules_file: Path | None = None  # YAML thresholds, grouping, channels and routes
@@ -136,6 +142,10 @@ class Settings(BaseSettings):
     # Secrets (environment only)
     slack_webhook_url: SecretStr | None = None
     smtp_password: SecretStr | None = None
+
+    # Backtests: the registry of runs the dashboard lists. Runs never write the live store;
+    # empty: a SQLite file under cache_dir/backtests.
+    backtest_registry_url: str = ""
 
     log_level: str = "INFO"
 
@@ -191,6 +201,10 @@ class Settings(BaseSettings):
     @property
     def database_url(self) -> str:
         return self.store_url or f"sqlite:///{self.cache_dir / 'finsent.db'}"
+
+    @property
+    def backtest_registry_database_url(self) -> str:
+        return self.backtest_registry_url or f"sqlite:///{self.cache_dir / 'backtests' / 'runs.db'}"
 
     @property
     def ingest_database_url(self) -> str:

@@ -30,6 +30,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    func,
     inspect,
     select,
 )
@@ -533,6 +534,10 @@ class Store:
                 stmt = select(scored_items.c.id).where(scored_items.c.id.in_(chunk))
                 found.update(conn.execute(stmt).scalars())
         return found
+
+    def count(self, table: Table) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(table)).scalar() or 0)
 
     def query(self, table: Table, *where: Any, order_by: Iterable[Any] = ()) -> list[dict]:
         with self.engine.connect() as conn:

@@ -15,7 +15,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,6 +45,7 @@ class ReplayStats:
     sent: int = 0
     duplicates: int = 0
     dead: int = 0
+    outside: int = 0  # published outside the requested [since, until) period
     load_seconds: float = 0.0  # read, normalize, dedup
     send_seconds: float = 0.0  # produce and wait for every acknowledgement
 
@@ -180,8 +181,14 @@ def replay(
     speed: float | None = None,
     source: str | None = None,
     progress: bool = True,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> ReplayStats:
     """Send a file's new stories in publish-time order; ``speed`` None means as fast as possible.
+
+    ``since``/``until`` keep the stories published in [since, until); ``on_progress(sent,
+    total)`` reports progress to a caller that draws its own bar.
 
     Exact duplicates (by canonical URL or title, remembered across runs) are dropped and
     counted; near-duplicates are sent with their story chain and a lower novelty.
@@ -197,6 +204,7 @@ def replay(
         started = time.perf_counter()
         max_future = timedelta(minutes=settings.max_future_minutes)
         items = load(path, source or path.stem, dead, stats, now, max_future)
+        items, stats.outside = within_period(items, since, until)
         items, stats.duplicates = admit(tracker, items, now)
         stats.load_seconds = round(time.perf_counter() - started, 3)
         futures = []
@@ -216,10 +224,14 @@ def replay(
                 stats.sent += 1
                 if n % 256 == 0 or speed:
                     bar.update(task, completed=n)
+                    if on_progress is not None:
+                        on_progress(n, len(items))
                 if len(futures) >= 5000:
                     _settle(producer, futures)
             _settle(producer, futures)
             bar.update(task, completed=stats.sent)
+            if on_progress is not None:
+                on_progress(stats.sent, len(items))
         stats.send_seconds = round(time.monotonic() - wall0, 3)
         if not stop.is_set():
             tracker.commit()  # remembered only once every story is acknowledged
@@ -228,6 +240,19 @@ def replay(
         tracker.store.close()
     log.info("replay %s: %s", path.name, stats)
     return stats
+
+
+def within_period(
+    items: list[NewsItem], since: datetime | None, until: datetime | None
+) -> tuple[list[NewsItem], int]:
+    """The stories published in [since, until) (either end open when None), in their order,
+    and how many fell outside."""
+    kept = [
+        i
+        for i in items
+        if (since is None or i.published_at >= since) and (until is None or i.published_at < until)
+    ]
+    return kept, len(items) - len(kept)
 
 
 def _settle(producer: Any, futures: list[Any]) -> None:

@@ -94,7 +94,9 @@ def generate(
         title = template.format(c=company.name, b=company.name)
         rows.append(_row(title, company, t, rng))
     victim = COMPANIES[0]
-    ep_start = start + timedelta(hours=hours * episode_start_frac)
+    # On the quarter hour, so the episode fills whole 15-minute alert windows whatever the
+    # time the feed ends: straddling two windows, it could fall short in both and not alert.
+    ep_start = _quarter_hour(start + timedelta(hours=hours * episode_start_frac))
     ep_end = ep_start + timedelta(minutes=episode_minutes)
     t = ep_start
     while True:
@@ -111,6 +113,10 @@ def generate(
         if run > 1:
             row["title"] = f"UPDATE {run}-{row['title']}"
     return rows
+
+
+def _quarter_hour(at: datetime) -> datetime:
+    return at.replace(minute=at.minute - at.minute % 15, second=0, microsecond=0)
 
 
 def _row(title: str, company: Company, at: datetime, rng: random.Random) -> dict:

@@ -144,6 +144,12 @@ def evaluate(
         run(
             f"{artifact.meta['name']} {optimized.backend}", lambda: corpus_report(optimized, corpus)
         )
+        # What the scoring stage runs by default: each text alone (see model/infer.py).
+        invariant = make_predictor(artifact, backend, threads, cache_dir, batch_invariant=True)
+        run(
+            f"{artifact.meta['name']} {invariant.backend} batch-invariant",
+            lambda: corpus_report(invariant, corpus),
+        )
     return {
         "model_version": artifact.version,
         "split": f"PhraseBank: stratified 80/20, seed {SPLIT_SEED}; Twitter: sent_valid.csv; "

@@ -8,6 +8,13 @@ Three interchangeable backends run the same artifact:
 `bench/bench_model.py` measures them; on 2 cores onnx-int8 is the fastest, so `auto` picks it
 and falls back to torch-fp32 where ONNX Runtime is missing. Every backend pads each batch only
 to its own longest text and batches texts of similar length together.
+
+Batch invariance: int8 dynamic quantization picks one activation scale per tensor, so a text's
+probabilities move (by up to 0.1 on the shipped model) with the texts that share its batch and
+with the batch's padded width. The scoring stage's micro-batches depend on poll timing, so a
+live run and a replay of the same stories would score them differently. With
+``batch_invariant`` each text runs alone, unpadded, on a pool of single-threaded runs: a
+story's scores are a function of its own text only, at about half the batched throughput.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import logging
 import string
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,10 +87,20 @@ class Predictor:
 
     backend = "base"
 
-    def __init__(self, tokenizer, max_length: int, batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        tokenizer,
+        max_length: int,
+        batch_size: int = 64,
+        batch_invariant: bool = False,
+        workers: int = 1,
+    ) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.batch_size = batch_size
+        self.batch_invariant = batch_invariant
+        # Runs release the GIL, so single-text runs on a few threads use every core.
+        self._pool = ThreadPoolExecutor(workers) if batch_invariant and workers > 1 else None
 
     def _run(self, ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, ...]:
         raise NotImplementedError
@@ -95,15 +113,22 @@ class Predictor:
         sentiment = np.zeros((n, 3), dtype=np.float32)
         topics: np.ndarray | None = None
         top: list[tuple[str, ...]] = [()] * n
-        pad = self.tokenizer.pad_token_id
-        for batch in length_buckets([len(e) for e in encoded], self.batch_size, seed=None):
+        if self.batch_invariant:
+            batches: list[list[int]] = [[i] for i in range(n)]
+        else:
+            batches = list(length_buckets([len(e) for e in encoded], self.batch_size, seed=None))
+
+        def run(batch: list[int]) -> tuple[np.ndarray, ...]:
             width = max(len(encoded[i]) for i in batch)
-            ids = np.full((len(batch), width), pad, dtype=np.int64)
+            ids = np.full((len(batch), width), self.tokenizer.pad_token_id, dtype=np.int64)
             mask = np.zeros((len(batch), width), dtype=np.int64)
             for row, i in enumerate(batch):
                 ids[row, : len(encoded[i])] = encoded[i]
                 mask[row, : len(encoded[i])] = 1
-            sent_p, topic_p, alpha = self._run(ids, mask)
+            return self._run(ids, mask)
+
+        results = self._pool.map(run, batches) if self._pool else map(run, batches)
+        for batch, (sent_p, topic_p, alpha) in zip(batches, results, strict=True):
             if topics is None:
                 topics = np.zeros((n, topic_p.shape[1]), dtype=np.float32)
             sentiment[batch] = sent_p
@@ -143,8 +168,10 @@ class TorchPredictor(Predictor):
         max_length: int,
         quantize: bool = False,
         batch_size: int = 64,
+        batch_invariant: bool = False,
     ) -> None:
-        super().__init__(tokenizer, max_length, batch_size)
+        # One worker: torch's thread count is process-wide, so it parallelizes each run itself.
+        super().__init__(tokenizer, max_length, batch_size, batch_invariant)
         network = network.eval()
         if quantize:
             from torch.ao.quantization import quantize_dynamic
@@ -167,13 +194,21 @@ class OnnxPredictor(Predictor):
     backend = "onnx-int8"
 
     def __init__(
-        self, onnx_path: Path, tokenizer, max_length: int, threads: int, batch_size: int = 64
+        self,
+        onnx_path: Path,
+        tokenizer,
+        max_length: int,
+        threads: int,
+        batch_size: int = 64,
+        batch_invariant: bool = False,
     ) -> None:
         import onnxruntime as ort
 
-        super().__init__(tokenizer, max_length, batch_size)
+        # Batch-invariant: `threads` single-threaded runs at once rather than one wide run.
+        workers = threads if batch_invariant else 1
+        super().__init__(tokenizer, max_length, batch_size, batch_invariant, workers)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = 1 if batch_invariant else threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(
@@ -245,6 +280,7 @@ def make_predictor(
     threads: int = 0,
     cache_dir: Path | None = None,
     batch_size: int = 64,
+    batch_invariant: bool = False,
 ) -> Predictor:
     """A predictor for `artifact` on `backend`; the ONNX model is built once and cached."""
     if backend not in BACKENDS:
@@ -267,13 +303,16 @@ def make_predictor(
             if not onnx_path.exists():
                 log.info("building the int8 ONNX model for %s in %s", artifact.version, folder)
                 export_onnx(artifact.network, folder)
-            return OnnxPredictor(onnx_path, tokenizer, artifact.max_length, threads, batch_size)
+            return OnnxPredictor(
+                onnx_path, tokenizer, artifact.max_length, threads, batch_size, batch_invariant
+            )
     return TorchPredictor(
         artifact.network,
         tokenizer,
         artifact.max_length,
         quantize=backend == "torch-int8",
         batch_size=batch_size,
+        batch_invariant=batch_invariant,
     )
 
 
@@ -287,9 +326,12 @@ class AttentionScorer:
         threads: int = 0,
         cache_dir: Path | None = None,
         batch_size: int = 64,
+        batch_invariant: bool = True,
     ) -> None:
         self.artifact = load_artifact(artifact_path)
-        self.predictor = make_predictor(self.artifact, backend, threads, cache_dir, batch_size)
+        self.predictor = make_predictor(
+            self.artifact, backend, threads, cache_dir, batch_size, batch_invariant
+        )
         self.version = f"{self.artifact.version}/{self.predictor.backend}"
 
     def score(self, items: Sequence[NewsItem]) -> list[ScoredItem]:

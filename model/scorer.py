@@ -86,5 +86,6 @@ def load_scorer(name: str, settings: Settings | None = None) -> Scorer:
             threads=settings.model_threads,
             cache_dir=settings.cache_dir,
             batch_size=settings.batch_max_size,
+            batch_invariant=settings.model_batch_invariant,
         )
     raise ValueError(f"unknown scorer {name!r}; choose one of {', '.join(SCORERS)}")

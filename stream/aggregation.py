@@ -120,6 +120,17 @@ class Aggregator:
             self.last_updates = now
         if not batch and not emitted:
             return [], None
+        return [(w.key, w) for w in emitted], self._commit(emitted, late_rows)
+
+    def close_all(self, now: datetime) -> tuple[list[tuple[str, WindowStat]], Commit | None]:
+        """End of input (a backtest's drained feed): close every open window it owns."""
+        emitted = [w for engine in self.engines.values() for w in engine.close_all(now)]
+        if not emitted:
+            return [], None
+        self._count(emitted, [], 0)
+        return [(w.key, w) for w in emitted], self._commit(emitted, [])
+
+    def _commit(self, emitted: list[WindowStat], late_rows: list[dict[str, Any]]) -> Commit:
         put: dict[str, Any] = {}
         delete: set[str] = set()
         for part, engine in self.engines.items():
@@ -127,10 +138,9 @@ class Aggregator:
             prefix = _prefix(part)
             put.update({prefix + k: v for k, v in engine_put.items()})
             delete.update(prefix + k for k in engine_delete)
-        commit = Commit(
+        return Commit(
             stage=STAGE, windows=emitted, late=late_rows, state_put=put, state_delete=delete
         )
-        return [(w.key, w) for w in emitted], commit
 
     @staticmethod
     def _count(emitted: list[WindowStat], late_rows: list[dict], duplicates: int) -> None:

@@ -324,6 +324,16 @@ class WindowEngine:
         self.event_clock = clock
         return self._close(now)
 
+    def close_all(self, now: datetime) -> list[WindowStat]:
+        """End of input (a backtest's drained feed): move event time past every open window
+        and close them all, exactly as a later story would have."""
+        if not self._to_close:
+            return []
+        clock = max(end for end, _, _ in self._to_close) + self.grace
+        if self.event_clock is None or clock > self.event_clock:
+            self.event_clock = clock
+        return self._close(now)
+
     def updates(self, now: datetime) -> list[WindowStat]:
         """The running figures of open windows changed since the last call (version 0, not final),
         for live views. Alerting reads final windows only."""

@@ -1,10 +1,18 @@
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from alerts.detector import SeriesState, SpikeRule, binomial_tail, evaluate, surprise_z
+from alerts.detector import (
+    SeriesState,
+    SpikeRule,
+    binomial_tail,
+    evaluate,
+    poisson_tail,
+    surprise_z,
+)
 from finsent.records import WindowStat
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -177,3 +185,28 @@ def test_same_input_gives_same_alerts_regardless_of_wall_clock() -> None:
         if result.event:
             second.append((i, result.event))
     assert first == second
+
+
+def test_a_surge_of_negative_volume_fires_only_with_the_volume_rule() -> None:
+    # Bank news is negative half the time on a quiet day: three stories a window. A crisis
+    # brings twelve, eleven negative: the share moves little, the negative volume multiplies.
+    history = [(0.5 if i % 2 else 0.67, 3) for i in range(20)]
+    crisis = [*history, (11 / 12, 12)]
+    _, share_only = run(crisis)
+    assert share_only == []
+    with_volume = SpikeRule(**{**RULE.__dict__, "volume_z": 3.5})
+    _, events = run(crisis, with_volume)
+    assert [(i, e.state) for i, e in events] == [(20, "firing")]
+    assert events[0][1].zscore >= RULE.fire_z
+    # An ordinary busy day, as negative as usual, stays quiet.
+    _, busy = run([*history, (0.5, 6)], with_volume)
+    assert busy == []
+
+
+def test_poisson_tail_matches_exact_values() -> None:
+    assert poisson_tail(0, 2.0) == 1.0
+    assert poisson_tail(1, 2.0) == pytest.approx(1 - math.exp(-2.0))
+    assert poisson_tail(3, 1.5) == pytest.approx(
+        1 - math.exp(-1.5) * (1 + 1.5 + 1.5**2 / 2), rel=1e-12
+    )
+    assert poisson_tail(400, 5.0) < 1e-100  # far tails do not overflow

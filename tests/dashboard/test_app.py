@@ -4,7 +4,9 @@ run headless by Streamlit's AppTest (the pure pieces are in test_figures.py and 
 
 from __future__ import annotations
 
+import csv
 import io
+import json
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from streamlit.testing.v1.element_tree import Block, Node
 import dashboard.common
 from dashboard import queries
 from dashboard.lag import EndOffsetsProbe
+from finsent.backtest_report import ALERT_COLUMNS, EVENT_COLUMNS
 from finsent.records import Alert, Headline, NewsItem, ScoredItem, WindowStat
 from finsent.settings import get_settings
 from finsent.store import Commit, Store, alerts, silences
@@ -124,6 +127,98 @@ def store_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     yield url
     get_settings.cache_clear()
     st.cache_data.clear()
+
+
+@pytest.fixture
+def registry_url(store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh backtest registry, made the dashboard's through FINSENT_BACKTEST_REGISTRY_URL:
+    a database apart from the live store, as the backtests use."""
+    url = f"sqlite:///{tmp_path / 'registry' / 'runs.db'}"
+    monkeypatch.setenv("FINSENT_BACKTEST_REGISTRY_URL", url)
+    get_settings.cache_clear()
+    return url
+
+
+def backtest_run(run_id: str, report_path: Path | None, **values: Any) -> dict[str, Any]:
+    return {
+        "id": run_id,
+        "started_at": T0,
+        "finished_at": T0 + timedelta(minutes=3),
+        "feed": "sample.jsonl",
+        "params": {"speed": "max", "windows": "15m"},
+        "report_path": str(report_path) if report_path else None,
+        "alert_count": 2,
+        "status": "finished",
+        **values,
+    }
+
+
+def write_report_folder(folder: Path, headline: str) -> Path:
+    """The files ``finsent backtest`` leaves in a report folder, with feed text in them; the
+    path of its report.html."""
+    folder.mkdir(parents=True)
+    summary = {"stories": 1234, "alerts_fired": 2, "hits": 1, "misses": 1, "false_alerts": 1}
+    (folder / "summary.json").write_text(json.dumps({**summary, "seconds": 12.5}), "utf-8")
+
+    def write(name: str, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+        with (folder / name).open("w", encoding="utf-8", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(columns), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    write(
+        "events.csv",
+        EVENT_COLUMNS,
+        [
+            {
+                "name": "SVB collapse",
+                "key": "topic:Financials, ticker:SIVB",
+                "start": "2025-03-03T12:00:00+00:00",
+                "end": "2025-03-04T00:00:00+00:00",
+                "result": "hit",
+                "first_alert_at": "2025-03-03T09:30:00+00:00",
+                "lead_hours": 2.5,
+                "alerts": 1,
+            },
+            {
+                "name": "Quiet day",
+                "key": "overall",
+                "start": "2025-03-05T00:00:00+00:00",
+                "end": "2025-03-06T00:00:00+00:00",
+                "result": "miss",
+                "first_alert_at": "",
+                "lead_hours": "",
+                "alerts": 0,
+            },
+        ],
+    )
+    fired = {"severity": "critical", "zscore": 6.0, "neg_share": 0.8, "count": 12}
+    write(
+        "alerts.csv",
+        ALERT_COLUMNS,
+        [
+            {
+                **fired,
+                "fired_at": "2025-03-03T09:30:00+00:00",
+                "window_start": "2025-03-03T09:15:00+00:00",
+                "key": "ticker:SIVB",
+                "headlines": f"{headline} | NA",
+                "alert_id": "a1",
+            },
+            {
+                **fired,
+                "fired_at": "2025-03-03T10:00:00+00:00",
+                "window_start": "2025-03-03T09:45:00+00:00",
+                "key": "topic:Energy",
+                "resolved_at": "2025-03-03T11:00:00+00:00",
+                "headlines": "Oil slips",
+                "alert_id": "a2",
+            },
+        ],
+    )
+    html_path = folder / "report.html"
+    html_path.write_text(f"<html><body><p>{headline}</p></body></html>", encoding="utf-8")
+    return html_path
 
 
 def populate(url: str) -> None:
@@ -366,7 +461,7 @@ def test_window_headlines_follow_the_series_family(store_url: str) -> None:
         queries.window_headlines(store_url, "sector:Banks", start, end)
 
 
-def test_silences_backtests_and_offsets(store_url: str) -> None:
+def test_silences_backtests_and_offsets(store_url: str, registry_url: str) -> None:
     store = Store(store_url)
     now = datetime(2025, 3, 3, 12, tzinfo=UTC)
     for i, (starts, ends) in enumerate([(-1, 1), (-3, -2), (1, 2)]):
@@ -383,22 +478,23 @@ def test_silences_backtests_and_offsets(store_url: str) -> None:
         )
     assert queries.active_silences(store_url, now)["id"].tolist() == ["s0"]
 
+    registry = Store(registry_url)  # backtests register their runs apart from the live store
     for i in range(3):
-        store.save_backtest_run(
-            {
-                "id": f"run-{i}",
-                "started_at": T0 + timedelta(hours=i),
-                "finished_at": None,
-                "feed": "sample.jsonl",
-                "params": {"speed": "max"},
-                "report_path": None,
-                "alert_count": None,
-                "status": "running",
-            }
+        registry.save_backtest_run(
+            backtest_run(
+                f"run-{i}",
+                None,
+                started_at=T0 + timedelta(hours=i),
+                finished_at=None,
+                params={"speed": "max"},
+                alert_count=None,
+                status="running",
+            )
         )
-    runs = queries.load_backtest_runs(store_url, limit=2)
+    runs = queries.load_backtest_runs(registry_url, limit=2)
     assert runs["id"].tolist() == ["run-2", "run-1"]  # newest first
     assert runs["params"].iloc[0] == {"speed": "max"}
+    assert queries.load_backtest_runs(store_url).empty
 
     store.commit(Commit(stage="router", offsets={("news.scored", 0): 41, ("news.scored", 1): 7}))
     assert queries.stored_offsets(store_url) == {
@@ -791,24 +887,14 @@ def test_tickers_pick_trend_and_headlines(store_url: str) -> None:
     assert dataframe(at, "ticker_headlines")["Title"].tolist() == ["Acme beats estimates"]
 
 
-def test_backtests_empty_then_listed_with_their_reports(store_url: str, tmp_path: Path) -> None:
+def test_backtests_empty_then_listed_with_their_reports(registry_url: str, tmp_path: Path) -> None:
     at = open_page("backtests")
     assert [info.value for info in at.info] == ["No backtest runs yet"]
 
+    # An older run, whose report is one text file: shown as code.
     report = tmp_path / "report.md"
     report.write_text("# Backtest\n\n3 alerts, <b>bold</b> stays text\n", encoding="utf-8")
-    Store(store_url).save_backtest_run(
-        {
-            "id": "run-1",
-            "started_at": T0,
-            "finished_at": T0 + timedelta(minutes=3),
-            "feed": "sample.jsonl",
-            "params": {"speed": "max", "windows": "15m"},
-            "report_path": str(report),
-            "alert_count": 3,
-            "status": "finished",
-        }
-    )
+    Store(registry_url).save_backtest_run(backtest_run("run-1", report, alert_count=3))
     st.cache_data.clear()
     at.run()
 
@@ -822,12 +908,80 @@ def test_backtests_empty_then_listed_with_their_reports(store_url: str, tmp_path
     assert "<b>bold</b> stays text" in at.code[1].value  # shown as code, never rendered
 
 
+XSS_IMG = "<img src=x onerror=alert(1)>"
+
+
+def test_backtests_show_a_report_folder_from_the_registry_only(
+    store_url: str, registry_url: str, tmp_path: Path
+) -> None:
+    html_path = write_report_folder(tmp_path / "runs" / "run-2" / "report", XSS_IMG)
+    registry = Store(registry_url)
+    registry.save_backtest_run(backtest_run("run-1", None, status="running", finished_at=None))
+    registry.save_backtest_run(backtest_run("run-2", html_path, started_at=T0 + WINDOW))
+    Store(store_url).save_backtest_run(backtest_run("live-run", None))  # never listed
+
+    at = open_page("backtests")
+
+    assert dataframe(at, "backtests")["Run"].tolist() == ["run-2", "run-1"]  # newest first
+    assert at.selectbox(key="backtest_pick").options[0].startswith("run-2")
+    assert metrics(at) == {
+        "Stories": "1,234",
+        "Alerts fired": "2",
+        "Hits": "1",
+        "Misses": "1",
+        "False alerts": "1",
+        "Seconds": "12.5",
+    }
+    events = dataframe(at, "backtest_events")
+    assert events[["Event", "Result", "Alerts"]].values.tolist() == [
+        ["SVB collapse", "hit", 1],
+        ["Quiet day", "miss", 0],
+    ]
+    assert events["Lead (h)"].iloc[0] == 2.5
+    assert pd.isna(events["Lead (h)"].iloc[1])
+    assert events["First alert (UTC)"].iloc[0] == pd.Timestamp("2025-03-03 09:30")
+    fired = dataframe(at, "backtest_alerts")
+    assert fired[["Key", "Severity", "Stories"]].values.tolist() == [
+        ["ticker:SIVB", "critical", 12],
+        ["topic:Energy", "critical", 12],
+    ]
+    assert fired["Headlines"].tolist() == [f"{XSS_IMG} | NA", "Oil slips"]  # text, as it was
+    [download] = at.get("download_button")
+    assert download.proto.label == "Download the HTML report"
+    # The HTML is offered, never drawn: no element but the dataframes holds the headline.
+    for element in (e for root in (at.main, at.sidebar) for e in leaves(root)):
+        assert element.type != "html"
+        if element.type != "dataframe":
+            assert "onerror" not in str(element.proto), element.type
+
+    # A run whose folder went away, or lost a file, still shows what there is.
+    (html_path.parent / "events.csv").unlink()
+    (html_path.parent / "summary.json").write_text("[not json", encoding="utf-8")
+    st.cache_data.clear()
+    at.run()
+    assert not at.exception
+    captions = [c.value for c in at.caption]
+    assert "events.csv is missing from the report folder." in captions
+    assert "summary.json is not readable." in captions
+    assert not has_block(at, "backtest_events")
+    assert has_block(at, "backtest_alerts")
+
+    at.selectbox(key="backtest_pick").set_value("run-1").run()
+    assert not at.exception
+    assert "No report yet." in [c.value for c in at.caption]
+    assert not at.get("download_button")
+
+
 ALLOWED_TAGS = {"div", "mark", "small", "a"}
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_feed_text_is_never_rendered_as_html(store_url: str, page: str) -> None:
+def test_feed_text_is_never_rendered_as_html(
+    store_url: str, registry_url: str, tmp_path: Path, page: str
+) -> None:
     populate(store_url)
+    report = write_report_folder(tmp_path / "report", XSS)
+    Store(registry_url).save_backtest_run(backtest_run("run-1", report))
     at = open_page(page)
 
     # Outside the dataframes, no element carries the script; the only HTML is our own,

@@ -15,7 +15,14 @@ from hypothesis import strategies as st
 from dashboard.common import duration_label, pick_size, window_sizes
 from dashboard.lag import EndOffsetsProbe, Lag, compute_lag, consumer_lag, probe_for
 from dashboard.safe import csv_bytes, escape_text, headline_html, highlight, safe_url
-from dashboard.tables import HEADLINE_TABLE_COLUMNS, backtests_table, headlines_table
+from dashboard.tables import (
+    HEADLINE_TABLE_COLUMNS,
+    backtest_alerts_table,
+    backtest_events_table,
+    backtest_summary,
+    backtests_table,
+    headlines_table,
+)
 from finsent.settings import Settings
 
 XSS = "<script>alert(1)</script>"
@@ -150,6 +157,46 @@ def test_backtests_table() -> None:
         ["r1", "running", "speed=max", ""]
     ]
     assert pd.isna(table["Alerts"].iloc[0])
+
+
+def test_a_backtest_report_reads_as_data() -> None:
+    summary = {"stories": 12345, "alerts_fired": 3, "hits": True, "misses": "<b>2</b>"}
+
+    assert backtest_summary({**summary, "seconds": 61.25}) == [
+        ("Stories", "12,345"),
+        ("Alerts fired", "3"),
+        ("Hits", "—"),  # only numbers reach a metric
+        ("Misses", "—"),
+        ("False alerts", "—"),
+        ("Seconds", "61.2"),
+    ]
+
+    # As the page reads the files: every cell text, an older file short of columns.
+    events = pd.DataFrame(
+        {"name": ["SVB", XSS], "result": ["hit", "miss"], "lead_hours": ["2.5", ""]}
+    )
+    table = backtest_events_table(events)
+    assert table["Event"].tolist() == ["SVB", XSS]
+    assert table["Lead (h)"].tolist()[0] == 2.5
+    assert pd.isna(table["Lead (h)"].iloc[1])
+    assert table["First alert (UTC)"].isna().all()
+    assert table["Alerts"].isna().all()
+
+    alerts = pd.DataFrame(
+        {
+            "fired_at": ["2025-03-03T09:30:00+00:00", "soon"],
+            "key": ["ticker:SIVB", "overall"],
+            "count": ["12", "1.5"],
+            "headlines": [XSS, "NA"],
+        }
+    )
+    table = backtest_alerts_table(alerts)
+    assert table["Fired (UTC)"].iloc[0] == pd.Timestamp("2025-03-03 09:30")
+    assert pd.isna(table["Fired (UTC)"].iloc[1])
+    assert table["Headlines"].tolist() == [XSS, "NA"]
+    assert table["Stories"].tolist()[0] == 12
+    assert pd.isna(table["Stories"].iloc[1])
+    assert table["Resolved (UTC)"].isna().all()
 
 
 # -- window size and labels -------------------------------------------------------------------

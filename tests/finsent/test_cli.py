@@ -46,3 +46,24 @@ def test_sample_feed_writes_jsonl(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     lines = out.read_text().splitlines()
     assert f"wrote {len(lines)} stories" in result.output and len(lines) > 50
+
+
+def test_backtest_periods_read_dates_and_times_in_utc() -> None:
+    from datetime import UTC, datetime
+
+    from finsent.cli import _when
+
+    assert _when(None, "--from") is None
+    assert _when("2023-03-01", "--from") == datetime(2023, 3, 1, tzinfo=UTC)
+    assert _when("2023-03-31", "--to", end_of_day=True) == datetime(2023, 4, 1, tzinfo=UTC)
+    assert _when("2023-03-31T12:00", "--to", end_of_day=True) == datetime(
+        2023, 3, 31, 12, tzinfo=UTC
+    )
+    assert _when("2023-03-01T09:00+02:00", "--from") == datetime(2023, 3, 1, 7, tzinfo=UTC)
+
+
+def test_backtest_refuses_a_bad_period_and_a_missing_feed(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["backtest", "--feed", str(tmp_path), "--from", "March"])
+    assert result.exit_code == 1 and "--from takes an ISO date" in result.output
+    result = runner.invoke(app, ["backtest", "--feed", str(tmp_path / "nope.jsonl")])
+    assert result.exit_code == 1 and "does not exist" in result.output

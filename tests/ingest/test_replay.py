@@ -1,14 +1,15 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.replay import ReplayStats, archive_source, load, read_rows, row_story
+from finsent.records import NewsItem
+from ingest.replay import ReplayStats, archive_source, load, read_rows, row_story, within_period
 from ingest.sample_feed import COMPANIES, EPISODE, generate
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -131,3 +132,29 @@ def test_sample_feed_is_deterministic_and_has_its_episode() -> None:
     ]
     assert sum(t in episode_titles for t in originals) >= 40
     assert all(r["published_at"] < end.isoformat() for r in rows)
+
+
+@given(
+    st.lists(st.integers(0, 100), max_size=30),
+    st.none() | st.integers(0, 100),
+    st.none() | st.integers(0, 100),
+)
+def test_a_period_keeps_what_was_published_in_it_in_order(
+    hours: list[int], since: int | None, until: int | None
+) -> None:
+    def at(h: int) -> datetime:
+        return datetime(2023, 1, 1, tzinfo=UTC) + timedelta(hours=h)
+
+    items = [
+        NewsItem(id=f"s{n}", source="wire", title=f"story {n}", published_at=at(h), fetched_at=NOW)
+        for n, h in enumerate(hours)
+    ]
+    kept, outside = within_period(
+        items, None if since is None else at(since), None if until is None else at(until)
+    )
+    assert kept == [
+        i
+        for i, h in zip(items, hours, strict=True)
+        if (since is None or h >= since) and (until is None or h < until)
+    ]
+    assert outside == len(items) - len(kept)

@@ -84,3 +84,23 @@ def test_int8_backends_agree_with_fp32(network, tokenizer, tmp_path) -> None:
         np.testing.assert_allclose(other.sentiment_probs, fp32.sentiment_probs, atol=0.02)
         np.testing.assert_allclose(other.topic_probs, fp32.topic_probs, atol=0.02)
     assert onnx.sentiment_probs.shape == (len(TEXTS), 3)
+
+
+def test_batch_invariant_scores_do_not_depend_on_batch_mates(network, tokenizer, tmp_path) -> None:
+    """A story's int8 scores are a function of its own text: the same alone, in any batch,
+    in any order, on any number of workers (what makes a replay match a live run)."""
+    onnx_path = export_onnx(network, tmp_path)
+    pooled = OnnxPredictor(onnx_path, tokenizer, 64, threads=2, batch_invariant=True)
+    serial = OnnxPredictor(onnx_path, tokenizer, 64, threads=1, batch_invariant=True)
+    together = pooled.predict(TEXTS)
+    for i, text in enumerate(TEXTS):
+        alone = serial.predict([text])
+        assert np.array_equal(together.sentiment_probs[i], alone.sentiment_probs[0])
+        assert np.array_equal(together.topic_probs[i], alone.topic_probs[0])
+        assert together.top_tokens[i] == alone.top_tokens[0]
+    reordered = pooled.predict(TEXTS[::-1] + TEXTS[:2])
+    assert np.array_equal(reordered.sentiment_probs[: len(TEXTS)], together.sentiment_probs[::-1])
+    torch_invariant = TorchPredictor(network, tokenizer, 64, batch_invariant=True)
+    np.testing.assert_allclose(
+        torch_invariant.predict(TEXTS).sentiment_probs, together.sentiment_probs, atol=0.02
+    )

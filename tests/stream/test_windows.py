@@ -188,6 +188,27 @@ def test_quiet_period_closes_windows_on_wall_clock() -> None:
     assert {c.key for c in closed} == {"overall", "topic:Markets", "source:wire"}
 
 
+def test_close_all_at_end_of_input_closes_what_a_later_story_would() -> None:
+    stories = [item(i, T0 + i * 7 * MIN, "negative" if i % 2 else "positive") for i in range(9)]
+    specs = ("15m", "1h")
+    flushed = engine(specs=specs)
+    emitted = feed(flushed, stories)
+    emitted += flushed.close_all(NOW)
+    assert flushed.slots == {}  # with no allowed lateness nothing stays open or retiring
+    assert flushed.close_all(NOW) == []  # idempotent
+
+    reference = engine(specs=specs)
+    sentinel = item(99, T0 + timedelta(days=2), source="sentinel", topic="Macro")
+    expected = feed(reference, [*stories, sentinel])
+    assert sorted(w.window_start for w in emitted if w.key == "overall") == sorted(
+        w.window_start for w in expected if w.key == "overall"
+    )
+    assert [w for w in emitted if w.key != "overall"] == [
+        w for w in expected if w.key not in ("overall", "source:sentinel", "topic:Macro")
+    ]
+    assert all(w.final and w.version == 1 for w in emitted)
+
+
 def test_several_sizes_and_hops_share_one_pass() -> None:
     w = engine(grace_min=0, specs=("15m", "1h", "1h/15m"))
     stories = [item(i, T0 + i * 10 * MIN) for i in range(13)]  # T0 .. T0+2h
