@@ -313,7 +313,7 @@ def run_backtest(
             offsets = Offsets(bt, store)
             try:
                 drain = _Drain(offsets, children, stop, bars, request.stall_timeout_s)
-                drain.until_caught_up("scorer", "news.raw", "score")
+                drain.until_caught_up("scorer", "news.raw", "score", at_least=stats.sent)
                 drain.until_caught_up("router", "news.scored", "route → store")
                 drain.until_caught_up("aggregator", "news.keyed", "aggregate windows")
                 phases["aggregated"] = round(time.perf_counter() - t0, 2)
@@ -415,7 +415,9 @@ class _Drain:
         self.bars = bars
         self.stall_timeout_s = stall_timeout_s
 
-    def until_caught_up(self, stage: str, source: str, label: str) -> None:
+    def until_caught_up(self, stage: str, source: str, label: str, at_least: int = 0) -> None:
+        """``at_least``: what the source must hold before an empty-looking one counts as done
+        (stale topic metadata reads as no partitions)."""
         last, last_change = -1, time.monotonic()
         while True:
             for name, code in self.children.dead():
@@ -426,7 +428,7 @@ class _Drain:
             end = self.offsets.end(source)
             done = self.offsets.consumed(stage)
             self.bars.update(label, min(done, end), end)
-            if done >= end:
+            if done >= end >= at_least:
                 return
             now = time.monotonic()
             if done != last:
