@@ -287,7 +287,9 @@ def test_probe_answers_and_caches_for_max_age() -> None:
 
     now[0] = 6.0
     kafka.ends = {("t", 0): 12}
+    kafka.release.clear()  # hold the refresh, or it may land before get() looks again
     assert probe.get([("t", 0)]) == {("t", 0): 10}  # the last answer at once; refreshing behind
+    kafka.release.set()
     eventually(lambda: kafka.calls == 2 and probe._running is None)
     assert probe.get([("t", 0)]) == {("t", 0): 12}
     assert probe.get([]) == {}
