@@ -398,28 +398,23 @@ def _figure(report: ReportInput, card: Scorecard) -> str:
         )
     for outcome in card.outcomes:
         event = outcome.event
-        fig.add_vrect(
-            x0=event.start,
-            x1=event.end,
-            fillcolor="#2e86c1" if outcome.hit else "#e67e22",
-            opacity=0.15,
-            line_width=0,
-            annotation_text=html.escape(event.name),
-            annotation_position="top left",
-            annotation_textangle=-90,
-            annotation_font_size=10,
-            row=1,
-            col=1,
-        )
-        fig.add_vrect(
-            x0=event.start,
-            x1=event.end,
-            fillcolor="#2e86c1" if outcome.hit else "#e67e22",
-            opacity=0.15,
-            line_width=0,
-            row=2,
-            col=1,
-        )
+        label = {
+            "annotation_text": html.escape(event.name),
+            "annotation_position": "top left",
+            "annotation_textangle": -90,
+            "annotation_font_size": 10,
+        }
+        for row_no in (1, 2):  # the name once, on the upper chart
+            fig.add_vrect(
+                x0=event.start,
+                x1=event.end,
+                fillcolor="#2e86c1" if outcome.hit else "#e67e22",
+                opacity=0.15,
+                line_width=0,
+                row=row_no,
+                col=1,
+                **(label if row_no == 1 else {}),
+            )
     fig.update_layout(height=760, margin={"t": 60, "l": 50, "r": 20, "b": 40})
     return fig.to_html(full_html=False, include_plotlyjs=True, div_id="series")
 
