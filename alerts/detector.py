@@ -185,14 +185,14 @@ def poisson_tail(k: int, lam: float) -> float:
     return min(1.0, math.exp(top) * sum(math.exp(v - top) for v in logs))
 
 
-def volume_surprise(state: SeriesState, negatives: int) -> tuple[float, float]:
-    """(z, expected negatives): how surprising this many negative stories are for the series.
+def volume_surprise(state: SeriesState, negatives: int) -> float:
+    """How surprising this many negative stories are for the series, as a z-score.
 
     The expectation has a floor of one story, so a series that is usually silent does not
     turn its first handful of stories into a surge."""
     expected = max(state.volume * state.mean, 1.0)
     tail = min(max(poisson_tail(negatives, expected), 1e-300), 1 - 1e-12)
-    return -_NORMAL.inv_cdf(tail), expected
+    return -_NORMAL.inv_cdf(tail)
 
 
 def alert_id(rule: SpikeRule, key: str, started: datetime) -> str:
@@ -207,9 +207,8 @@ def evaluate(rule: SpikeRule, state: SeriesState, window: WindowStat, now: datet
     share, negatives, n = window_evidence(window)
     z, mean, std = zscores(state, share, negatives, n)
     if rule.volume_z is not None:
-        surge, _ = volume_surprise(state, negatives)
         # On the fire threshold's scale, so severity and resolution read one z either way.
-        z = max(z, surge * rule.fire_z / rule.volume_z)
+        z = max(z, volume_surprise(state, negatives) * rule.fire_z / rule.volume_z)
     meets = (
         state.windows >= rule.min_baseline
         and (window.weighted_count if window.weighted_neg_share is not None else window.count)

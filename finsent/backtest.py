@@ -21,20 +21,27 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from finsent.backtest_report import EventsFile, ReportInput, load_events, write_report
+from finsent.backtest_report import (
+    EventsFile,
+    ReportInput,
+    fired_alerts,
+    load_events,
+    write_report,
+)
 from finsent.demo import Children
 from finsent.kafka_io import delete_topics, ensure_topics, group_id, make_producer
 from finsent.kafka_local import LocalKafka, port_open
 from finsent.records import Alert, decode
 from finsent.settings import TOPIC_NAMES, Settings
-from finsent.store import Store, alert_events, scored_items, windows
+from finsent.store import Store, alert_events, as_utc, scored_items, windows
+from stream.windows import EPOCH
 
 log = logging.getLogger(__name__)
 STAGES = ("scorer", "router", "aggregator", "alerter")  # no notifier: a replay pages no one
@@ -209,22 +216,18 @@ def topic_series(store: Store, settings: Settings) -> tuple[str, list[dict[str, 
     series = [
         {
             "key": r["key"],
-            "window_start": _utc(r["window_start"]).isoformat(),
-            "window_end": _utc(r["window_end"]).isoformat(),
+            "window_start": as_utc(r["window_start"]).isoformat(),
+            "window_end": as_utc(r["window_end"]).isoformat(),
             "count": r["count"],
             "mean_score": r["mean_score"],
             "neg_share": r["neg_share"],
             "weighted_neg_share": r["weighted_neg_share"],
         }
         for r in rows
-        if _utc(r["window_end"]) - _utc(r["window_start"]) == spec.size
-        and (_utc(r["window_start"]) - datetime(1970, 1, 1, tzinfo=UTC)) % spec.hop == spec.hop * 0
+        if as_utc(r["window_end"]) - as_utc(r["window_start"]) == spec.size
+        and (as_utc(r["window_start"]) - EPOCH) % spec.hop == timedelta(0)
     ]
     return spec.name, series
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class _Bars:
@@ -282,6 +285,7 @@ def run_backtest(
     registry.save_backtest_run(row)
     kafka = LocalKafka(settings)
     started_kafka = False
+    store: Store | None = None
     children = Children({**os.environ, **bt.child_env(), "PYTHONUNBUFFERED": "1"}, run_dir / "logs")
     phases: dict[str, float] = {}
     bars = _Bars(progress)
@@ -349,13 +353,12 @@ def run_backtest(
             ),
             report_dir,
         )
-        fired = sum(1 for a in alerts if a.state == "firing")
         registry.save_backtest_run(
             {
                 **row,
                 "finished_at": datetime.now(UTC),
                 "report_path": str(report_path),
-                "alert_count": fired,
+                "alert_count": len(fired_alerts(alerts)),
                 "status": "finished",
             }
         )
@@ -380,6 +383,8 @@ def run_backtest(
             _delete_groups(bt)
         if started_kafka:
             kafka.stop()
+        if store is not None:
+            store.close()
         registry.close()
 
 

@@ -362,7 +362,7 @@ def backtest(
 ) -> None:
     """Replay a historical feed through the live stages, isolated, and write a report."""
     from finsent.backtest import BacktestError, BacktestRequest, run_backtest
-    from finsent.backtest_report import EventsError
+    from finsent.backtest_report import EventsError, fired_alerts
     from finsent.kafka_local import LaunchError
 
     try:
@@ -388,7 +388,7 @@ def backtest(
         result = run_backtest(settings, request, install_stop_handlers(), progress=progress)
     except (BacktestError, EventsError, LaunchError) as exc:
         _fail(str(exc))
-    fired = sum(1 for a in result.alerts if a.state == "firing")
+    fired = len(fired_alerts(result.alerts))
     typer.echo(
         f"backtest {result.run_id}: {result.stories} stories, {fired} alerts fired, "
         f"{result.seconds:.1f} s\nreport: {result.report_path}"
