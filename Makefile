@@ -1,11 +1,19 @@
 # The two commands a new user needs are `make demo` and `make test`; each installs what it needs.
-.PHONY: demo test lint format bench kafka-start kafka-stop venv
+.PHONY: demo test test-fast lint format bench kafka-start kafka-stop venv venv-demo lock
 
 venv:
 	@bash scripts/bootstrap.sh
 
-demo: venv
+# The demo's venv holds only what the demo runs (no torch): requirements/demo.lock.
+venv-demo:
+	@FINSENT_LOCK=demo bash scripts/bootstrap.sh
+
+demo: venv-demo
 	.venv/bin/finsent demo
+
+# Regenerate requirements/*.lock after changing a dependency in pyproject.toml.
+lock:
+	bash scripts/lock.sh
 
 test: venv
 	.venv/bin/ruff check .

@@ -1,39 +1,51 @@
 #!/usr/bin/env bash
-# Makes .venv ready: a virtualenv cached under the finsent cache dir, keyed on a hash of the
-# dependency files, so a fresh clone reuses it and only a dependency change rebuilds it.
+# Makes .venv ready from a lock file: requirements/$FINSENT_LOCK.lock ("dev" by default, "demo"
+# for `make demo`). The venv is cached under the finsent cache dir, keyed on the lock's hash, so
+# a fresh clone reuses it and only a changed lock rebuilds it. `--uv` prints the pinned uv only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-python3}"
-EXTRAS="${FINSENT_EXTRAS:-dev}"
+LOCK="${FINSENT_LOCK:-dev}"
 CACHE="${FINSENT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/finsent}"
-# Only what pip installs feeds the key, so editing pytest or ruff settings reuses the venv.
-deps="$("$PYTHON" - <<'PY'
-import json, sys, tomllib
-project = tomllib.load(open("pyproject.toml", "rb"))
-keep = {k: project["project"].get(k) for k in ("dependencies", "optional-dependencies", "requires-python")}
-print(json.dumps([keep, project.get("build-system"), sys.version], sort_keys=True))
-PY
-)"
-key="$( (echo "$deps"; echo "$EXTRAS") | sha256sum | cut -c1-16)"
-venv="$CACHE/venvs/$key"
+lockfile="requirements/$LOCK.lock"
 
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
   || { echo "finsent needs Python 3.11 or newer (found $("$PYTHON" --version))" >&2; exit 1; }
+[[ -f "$lockfile" ]] || { echo "bootstrap: no lock file $lockfile (locks: demo, dev)" >&2; exit 1; }
 
+pyver="$("$PYTHON" -c 'import sys; print(sys.version)')"
+# uv itself, pinned with its hash, in a small venv of its own.
+tools_key="$( (cat requirements/tools.lock; echo "$pyver") | sha256sum | cut -c1-16)"
+tools="$CACHE/tools/$tools_key"
+if [[ ! -f "$tools/.complete" ]]; then
+  rm -rf "$tools"
+  mkdir -p "$(dirname "$tools")"
+  "$PYTHON" -m venv "$tools"
+  "$tools/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
+    --require-hashes -r requirements/tools.lock
+  touch "$tools/.complete"
+fi
+uv="$tools/bin/uv"
+if [[ "${1:-}" == "--uv" ]]; then
+  echo "$uv"
+  exit 0
+fi
+
+key="$( (cat "$lockfile"; echo "$pyver") | sha256sum | cut -c1-16)"
+venv="$CACHE/venvs/$LOCK-$key"
 if [[ ! -f "$venv/.complete" ]]; then
-  echo "bootstrap: creating $venv (extras: $EXTRAS)"
+  echo "bootstrap: creating $venv from $lockfile"
   rm -rf "$venv"
   mkdir -p "$(dirname "$venv")"
-  "$PYTHON" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --upgrade pip setuptools wheel
-  # Install the dependencies only; the project itself is linked below, per checkout.
-  "$venv/bin/python" -m pip install -q ".[${EXTRAS}]"
-  "$venv/bin/python" -m pip uninstall -q -y finsent
+  "$uv" venv --quiet --python "$PYTHON" "$venv"
+  # sync: exactly the lock, nothing resolved; the lock is complete, so no dependency is fetched
+  # beyond it (the backbone package's own sentence-transformers dependency is left out there).
+  "$uv" pip sync --quiet --require-hashes --python "$venv/bin/python" "$lockfile"
   touch "$venv/.complete"
 fi
 # Point the shared venv at this checkout (cheap; makes the `finsent` script run this code).
-if ! out="$("$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e . 2>&1)"; then
+if ! out="$("$uv" pip install --quiet --python "$venv/bin/python" --no-deps --no-build-isolation -e . 2>&1)"; then
   echo "$out" >&2
   exit 1
 fi

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Regenerates requirements/*.lock from pyproject.toml: run `make lock` after changing a
+# dependency there (pins that still fit are kept); `make lock UPGRADE=1` moves every pin to the
+# newest. Each lock pins exact versions with hashes, for CPython 3.11 on x86-64 Linux.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+uv="$(bash scripts/bootstrap.sh --uv)"
+compile=("$uv" pip compile --quiet --generate-hashes --python-version 3.11
+  --python-platform x86_64-manylinux_2_28 --override requirements/overrides.txt ${UPGRADE:+--upgrade})
+"${compile[@]}" requirements/tools.in -o requirements/tools.lock
+for extra in demo dev; do
+  "${compile[@]}" pyproject.toml requirements/build.in --extra "$extra" -o "requirements/$extra.lock"
+done
+echo "lock: wrote requirements/{tools,demo,dev}.lock"
