@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-from model.artifact import load_artifact, quiet_transformers, set_threads
+from model.artifact import quiet_transformers, read_artifact, set_threads
+from model.backbone import backbone_dir
 from model.data import datasets_dir, unlabelled_headlines
 from model.infer import make_predictor
-from model.network import backbone_dir
 
 
 def headlines(n: int, seed: int = 0) -> list[str]:
@@ -59,7 +58,7 @@ def main() -> None:
     quiet_transformers()
     threads = set_threads(args.threads)
     texts = headlines(args.items)
-    artifact = load_artifact(args.artifact)
+    artifact = read_artifact(args.artifact)
     print(
         f"model {artifact.version}, {len(texts)} headlines, {threads} threads, "
         f"median of {args.repeats}"
@@ -80,18 +79,16 @@ def main() -> None:
     reference_rate = rate(lambda: [reference(t) for t in single], len(single), args.repeats)
     print(f"{'reference: transformers pipeline, per item':44} {reference_rate:9.1f}/s   1.00×")
 
-    with tempfile.TemporaryDirectory() as cache:
-        results = {}
-        for backend in ("torch-fp32", "torch-int8", "onnx-int8"):
-            for batch in (1, 16, 64):
-                predictor = make_predictor(artifact, backend, threads, Path(cache), batch)
-                subset = single if batch == 1 else texts
-                value = rate(lambda p=predictor, s=subset: p.predict(s), len(subset), args.repeats)
-                results[(backend, batch)] = value
-                print(
-                    f"{backend + f', batch {batch}':44} {value:9.1f}/s "
-                    f"{value / reference_rate:6.2f}×"
-                )
+    results = {}
+    for backend in ("torch-fp32", "torch-int8", "onnx-int8"):
+        for batch in (1, 16, 64):
+            predictor = make_predictor(artifact, backend, threads, batch)
+            subset = single if batch == 1 else texts
+            value = rate(lambda p=predictor, s=subset: p.predict(s), len(subset), args.repeats)
+            results[(backend, batch)] = value
+            print(
+                f"{backend + f', batch {batch}':44} {value:9.1f}/s {value / reference_rate:6.2f}×"
+            )
     best = max(results, key=results.get)
     print(
         f"fastest: {best[0]} at batch {best[1]}: {results[best]:.0f} headlines/s, "

@@ -496,7 +496,7 @@ def evaluate(
     from model.evaluate import evaluate as run_evaluation
     from model.evaluate import render
 
-    settings = _settings()
+    _settings()  # a bad setting fails before the long load
     try:
         corpus = standard_corpus(data)
     except DataError as exc:
@@ -506,7 +506,6 @@ def evaluate(
         artifact_path=artifact,
         backend=backend,
         baselines=baselines,
-        cache_dir=settings.cache_dir,
         threads=threads,
         say=lambda line: typer.echo(line, err=True),
     )

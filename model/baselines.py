@@ -108,7 +108,7 @@ class FrozenEncoderBaseline:
         max_iter: int = 2000,
     ) -> None:
         if encoder_dir is None:
-            from model.network import backbone_dir  # imports torch: only when needed
+            from model.backbone import backbone_dir
 
             encoder_dir = backbone_dir()
         self.encoder_dir = Path(encoder_dir)

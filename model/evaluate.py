@@ -93,23 +93,28 @@ def _method_report(
     return report
 
 
+def torch_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
 def evaluate(
     corpus: Corpus,
     artifact_path=None,
     backend: str = "auto",
     baselines: bool = True,
-    cache_dir=None,
     threads: int = 0,
     progress: bool = True,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Every method's metrics on every test split, plus timings; keys are method names."""
-    from model.artifact import load_artifact, quiet_transformers, set_threads
-    from model.infer import make_predictor
+    from model.artifact import read_artifact, set_threads
+    from model.infer import BackboneText, make_predictor
 
-    quiet_transformers()
     set_threads(threads)
-    artifact = load_artifact(artifact_path)
+    artifact = read_artifact(artifact_path)
+    text = BackboneText()
     methods: dict[str, dict[str, Any]] = {}
 
     def run(name: str, make: Callable[[], dict]) -> None:
@@ -137,15 +142,18 @@ def evaluate(
 
         run("frozen MiniLM + logistic regression", frozen)
 
-    fp32 = make_predictor(artifact, "torch-fp32", threads, cache_dir)
-    run(f"{artifact.meta['name']} fp32", lambda: corpus_report(fp32, corpus))
-    optimized = make_predictor(artifact, backend, threads, cache_dir)
+    if torch_available():
+        fp32 = make_predictor(artifact, "torch-fp32", threads, text=text)
+        run(f"{artifact.meta['name']} fp32", lambda: corpus_report(fp32, corpus))
+    else:
+        say("torch is not installed (the train extra): no fp32 reference")
+    optimized = make_predictor(artifact, backend, threads, text=text)
     if optimized.backend != "torch-fp32":
         run(
             f"{artifact.meta['name']} {optimized.backend}", lambda: corpus_report(optimized, corpus)
         )
         # What the scoring stage runs by default: each text alone (see model/infer.py).
-        invariant = make_predictor(artifact, backend, threads, cache_dir, batch_invariant=True)
+        invariant = make_predictor(artifact, backend, threads, batch_invariant=True, text=text)
         run(
             f"{artifact.meta['name']} {invariant.backend} batch-invariant",
             lambda: corpus_report(invariant, corpus),

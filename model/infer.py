@@ -1,28 +1,30 @@
-"""Fast CPU inference for the attention model, and the `Scorer` the scoring stage calls.
+"""Fast CPU scoring with the shipped model, and the `Scorer` the scoring stage calls.
 
-Three interchangeable backends run the same artifact:
-    torch-fp32  the trained network as is (the reference)
-    torch-int8  PyTorch dynamic int8 quantization of every Linear layer
-    onnx-int8   the network exported to ONNX, weights quantized to int8, run by ONNX Runtime
+Scoring needs no torch: the artifact carries the network as an int8 ONNX graph
+(`model-int8.onnx`, exported once by `finsent train`), run by ONNX Runtime. The graph takes
+word vectors, not token ids: the backbone's word-embedding table stays in the backbone package
+(half the model's size, never fine-tuned), and `BackboneText` looks the vectors up with numpy
+next to the tokenizer from the same package.
 
-`bench/bench_model.py` measures them; on 2 cores onnx-int8 is the fastest, so `auto` picks it
-and falls back to torch-fp32 where ONNX Runtime is missing. Every backend pads each batch only
-to its own longest text and batches texts of similar length together.
+Backends:
+    onnx-int8   the shipped ONNX graph (the default; `auto` picks it)
+    torch-fp32  the trained network as is, the reference (needs the `train` extra)
+    torch-int8  PyTorch dynamic int8 of every Linear layer (needs the `train` extra)
+
+Every backend pads each batch only to its own longest text and batches texts of similar length.
 
 Batch invariance: int8 dynamic quantization picks one activation scale per tensor, so a text's
-probabilities move (by up to 0.1 on the shipped model) with the texts that share its batch and
-with the batch's padded width. The scoring stage's micro-batches depend on poll timing, so a
-live run and a replay of the same stories would score them differently. With
-``batch_invariant`` each text runs alone, unpadded, on a pool of single-threaded runs: a
-story's scores are a function of its own text only, at about half the batched throughput.
+probabilities move with the texts that share its batch and with the batch's padded width. The
+scoring stage's micro-batches depend on poll timing, so a live run and a replay of the same
+stories would score them differently. With ``batch_invariant`` each text runs alone, unpadded,
+on a pool of single-threaded runs: a story's scores are a function of its own text only (on one
+machine and backend), at about half the batched throughput.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import string
-import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,18 +32,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from finsent.records import NewsItem, ScoredItem
-from finsent.settings import default_cache_dir
-from model.artifact import Artifact, load_artifact, quiet_transformers, set_threads
+from model.artifact import ONNX_MODEL, ArtifactInfo, read_artifact, set_threads
+from model.backbone import backbone_dir
 from model.data import length_buckets
-from model.network import FinsentNetwork, backbone_dir, sentiment_score
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "onnx-int8", "torch-int8", "torch-fp32")
 TOP_TOKENS = 5
-EXPORT_REVISION = 2  # bump when export_onnx changes, so cached ONNX models are rebuilt
 _SKIP_TOKENS = {"[CLS]", "[SEP]", "[PAD]", "[UNK]"}
 # Attention often rests on function words; an analyst reading "why" wants the content words.
 _STOPWORDS = frozenset(
@@ -49,6 +48,7 @@ _STOPWORDS = frozenset(
     | {"or", "but", "is", "are", "was", "were", "be", "been", "it", "its", "this", "that"}
     | {"these", "those", "after", "before", "over", "under", "into", "than", "then", "so"}
 )
+WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 
 
 @dataclass
@@ -70,16 +70,41 @@ class Predictions:
         return self.sentiment_probs[:, 2] - self.sentiment_probs[:, 0]
 
 
-class _ProbsAndAttention(torch.nn.Module):
-    """The network with plain tensor outputs, for tracing and ONNX export."""
+class BackboneText:
+    """The backbone's tokenizer (`tokenizers`, no transformers) and its word-embedding table."""
 
-    def __init__(self, network: FinsentNetwork) -> None:
-        super().__init__()
-        self.network = network
+    def __init__(
+        self,
+        folder: Path | None = None,
+        embeddings: bool = True,
+        word_vectors: np.ndarray | None = None,  # (vocab, H): another table, e.g. a test net's
+    ) -> None:
+        from tokenizers import Tokenizer
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        out = self.network(input_ids, attention_mask)
-        return out.sentiment_probs, out.topic_probs, out.attention
+        folder = folder or backbone_dir()
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.no_padding()  # padding is per batch, below
+        self.pad_token_id = self.tokenizer.token_to_id("[PAD]")
+        self.vocab_size = self.tokenizer.get_vocab_size()
+        self._word_vectors = word_vectors
+        if embeddings and word_vectors is None:
+            from safetensors import safe_open
+
+            with safe_open(str(folder / "model.safetensors"), framework="np") as weights:
+                self._word_vectors = weights.get_tensor(WORD_EMBEDDINGS).astype(np.float32)
+
+    def encode(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
+        """Token ids with [CLS] … [SEP], truncated to `max_length` (as transformers does)."""
+        self.tokenizer.enable_truncation(max_length)
+        return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=True)]
+
+    def tokens(self, ids: Sequence[int]) -> list[str]:
+        return [self.tokenizer.id_to_token(int(i)) or "[UNK]" for i in ids]
+
+    def word_vectors(self, ids: np.ndarray) -> np.ndarray:  # (B, T) → (B, T, H)
+        if self._word_vectors is None:
+            raise RuntimeError("BackboneText was built without its embeddings")
+        return self._word_vectors[ids]
 
 
 class Predictor:
@@ -89,13 +114,13 @@ class Predictor:
 
     def __init__(
         self,
-        tokenizer,
+        text: BackboneText,
         max_length: int,
         batch_size: int = 64,
         batch_invariant: bool = False,
         workers: int = 1,
     ) -> None:
-        self.tokenizer = tokenizer
+        self.text = text
         self.max_length = max_length
         self.batch_size = batch_size
         self.batch_invariant = batch_invariant
@@ -106,9 +131,7 @@ class Predictor:
         raise NotImplementedError
 
     def predict(self, texts: Sequence[str], explain: bool = True) -> Predictions:
-        encoded = self.tokenizer(
-            list(texts), truncation=True, max_length=self.max_length, add_special_tokens=True
-        )["input_ids"]
+        encoded = self.text.encode(texts, self.max_length)
         n = len(encoded)
         sentiment = np.zeros((n, 3), dtype=np.float32)
         topics: np.ndarray | None = None
@@ -120,7 +143,7 @@ class Predictor:
 
         def run(batch: list[int]) -> tuple[np.ndarray, ...]:
             width = max(len(encoded[i]) for i in batch)
-            ids = np.full((len(batch), width), self.tokenizer.pad_token_id, dtype=np.int64)
+            ids = np.full((len(batch), width), self.text.pad_token_id, dtype=np.int64)
             mask = np.zeros((len(batch), width), dtype=np.int64)
             for row, i in enumerate(batch):
                 ids[row, : len(encoded[i])] = encoded[i]
@@ -143,9 +166,7 @@ class Predictor:
     def top_words(self, ids: Sequence[int], alpha: np.ndarray, k: int = TOP_TOKENS) -> tuple:
         """Whole words ranked by attention: word pieces add their α to the word they extend."""
         words: list[list] = []  # [word, weight]
-        for token, weight in zip(
-            self.tokenizer.convert_ids_to_tokens(list(ids)), alpha, strict=True
-        ):
+        for token, weight in zip(self.text.tokens(ids), alpha, strict=True):
             if token in _SKIP_TOKENS:
                 continue
             if token.startswith("##") and words:
@@ -160,43 +181,13 @@ class Predictor:
         return tuple(sorted(ranked, key=ranked.__getitem__, reverse=True)[:k])
 
 
-class TorchPredictor(Predictor):
-    def __init__(
-        self,
-        network: FinsentNetwork,
-        tokenizer,
-        max_length: int,
-        quantize: bool = False,
-        batch_size: int = 64,
-        batch_invariant: bool = False,
-    ) -> None:
-        # One worker: torch's thread count is process-wide, so it parallelizes each run itself.
-        super().__init__(tokenizer, max_length, batch_size, batch_invariant)
-        network = network.eval()
-        if quantize:
-            from torch.ao.quantization import quantize_dynamic
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # deprecated API, still the fastest
-                network = quantize_dynamic(
-                    copy.deepcopy(network), {torch.nn.Linear}, dtype=torch.qint8
-                )
-        self.module = _ProbsAndAttention(network).eval()
-        self.backend = "torch-int8" if quantize else "torch-fp32"
-
-    def _run(self, ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, ...]:
-        with torch.inference_mode():
-            outputs = self.module(torch.from_numpy(ids), torch.from_numpy(mask))
-        return tuple(t.float().numpy() for t in outputs)
-
-
 class OnnxPredictor(Predictor):
     backend = "onnx-int8"
 
     def __init__(
         self,
         onnx_path: Path,
-        tokenizer,
+        text: BackboneText,
         max_length: int,
         threads: int,
         batch_size: int = 64,
@@ -206,7 +197,7 @@ class OnnxPredictor(Predictor):
 
         # Batch-invariant: `threads` single-threaded runs at once rather than one wide run.
         workers = threads if batch_invariant else 1
-        super().__init__(tokenizer, max_length, batch_size, batch_invariant, workers)
+        super().__init__(text, max_length, batch_size, batch_invariant, workers)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1 if batch_invariant else threads
         options.inter_op_num_threads = 1
@@ -216,99 +207,37 @@ class OnnxPredictor(Predictor):
         )
 
     def _run(self, ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, ...]:
-        return tuple(self.session.run(None, {"input_ids": ids, "attention_mask": mask}))
-
-
-def export_onnx(network: FinsentNetwork, out_dir: Path, keep_fp32: bool = False) -> Path:
-    """Export to ONNX and quantize the weights to int8; returns the int8 model's path.
-
-    Written to a temporary name and renamed, so a crash never leaves a half-written model that
-    a later start would load.
-    """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fp32, int8 = out_dir / "model-fp32.onnx", out_dir / "model-int8.onnx"
-    sample = torch.ones((2, 8), dtype=torch.long)
-    with warnings.catch_warnings():
-        # Tracing notes about Python-side shape checks; the export is verified against torch
-        # with padded batches in tests/model/test_infer.py.
-        warnings.simplefilter("ignore")
-        _export(network, sample, fp32)
-    partial = out_dir / "model-int8.onnx.partial"
-    logging.disable(logging.INFO)  # the quantizer logs one root INFO line per tensor
-    try:
-        # Per-channel scales: on the first trained model, at most 0.42 accuracy points below
-        # fp32 on any test split, against 0.54 with one scale per tensor, at the same speed.
-        quantize_dynamic(str(fp32), str(partial), weight_type=QuantType.QInt8, per_channel=True)
-    finally:
-        logging.disable(logging.NOTSET)
-    partial.replace(int8)
-    if not keep_fp32:
-        fp32.unlink()
-    return int8
-
-
-def _export(network: FinsentNetwork, sample: torch.Tensor, path: Path) -> None:
-    torch.onnx.export(
-        _ProbsAndAttention(network.eval()),
-        (sample, torch.ones_like(sample)),
-        str(path),
-        input_names=["input_ids", "attention_mask"],
-        output_names=["sentiment_probs", "topic_probs", "attention"],
-        dynamic_axes={
-            "input_ids": {0: "batch", 1: "tokens"},
-            "attention_mask": {0: "batch", 1: "tokens"},
-            "sentiment_probs": {0: "batch"},
-            "topic_probs": {0: "batch"},
-            "attention": {0: "batch", 1: "tokens"},
-        },
-        opset_version=17,
-        dynamo=False,
-    )
-
-
-def load_tokenizer():
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(backbone_dir(), local_files_only=True)
+        vectors = self.text.word_vectors(ids)
+        return tuple(self.session.run(None, {"word_vectors": vectors, "attention_mask": mask}))
 
 
 def make_predictor(
-    artifact: Artifact,
+    artifact: ArtifactInfo,
     backend: str = "auto",
     threads: int = 0,
-    cache_dir: Path | None = None,
     batch_size: int = 64,
     batch_invariant: bool = False,
+    text: BackboneText | None = None,
 ) -> Predictor:
-    """A predictor for `artifact` on `backend`; the ONNX model is built once and cached."""
+    """A predictor for `artifact` on `backend`; torch backends need the `train` extra."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; one of {', '.join(BACKENDS)}")
-    quiet_transformers()
     threads = set_threads(threads)
-    tokenizer = load_tokenizer()
     if backend in ("auto", "onnx-int8"):
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            if backend == "onnx-int8":
-                raise
-            log.warning("onnxruntime is not installed; scoring with torch-fp32")
-            backend = "torch-fp32"
-        else:
-            cache = cache_dir or default_cache_dir()
-            folder = cache / "models" / artifact.version / f"onnx-r{EXPORT_REVISION}"
-            onnx_path = folder / "model-int8.onnx"
-            if not onnx_path.exists():
-                log.info("building the int8 ONNX model for %s in %s", artifact.version, folder)
-                export_onnx(artifact.network, folder)
-            return OnnxPredictor(
-                onnx_path, tokenizer, artifact.max_length, threads, batch_size, batch_invariant
-            )
+        return OnnxPredictor(
+            artifact.path / ONNX_MODEL,
+            text or BackboneText(),
+            artifact.max_length,
+            threads,
+            batch_size,
+            batch_invariant,
+        )
+    from model.artifact import load_artifact
+    from model.torch_infer import TorchPredictor  # the train extra
+
     return TorchPredictor(
-        artifact.network,
-        tokenizer,
+        load_artifact(artifact.path).network,
+        text or BackboneText(embeddings=False),
         artifact.max_length,
         quantize=backend == "torch-int8",
         batch_size=batch_size,
@@ -324,13 +253,12 @@ class AttentionScorer:
         artifact_path: Path | None = None,
         backend: str = "auto",
         threads: int = 0,
-        cache_dir: Path | None = None,
         batch_size: int = 64,
         batch_invariant: bool = True,
     ) -> None:
-        self.artifact = load_artifact(artifact_path)
+        self.artifact = read_artifact(artifact_path)
         self.predictor = make_predictor(
-            self.artifact, backend, threads, cache_dir, batch_size, batch_invariant
+            self.artifact, backend, threads, batch_size, batch_invariant
         )
         self.version = f"{self.artifact.version}/{self.predictor.backend}"
 
@@ -368,10 +296,8 @@ class AttentionScorer:
 __all__ = [
     "AttentionScorer",
     "BACKENDS",
+    "BackboneText",
     "OnnxPredictor",
     "Predictions",
-    "TorchPredictor",
-    "export_onnx",
     "make_predictor",
-    "sentiment_score",
 ]

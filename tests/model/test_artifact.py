@@ -1,4 +1,4 @@
-"""Saving and loading artifacts: only the non-frozen weights are stored, in fp16."""
+"""Saving and loading artifacts: what differs from the backbone, and the scoring graph."""
 
 from __future__ import annotations
 
@@ -7,13 +7,37 @@ import json
 import pytest
 import torch
 
-from model.artifact import ArtifactError, backbone_fingerprint, load_artifact, save_artifact
-from model.network import FinsentNetwork, NetworkConfig, backbone_dir
+from model.artifact import (
+    ONNX_MODEL,
+    ArtifactError,
+    load_artifact,
+    read_artifact,
+    save_artifact,
+)
+from model.backbone import backbone_dir, backbone_fingerprint
+from model.network import FinsentNetwork, NetworkConfig
 
 
 def test_missing_artifact_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(ArtifactError, match="no model artifact"):
         load_artifact(tmp_path / "nowhere")
+    with pytest.raises(ArtifactError, match="no model artifact"):
+        read_artifact(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize(
+    ("config", "error"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"format": 99}', "format 99"),
+        ('["a list"]', "format None"),
+        ('{"format": 2, "version": "x"}', "lacks 'max_length'"),
+    ],
+)
+def test_a_bad_config_is_a_clear_error(tmp_path, config: str, error: str) -> None:
+    (tmp_path / "config.json").write_text(config)
+    with pytest.raises(ArtifactError, match=error):
+        read_artifact(tmp_path)
 
 
 @pytest.mark.weights
@@ -30,20 +54,46 @@ def test_round_trip_stores_only_what_differs_from_the_backbone(tmp_path) -> None
     }
     out = save_artifact(network, tmp_path / "a", meta, {"test": {}}, "# card\n")
 
-    weights = (out / "weights.safetensors").stat().st_size
-    assert weights < 25 * 1024 * 1024  # embeddings (half the model) are not stored
+    size = sum(f.stat().st_size for f in out.iterdir())
+    assert size <= 25 * 1024 * 1024  # the embeddings (half the model) are not stored
     saved = json.loads((out / "config.json").read_text())
-    assert saved["version"].startswith("test-model+") and saved["format"] == 1
+    assert saved["version"].startswith("test-model+") and saved["format"] == 2
+    assert saved["quantization"]["reduce_range"] is True
     assert (out / "MODEL_CARD.md").read_text() == "# card\n"
+    assert read_artifact(out).version == saved["version"]  # no torch needed for this
 
     loaded = load_artifact(out)
     assert not loaded.network.training
     original, restored = network.state_dict(), loaded.network.state_dict()
+    backbone = FinsentNetwork.from_backbone(backbone_dir(), NetworkConfig()).state_dict()
     for name, value in original.items():
         if name.startswith("encoder.embeddings."):
             assert torch.equal(restored[name], value)  # straight from the backbone
+        elif value.dim() == 2 and name.startswith("encoder."):
+            # an int8 difference from the backbone: off by at most half a step of its row
+            step = (value - backbone[name]).abs().amax(dim=1, keepdim=True) / 127
+            assert torch.all((restored[name] - value).abs() <= step / 2 + 1e-7), name
         else:  # fp16 storage: equal after the same rounding
             assert torch.equal(restored[name], value.half().float()), name
+
+
+@pytest.mark.weights
+def test_a_changed_scoring_graph_is_refused(tmp_path) -> None:
+    network = FinsentNetwork.from_backbone(backbone_dir(), NetworkConfig())
+    meta = {
+        "name": "test-model",
+        "labels": {"sentiment": ["negative", "neutral", "positive"], "topic": ["t"] * 20},
+        "max_length": 32,
+        "backbone": backbone_fingerprint(),
+    }
+    out = save_artifact(network, tmp_path / "a", meta, {}, "")
+    with (out / ONNX_MODEL).open("ab") as graph:
+        graph.write(b"\0")
+    with pytest.raises(ArtifactError, match="does not match"):
+        read_artifact(out)
+    (out / ONNX_MODEL).unlink()
+    with pytest.raises(ArtifactError, match="lacks its scoring graph"):
+        read_artifact(out)
 
 
 @pytest.mark.weights

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.infer import OnnxPredictor, TorchPredictor, export_onnx, load_tokenizer
+from model.infer import BackboneText, OnnxPredictor
 from model.network import FinsentNetwork, NetworkConfig
+from model.torch_infer import TorchPredictor, export_onnx
 
 TEXTS = [
     "Acme Corp shares plunge after profit warning",
@@ -21,21 +22,41 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def network(tokenizer) -> FinsentNetwork:
+def network() -> FinsentNetwork:
     torch.manual_seed(0)
-    config = replace(NetworkConfig.tiny(), vocab_size=len(tokenizer), max_positions=128)
+    vocab = BackboneText(embeddings=False).vocab_size
+    config = replace(NetworkConfig.tiny(), vocab_size=vocab, max_positions=128)
     return FinsentNetwork(config).eval()
 
 
-def test_bucketing_and_padding_keep_each_result(network, tokenizer) -> None:
+@pytest.fixture(scope="module")
+def text(network) -> BackboneText:
+    """The real tokenizer, with the tiny network's own word-vector table."""
+    table = network.encoder.embeddings.word_embeddings.weight.detach().numpy()
+    return BackboneText(word_vectors=table)
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(network, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx")
+    export_onnx(network, out, keep_fp32=True)
+    return out
+
+
+def test_tokenizer_matches_transformers() -> None:
+    """Scoring tokenizes with `tokenizers` alone; training with transformers: same ids."""
+    from model.torch_infer import load_tokenizer
+
+    hf = load_tokenizer()
+    texts = [*TEXTS, "Ünïcödé café — 50% plunge; $AAPL", " ".join(["profit"] * 300), "", "日本株"]
+    ours = BackboneText(embeddings=False).encode(texts, max_length=64)
+    assert ours == hf(texts, truncation=True, max_length=64)["input_ids"]
+
+
+def test_bucketing_and_padding_keep_each_result(network, text) -> None:
     """Batched, length-bucketed predictions equal one-at-a-time predictions, in input order."""
-    batched = TorchPredictor(network, tokenizer, max_length=64, batch_size=2).predict(TEXTS)
-    alone = [TorchPredictor(network, tokenizer, max_length=64).predict([t]) for t in TEXTS]
+    batched = TorchPredictor(network, text, max_length=64, batch_size=2).predict(TEXTS)
+    alone = [TorchPredictor(network, text, max_length=64).predict([t]) for t in TEXTS]
     for i, single in enumerate(alone):
         np.testing.assert_allclose(batched.sentiment_probs[i], single.sentiment_probs[0], atol=1e-5)
         np.testing.assert_allclose(batched.topic_probs[i], single.topic_probs[0], atol=1e-5)
@@ -45,10 +66,10 @@ def test_bucketing_and_padding_keep_each_result(network, tokenizer) -> None:
     assert np.all(np.abs(batched.score) <= 1.0)
 
 
-def test_top_words_merge_pieces_and_skip_specials(network, tokenizer) -> None:
-    predictor = TorchPredictor(network, tokenizer, max_length=64)
-    ids = tokenizer("Northwind's writedown of the year, again!")["input_ids"]
-    tokens = tokenizer.convert_ids_to_tokens(ids)
+def test_top_words_merge_pieces_and_skip_specials(network, text) -> None:
+    predictor = TorchPredictor(network, text, max_length=64)
+    ids = text.encode(["Northwind's writedown of the year, again!"], 64)[0]
+    tokens = text.tokens(ids)
     assert any(t.startswith("##") for t in tokens)  # the text really has word pieces
     # All weight on the second piece of "writedown": the whole word gets it.
     alpha = np.zeros(len(ids))
@@ -62,45 +83,57 @@ def test_top_words_merge_pieces_and_skip_specials(network, tokenizer) -> None:
     assert not {"[CLS]", "!", ",", "the", "of"} & set(top)
 
 
-def test_truncation_at_max_length(network, tokenizer) -> None:
+def test_truncation_at_max_length(network, text) -> None:
     long = " ".join(["profit"] * 300)
-    predictions = TorchPredictor(network, tokenizer, max_length=16).predict([long, "short"])
+    assert len(text.encode([long], 16)[0]) == 16
+    predictions = TorchPredictor(network, text, max_length=16).predict([long, "short"])
     assert predictions.sentiment_probs.shape == (2, 3)
 
 
-def test_int8_backends_agree_with_fp32(network, tokenizer, tmp_path) -> None:
-    fp32 = TorchPredictor(network, tokenizer, max_length=64).predict(TEXTS)
-    int8 = TorchPredictor(network, tokenizer, max_length=64, quantize=True).predict(TEXTS)
-    onnx_path = export_onnx(network, tmp_path, keep_fp32=True)
-    assert onnx_path.name == "model-int8.onnx" and not list(tmp_path.glob("*.partial"))
-    # The exported graph itself is exact, padding included: fp32 ONNX equals torch.
-    exact = OnnxPredictor(tmp_path / "model-fp32.onnx", tokenizer, 64, threads=1, batch_size=8)
+def test_exported_graph_equals_torch_with_padding(network, text, onnx_dir) -> None:
+    """The fp32 graph, fed word vectors, is the torch network, padded batches included."""
+    reference = TorchPredictor(network, text, max_length=64).predict(TEXTS)
+    exact = OnnxPredictor(onnx_dir / "model-fp32.onnx", text, 64, threads=1, batch_size=8)
     padded = exact.predict(TEXTS)
-    np.testing.assert_allclose(padded.sentiment_probs, fp32.sentiment_probs, atol=1e-5)
-    np.testing.assert_allclose(padded.topic_probs, fp32.topic_probs, atol=1e-5)
-    assert padded.top_tokens == fp32.top_tokens
-    onnx = OnnxPredictor(onnx_path, tokenizer, max_length=64, threads=1).predict(TEXTS)
-    for other in (int8, onnx):
-        np.testing.assert_allclose(other.sentiment_probs, fp32.sentiment_probs, atol=0.02)
-        np.testing.assert_allclose(other.topic_probs, fp32.topic_probs, atol=0.02)
-    assert onnx.sentiment_probs.shape == (len(TEXTS), 3)
+    np.testing.assert_allclose(padded.sentiment_probs, reference.sentiment_probs, atol=1e-5)
+    np.testing.assert_allclose(padded.topic_probs, reference.topic_probs, atol=1e-5)
+    assert padded.top_tokens == reference.top_tokens
+    assert (onnx_dir / "model-int8.onnx").exists() and not list(onnx_dir.glob("*.partial"))
 
 
-def test_batch_invariant_scores_do_not_depend_on_batch_mates(network, tokenizer, tmp_path) -> None:
+def test_int8_graph_quantizes_only_constant_weights(onnx_dir) -> None:
+    """Weights are int8; activation × activation products (Q·Kᵀ, α·V) stay in float."""
+    import onnx
+
+    graph = onnx.load(str(onnx_dir / "model-int8.onnx")).graph
+    constants = {init.name for init in graph.initializer}
+    quantized = [n for n in graph.node if n.op_type == "MatMulInteger"]
+    assert quantized, "no matrix was quantized"
+    weights = {init.name: init for init in graph.initializer}
+    for node in quantized:
+        b = node.input[1]
+        assert b in constants, f"{node.name} quantizes an activation"
+        assert weights[b].data_type == onnx.TensorProto.INT8
+    # 7-bit weights (reduce_range): AVX2 kernels add u8×s8 products in pairs in 16 bits, and
+    # 2 · 255 · 64 = 32,640 fits, so the integer results are exact on every CPU.
+    for node in quantized:
+        values = onnx.numpy_helper.to_array(weights[node.input[1]]).astype(int)
+        assert np.abs(values).max() <= 64
+
+
+def test_batch_invariant_scores_do_not_depend_on_batch_mates(network, text, onnx_dir) -> None:
     """A story's int8 scores are a function of its own text: the same alone, in any batch,
-    in any order, on any number of workers (what makes a replay match a live run)."""
-    onnx_path = export_onnx(network, tmp_path)
-    pooled = OnnxPredictor(onnx_path, tokenizer, 64, threads=2, batch_invariant=True)
-    serial = OnnxPredictor(onnx_path, tokenizer, 64, threads=1, batch_invariant=True)
+    in any order, on any number of workers (what makes a replay match a live run on the same
+    machine; int8 kernels differ between CPUs, so equality is not promised across them)."""
+    onnx_path = onnx_dir / "model-int8.onnx"
+    pooled = OnnxPredictor(onnx_path, text, 64, threads=2, batch_invariant=True)
+    serial = OnnxPredictor(onnx_path, text, 64, threads=1, batch_invariant=True)
     together = pooled.predict(TEXTS)
-    for i, text in enumerate(TEXTS):
-        alone = serial.predict([text])
+    for i, headline in enumerate(TEXTS):
+        alone = serial.predict([headline])
         assert np.array_equal(together.sentiment_probs[i], alone.sentiment_probs[0])
         assert np.array_equal(together.topic_probs[i], alone.topic_probs[0])
         assert together.top_tokens[i] == alone.top_tokens[0]
     reordered = pooled.predict(TEXTS[::-1] + TEXTS[:2])
     assert np.array_equal(reordered.sentiment_probs[: len(TEXTS)], together.sentiment_probs[::-1])
-    torch_invariant = TorchPredictor(network, tokenizer, 64, batch_invariant=True)
-    np.testing.assert_allclose(
-        torch_invariant.predict(TEXTS).sentiment_probs, together.sentiment_probs, atol=0.02
-    )
+    assert np.array_equal(reordered.topic_probs[len(TEXTS) :], together.topic_probs[:2])

@@ -11,8 +11,8 @@ from torch import nn
 
 from model.artifact import load_artifact
 from model.data import IGNORE, Corpus, Example
-from model.infer import load_tokenizer
 from model.network import FinsentNetwork, NetworkConfig
+from model.torch_infer import load_tokenizer
 from model.train import (
     MaskedLanguageHead,
     TrainConfig,
