@@ -32,6 +32,7 @@ from kafka import KafkaProducer
 
 from finsent.kafka_io import ensure_topics
 from finsent.kafka_local import LocalKafka
+from finsent.launch import finsent_command
 from finsent.records import WindowStat, encode
 from finsent.settings import Settings
 
@@ -123,7 +124,7 @@ def main() -> None:
                 log = open(work / f"{stage}.log", "wb")  # noqa: SIM115 - lives with the process
                 procs.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "finsent.cli", stage],
+                        finsent_command(stage),
                         env=env,
                         stdout=log,
                         stderr=subprocess.STDOUT,

@@ -21,12 +21,12 @@ import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from finsent.launch import finsent_command
 from finsent.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ def run_backtest(work: Path, run_id: str, cache: Path) -> tuple[float, Path]:
     }
     report = work / run_id
     cmd = [
-        sys.executable, "-m", "finsent.cli", "backtest",
+        *finsent_command("backtest"),
         "--feed", str(ARCHIVE), "--events", str(EVENTS), "--config", str(CONFIG),
         "--run-id", run_id, "--report", str(report), "--no-progress",
     ]  # fmt: skip

@@ -37,7 +37,6 @@ import random
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -59,6 +58,7 @@ from finsent.kafka_io import (
     next_offsets,
 )
 from finsent.kafka_local import LocalKafka
+from finsent.launch import finsent_command
 from finsent.records import NewsItem, ScoredItem, WindowStat, decode, encode, stable_id
 from finsent.settings import Settings
 from finsent.store import Commit, Store
@@ -528,7 +528,7 @@ def start_stage(settings: Settings, name: str, logs: Path) -> subprocess.Popen:
     env = {**os.environ, **settings.child_env(), "PYTHONUNBUFFERED": "1"}
     with open(logs / f"{name}.log", "wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "finsent.cli", name],
+            finsent_command(name),
             env=env,
             cwd=ROOT,
             stdout=log,
