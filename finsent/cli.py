@@ -24,6 +24,30 @@ app.add_typer(alerts_app, name="alerts")
 log = logging.getLogger("finsent")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("finsent")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            from finsent import __version__ as number
+        typer.echo(f"finsent {number}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    _version_: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """finsent: streaming financial-news sentiment monitor."""
+
+
 def _settings(**overrides: object) -> Settings:
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     setup_logging(settings.log_level)
