@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from _machine import machine_line  # bench/_machine.py: CPU model, vector flags, cores
 from kafka import KafkaProducer
 
 from finsent.kafka_io import ensure_topics
@@ -86,6 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--series", type=int, default=40, help="series that each spike once")
     args = parser.parse_args()
+    print(machine_line(), flush=True)
     loop = _load_loopback()
     work = Path(tempfile.mkdtemp(prefix="finsent-bench-alerts-"))
     base = Settings(

@@ -26,6 +26,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from _machine import machine_line  # bench/_machine.py: CPU model, vector flags, cores
+
 from finsent.launch import finsent_command
 from finsent.settings import Settings
 
@@ -108,6 +110,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-reference", action="store_true")
     args = parser.parse_args()
+    print(machine_line(), flush=True)
     if not ARCHIVE.is_dir():
         raise SystemExit(f"the archive is not at {ARCHIVE}")
     with tempfile.TemporaryDirectory(prefix="finsent-bench-backtest-") as tmp:

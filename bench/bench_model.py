@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import machine_line  # bench/_machine.py: CPU model, vector flags, cores
+
 from model.artifact import load_artifact, quiet_transformers, set_threads
 from model.data import datasets_dir, unlabelled_headlines
 from model.infer import make_predictor
@@ -55,6 +57,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
+    print(machine_line(), flush=True)
 
     quiet_transformers()
     threads = set_threads(args.threads)

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
+from _machine import machine_line  # bench/_machine.py: CPU model, vector flags, cores
 
 import stream.aggregation as aggregation
 from finsent.kafka_io import (
@@ -691,6 +692,7 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=60.0)
     parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run")
     args = parser.parse_args()
+    print(machine_line(), flush=True)
     if args.quick:
         args.repeats, args.items, args.scorer_batches, args.latency_seconds = 1, 5_000, 8, 20.0
     parts = ("aggregator", "scorer", "latency") if args.part == "all" else (args.part,)
