@@ -28,10 +28,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from _machine import machine_line  # bench/_machine.py: CPU model, vector flags, cores
 from kafka import KafkaProducer
 
 from finsent.kafka_io import ensure_topics
 from finsent.kafka_local import LocalKafka
+from finsent.launch import finsent_command
 from finsent.records import WindowStat, encode
 from finsent.settings import Settings
 
@@ -85,6 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--series", type=int, default=40, help="series that each spike once")
     args = parser.parse_args()
+    print(machine_line(), flush=True)
     loop = _load_loopback()
     work = Path(tempfile.mkdtemp(prefix="finsent-bench-alerts-"))
     base = Settings(
@@ -123,7 +126,7 @@ def main() -> None:
                 log = open(work / f"{stage}.log", "wb")  # noqa: SIM115 - lives with the process
                 procs.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "finsent.cli", stage],
+                        finsent_command(stage),
                         env=env,
                         stdout=log,
                         stderr=subprocess.STDOUT,

@@ -21,12 +21,14 @@ import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from _machine import machine_line  # bench/_machine.py: CPU model, vector flags, cores
+
+from finsent.launch import finsent_command
 from finsent.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +60,7 @@ def run_backtest(work: Path, run_id: str, cache: Path) -> tuple[float, Path]:
     }
     report = work / run_id
     cmd = [
-        sys.executable, "-m", "finsent.cli", "backtest",
+        *finsent_command("backtest"),
         "--feed", str(ARCHIVE), "--events", str(EVENTS), "--config", str(CONFIG),
         "--run-id", run_id, "--report", str(report), "--no-progress",
     ]  # fmt: skip
@@ -108,6 +110,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-reference", action="store_true")
     args = parser.parse_args()
+    print(machine_line(), flush=True)
     if not ARCHIVE.is_dir():
         raise SystemExit(f"the archive is not at {ARCHIVE}")
     with tempfile.TemporaryDirectory(prefix="finsent-bench-backtest-") as tmp:

@@ -49,6 +49,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from _machine import machine_line  # bench/_machine.py: CPU model, vector flags, cores
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from finsent.records import Alert, Headline
@@ -615,6 +616,7 @@ def main() -> None:
     parser.add_argument("--max-age-hours", type=float, default=6.0)
     parser.add_argument("--build-only", action="store_true", help="make the stores and stop")
     args = parser.parse_args()
+    print(machine_line(), flush=True)
     if args.quick:
         args.minutes = min(args.minutes, 2.0)
     reason = bs.missing_browser_reason()

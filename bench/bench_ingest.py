@@ -22,6 +22,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from _machine import machine_line  # bench/_machine.py: CPU model, vector flags, cores
 from kafka import KafkaProducer
 
 from finsent.kafka_io import ensure_topics
@@ -147,6 +148,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--archive", action="store_true")
     args = parser.parse_args()
+    print(machine_line(), flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

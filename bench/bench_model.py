@@ -16,6 +16,8 @@ import statistics
 import time
 from pathlib import Path
 
+from _machine import machine_line  # bench/_machine.py: CPU model, vector flags, cores
+
 from model.artifact import quiet_transformers, read_artifact, set_threads
 from model.backbone import backbone_dir
 from model.data import datasets_dir, unlabelled_headlines
@@ -54,6 +56,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
+    print(machine_line(), flush=True)
 
     quiet_transformers()
     threads = set_threads(args.threads)

@@ -23,6 +23,8 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
+from _machine import machine_line  # bench/_machine.py: CPU model, vector flags, cores
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from finsent.kafka_io import ensure_topics  # noqa: E402
@@ -93,6 +95,7 @@ def main() -> None:
     parser.add_argument("--feeds", type=int, default=50)
     parser.add_argument("--interval", type=int, default=10)
     args = parser.parse_args()
+    print(machine_line(), flush=True)
 
     with tempfile.TemporaryDirectory() as tmp, FeedServer() as server:
         work = Path(tmp)

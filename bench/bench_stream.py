@@ -37,7 +37,6 @@ import random
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -49,6 +48,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
+from _machine import machine_line  # bench/_machine.py: CPU model, vector flags, cores
 
 import stream.aggregation as aggregation
 from finsent.kafka_io import (
@@ -59,6 +59,7 @@ from finsent.kafka_io import (
     next_offsets,
 )
 from finsent.kafka_local import LocalKafka
+from finsent.launch import finsent_command
 from finsent.records import NewsItem, ScoredItem, WindowStat, decode, encode, stable_id
 from finsent.settings import Settings
 from finsent.store import Commit, Store
@@ -528,7 +529,7 @@ def start_stage(settings: Settings, name: str, logs: Path) -> subprocess.Popen:
     env = {**os.environ, **settings.child_env(), "PYTHONUNBUFFERED": "1"}
     with open(logs / f"{name}.log", "wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "finsent.cli", name],
+            finsent_command(name),
             env=env,
             cwd=ROOT,
             stdout=log,
@@ -691,6 +692,7 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=60.0)
     parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run")
     args = parser.parse_args()
+    print(machine_line(), flush=True)
     if args.quick:
         args.repeats, args.items, args.scorer_batches, args.latency_seconds = 1, 5_000, 8, 20.0
     parts = ("aggregator", "scorer", "latency") if args.part == "all" else (args.part,)

@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
+from _machine import machine_line  # bench/_machine.py: CPU model, vector flags, cores
 
 from finsent.records import NewsItem, ScoredItem
 from model.topics import TOPICS
@@ -81,6 +82,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=50_000)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    print(machine_line(), flush=True)
     items = make_items(args.items)
     timings: dict[str, list[float]] = {"core": [], "reference": []}
     for _ in range(args.repeats):

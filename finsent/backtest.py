@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -38,6 +37,7 @@ from finsent.backtest_report import (
 from finsent.demo import Children
 from finsent.kafka_io import delete_topics, ensure_topics, group_id, make_producer
 from finsent.kafka_local import LocalKafka, port_open
+from finsent.launch import finsent_command
 from finsent.records import Alert, decode
 from finsent.settings import TOPIC_NAMES, Settings
 from finsent.store import Store, alert_events, as_utc, scored_items, windows
@@ -298,7 +298,7 @@ def run_backtest(
         ensure_topics(bt)
         store = Store(bt.database_url)
         for stage in STAGES:
-            children.start(stage, [sys.executable, "-m", "finsent.cli", stage])
+            children.start(stage, finsent_command(stage))
         with bars.progress:
             stats = replay(
                 bt,

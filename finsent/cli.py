@@ -9,19 +9,71 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
+from typer.core import TyperGroup
 
+from finsent.extras import extra_modules, missing_extra, require, require_scorer, require_store
 from finsent.lifecycle import install_stop_handlers, setup_logging
 from finsent.settings import Settings
 
-app = typer.Typer(help="finsent: streaming financial-news sentiment monitor.", no_args_is_help=True)
-kafka_app = typer.Typer(help="Run the local single-node Kafka broker.", no_args_is_help=True)
-ingest_app = typer.Typer(help="Push news into news.raw.", no_args_is_help=True)
-alerts_app = typer.Typer(help="List, acknowledge and silence alerts.", no_args_is_help=True)
+
+class FinsentGroup(TyperGroup):
+    """Turns a missing optional extra, in any command, into one line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ImportError as exc:
+            names = []
+            at: click.Context | None = ctx
+            while at is not None and at.parent is not None:
+                names.append(at.info_name or "")
+                at = at.parent
+            command = " ".join(["finsent", *reversed(names), ctx.invoked_subcommand or ""])
+            missing = missing_extra(exc, command.strip())
+            if missing is None:
+                raise
+            typer.secho(f"error: {missing.message}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
+
+
+def _typer(help: str) -> typer.Typer:
+    return typer.Typer(help=help, no_args_is_help=True, cls=FinsentGroup)
+
+
+app = _typer("finsent: streaming financial-news sentiment monitor.")
+kafka_app = _typer("Run the local single-node Kafka broker.")
+ingest_app = _typer("Push news into news.raw.")
+alerts_app = _typer("List, acknowledge and silence alerts.")
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(alerts_app, name="alerts")
 log = logging.getLogger("finsent")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("finsent")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            from finsent import __version__ as number
+        typer.echo(f"finsent {number}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    _version_: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """finsent: streaming financial-news sentiment monitor."""
 
 
 def _settings(**overrides: object) -> Settings:
@@ -153,6 +205,7 @@ def scorer(
     from stream.scoring import run_scorer
 
     settings = _settings(scorer=name)
+    require_scorer(settings.scorer)
     ensure_topics(settings)
     run_scorer(settings, install_stop_handlers())
 
@@ -293,6 +346,8 @@ def dashboard(
     from finsent.demo import dashboard_command
 
     settings = _settings(dashboard_host=host, dashboard_port=port)
+    require("streamlit", "plotly", "pandas")
+    require_store(settings.database_url)
     cmd = dashboard_command(settings)
     os.execvpe(cmd[0], cmd, {**os.environ, **settings.child_env()})
 
@@ -311,6 +366,9 @@ def demo(
         factor = None if speed == "max" else float(speed)
     except ValueError:
         _fail(f"--speed takes 'max' or a number, not {speed!r}")
+    require_scorer(settings.scorer)
+    require("streamlit", "plotly", "pandas")
+    require_store(settings.database_url)
     try:
         code = run_demo(settings, install_stop_handlers(), speed=factor, hours=hours)
     except LaunchError as exc:
@@ -384,6 +442,10 @@ def backtest(
             _fail(f"config file {config} does not exist")
         os.environ["FINSENT_CONFIG"] = str(config)  # read once, by the settings below
     settings = _settings()
+    require_scorer(settings.scorer)  # the scorer stage's, before minutes of replay
+    require_store(settings.database_url)
+    if report is not None:
+        require("plotly")
     try:
         result = run_backtest(settings, request, install_stop_handlers(), progress=progress)
     except (BacktestError, EventsError, LaunchError) as exc:
@@ -432,6 +494,7 @@ def train(
     """Train the attention topic-and-sentiment model and save an artifact with its model card."""
     import json
 
+    require(*sorted(extra_modules("train")))  # before, not after, an hour of training
     from model.data import DataError, datasets_dir, load_table, standard_corpus
     from model.train import TrainConfig
     from model.train import train as run_training

@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from finsent.kafka_io import delete_topics, ensure_topics, list_topics
 from finsent.kafka_local import LaunchError, LocalKafka, port_open
+from finsent.launch import finsent_command, python_command
 from finsent.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def dashboard_command(settings: Settings) -> list[str]:
         raise RuntimeError("the dashboard is not installed; install finsent[dashboard]")
     app_path = spec.origin
     return [
-        sys.executable, "-m", "streamlit", "run", app_path,
+        *python_command("-m", "streamlit", "run", app_path),
         "--server.address", settings.dashboard_host,
         "--server.port", str(settings.dashboard_port),
         "--server.headless", "true",
@@ -159,10 +159,10 @@ def run_demo(settings: Settings, stop: threading.Event, speed: float | None, hou
         feed = write_jsonl(rows, run_dir / "sample.jsonl")
         store = Store(settings.database_url)
         for stage in STAGES:
-            children.start(stage, [sys.executable, "-m", "finsent.cli", stage])
+            children.start(stage, finsent_command(stage))
         children.start("dashboard", dashboard_command(settings))
-        replay_cmd = [sys.executable, "-m", "finsent.cli", "ingest", "replay", str(feed),
-                      "--speed", "max" if speed is None else str(speed), "--no-progress"]  # fmt: skip
+        replay_cmd = finsent_command("ingest", "replay", str(feed), "--no-progress",
+                                     "--speed", "max" if speed is None else str(speed))  # fmt: skip
         replayer = children.start("replay", replay_cmd)
         pace = "as fast as possible" if speed is None else f"at {speed:g}x real time"
         say(

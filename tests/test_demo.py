@@ -8,7 +8,6 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import httpx
 import pytest
 from tests_support import free_port, wait_until
 
+from finsent.launch import finsent_command
 from finsent.store import Store, alerts, windows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -58,7 +58,7 @@ def test_demo_serves_dashboard_fires_alert_and_stops_cleanly(tmp_path: Path) -> 
     # not stop the demo from cleaning up.
     read_end, write_end = os.pipe()
     demo = subprocess.Popen(
-        [sys.executable, "-m", "finsent.cli", "demo", "--speed", "max"],
+        finsent_command("demo", "--speed", "max"),
         env=env,
         stdout=write_end,
         stderr=subprocess.STDOUT,
@@ -121,7 +121,7 @@ def test_demo_refuses_a_busy_dashboard_port(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "finsent.cli", "demo"],
+            finsent_command("demo"),
             env={
                 **os.environ,
                 "FINSENT_CACHE_DIR": str(tmp_path),

@@ -16,12 +16,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from finsent import launch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,7 +69,7 @@ def artifacts_dir() -> Path:
 
 def finsent_command() -> list[str]:
     """``finsent`` run by this Python, as the tests run every stage."""
-    return [sys.executable, "-m", "finsent.cli"]
+    return launch.finsent_command()
 
 
 class Dashboard:
@@ -84,6 +85,7 @@ class Dashboard:
         *,
         refresh_seconds: float = 2.0,
         env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.store_url = store_url
         self.port = free_port()
@@ -91,6 +93,7 @@ class Dashboard:
         self.log_path = workdir / f"dashboard-{self.port}.log"
         self.refresh_seconds = refresh_seconds
         self.extra_env = env or {}
+        self.cwd = cwd or ROOT  # the folder `finsent dashboard` is started from
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -112,7 +115,12 @@ class Dashboard:
         cmd = [*finsent_command(), "dashboard", "--host", "127.0.0.1", "--port", str(self.port)]
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                cmd,
+                cwd=self.cwd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.wait_healthy(timeout)
         return self
