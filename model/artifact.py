@@ -248,6 +248,7 @@ def set_threads(threads: int) -> int:
     import sys
 
     threads = threads or os.cpu_count() or 1
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
+    torch = sys.modules.get("torch")  # only where something else loaded it
+    if torch is not None:
+        torch.set_num_threads(threads)
     return threads

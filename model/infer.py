@@ -235,6 +235,7 @@ def make_predictor(
     from model.artifact import load_artifact
     from model.torch_infer import TorchPredictor  # the train extra
 
+    set_threads(threads)  # now that torch is loaded, it takes the count too
     return TorchPredictor(
         load_artifact(artifact.path).network,
         text or BackboneText(embeddings=False),

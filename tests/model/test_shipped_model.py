@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import numpy as np
@@ -102,3 +104,26 @@ def test_int8_scoring_matches_fp32_where_a_user_would_look() -> None:
     fp32_accuracy, int8_accuracy = (fp32 == labels).mean(), (quantized == labels).mean()
     assert abs(int8_accuracy - fp32_accuracy) <= 0.005, (int8_accuracy, fp32_accuracy)
     assert (quantized == fp32).mean() >= 0.975
+
+
+def test_scoring_needs_no_torch() -> None:
+    """The scorer runs the shipped graph with torch and transformers made unimportable."""
+    code = (
+        "import sys\n"
+        "for name in ('torch', 'transformers', 'sentence_transformers'):\n"
+        "    sys.modules[name] = None  # an import of any of them now fails\n"
+        "from datetime import UTC, datetime\n"
+        "from finsent.records import NewsItem\n"
+        "from model.scorer import load_scorer\n"
+        "t = datetime(2026, 3, 2, tzinfo=UTC)\n"
+        "items = [NewsItem(id='a', source='s', title='Acme Corp files for bankruptcy',\n"
+        "                  published_at=t, fetched_at=t)]\n"
+        "scored = load_scorer('attention').score(items)\n"
+        "print(scored[0].sentiment, scored[0].model_version)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    sentiment, version = result.stdout.split()
+    assert sentiment == "negative" and version.endswith("/onnx-int8")
