@@ -33,6 +33,7 @@ format: venv
 bench: venv
 	.venv/bin/python bench/bench_windows.py
 	.venv/bin/python bench/bench_model.py
+	.venv/bin/python bench/bench_int8_cpus.py
 	.venv/bin/python bench/bench_stream.py
 	.venv/bin/python bench/bench_alerts.py
 	.venv/bin/python bench/bench_backtest.py
