@@ -10,7 +10,7 @@ def test_stage_modules_do_not_import_heavy_extras() -> None:
     code = (
         "import sys\n"
         "import finsent.cli, finsent.demo, ingest.replay, stream.scoring, stream.aggregation, alerts.engine\n"
-        "heavy = sorted(m for m in ('torch', 'transformers', 'streamlit', 'plotly', 'pandas') if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'onnxruntime', 'tokenizers', 'streamlit', 'plotly', 'pandas') if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )
     result = subprocess.run(
