@@ -22,6 +22,10 @@ test: venv
 	bash scripts/ensure_chromium.sh
 	.venv/bin/pytest
 
+# The unit tests only: no broker, no PostgreSQL, no browser (about a minute).
+test-fast: venv
+	.venv/bin/pytest -m "not kafka and not postgres and not browser"
+
 lint: venv
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .

@@ -30,6 +30,8 @@ from finsent.settings import TOPIC_NAMES, Settings
 from finsent.store import Store, backtest_runs
 from ingest.sample_feed import generate, write_jsonl
 
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.weights]
+
 FEED_END = datetime(2026, 3, 2, 18, 0, tzinfo=UTC)
 HOURS = 12
 EPISODE_START = datetime(2026, 3, 2, 14, 15, tzinfo=UTC)  # sample_feed's: 70 %, quarter hour
