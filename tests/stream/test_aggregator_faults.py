@@ -274,7 +274,14 @@ def test_a_store_outage_pauses_the_stage_and_loses_nothing(
     store.close()
     postgres_server.stop()
     try:
-        time.sleep(4)
+        # Down until the stages have hit the outage (the aggregator is mid-stream; the router
+        # may be done already), paused and begun to retry.
+        wait_until(
+            lambda: "store sink failed" in stages.log("router") + stages.log("aggregator"),
+            60,
+            "the stages to see the store gone",
+            context=stages.tails,
+        )
     finally:
         postgres_server.start()
     wait_until(
