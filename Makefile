@@ -15,12 +15,18 @@ demo: venv-demo
 lock:
 	bash scripts/lock.sh
 
+# Two pytest workers: each runs its own session broker and PostgreSQL, and a file's tests (with
+# its module fixtures) stay on one worker.
 test: venv
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	bash scripts/ensure_postgres.sh
 	bash scripts/ensure_chromium.sh
-	.venv/bin/pytest
+	.venv/bin/pytest -n 2 --dist loadfile
+
+# The unit tests only: no broker, no PostgreSQL, no browser (under 90 s on 2 cores).
+test-fast: venv
+	.venv/bin/pytest -n 2 -m "not kafka and not postgres and not browser"
 
 lint: venv
 	.venv/bin/ruff check .

@@ -36,6 +36,9 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
         "retries": 2**31 - 1,
         "delivery_timeout_ms": 120_000,
         "client_id": "finsent",
+        # A lost broker is retried at least every second, as the Java client does, not
+        # kafka-python's up to 30 s: a restarted broker is back in use at once.
+        "reconnect_backoff_max_ms": 1000,
     }
     config.update(overrides)
     return KafkaProducer(**config)
@@ -58,6 +61,7 @@ def make_consumer(settings: Settings, stage: str, **overrides: Any) -> KafkaCons
         # Notice new topics and partitions within seconds, not the 5-minute default.
         "metadata_max_age_ms": 5000,
         "heartbeat_interval_ms": max(settings.session_timeout_ms // 3, 1000),
+        "reconnect_backoff_max_ms": 1000,  # as the producer's
     }
     if settings.instance_id:
         config["group_instance_id"] = f"{stage}-{settings.instance_id}"

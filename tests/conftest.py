@@ -22,6 +22,17 @@ hypothesis_settings.register_profile(
 )
 hypothesis_settings.load_profile("finsent")
 
+# A test that asks for a server (even through another fixture) carries its marker, so that
+# `-m "not kafka and not postgres"` (make test-fast) never starts one.
+SERVER_MARKERS = {"kafka_broker": "kafka", "postgres_server": "postgres"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, marker in SERVER_MARKERS.items():
+            if fixture in getattr(item, "fixturenames", ()) and marker not in item.keywords:
+                item.add_marker(marker)
+
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:

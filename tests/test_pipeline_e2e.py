@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
-from tests_support import CRASH_HEADLINES, StageProcesses, wait_until
+from kafka import KafkaProducer
+from tests_support import CRASH_HEADLINES, StageProcesses, read_topic, wait_until
 
 from finsent.kafka_io import ensure_topics
 from finsent.records import Alert, DeadLetter, NewsItem, WindowStat, decode, encode
@@ -142,14 +142,14 @@ def test_known_input_gives_exact_windows_and_one_alert(
 
     # The Kafka topics carry the same records.
     topic_windows = [
-        decode(WindowStat, v) for v in read_topic(settings, "sentiment.windows", n_windows)
+        decode(WindowStat, v) for v in read_values(settings, "sentiment.windows", n_windows)
     ]
     assert Counter((w.key, w.window_start) for w in topic_windows) == Counter(expected.keys())
-    topic_alerts = [decode(Alert, v) for v in read_topic(settings, "alerts", 2)]
+    topic_alerts = [decode(Alert, v) for v in read_values(settings, "alerts", 2)]
     assert sorted(a.state for a in topic_alerts) == ["firing", "resolved"]
     assert len({a.id for a in topic_alerts}) == 1
 
-    letters = [decode(DeadLetter, v) for v in read_topic(settings, "news.dlq", 3)]
+    letters = [decode(DeadLetter, v) for v in read_values(settings, "news.dlq", 3)]
     by_stage = Counter(letter.stage for letter in letters)
     assert by_stage == {"scorer": 2, "ingest": 1}
     reasons = " | ".join(letter.reason for letter in letters)
@@ -186,19 +186,13 @@ def test_known_input_gives_exact_windows_and_one_alert(
         "alerter": 0,
         "replay": 0,
     }
+    # Stopped, so nothing more can arrive on the topics, and nothing more did.
+    for name, count in (("sentiment.windows", n_windows), ("alerts", 2), ("news.dlq", 3)):
+        read_values(settings, name, count)
 
 
-def read_topic(settings: Settings, name: str, expected: int) -> list[bytes]:
-    consumer = KafkaConsumer(
-        settings.topic(name),
-        bootstrap_servers=settings.bootstrap_servers,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=5000,
-    )
-    try:
-        values = [m.value for m in consumer]
-    finally:
-        consumer.close()
+def read_values(settings: Settings, name: str, expected: int) -> list[bytes]:
+    values = [m.value for m in read_topic(settings, name)]
     assert len(values) == expected, f"{name}: {len(values)} records, expected {expected}"
     return values
 

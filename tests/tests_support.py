@@ -63,6 +63,53 @@ class StageProcesses:
         return codes
 
 
+def read_topic(settings: Settings, name: str, timeout_s: float = 30, **config: object) -> list:
+    """Every record of a topic up to its end offsets now, in order, then return at once.
+
+    Not a consumer timeout: that waits its whole length after the last record on every call.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    topic = settings.topic(name)
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, **config)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not (partitions := consumer.partitions_for_topic(topic)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"topic {topic} has no partitions after {timeout_s}s")
+            time.sleep(0.1)  # each look asks the broker for fresh metadata
+        parts = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+        records: list = []
+        while any(consumer.position(tp) < ends[tp] for tp in parts):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: read {len(records)} records in {timeout_s}s")
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
+def groups_joined(settings: Settings, stages: tuple[str, ...]) -> bool:
+    """Every stage's consumer group has members and a settled assignment."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    from finsent.kafka_io import group_id
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    try:
+        groups = admin.describe_consumer_groups([group_id(settings, s) for s in stages])
+    except KafkaError:  # a coordinator still loading
+        return False
+    finally:
+        admin.close()
+    return len(groups) == len(stages) and all(g.state == "Stable" and g.members for g in groups)
+
+
 def wait_until(
     predicate: Callable[[], object],
     timeout_s: float,

@@ -14,8 +14,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer
-from tests_support import CRASH_HEADLINES, StageProcesses, wait_until
+from tests_support import (
+    CRASH_HEADLINES,
+    StageProcesses,
+    groups_joined,
+    read_topic,
+    wait_until,
+)
 
 from finsent.kafka_io import ensure_topics
 from finsent.settings import Settings
@@ -85,18 +90,9 @@ class Arrivals(threading.Thread):
 
 
 def first_crash_sent_at(settings: Settings) -> float:
-    consumer = KafkaConsumer(
-        settings.topic("news.raw"),
-        bootstrap_servers=settings.bootstrap_servers,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=3000,
-    )
-    try:
-        for record in consumer:
-            if CRASHES[0] in json.loads(record.value)["title"]:
-                return record.timestamp / 1000  # the producer's wall clock, ms
-    finally:
-        consumer.close()
+    for record in read_topic(settings, "news.raw"):
+        if CRASHES[0] in json.loads(record.value)["title"]:
+            return record.timestamp / 1000  # the producer's wall clock, ms
     raise AssertionError("the first crash story never reached news.raw")
 
 
@@ -130,9 +126,12 @@ def test_news_at_t_alerts_between_t1_and_t2_then_resolves(
         feed = tmp_path / "feed.jsonl"
         feed.write_text("".join(json.dumps(r) + "\n" for r in feed_rows()))
 
-        for stage in ("scorer", "router", "aggregator", "alerter", "notifier"):
+        names = ("scorer", "router", "aggregator", "alerter", "notifier")
+        for stage in names:
             stages.start(stage, stage)
-        time.sleep(3)  # joined and warm: the timeline measures the pipeline, not start-up
+        # Joined: the timeline measures the pipeline, not start-up.
+        wait_until(lambda: groups_joined(settings, names), 60, "the stages' groups", 0.2,
+                   context=stages.tails)  # fmt: skip
         arrivals = Arrivals(slack)
         arrivals.start()
         replay = stages.start(

@@ -14,6 +14,7 @@ import hashlib
 import html
 import json
 import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +22,13 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from tests_support import StageProcesses, wait_until
 
-from finsent.backtest import BacktestRequest, Offsets, run_alert_list, run_backtest
+from finsent.backtest import (
+    BacktestRequest,
+    BacktestResult,
+    Offsets,
+    run_alert_list,
+    run_backtest,
+)
 from finsent.backtest_report import alert_lines, fired_alerts
 from finsent.kafka_io import ensure_topics, list_topics
 from finsent.kafka_local import LocalKafka
@@ -29,6 +36,8 @@ from finsent.records import Alert
 from finsent.settings import TOPIC_NAMES, Settings
 from finsent.store import Store, backtest_runs
 from ingest.sample_feed import generate, write_jsonl
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.weights]
 
 FEED_END = datetime(2026, 3, 2, 18, 0, tzinfo=UTC)
 HOURS = 12
@@ -105,7 +114,13 @@ def live_snapshot(settings: Settings) -> dict[str, object]:
     files = sorted(Path(settings.database_url.removeprefix("sqlite:///")).parent.glob("live*"))
     admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     try:
-        groups = sorted(g[0] for g in admin.list_consumer_groups())
+        # Every group on the broker, but another test's live pipeline (the backtest run is
+        # shared by this module's tests, whatever order they run in).
+        groups = sorted(
+            g[0]
+            for g in admin.list_consumer_groups()
+            if not g[0].startswith("live-") or g[0].startswith(settings.topic_prefix)
+        )
     finally:
         admin.close()
     return {
@@ -115,9 +130,25 @@ def live_snapshot(settings: Settings) -> dict[str, object]:
     }
 
 
-def test_backtest_is_deterministic_isolated_and_reports_everything(
-    kafka_broker: LocalKafka, tmp_path: Path, model_cache: Path, feed: Path
-) -> None:
+@dataclass(frozen=True)
+class FirstRun:
+    live: Settings
+    before: dict[str, object]  # the live pipeline's snapshot, taken before the run
+    events: Path
+    tmp_path: Path
+    result: BacktestResult
+
+
+@pytest.fixture(scope="module")
+def first_run(
+    kafka_broker: LocalKafka,
+    tmp_path_factory: pytest.TempPathFactory,
+    model_cache: Path,
+    feed: Path,
+) -> FirstRun:
+    """A backtest run beside a live pipeline. Both tests look at it: every run starts the
+    production stages, the scorer with the shipped model, which is most of a run's time."""
+    tmp_path = tmp_path_factory.mktemp("backtest")
     live = live_settings(kafka_broker, tmp_path, model_cache)
     # A live pipeline in place: its topics hold a story, its store an alert.
     ensure_topics(live)
@@ -127,8 +158,20 @@ def test_backtest_is_deterministic_isolated_and_reports_everything(
     Store(live.database_url).close()
     before = live_snapshot(live)
     events = write_events(tmp_path / "events.yaml")
+    result = run_backtest(live, request(feed, "det-1", tmp_path, events), threading.Event(), False)
+    return FirstRun(live, before, events, tmp_path, result)
 
-    first = run_backtest(live, request(feed, "det-1", tmp_path, events), threading.Event(), False)
+
+def test_backtest_is_deterministic_isolated_and_reports_everything(
+    first_run: FirstRun, feed: Path
+) -> None:
+    live, before, events, tmp_path = (
+        first_run.live,
+        first_run.before,
+        first_run.events,
+        first_run.tmp_path,
+    )
+    first = first_run.result
     second = run_backtest(live, request(feed, "det-2", tmp_path, events), threading.Event(), False)
 
     # Determinism: the same feed and settings give the same bytes.
@@ -179,7 +222,7 @@ def test_backtest_is_deterministic_isolated_and_reports_everything(
 
 
 def test_live_path_and_backtest_give_the_same_alerts(
-    kafka_broker: LocalKafka, tmp_path: Path, model_cache: Path, feed: Path
+    kafka_broker: LocalKafka, tmp_path: Path, model_cache: Path, feed: Path, first_run: FirstRun
 ) -> None:
     # Other micro-batches than the backtest's: batch-invariant scoring makes them irrelevant.
     live = live_settings(kafka_broker, tmp_path, model_cache, batch_max_size=7)
@@ -212,11 +255,12 @@ def test_live_path_and_backtest_give_the_same_alerts(
     finally:
         stages.stop_all()
 
-    base = live.model_copy(
-        update={"store_url": f"sqlite:///{tmp_path / 'unused.db'}", "batch_max_size": 64}
-    )
-    result = run_backtest(base, request(feed, "parity", tmp_path), threading.Event(), False)
+    # The backtest path: the module's run, with the default micro-batches (64).
+    result = first_run.result
+    assert first_run.live.batch_max_size == 64
 
     assert fired_alerts(live_alerts), "the sample feed's bank episode should fire"
     assert alert_lines(result.alerts) == alert_lines(live_alerts)
-    assert (tmp_path / "parity" / "alert_events.jsonl").read_bytes() == alert_lines(live_alerts)
+    assert (first_run.tmp_path / "det-1" / "alert_events.jsonl").read_bytes() == alert_lines(
+        live_alerts
+    )

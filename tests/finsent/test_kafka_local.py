@@ -12,9 +12,10 @@ from finsent.kafka_io import ensure_topics
 from finsent.kafka_local import KafkaLaunchError, LocalKafka, new_cluster_id
 from finsent.settings import Settings
 
-pytestmark = pytest.mark.kafka
+# Only the tests marked `kafka` run a broker; the others check start-up errors and start none.
 
 
+@pytest.mark.kafka
 def test_start_is_idempotent(kafka_broker: LocalKafka) -> None:
     before = kafka_broker.status()
     assert before.running
@@ -22,6 +23,7 @@ def test_start_is_idempotent(kafka_broker: LocalKafka) -> None:
     assert again.pid == before.pid and again.running
 
 
+@pytest.mark.kafka
 def test_topics_are_created_with_configured_partitions(pipeline_settings: Settings) -> None:
     settings = pipeline_settings.model_copy(update={"partitions_per_topic": {"news.raw": 4}})
     ensure_topics(settings)
@@ -67,6 +69,7 @@ def test_missing_maven_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monk
         LocalKafka(settings).start()
 
 
+@pytest.mark.kafka
 @pytest.mark.slow
 def test_broker_restart_keeps_data(tmp_path: Path) -> None:
     settings = Settings(kafka_port=free_port(), kafka_controller_port=free_port(), partitions=1)

@@ -8,8 +8,7 @@ import signal
 from collections import Counter
 
 import pytest
-from kafka import KafkaConsumer
-from tests_support import StageProcesses, wait_until
+from tests_support import StageProcesses, read_topic, wait_until
 
 from finsent.kafka_io import ensure_topics
 from finsent.records import DeadLetter, NewsItem, decode
@@ -20,16 +19,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
 def read_all(settings: Settings, topic: str) -> list[bytes]:
-    consumer = KafkaConsumer(
-        settings.topic(topic),
-        bootstrap_servers=settings.bootstrap_servers,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=3000,
-    )
-    try:
-        return [message.value for message in consumer]
-    finally:
-        consumer.close()
+    return [record.value for record in read_topic(settings, topic)]
 
 
 def test_poll_worker_end_to_end(

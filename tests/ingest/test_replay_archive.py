@@ -7,7 +7,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from kafka import KafkaConsumer
+from tests_support import read_topic
 
 from finsent.kafka_io import ensure_topics
 from finsent.records import NewsItem, decode
@@ -50,18 +50,8 @@ def expected_after_dedup(items: list[NewsItem], horizon: timedelta) -> int:
 
 
 def count_topic(settings: Settings) -> int:
-    consumer = KafkaConsumer(
-        settings.topic("news.raw"),
-        bootstrap_servers=settings.bootstrap_servers,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=5000,
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-    )
-    try:
-        ids = {decode(NewsItem, message.value).id for message in consumer}
-    finally:
-        consumer.close()
-    return len(ids)
+    records = read_topic(settings, "news.raw", 120, max_partition_fetch_bytes=8 * 1024 * 1024)
+    return len({decode(NewsItem, record.value).id for record in records})
 
 
 @pytest.mark.skipif(not ARCHIVE.exists(), reason="needs ../shared/datasets")
