@@ -41,7 +41,9 @@ if [[ ! -f "$venv/.complete" ]]; then
   "$uv" venv --quiet --python "$PYTHON" "$venv"
   # sync: exactly the lock, nothing resolved; the lock is complete, so no dependency is fetched
   # beyond it (the backbone package's own sentence-transformers dependency is left out there).
-  "$uv" pip sync --quiet --require-hashes --python "$venv/bin/python" "$lockfile"
+  # Compiled once here: every stage process and test worker would otherwise compile its imports
+  # from source at each start (several seconds for the scorer and the dashboard).
+  "$uv" pip sync --quiet --require-hashes --compile-bytecode --python "$venv/bin/python" "$lockfile"
   touch "$venv/.complete"
 fi
 # Point the shared venv at this checkout (cheap; makes the `finsent` script run this code).

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from finsent.launch import finsent_command
 from finsent.settings import Settings
 
 
@@ -30,7 +30,7 @@ class StageProcesses:
     def start(self, name: str, *args: str) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
-            [sys.executable, "-m", "finsent.cli", *args],
+            finsent_command(*args),
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
