@@ -32,7 +32,9 @@ if [[ "${1:-}" == "--uv" ]]; then
   exit 0
 fi
 
-key="$( (cat "$lockfile"; echo "$pyver") | sha256sum | cut -c1-16)"
+# Bump when the way a venv is built changes, so existing venvs are rebuilt.
+revision=2
+key="$( (cat "$lockfile"; echo "$pyver"; echo "$revision") | sha256sum | cut -c1-16)"
 venv="$CACHE/venvs/$LOCK-$key"
 if [[ ! -f "$venv/.complete" ]]; then
   echo "bootstrap: creating $venv from $lockfile"
