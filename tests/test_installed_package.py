@@ -19,19 +19,11 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from tests_support import LOOKALIKES, lookalike_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 VERSION = PYPROJECT["project"]["version"]
-LOOKALIKES = ("alerts", "model", "stream", "ingest", "dashboard")
-
-
-def lookalike_folder(path: Path) -> Path:
-    """A user's folder with modules named like ours, each of which stops whoever imports it."""
-    path.mkdir(parents=True, exist_ok=True)
-    for name in LOOKALIKES:
-        (path / f"{name}.py").write_text('raise SystemExit("shadowed")\n', encoding="utf-8")
-    return path
 
 
 def clean_env(venv: Path | None = None) -> dict[str, str]:

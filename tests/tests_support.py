@@ -140,3 +140,15 @@ CRASH_HEADLINES = (
     "Bank stocks tumble as Northwind crisis deepens, losses spread",
     "Northwind Bank faces investigation over misleading disclosures",
 )
+
+
+# Modules a user may keep in their own folder, named like our top-level packages.
+LOOKALIKES = ("alerts", "model", "stream", "ingest", "dashboard")
+
+
+def lookalike_folder(path: Path) -> Path:
+    """A user's folder with modules named like ours, each of which stops whoever imports it."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name in LOOKALIKES:
+        (path / f"{name}.py").write_text('raise SystemExit("shadowed")\n', encoding="utf-8")
+    return path

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests_support import lookalike_folder
 
 from finsent.records import Alert, Headline, NewsItem, ScoredItem, WindowStat
 from finsent.store import Commit, Store, alerts
@@ -326,3 +327,29 @@ def test_a_script_tag_headline_is_shown_as_text(
     assert not any("alert('xss')" in s for s in page.locator("script").all_text_contents())
     screenshot(page, "headlines-xss")
     assert not dialogs  # no alert() ran (the page fixture checks every test for this, too)
+
+
+def test_pages_render_when_started_beside_lookalike_modules(tmp_path: Path, browser: Any) -> None:
+    """Started from a user's folder that holds alerts.py, dashboard.py, ...: the Streamlit server
+    imports our packages, not those files (it runs with -P, and the folder it puts first on
+    sys.path is our dashboard package's own)."""
+    user = lookalike_folder(tmp_path / "user")
+    server = bs.Dashboard(
+        f"sqlite:///{tmp_path / 'store.db'}", tmp_path, env={"FINSENT_CACHE_DIR": str(tmp_path)},
+        cwd=user,
+    )  # fmt: skip
+    try:
+        server.start()
+        page = browser.new_page()
+        try:
+            for name in ("overview", "alerts"):  # the alerts page imports alerts.rules
+                page.goto(server.url(name))
+                bs.wait_idle(page, 30_000)
+                errors = bs.app_errors(page)
+                assert not errors, f"{name}: {errors}\n{server.log()}"
+                assert "shadowed" not in bs.app_text(page), server.log()
+        finally:
+            page.close()
+    finally:
+        server.stop()
+    assert "shadowed" not in server.log()

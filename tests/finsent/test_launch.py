@@ -9,15 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests_support import LOOKALIKES, lookalike_folder
+
 ROOT = Path(__file__).resolve().parents[2]
-LOOKALIKES = ("alerts", "model", "stream", "ingest", "dashboard")
-
-
-def lookalike_folder(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    for name in LOOKALIKES:
-        (path / f"{name}.py").write_text('raise SystemExit("shadowed")\n', encoding="utf-8")
-    return path
 
 
 def test_commands_run_this_python_with_the_safe_path_flag() -> None:
