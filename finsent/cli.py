@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -21,12 +20,12 @@ from finsent.settings import Settings
 class FinsentGroup(TyperGroup):
     """Turns a missing optional extra, in any command, into one line and exit code 1."""
 
-    def invoke(self, ctx: click.Context) -> object:
+    def invoke(self, ctx: typer.Context) -> object:
         try:
             return super().invoke(ctx)
         except ImportError as exc:
             names = []
-            at: click.Context | None = ctx
+            at: typer.Context | None = ctx
             while at is not None and at.parent is not None:
                 names.append(at.info_name or "")
                 at = at.parent

@@ -11,7 +11,9 @@ compile=("$uv" pip compile --quiet --generate-hashes --python-version 3.11
 for extra in demo dev; do
   "${compile[@]}" pyproject.toml requirements/build.in --extra "$extra" -o "requirements/$extra.lock"
 done
+# No extra: the light workers, and what tests/test_installed_package.py installs.
+"${compile[@]}" pyproject.toml -o requirements/base.lock
 # The Docker image (compose.yaml): every stage, on PostgreSQL.
 "${compile[@]}" pyproject.toml requirements/build.in --extra demo --extra lexicon \
   --extra postgres -o requirements/docker.lock
-echo "lock: wrote requirements/{tools,demo,dev,docker}.lock"
+echo "lock: wrote requirements/{tools,base,demo,dev,docker}.lock"

@@ -4,9 +4,9 @@ Python child we start keep the current folder off sys.path.
 
 The wheel is built from a copy of the project (so the checkout gets no build/ folder) with this
 venv's setuptools, and installed with the clean venv's own pip, offline and without
-dependencies. The third-party dependencies come from this venv's site-packages, listed in a
-.pth file of the clean venv: after its own site-packages, and without running this venv's .pth
-files, so the checkout's editable install cannot stand in for the installed package.
+dependencies. The venv gets only the dependencies that `pip install ./` brings, no extra, from
+requirements/base.lock (by uv, from its cache where `make test` already filled it), so a
+module that the commands import but the project does not declare fails here.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import sysconfig
 import tomllib
 from pathlib import Path
 
@@ -80,15 +79,14 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     made = run([sys.executable, "-m", "venv", venv], cwd=work, env=clean_env(), timeout=120)
     assert made.returncode == 0, made.stdout + made.stderr
     python = venv / "bin" / "python"
+    uv = run(["bash", ROOT / "scripts" / "bootstrap.sh", "--uv"], ROOT, os.environ.copy()).stdout
+    base = ROOT / "requirements" / "base.lock"
+    sync = [uv.strip(), "pip", "sync", "-q", "--require-hashes", "--python", python, base]
+    synced = run(sync, work, clean_env(venv), 300)
+    assert synced.returncode == 0, synced.stdout + synced.stderr
     pip = [python, "-m", "pip", "install", "--no-deps", "--no-index", "-q"]
     installed = run([*pip, "--disable-pip-version-check", wheel], work, clean_env(venv), 180)
     assert installed.returncode == 0, installed.stdout + installed.stderr
-    site = Path(
-        run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], work,
-            clean_env(venv)).stdout.strip()
-    )  # fmt: skip
-    ours = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
-    (site / "zz-finsent-test-deps.pth").write_text("\n".join(ours) + "\n", encoding="utf-8")
     return venv
 
 

@@ -38,9 +38,14 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-@pytest.mark.parametrize("lock", ["demo", "dev", "docker"])
+@pytest.mark.parametrize("lock", ["base", "demo", "dev", "docker"])
 def test_every_requirement_is_pinned_within_its_range(lock: str) -> None:
-    extras = {"demo": ["demo"], "dev": ["dev"], "docker": ["demo", "lexicon", "postgres"]}[lock]
+    extras = {
+        "base": [],
+        "demo": ["demo"],
+        "dev": ["dev"],
+        "docker": ["demo", "lexicon", "postgres"],
+    }[lock]
     pinned = {canonical(name): version for name, version in pins(lock).items()}
     wanted = [Requirement(r) for r in PROJECT["dependencies"]]
     for extra in extras:
@@ -53,7 +58,7 @@ def test_every_requirement_is_pinned_within_its_range(lock: str) -> None:
         )
 
 
-@pytest.mark.parametrize("lock", ["tools", "demo", "dev", "docker"])
+@pytest.mark.parametrize("lock", ["tools", "base", "demo", "dev", "docker"])
 def test_every_pin_carries_hashes(lock: str) -> None:
     text = (ROOT / "requirements" / f"{lock}.lock").read_text(encoding="utf-8")
     blocks = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 2)[2])
