@@ -13,7 +13,6 @@ webhook, i.e. what the hand-off itself costs. Prints p50, p95 and max.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import socket
@@ -31,11 +30,11 @@ import httpx
 from _machine import machine_line  # bench/_machine.py: CPU model, vector flags, cores
 from kafka import KafkaProducer
 
-from finsent.kafka_io import ensure_topics
-from finsent.kafka_local import LocalKafka
-from finsent.launch import finsent_command
-from finsent.records import WindowStat, encode
-from finsent.settings import Settings
+from finsent.app.kafka_local import LocalKafka
+from finsent.app.launch import finsent_command
+from finsent.core.records import WindowStat, encode
+from finsent.core.settings import Settings
+from finsent.runtime.kafka_io import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 3, 9, 9, 0, tzinfo=UTC)
@@ -43,16 +42,11 @@ W = timedelta(minutes=15)
 
 
 def _load_loopback():
-    """The tests' loopback Slack and SMTP servers (loaded by path: `tests` is not a package
-    an installed finsent can import)."""
-    sys.path.insert(0, str(ROOT / "tests"))  # its own helper import (tests_support)
-    path = ROOT / "tests" / "alerts" / "notify_loopback.py"
-    spec = importlib.util.spec_from_file_location("notify_loopback", path)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    sys.modules["notify_loopback"] = module
-    spec.loader.exec_module(module)
-    return module
+    """The tests' loopback Slack and SMTP servers (tests/support is not installed)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from support import notify_loopback
+
+    return notify_loopback
 
 
 def free_port() -> int:

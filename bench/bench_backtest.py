@@ -28,8 +28,8 @@ from pathlib import Path
 
 from _machine import machine_line  # bench/_machine.py: CPU model, vector flags, cores
 
-from finsent.launch import finsent_command
-from finsent.settings import Settings
+from finsent.app.launch import finsent_command
+from finsent.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCHIVE = ROOT.parent / "shared" / "datasets" / "rss_link_db_2023_business_h1"
@@ -77,9 +77,9 @@ def run_backtest(work: Path, run_id: str, cache: Path) -> tuple[float, Path]:
 
 def model_reference(work: Path) -> tuple[float, int]:
     """Seconds for the default scorer alone on the archive's kept stories, in process."""
-    from ingest.admit import admit, novelty_tracker
-    from ingest.replay import ReplayStats, load
-    from model.scorer import load_scorer
+    from finsent.ingest.admit import admit, novelty_tracker
+    from finsent.ingest.replay import ReplayStats, load
+    from finsent.model.scorer import load_scorer
 
     settings = Settings(ingest_state_url=f"sqlite:///{work / 'ref-ingest.db'}")
     items = load(ARCHIVE, "archive", None, ReplayStats())

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import importlib.util
 import json
 import random
 import sqlite3
@@ -52,9 +51,9 @@ from typing import Any
 from _machine import machine_line  # bench/_machine.py: CPU model, vector flags, cores
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from finsent.records import Alert, Headline
-from finsent.settings import Settings
-from finsent.store import Commit, Store, metadata
+from finsent.core.records import Alert, Headline
+from finsent.core.settings import Settings
+from finsent.runtime.store import Commit, Store, metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_FIRST_RENDER_S = 2.0
@@ -78,14 +77,11 @@ WORDS = ["loss", "growth", "warning", "record", "strong", "weak", "cut", "beat",
 
 
 def _load_support() -> Any:
-    """The browser tests' helpers (loaded by path: `tests` is not a package)."""
-    path = ROOT / "tests" / "dashboard" / "browser_support.py"
-    spec = importlib.util.spec_from_file_location("browser_support", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["browser_support"] = module
-    spec.loader.exec_module(module)
-    return module
+    """The browser tests' helpers (tests/support is not installed)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from support import browser
+
+    return browser
 
 
 bs = _load_support()

@@ -25,12 +25,12 @@ from pathlib import Path
 from _machine import machine_line  # bench/_machine.py: CPU model, vector flags, cores
 from kafka import KafkaProducer
 
-from finsent.kafka_io import ensure_topics
-from finsent.kafka_local import LocalKafka
-from finsent.records import NewsItem, encode
-from finsent.settings import Settings
-from ingest.replay import replay
-from ingest.sample_feed import write_jsonl
+from finsent.app.kafka_local import LocalKafka
+from finsent.core.records import NewsItem, encode
+from finsent.core.settings import Settings
+from finsent.ingest.replay import replay
+from finsent.ingest.sample_feed import write_jsonl
+from finsent.runtime.kafka_io import ensure_topics
 
 
 def free_port() -> int:
@@ -173,7 +173,7 @@ def main() -> None:
             print(f"  of which the producer (send + acks, last run)  {send:10,.0f} items/s")
             print(f"ratio end to end: {got / ref:.2f}×, producer: {send / ref:.2f}×   {stats}")
             if args.archive:
-                from model.data import datasets_dir
+                from finsent.model.data import datasets_dir
 
                 archive = datasets_dir() / "rss_link_db_2023_business_h1" / "2023"
                 rate, stats = run_replay(settings, archive)

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 from _machine import machine_line  # bench/_machine.py: CPU model, vector flags, cores
 
-from model.artifact import read_artifact
-from model.data import standard_corpus
-from model.infer import make_predictor
+from finsent.model.artifact import read_artifact
+from finsent.model.data import standard_corpus
+from finsent.model.infer import make_predictor
 
 
 def fixed_set(items: int) -> tuple[list[str], np.ndarray]:

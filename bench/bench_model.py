@@ -18,10 +18,10 @@ from pathlib import Path
 
 from _machine import machine_line  # bench/_machine.py: CPU model, vector flags, cores
 
-from model.artifact import quiet_transformers, read_artifact, set_threads
-from model.backbone import backbone_dir
-from model.data import datasets_dir, unlabelled_headlines
-from model.infer import make_predictor
+from finsent.model.artifact import quiet_transformers, read_artifact, set_threads
+from finsent.model.backbone import backbone_dir
+from finsent.model.data import datasets_dir, unlabelled_headlines
+from finsent.model.infer import make_predictor
 
 
 def headlines(n: int, seed: int = 0) -> list[str]:
@@ -31,7 +31,7 @@ def headlines(n: int, seed: int = 0) -> list[str]:
     if not texts:
         from datetime import UTC, datetime
 
-        from ingest.sample_feed import generate
+        from finsent.ingest.sample_feed import generate
 
         texts = [row["title"] for row in generate(end=datetime.now(UTC), hours=48)]
     random.Random(seed).shuffle(texts)

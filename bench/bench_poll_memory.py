@@ -27,23 +27,19 @@ from _machine import machine_line  # bench/_machine.py: CPU model, vector flags,
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from finsent.kafka_io import ensure_topics  # noqa: E402
-from finsent.kafka_local import LocalKafka  # noqa: E402
-from finsent.settings import Settings  # noqa: E402
-from ingest.poller import FeedPoller  # noqa: E402
-from ingest.worker import IngestSink  # noqa: E402
+from finsent.app.kafka_local import LocalKafka  # noqa: E402
+from finsent.core.settings import Settings  # noqa: E402
+from finsent.ingest.poller import FeedPoller  # noqa: E402
+from finsent.ingest.worker import IngestSink  # noqa: E402
+from finsent.runtime.kafka_io import ensure_topics  # noqa: E402
 
 
 def _feed_server_module():
-    """The loopback feed server of the test suite (loaded by path: `tests` is no package)."""
-    import importlib.util
+    """The loopback feed server of the test suite (tests/support is not installed)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from support import feed_server
 
-    path = Path(__file__).resolve().parent.parent / "tests" / "ingest" / "feed_server.py"
-    spec = importlib.util.spec_from_file_location("finsent_feed_server", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return feed_server
 
 
 feed_server = _feed_server_module()

@@ -6,10 +6,10 @@ the latency from a scored story to the window it closes.
    then the stage's real per-batch work is timed: ``Aggregator.process`` on batches of
    ``aggregator_batch_max`` records, encoding its outputs (what ``send_all`` does before the
    network) and ``Store.commit`` with fenced offsets on a temporary SQLite store, as
-   ``finsent.stage.run_transactional_stage`` does. Target: 20,000 scored stories/s. The
+   ``finsent.runtime.runner.run_transactional_stage`` does. Target: 20,000 scored stories/s. The
    reference, timed in the same run over the same stories, is a pandas groupby over all the
    data at once (as in ``bench_windows.py``): no decoding, no state, no store, no incrementality.
-2. ``scorer``: against a real local broker, one iteration of the ``stream.scoring`` loop (poll
+2. ``scorer``: against a real local broker, one iteration of the ``finsent.stream.scoring`` loop (poll
    64 ``NewsItem`` records from ``news.raw``, decode, score with the shipped attention model,
    encode, send and wait for the acknowledgements, commit), many times. Target: the time outside
    the model under 10% of the batch. Without a broker, only the in-process share is reported.
@@ -50,24 +50,24 @@ from typing import Any, NamedTuple
 import pandas as pd
 from _machine import machine_line  # bench/_machine.py: CPU model, vector flags, cores
 
-import stream.aggregation as aggregation
-from finsent.kafka_io import (
+import finsent.stream.aggregation as aggregation
+from finsent.app.kafka_local import LocalKafka
+from finsent.app.launch import finsent_command
+from finsent.core.records import NewsItem, ScoredItem, WindowStat, decode, encode, stable_id
+from finsent.core.settings import Settings
+from finsent.model.topics import TOPICS
+from finsent.runtime.kafka_io import (
     DeadLetters,
     decode_or_dead,
     ensure_topics,
     make_producer,
     next_offsets,
 )
-from finsent.kafka_local import LocalKafka
-from finsent.launch import finsent_command
-from finsent.records import NewsItem, ScoredItem, WindowStat, decode, encode, stable_id
-from finsent.settings import Settings
-from finsent.store import Commit, Store
-from model.topics import TOPICS
-from stream.aggregation import Aggregator
-from stream.router import route
-from stream.scoring import score_batch
-from stream.windows import WindowSpec, series_keys
+from finsent.runtime.store import Commit, Store
+from finsent.stream.aggregation import Aggregator
+from finsent.stream.router import route
+from finsent.stream.scoring import score_batch
+from finsent.stream.windows import WindowSpec, series_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
@@ -343,7 +343,7 @@ def local_broker(workdir: Path) -> Iterator[Settings | None]:
 
 def news_items(n: int) -> list[NewsItem]:
     """Generated headlines (our own sample feed), cycled to n distinct stories."""
-    from ingest.sample_feed import generate
+    from finsent.ingest.sample_feed import generate
 
     now = datetime.now(UTC)
     rows = generate(end=now, hours=72)
@@ -374,7 +374,7 @@ def timed_predictor(scorer: Any, split: Split) -> None:
 
 
 def bench_scorer(args: argparse.Namespace, base: Settings | None) -> None:
-    from model.scorer import load_scorer
+    from finsent.model.scorer import load_scorer
 
     # The default cache keeps the int8 ONNX export between runs (keyed by model version).
     settings = (base or Settings(metrics_port=None)).model_copy(
@@ -404,8 +404,8 @@ def bench_scorer(args: argparse.Namespace, base: Settings | None) -> None:
 
     # The real stage loop (stream/scoring.py, pipelined sends), in a thread, read through its
     # own Prometheus metrics: finsent_batch_seconds against finsent_model_seconds.
-    from finsent import metrics
-    from stream.scoring import run_scorer
+    from finsent.runtime import metrics
+    from finsent.stream.scoring import run_scorer
 
     def value(metric: Any, suffix: str) -> float:
         for family in metric.collect():

@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 from _machine import machine_line  # bench/_machine.py: CPU model, vector flags, cores
 
-from finsent.records import NewsItem, ScoredItem
-from model.topics import TOPICS
-from stream.windows import WindowEngine, WindowSpec
+from finsent.core.records import NewsItem, ScoredItem
+from finsent.model.topics import TOPICS
+from finsent.stream.windows import WindowEngine, WindowSpec
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 TICKERS = [f"T{i:03d}" for i in range(200)]

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
-from tests_support import StageProcesses, free_port
+from support.stages import StageProcesses, free_port
 
-from finsent.kafka_local import LocalKafka
-from finsent.settings import Settings
+from finsent.app.kafka_local import LocalKafka
+from finsent.core.settings import Settings
 
-pytest_plugins = ["pg_support"]
+pytest_plugins = ["support.postgres"]
 
 # Shared 2-core machines are noisy: judge properties by their examples, not their timing.
 hypothesis_settings.register_profile(

@@ -18,7 +18,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from tests_support import LOOKALIKES, lookalike_folder
+from support.stages import lookalike_folder
+
+# Once top-level packages of their own; now only subpackages of finsent.
+STAGE_PACKAGES = ("alerts", "model", "stream", "ingest", "dashboard")
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
@@ -50,11 +53,9 @@ def copy_project(dest: Path) -> Path:
     dest.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, dest / name)
-    tops = {p.split(".")[0] for p in PYPROJECT["tool"]["setuptools"]["packages"]}
-    for name in sorted(tops):
-        shutil.copytree(
-            ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
-        )
+    shutil.copytree(
+        ROOT / "finsent", dest / "finsent", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
     return dest
 
 
@@ -95,9 +96,11 @@ pytestmark = pytest.mark.slow
 
 def test_the_installed_package_is_imported_with_its_data(venv: Path, tmp_path: Path) -> None:
     code = (
-        "import importlib, json, sys\n"
-        f"names = {('finsent', 'finsent.kafka_runtime', *LOOKALIKES)!r}\n"
+        "import importlib, importlib.util, json, sys\n"
+        f"names = {('finsent', 'finsent.app.kafka_runtime', *(f'finsent.{n}' for n in STAGE_PACKAGES))!r}\n"
         "print(json.dumps({n: importlib.import_module(n).__file__ for n in names}))\n"
+        f"stray = [n for n in {STAGE_PACKAGES!r} if importlib.util.find_spec(n)]\n"
+        "assert not stray, f'installed at top level: {stray}'\n"
     )
     result = run([venv / "bin" / "python", "-P", "-c", code], tmp_path, clean_env(venv))
     assert result.returncode == 0, result.stderr
@@ -108,15 +111,17 @@ def test_the_installed_package_is_imported_with_its_data(venv: Path, tmp_path: P
         assert file.is_relative_to(venv), f"{name} came from {file}, not the installed package"
     # The package data: events, the Kafka runtime's files, every file of the shipped artifacts.
     finsent_dir = files["finsent"].parent
-    for path in (ROOT / "finsent" / "events").glob("*.yaml"):
-        assert (finsent_dir / "events" / path.name).is_file(), path.name
+    for path in (ROOT / "finsent" / "app" / "events").glob("*.yaml"):
+        assert (finsent_dir / "app" / "events" / path.name).is_file(), path.name
     for name in ("pom.xml", "log4j2.yaml"):
-        assert (finsent_dir / "kafka_runtime" / name).is_file(), name
-    artifacts = ROOT / "model" / "artifacts"
+        assert (finsent_dir / "app" / "kafka_runtime" / name).is_file(), name
+    artifacts = ROOT / "finsent" / "model" / "artifacts"
     shipped = [p.relative_to(artifacts) for p in artifacts.rglob("*") if p.is_file()]
     assert shipped
     for rel in shipped:
-        assert (files["model"].parent / "artifacts" / rel).is_file(), f"not installed: {rel}"
+        assert (files["finsent.model"].parent / "artifacts" / rel).is_file(), (
+            f"not installed: {rel}"
+        )
 
 
 @pytest.mark.parametrize(
@@ -143,10 +148,10 @@ def test_the_command_works_beside_lookalike_modules(
 def test_children_of_the_installed_package_import_ours(venv: Path, tmp_path: Path) -> None:
     """A child started by our helper, from the user's folder, imports our packages."""
     cwd = lookalike_folder(tmp_path / "user")
-    child = "import alerts.rules, dashboard, ingest, model, stream; print(alerts.rules.__file__)"
+    child = "import finsent.alerts.rules; print(finsent.alerts.rules.__file__)"
     code = (
         "import subprocess, sys\n"
-        "from finsent.launch import python_command\n"
+        "from finsent.app.launch import python_command\n"
         f"sys.exit(subprocess.run(python_command('-c', {child!r})).returncode)\n"
     )
     result = run([venv / "bin" / "python", "-P", "-c", code], cwd, clean_env(venv))

@@ -15,12 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 from kafka import KafkaProducer
-from tests_support import CRASH_HEADLINES, StageProcesses, read_topic, wait_until
+from support.stages import CRASH_HEADLINES, StageProcesses, read_topic, wait_until
 
-from finsent.kafka_io import ensure_topics
-from finsent.records import Alert, DeadLetter, NewsItem, WindowStat, decode, encode
-from finsent.settings import Settings
-from finsent.store import Store, alert_events, alerts, as_utc, scored_items, windows
+from finsent.core.records import Alert, DeadLetter, NewsItem, WindowStat, decode, encode
+from finsent.core.settings import Settings
+from finsent.runtime.kafka_io import ensure_topics
+from finsent.runtime.store import Store, alert_events, alerts, as_utc, scored_items, windows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alerts.anomaly import (
+from finsent.alerts.anomaly import (
     ALARM,
     AnomalyDetector,
     DetectorConfig,

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from alerts.detector import (
+from finsent.alerts.detector import (
     SeriesState,
     SpikeRule,
     binomial_tail,
@@ -13,7 +13,7 @@ from alerts.detector import (
     poisson_tail,
     surprise_z,
 )
-from finsent.records import WindowStat
+from finsent.core.records import WindowStat
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from alerts.detector import SpikeRule
-from alerts.dispatch import Dispatcher, Group, Silence
-from alerts.rules import AlertRules, RulesError, load_rules
-from finsent.records import Alert, Headline
+from finsent.alerts.detector import SpikeRule
+from finsent.alerts.dispatch import Dispatcher, Group, Silence
+from finsent.alerts.rules import AlertRules, RulesError, load_rules
+from finsent.core.records import Alert, Headline
 
 T0 = datetime(2026, 3, 10, 14, 0, tzinfo=UTC)
 S = timedelta(seconds=1)

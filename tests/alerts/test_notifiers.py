@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-from tests_support import free_port
+from support.notify_loopback import CertFiles, Reply, SmtpServer, WebhookServer, make_cert
+from support.stages import free_port
 
-from alerts.notifiers import (
+from finsent.alerts.notifiers import (
     DeliveryError,
     DeliveryResult,
     EmailNotifier,
@@ -33,9 +34,8 @@ from alerts.notifiers import (
     scrub,
     slack_payload,
 )
-from finsent.records import Alert, Headline
-from finsent.store import Store, deliveries
-from tests.alerts.notify_loopback import CertFiles, Reply, SmtpServer, WebhookServer, make_cert
+from finsent.core.records import Alert, Headline
+from finsent.runtime.store import Store, deliveries
 
 NOW = datetime(2024, 5, 1, 14, 20, tzinfo=UTC)
 WEBHOOK_TOKEN = "xoxWebhookSeCrEt7f3a9c2d41"  # distinctive: searched for in every output
@@ -333,7 +333,7 @@ def test_slack_429_honours_a_short_retry_after_and_gives_up_on_a_long_one(store:
 def test_slack_permanent_error_is_not_retried(
     store: Store, status: int, body: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="alerts.notifiers")
+    caplog.set_level(logging.INFO, logger="finsent.alerts.notifiers")
     sleep = FakeSleep()
     with WebhookServer([Reply(status, body)]) as server:
         result = deliver(notification(), slack(server), store, now=lambda: NOW, sleep=sleep)

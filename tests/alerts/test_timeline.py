@@ -14,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from tests_support import (
+from support.notify_loopback import SmtpServer, WebhookServer
+from support.stages import (
     CRASH_HEADLINES,
     StageProcesses,
     groups_joined,
@@ -22,10 +23,9 @@ from tests_support import (
     wait_until,
 )
 
-from finsent.kafka_io import ensure_topics
-from finsent.settings import Settings
-from finsent.store import Store, alert_events, deliveries
-from tests.alerts.notify_loopback import SmtpServer, WebhookServer
+from finsent.core.settings import Settings
+from finsent.runtime.kafka_io import ensure_topics
+from finsent.runtime.store import Store, alert_events, deliveries
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

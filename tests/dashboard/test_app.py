@@ -22,15 +22,15 @@ from sqlalchemy import event, inspect
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Block, Node
 
-import dashboard.common
-from dashboard import queries
-from dashboard.lag import EndOffsetsProbe
-from finsent.backtest_report import ALERT_COLUMNS, EVENT_COLUMNS
-from finsent.records import Alert, Headline, NewsItem, ScoredItem, WindowStat
-from finsent.settings import get_settings
-from finsent.store import Commit, Store, alerts, silences
+import finsent.dashboard.common
+from finsent.app.backtest_report import ALERT_COLUMNS, EVENT_COLUMNS
+from finsent.core.records import Alert, Headline, NewsItem, ScoredItem, WindowStat
+from finsent.core.settings import get_settings
+from finsent.dashboard import queries
+from finsent.dashboard.lag import EndOffsetsProbe
+from finsent.runtime.store import Commit, Store, alerts, silences
 
-APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+APP = Path(__file__).resolve().parents[2] / "finsent" / "dashboard" / "app.py"
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 WINDOW = timedelta(minutes=15)
 XSS = "<script>alert(1)</script>"
@@ -659,7 +659,7 @@ def test_consumer_lag_counts_records_behind_the_topic_ends(
     store.commit(Commit(stage="aggregator", offsets={("news.keyed", 0): 395}))
     ends = {("news.scored", 0): 100, ("news.keyed", 0): 400}
     probe = EndOffsetsProbe(lambda partitions: {p: ends[p] for p in partitions})
-    monkeypatch.setattr(dashboard.common, "probe_for", lambda bootstrap: probe)
+    monkeypatch.setattr(finsent.dashboard.common, "probe_for", lambda bootstrap: probe)
 
     at = run_app()
 

@@ -12,9 +12,7 @@ Debian's chromium; Playwright never downloads a browser here).
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,24 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests_support import lookalike_folder
+from support import browser as bs
+from support.stages import lookalike_folder
 
-from finsent.records import Alert, Headline, NewsItem, ScoredItem, WindowStat
-from finsent.store import Commit, Store, alerts
-
-
-def _load_support() -> Any:
-    """browser_support.py beside this file (loaded by path: `tests` is not a package)."""
-    path = Path(__file__).with_name("browser_support.py")
-    spec = importlib.util.spec_from_file_location("browser_support", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("browser_support", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-bs = _load_support()
+from finsent.core.records import Alert, Headline, NewsItem, ScoredItem, WindowStat
+from finsent.runtime.store import Commit, Store, alerts
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alerts.detector import SeriesState
-from dashboard.figures import (
+from finsent.alerts.detector import SeriesState
+from finsent.dashboard.figures import (
     NO_DATA,
     SEVERITY_COLORS,
     STATE_COLORS,

@@ -12,10 +12,11 @@ import pandas as pd
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dashboard.common import duration_label, pick_size, window_sizes
-from dashboard.lag import EndOffsetsProbe, Lag, compute_lag, consumer_lag, probe_for
-from dashboard.safe import csv_bytes, escape_text, headline_html, highlight, safe_url
-from dashboard.tables import (
+from finsent.core.settings import Settings
+from finsent.dashboard.common import duration_label, pick_size, window_sizes
+from finsent.dashboard.lag import EndOffsetsProbe, Lag, compute_lag, consumer_lag, probe_for
+from finsent.dashboard.safe import csv_bytes, escape_text, headline_html, highlight, safe_url
+from finsent.dashboard.tables import (
     HEADLINE_TABLE_COLUMNS,
     backtest_alerts_table,
     backtest_events_table,
@@ -23,7 +24,6 @@ from dashboard.tables import (
     backtests_table,
     headlines_table,
 )
-from finsent.settings import Settings
 
 XSS = "<script>alert(1)</script>"
 

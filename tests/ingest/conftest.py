@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from support.feed_server import FeedServer
 
-from ingest.fetch import Fetcher
-from tests.ingest.feed_server import FeedServer
+from finsent.ingest.fetch import Fetcher
 
 
 @pytest.fixture

@@ -3,11 +3,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from support.feed_server import FeedServer, Handler, RecordedRequest, Route, paged_api_handler
 
-from ingest.api_source import fetch_api, get_path
-from ingest.fetch import Fetcher
-from ingest.sources import Source, parse_sources
-from tests.ingest.feed_server import FeedServer, Handler, RecordedRequest, Route, paged_api_handler
+from finsent.ingest.api_source import fetch_api, get_path
+from finsent.ingest.fetch import Fetcher
+from finsent.ingest.sources import Source, parse_sources
 
 KEY = "test-key-9f8e7d"
 PAGES: list[list[dict[str, object]]] = [

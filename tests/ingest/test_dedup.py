@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from finsent.records import NewsItem, stable_id
-from ingest.dedup import (
+from finsent.core.records import NewsItem, stable_id
+from finsent.ingest.dedup import (
     NoveltyConfig,
     NoveltyTracker,
     SeenEntry,
@@ -419,7 +419,7 @@ def test_property_chains_survive_a_restart_anywhere(spec: list, cut: int) -> Non
 def test_compact_lsh_buckets_answer_like_datasketchs_own() -> None:
     from datasketch import LeanMinHash, MinHashLSH
 
-    from ingest.dedup import _new_lsh, _signature
+    from finsent.ingest.dedup import _new_lsh, _signature
 
     rng = random.Random(3)
     words = [f"w{i}" for i in range(20)]

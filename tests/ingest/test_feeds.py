@@ -7,11 +7,7 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 
 import pytest
-
-from ingest.feeds import clean_tickers, parse_feed
-from ingest.fetch import Fetcher
-from ingest.raw import EXCERPT_BYTES
-from tests.ingest.feed_server import (
+from support.feed_server import (
     FeedServer,
     Route,
     billion_laughs,
@@ -21,6 +17,10 @@ from tests.ingest.feed_server import (
     rss,
     xxe_payload,
 )
+
+from finsent.ingest.feeds import clean_tickers, parse_feed
+from finsent.ingest.fetch import Fetcher
+from finsent.ingest.raw import EXCERPT_BYTES
 
 EXPECTED_COUNTS = {"cnbc": 30, "seekingalpha": 20, "nytimes": 50, "google": 100, "bloomberg": 16}
 

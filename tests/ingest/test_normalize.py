@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from finsent.records import stable_id
-from ingest.normalize import (
+from finsent.core.records import stable_id
+from finsent.ingest.normalize import (
     NormalizeError,
     canonical_url,
     clean_text,
@@ -18,8 +18,8 @@ from ingest.normalize import (
     normalize,
     parse_published,
 )
-from ingest.raw import RawStory
-from ingest.tickers import TICKER_RE
+from finsent.ingest.raw import RawStory
+from finsent.ingest.tickers import TICKER_RE
 
 NOW = datetime(2026, 3, 9, 12, 0, tzinfo=UTC)
 FETCHED = NOW - timedelta(minutes=1)

@@ -8,12 +8,12 @@ import signal
 from collections import Counter
 
 import pytest
-from tests_support import StageProcesses, read_topic, wait_until
+from support.feed_server import FeedServer, Route, billion_laughs, fixture_bytes, fixture_route
+from support.stages import StageProcesses, read_topic, wait_until
 
-from finsent.kafka_io import ensure_topics
-from finsent.records import DeadLetter, NewsItem, decode
-from finsent.settings import Settings
-from tests.ingest.feed_server import FeedServer, Route, billion_laughs, fixture_bytes, fixture_route
+from finsent.core.records import DeadLetter, NewsItem, decode
+from finsent.core.settings import Settings
+from finsent.runtime.kafka_io import ensure_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

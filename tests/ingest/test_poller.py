@@ -8,15 +8,7 @@ from pathlib import Path
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
-from tests_support import free_port
-
-import ingest.poller as poller_module
-from finsent.settings import Settings
-from ingest.fetch import Fetcher
-from ingest.poller import FeedPoller, reason_kind
-from ingest.raw import IngestError, RawStory
-from ingest.sources import Source
-from tests.ingest.feed_server import (
+from support.feed_server import (
     FeedServer,
     Route,
     billion_laughs,
@@ -26,6 +18,14 @@ from tests.ingest.feed_server import (
     rss,
     xxe_payload,
 )
+from support.stages import free_port
+
+import finsent.ingest.poller as poller_module
+from finsent.core.settings import Settings
+from finsent.ingest.fetch import Fetcher
+from finsent.ingest.poller import FeedPoller, reason_kind
+from finsent.ingest.raw import IngestError, RawStory
+from finsent.ingest.sources import Source
 
 TEN_MB = 10 * 1024 * 1024
 NOW = datetime(2026, 3, 9, 12, 0, tzinfo=UTC)

@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from finsent.records import NewsItem
-from ingest.replay import ReplayStats, archive_source, load, read_rows, row_story, within_period
-from ingest.sample_feed import COMPANIES, EPISODE, generate
+from finsent.core.feed_files import archive_source, read_rows
+from finsent.core.records import NewsItem
+from finsent.ingest.replay import ReplayStats, load, row_story, within_period
+from finsent.ingest.sample_feed import COMPANIES, EPISODE, generate
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 

@@ -7,14 +7,14 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from tests_support import read_topic
+from support.stages import read_topic
 
-from finsent.kafka_io import ensure_topics
-from finsent.records import NewsItem, decode
-from finsent.settings import Settings
-from ingest.dedup import normalize_title
-from ingest.replay import ReplayStats, load, replay
-from model.data import datasets_dir
+from finsent.core.records import NewsItem, decode
+from finsent.core.settings import Settings
+from finsent.ingest.dedup import normalize_title
+from finsent.ingest.replay import ReplayStats, load, replay
+from finsent.model.data import datasets_dir
+from finsent.runtime.kafka_io import ensure_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 ARCHIVE = datasets_dir() / "rss_link_db_2023_business_h1" / "2023"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.sources import (
+from finsent.ingest.sources import (
     Source,
     SourcesError,
     example_sources_yaml,

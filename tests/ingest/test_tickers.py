@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.tickers import TICKER_RE, company_index, normalize_symbol, tag_tickers
+from finsent.ingest.tickers import TICKER_RE, company_index, normalize_symbol, tag_tickers
 
 
 @pytest.mark.parametrize(

@@ -7,15 +7,15 @@ import json
 import pytest
 import torch
 
-from model.artifact import (
+from finsent.model.artifact import (
     ONNX_MODEL,
     ArtifactError,
     load_artifact,
     read_artifact,
     save_artifact,
 )
-from model.backbone import backbone_dir, backbone_fingerprint
-from model.network import FinsentNetwork, NetworkConfig
+from finsent.model.backbone import backbone_dir, backbone_fingerprint
+from finsent.model.network import FinsentNetwork, NetworkConfig
 
 
 def test_missing_artifact_is_a_clear_error(tmp_path) -> None:

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from model.baselines import FrozenEncoderBaseline, lexicon_sentiment, vader_sentiment
-from model.data import SENTIMENTS, Example
-from model.topics import TOPICS
+from finsent.model.baselines import FrozenEncoderBaseline, lexicon_sentiment, vader_sentiment
+from finsent.model.data import SENTIMENTS, Example
+from finsent.model.topics import TOPICS
 
 NEG, NEU, POS = (SENTIMENTS.index(s) for s in ("negative", "neutral", "positive"))
 EARN, FED, OIL = (TOPICS.index(t) for t in ("Earnings", "Fed | Central Banks", "Energy | Oil"))

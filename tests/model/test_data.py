@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from model.data import (
+from finsent.model.data import (
     SENTIMENTS,
     DataError,
     Example,
@@ -25,7 +25,7 @@ from model.data import (
     text_key,
     unlabelled_headlines,
 )
-from model.topics import TOPICS
+from finsent.model.topics import TOPICS
 
 NEG, NEU, POS = (SENTIMENTS.index(s) for s in ("negative", "neutral", "positive"))
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.infer import BackboneText, OnnxPredictor
-from model.network import FinsentNetwork, NetworkConfig
-from model.torch_infer import TorchPredictor, export_onnx
+from finsent.model.infer import BackboneText, OnnxPredictor
+from finsent.model.network import FinsentNetwork, NetworkConfig
+from finsent.model.torch_infer import TorchPredictor, export_onnx
 
 TEXTS = [
     "Acme Corp shares plunge after profit warning",
@@ -45,7 +45,7 @@ def onnx_dir(network, tmp_path_factory):
 
 def test_tokenizer_matches_transformers() -> None:
     """Scoring tokenizes with `tokenizers` alone; training with transformers: same ids."""
-    from model.torch_infer import load_tokenizer
+    from finsent.model.torch_infer import load_tokenizer
 
     hf = load_tokenizer()
     texts = [*TEXTS, "Ünïcödé café — 50% plunge; $AAPL", " ".join(["profit"] * 300), "", "日本株"]

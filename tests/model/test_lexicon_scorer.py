@@ -4,9 +4,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from finsent.records import NewsItem
-from model.scorer import LexiconScorer, load_scorer
-from model.topics import FALLBACK_TOPIC, TOPICS, keyword_topic
+from finsent.core.records import NewsItem
+from finsent.model.scorer import LexiconScorer, load_scorer
+from finsent.model.topics import FALLBACK_TOPIC, TOPICS, keyword_topic
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 

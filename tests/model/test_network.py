@@ -10,7 +10,7 @@ pytest.importorskip("transformers")
 from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from model.network import (  # noqa: E402
+from finsent.model.network import (  # noqa: E402
     AttentionPooling,
     FinsentNetwork,
     NetworkConfig,

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from finsent.records import NewsItem
-from model.artifact import SHIPPED_ARTIFACT, read_artifact
-from model.infer import AttentionScorer
-from model.scorer import load_scorer
+from finsent.core.records import NewsItem
+from finsent.model.artifact import SHIPPED_ARTIFACT, read_artifact
+from finsent.model.infer import AttentionScorer
+from finsent.model.scorer import load_scorer
 
 pytestmark = pytest.mark.weights
 
@@ -69,7 +69,7 @@ def test_unambiguous_headlines(scorer: AttentionScorer) -> None:
 
 
 def test_load_scorer_defaults_to_the_model() -> None:
-    from finsent.settings import Settings
+    from finsent.core.settings import Settings
 
     assert Settings().scorer == "attention"
     scorer = load_scorer("lexicon")
@@ -87,8 +87,8 @@ def test_int8_scoring_matches_fp32_where_a_user_would_look() -> None:
     7-bit, so the integer kernels of both give the same sums). Per-headline probabilities may
     move by up to 0.4 near a decision boundary, so they are not compared one by one.
     """
-    from model.data import DataError, standard_corpus
-    from model.infer import BackboneText, OnnxPredictor, make_predictor
+    from finsent.model.data import DataError, standard_corpus
+    from finsent.model.infer import BackboneText, OnnxPredictor, make_predictor
 
     try:
         corpus = standard_corpus()
@@ -113,8 +113,8 @@ def test_scoring_needs_no_torch() -> None:
         "for name in ('torch', 'transformers', 'sentence_transformers'):\n"
         "    sys.modules[name] = None  # an import of any of them now fails\n"
         "from datetime import UTC, datetime\n"
-        "from finsent.records import NewsItem\n"
-        "from model.scorer import load_scorer\n"
+        "from finsent.core.records import NewsItem\n"
+        "from finsent.model.scorer import load_scorer\n"
         "t = datetime(2026, 3, 2, tzinfo=UTC)\n"
         "items = [NewsItem(id='a', source='s', title='Acme Corp files for bankruptcy',\n"
         "                  published_at=t, fetched_at=t)]\n"

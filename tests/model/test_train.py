@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from model.artifact import load_artifact
-from model.data import IGNORE, Corpus, Example
-from model.network import FinsentNetwork, NetworkConfig
-from model.torch_infer import load_tokenizer
-from model.train import (
+from finsent.model.artifact import load_artifact
+from finsent.model.data import IGNORE, Corpus, Example
+from finsent.model.network import FinsentNetwork, NetworkConfig
+from finsent.model.torch_infer import load_tokenizer
+from finsent.model.train import (
     MaskedLanguageHead,
     TrainConfig,
     _masked_loss,

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from tests_support import StageProcesses, free_port, wait_until
+from support.stages import StageProcesses, free_port, wait_until
 
-from finsent.kafka_io import ensure_topics
-from finsent.kafka_local import LocalKafka
-from finsent.records import NewsItem, ScoredItem, encode
-from finsent.settings import Settings
-from finsent.store import Store, as_utc, scored_items, windows
-from stream.windows import WindowSpec, series_keys
+from finsent.app.kafka_local import LocalKafka
+from finsent.core.records import NewsItem, ScoredItem, encode
+from finsent.core.settings import Settings
+from finsent.runtime.kafka_io import ensure_topics
+from finsent.runtime.store import Store, as_utc, scored_items, windows
+from finsent.stream.windows import WindowSpec, series_keys
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
-from tests_support import StageProcesses
+from support.stages import StageProcesses
 
-from finsent.kafka_io import ensure_topics
-from finsent.records import NewsItem, ScoredItem, decode, encode
-from finsent.settings import Settings
-from model.topics import TOPICS
+from finsent.core.records import NewsItem, ScoredItem, decode, encode
+from finsent.core.settings import Settings
+from finsent.model.topics import TOPICS
+from finsent.runtime.kafka_io import ensure_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.weights]
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from finsent.records import NewsItem, ScoredItem
-from stream.scoring import score_batch
+from finsent.core.records import NewsItem, ScoredItem
+from finsent.stream.scoring import score_batch
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from finsent.records import NewsItem, ScoredItem, SeriesPoint, WindowStat
-from stream.windows import WindowEngine, WindowSpec, fan_out, series_keys, window_start
+from finsent.core.records import NewsItem, ScoredItem, SeriesPoint, WindowStat
+from finsent.stream.windows import WindowEngine, WindowSpec, fan_out, series_keys, window_start
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 NOW = datetime(2026, 6, 1, tzinfo=UTC)  # wall clock; irrelevant to event-time results

@@ -1,0 +1,125 @@
+"""Headlines: every scored story, filtered by time, topic, source, ticker and sentiment, with
+its most-attended words, a link to the source, and a CSV export of what is shown."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import streamlit as st
+
+from finsent.dashboard import common as ui
+from finsent.dashboard import queries
+from finsent.dashboard.queries import SENTIMENTS
+from finsent.dashboard.safe import csv_bytes, headline_html, headlines_html
+from finsent.dashboard.tables import headlines_table
+
+LIMIT = 1000  # rows shown and exported: the newest that match
+HIGHLIGHTED = 20
+OPTIONS = 200  # topics and sources offered in the filters, busiest first
+
+ui.page_start("Headlines", "Scored stories, newest first. Filters apply to the table and the CSV.")
+
+url = ui.store_url()
+labels = list(ui.LOOKBACKS)
+range_label = st.selectbox(
+    "Time range",
+    labels,
+    index=labels.index(ui.lookback_label()),
+    key="hl_range",
+    help="Counted back from the newest story.",
+)
+view = ui.current_view(ui.LOOKBACKS[range_label])
+if view is None:
+    topic_options: list[str] = []
+    source_options: list[str] = []
+else:
+    topic_options = ui.cached_series(url, "topic:", view.size_seconds, view.since, OPTIONS)[
+        "name"
+    ].tolist()
+    source_options = ui.cached_series(url, "source:", view.size_seconds, view.since, OPTIONS)[
+        "name"
+    ].tolist()
+topic_col, source_col, sentiment_col, ticker_col = st.columns(4)
+topics = topic_col.multiselect("Topics", topic_options, key="hl_topics", placeholder="all")
+sources = source_col.multiselect("Sources", source_options, key="hl_sources", placeholder="all")
+sentiments = sentiment_col.multiselect(
+    "Sentiment", list(SENTIMENTS), key="hl_sentiment", placeholder="all"
+)
+ticker = ticker_col.text_input("Ticker", key="hl_ticker", placeholder="e.g. AAPL").strip().upper()
+
+
+@st.fragment(run_every=ui.refresh_seconds())
+def live(
+    window: timedelta | None,
+    topics: tuple[str, ...],
+    sources: tuple[str, ...],
+    sentiments: tuple[str, ...],
+    ticker: str,
+) -> None:
+    view = ui.current_view(window)
+    if view is None:
+        st.info("Waiting for data: nothing has been scored yet. This page refreshes by itself.")
+        return
+    rows = ui.cached_headlines(
+        url,
+        since=view.since,
+        topics=topics,
+        sources=sources,
+        sentiments=sentiments,
+        ticker=ticker or None,
+        limit=LIMIT,
+    )
+    if rows.empty:
+        st.info("No headlines match these filters.")
+        return
+    table = headlines_table(rows)
+    more = (
+        " (the newest that match; narrow the filters for older ones)" if len(rows) == LIMIT else ""
+    )
+    st.caption(f"{len(rows):,} headlines{more}.")
+    ui.table(
+        table,
+        "hl_table",
+        column_config=ui.headline_columns(),
+    )
+    with st.expander(f"The newest {min(HIGHLIGHTED, len(rows))} with their attended words marked"):
+        lines = [
+            headline_html(
+                rec.title,
+                rec.top_tokens,
+                url=rec.url,
+                meta=f"{rec.source} · {rec.topic} · {rec.sentiment} {rec.score:+.2f}",
+            )
+            for rec in rows.head(HIGHLIGHTED).itertuples()
+        ]
+        # Safe: every piece of feed text in this HTML went through dashboard.safe's escaping.
+        st.markdown(headlines_html(lines), unsafe_allow_html=True)
+
+
+filters = {
+    "since": view.since if view else None,
+    "topics": tuple(topics),
+    "sources": tuple(sources),
+    "sentiments": tuple(sentiments),
+    "ticker": ticker or None,
+}
+live(ui.LOOKBACKS[range_label], tuple(topics), tuple(sources), tuple(sentiments), ticker)
+
+
+def export() -> bytes:
+    """The filtered rows as CSV, read when the button is clicked: nothing is built or kept
+    per refresh tick."""
+    return csv_bytes(headlines_table(queries.load_headlines(url, limit=LIMIT, **filters)))
+
+
+# Outside the fragment, with its data deferred to the click: a download button inside a
+# refreshing fragment would make and drop a file at every tick.
+st.download_button(
+    "Download CSV",
+    data=export,
+    file_name="finsent-headlines.csv",
+    mime="text/csv",
+    key="hl_csv",
+    on_click="ignore",
+)
+st.caption(f"The CSV holds the newest {LIMIT:,} headlines that match, as they are when you click.")

