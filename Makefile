@@ -28,9 +28,14 @@ test: venv
 test-fast: venv
 	.venv/bin/pytest -n 2 -m "not kafka and not postgres and not browser"
 
+# Style, types (mypy over finsent/), the import layers (import-linter) and the declared
+# dependencies against the package's imports (deptry).
 lint: venv
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+	.venv/bin/lint-imports
+	.venv/bin/deptry .
 
 format: venv
 	.venv/bin/ruff check --fix .

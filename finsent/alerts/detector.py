@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from statistics import NormalDist
@@ -108,6 +109,24 @@ class SeriesState:
             score=self.score + alpha * (score - self.score),
             volume=self.volume + alpha * (n - self.volume),
         )
+
+
+def share_baselines(
+    shares: Sequence[float], span: int, learn: Sequence[bool] | None = None
+) -> list[SeriesState]:
+    """The baseline each window of a negative-share series is judged against: the state
+    before it, folding in only the windows marked in ``learn`` (default: all), as ``evaluate``
+    keeps the windows of an alert out. Only the share's mean and variance are meaningful here:
+    the windows' scores and volumes are not given, so they stay zero."""
+    if learn is not None and len(learn) != len(shares):
+        raise ValueError("learn needs one flag per share")
+    state = SeriesState()
+    before: list[SeriesState] = []
+    for i, share in enumerate(shares):
+        before.append(state)
+        if learn is None or learn[i]:
+            state = state.learn(float(share), 0.0, 0, span)
+    return before
 
 
 @dataclass(frozen=True)

@@ -6,20 +6,21 @@ changes after that wait for ``group_interval`` since the last send; a group stil
 re-sent after ``repeat_interval`` unless every alert in it is acknowledged. Silenced alerts are
 never notified, and a firing market-wide (``overall``) alert mutes topic alerts of its window.
 Pending alerts are stored, not notified. A notification's id is a hash of what it says, so the
-delivery log turns a replay into a no-op.
+delivery log turns a replay into a no-op. Sending is not done here: the notifier stage hands
+each ``Outgoing`` to the channel's notifier (``alerts.notify``).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from finsent.alerts.notifiers import Notification
+from finsent.alerts.notify.model import Notification, NotificationKind
 from finsent.alerts.rules import AlertRules
+from finsent.alerts.silences import Silence
 from finsent.core.records import Alert, decode, to_jsonable
 
 
@@ -27,21 +28,6 @@ def group_key(alert_key: str, group_by: str) -> str:
     if group_by == "family":
         return alert_key.split(":", 1)[0] if ":" in alert_key else alert_key
     return alert_key
-
-
-@dataclass(frozen=True)
-class Silence:
-    matcher: str  # a glob over series keys
-    starts_at: datetime
-    ends_at: datetime
-    severity: str | None = None
-
-    def mutes(self, alert: Alert, now: datetime) -> bool:
-        return (
-            self.starts_at <= now < self.ends_at
-            and fnmatch.fnmatchcase(alert.key, self.matcher)
-            and (self.severity is None or self.severity == alert.severity)
-        )
 
 
 @dataclass
@@ -163,7 +149,7 @@ class Dispatcher:
         )
         group.next_flush = None
         self.changed.add(group.key)
-        batches: list[tuple[str, list[Alert]]] = []
+        batches: list[tuple[NotificationKind, list[Alert]]] = []
         if fresh:
             batches.append(("firing", firing))
         elif repeat_due:
@@ -176,7 +162,7 @@ class Dispatcher:
             notification = Notification(
                 id=_notification_id(group.key, kind, alerts, now if kind == "repeat" else None),
                 group_key=group.key,
-                kind=kind,  # type: ignore[arg-type]
+                kind=kind,
                 alerts=alerts,
                 dashboard_url=f"{self.rules.dashboard_url.rstrip('/')}/Alerts?id={alerts[0].id}",
             )

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from finsent.alerts.detector import SpikeRule
 from finsent.core.durations import parse_duration
+from finsent.core.vocabulary import SEVERITIES, Severity
 
 
 class RulesError(ValueError):
@@ -94,7 +95,7 @@ class EmailChannel(_Model):
 
 class Route(_Model):
     match: str = "*"
-    severity: tuple[Literal["warning", "critical"], ...] = ("warning", "critical")
+    severity: tuple[Severity, ...] = SEVERITIES
     channels: tuple[str, ...] = Field(min_length=1)
 
 

@@ -40,11 +40,16 @@ from finsent.app.launch import finsent_command
 from finsent.core.durations import EPOCH
 from finsent.core.records import Alert, decode
 from finsent.core.settings import TOPIC_NAMES, Settings
+from finsent.core.stages import Checkpoint, StageSpec, consumers
+from finsent.core.stages import stage as stage_spec
 from finsent.runtime.kafka_io import delete_topics, ensure_topics, group_id, make_producer
 from finsent.runtime.store import Store, alert_events, as_utc, scored_items, windows
 
 log = logging.getLogger(__name__)
-STAGES = ("scorer", "router", "aggregator", "alerter")  # no notifier: a replay pages no one
+# The consuming stages that feed topics: not the notifier, whose outputs leave the system (a
+# replay pages no one). The replay driver stands in for ingest.
+RUN_STAGES: tuple[StageSpec, ...] = tuple(spec for spec in consumers() if spec.sink is not None)
+STAGES = tuple(spec.name for spec in RUN_STAGES)
 # Single-partition topics keep the feed's order end to end; see the module docstring.
 ORDERED_TOPICS = {"news.raw": 1, "news.scored": 1}
 SERIES_WINDOW = "1d"  # the report's topic series, when the run has daily windows
@@ -129,7 +134,7 @@ def _changed_params(settings: Settings, request: BacktestRequest) -> dict[str, A
 
 class Offsets:
     """Where each stage stands: end offsets from Kafka, consumed offsets from where each stage
-    keeps them (the scorer in its Kafka group, the others in the run's store)."""
+    declares it keeps them (its checkpoint: its Kafka group, or the run's store)."""
 
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         from kafka import KafkaAdminClient, KafkaConsumer
@@ -147,7 +152,7 @@ class Offsets:
         )
 
     def end(self, topic: str) -> int:
-        from kafka import TopicPartition
+        from kafka.structs import TopicPartition
 
         name = self.settings.topic(topic)
         parts = self.consumer.partitions_for_topic(name) or set()
@@ -155,7 +160,8 @@ class Offsets:
         return sum(int(v) for v in ends.values())
 
     def consumed(self, stage: str) -> int:
-        if stage == "scorer":
+        checkpoint = stage_spec(stage).checkpoint
+        if checkpoint is Checkpoint.KAFKA:
             from kafka.errors import KafkaError
 
             try:
@@ -163,8 +169,10 @@ class Offsets:
             except KafkaError:  # the group coordinator is still starting: nothing committed
                 return 0
             return sum(max(int(m.offset), 0) for m in committed.values())
+        if checkpoint is not Checkpoint.STORE:
+            raise ValueError(f"stage {stage} consumes no topic")
         if self.store is None:
-            raise ValueError("stages other than the scorer keep their offsets in the store")
+            raise ValueError(f"stage {stage} keeps its offsets in the store: pass one")
         return sum(self.store.load_offsets(stage).values())
 
     def close(self) -> None:
@@ -182,7 +190,7 @@ def close_open_windows(settings: Settings, store: Store, now: datetime) -> int:
 
     logic = Aggregator(settings, store)
     topic = settings.topic("news.keyed")
-    logic.assigned(sorted(p for p in store.load_offsets(STAGE) if p[0] == topic), store)
+    logic.assigned(sorted(p for p in store.load_offsets(STAGE) if p[0] == topic))
     outputs, commit = logic.close_all(now)
     if commit is None:
         return 0
@@ -317,14 +325,16 @@ def run_backtest(
             offsets = Offsets(bt, store)
             try:
                 drain = _Drain(offsets, children, stop, bars, request.stall_timeout_s)
-                drain.until_caught_up("scorer", "news.raw", "score", at_least=stats.sent)
-                drain.until_caught_up("router", "news.scored", "route → store")
-                drain.until_caught_up("aggregator", "news.keyed", "aggregate windows")
-                phases["aggregated"] = round(time.perf_counter() - t0, 2)
-                children.stop_one("aggregator")
-                closed = close_open_windows(bt, store, datetime.now(UTC))
-                log.info("closed %d windows left open at the end of the feed", closed)
-                drain.until_caught_up("alerter", "sentiment.windows", "alert")
+                for spec in RUN_STAGES:  # in pipeline order: each drains what the last fed it
+                    source = spec.source or ""
+                    # The replayed stories must be on news.raw before it can look drained.
+                    at_least = stats.sent if source == "news.raw" else 0
+                    drain.until_caught_up(spec.name, source, f"{spec.name} ← {source}", at_least)
+                    if spec.name == "aggregator":
+                        phases["aggregated"] = round(time.perf_counter() - t0, 2)
+                        children.stop_one(spec.name)
+                        closed = close_open_windows(bt, store, datetime.now(UTC))
+                        log.info("closed %d windows left open at the end of the feed", closed)
                 phases["alerted"] = round(time.perf_counter() - t0, 2)
             finally:
                 offsets.close()

@@ -28,8 +28,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from finsent.core.records import Alert, encode
+from finsent.core.vocabulary import STATE_ORDER
 
-STATE_ORDER = {"pending": 0, "firing": 1, "resolved": 2}
 DEFAULT_MATCH_BEFORE = timedelta(hours=24)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +15,7 @@ from typer.core import TyperGroup
 
 from finsent.app.extras import extra_modules, missing_extra, require, require_scorer, require_store
 from finsent.core.settings import Settings
+from finsent.core.stages import consumers, stage
 from finsent.runtime.process import install_stop_handlers, setup_logging
 
 
@@ -43,7 +45,7 @@ def _typer(help: str) -> typer.Typer:
 
 app = _typer("finsent: streaming financial-news sentiment monitor.")
 kafka_app = _typer("Run the local single-node Kafka broker.")
-ingest_app = _typer("Push news into news.raw.")
+ingest_app = _typer(stage("ingest").summary)
 alerts_app = _typer("List, acknowledge and silence alerts.")
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(ingest_app, name="ingest")
@@ -153,6 +155,7 @@ def ingest_replay(
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Replay a CSV or JSONL file into news.raw in publish-time order."""
+    from finsent.app.stages import SOURCES
     from finsent.ingest.replay import replay
 
     if not path.exists():
@@ -163,7 +166,13 @@ def ingest_replay(
         _fail(f"--speed takes 'max' or a number, not {speed!r}")
     settings = _settings()
     stats = replay(
-        settings, path, install_stop_handlers(), speed=factor, source=source, progress=progress
+        settings,
+        path,
+        install_stop_handlers(),
+        speed=factor,
+        source=source,
+        progress=progress,
+        admission=SOURCES["ingest"](settings),
     )
     typer.echo(
         f"read {stats.read}, sent {stats.sent}, duplicates {stats.duplicates}, dead letters "
@@ -185,65 +194,50 @@ def ingest_poll(
     if example:
         typer.echo(example_sources_yaml())
         return
+    from finsent.app.stages import SOURCES
     from finsent.ingest.worker import run_poller
 
     settings = _settings()
     ensure_topics(settings)
     try:
-        run_poller(settings, install_stop_handlers(), sources)
+        run_poller(settings, install_stop_handlers(), sources, SOURCES["ingest"](settings))
     except SourcesError as exc:
         _fail(str(exc))
 
 
-@app.command()
+def _run_stage(name: str, settings: Settings) -> None:
+    """Run one consuming stage until SIGTERM or Ctrl-C (``finsent.app.stages``)."""
+    from finsent.app.stages import StageError, run
+    from finsent.runtime.kafka_io import ensure_topics
+
+    ensure_topics(settings)
+    try:
+        run(name, settings, install_stop_handlers())
+    except StageError as exc:
+        _fail(str(exc))
+
+
+def _stage_command(name: str) -> Callable[[], None]:
+    def command() -> None:
+        _run_stage(name, _settings())
+
+    return command
+
+
+@app.command(help=stage("scorer").summary)
 def scorer(
     name: str | None = typer.Option(None, "--scorer", help="attention (default) or lexicon"),
 ) -> None:
-    """Score news.raw in micro-batches into news.scored."""
-    from finsent.runtime.kafka_io import ensure_topics
-    from finsent.stream.scoring import run_scorer
-
     settings = _settings(scorer=name)
     require_scorer(settings.scorer)
-    ensure_topics(settings)
-    run_scorer(settings, install_stop_handlers())
+    _run_stage("scorer", settings)
 
 
-@app.command()
-def router() -> None:
-    """Store scored items and repartition them by series key into news.keyed."""
-    from finsent.runtime.kafka_io import ensure_topics
-    from finsent.stream.router import run_router
-
-    settings = _settings()
-    ensure_topics(settings)
-    run_router(settings, install_stop_handlers())
-
-
-@app.command()
-def aggregator() -> None:
-    """Aggregate news.keyed into event-time windows (sentiment.windows and the store)."""
-    from finsent.runtime.kafka_io import ensure_topics
-    from finsent.stream.aggregation import run_aggregator
-
-    settings = _settings()
-    ensure_topics(settings)
-    run_aggregator(settings, install_stop_handlers())
-
-
-@app.command()
-def notifier() -> None:
-    """Group, silence and route alerts, and deliver them to Slack and email."""
-    from finsent.alerts.engine import run_notifier
-    from finsent.alerts.rules import RulesError
-    from finsent.runtime.kafka_io import ensure_topics
-
-    settings = _settings()
-    ensure_topics(settings)
-    try:
-        run_notifier(settings, install_stop_handlers())
-    except RulesError as exc:
-        _fail(str(exc))
+# A command per consuming stage, named and described by its declaration; the scorer's own
+# (above) takes --scorer.
+for _spec in consumers():
+    if _spec.name != "scorer":
+        app.command(_spec.name, help=_spec.summary)(_stage_command(_spec.name))
 
 
 @alerts_app.command("list")
@@ -286,31 +280,17 @@ def alerts_silence(
     comment: str = typer.Option("", "--comment"),
 ) -> None:
     """Mute notifications of matching alerts for a while (they are still detected and stored)."""
-    import uuid
-
-    from finsent.core.durations import parse_duration
+    from finsent.alerts.silences import SilenceError, new_silence
     from finsent.runtime.store import Store
 
     try:
-        length = parse_duration(duration)
-    except ValueError as exc:
+        made = new_silence(
+            match, duration, severity=severity, author=by, comment=comment, now=datetime.now(UTC)
+        )
+    except SilenceError as exc:
         _fail(str(exc))
-    if severity not in (None, "warning", "critical"):
-        _fail("--severity takes warning or critical")
-    now = datetime.now(UTC)
-    silence_id = uuid.uuid4().hex[:16]
-    Store(_settings().database_url).add_silence(
-        {
-            "id": silence_id,
-            "matcher": match,
-            "severity": severity,
-            "starts_at": now,
-            "ends_at": now + length,
-            "created_by": by,
-            "comment": comment,
-        }
-    )
-    typer.echo(f"silence {silence_id}: {match} until {(now + length):%Y-%m-%d %H:%M} UTC")
+    Store(_settings().database_url).add_silence(made.to_row())
+    typer.echo(f"silence {made.id}: {made.matcher} until {made.ends_at:%Y-%m-%d %H:%M} UTC")
 
 
 @app.command("evaluate-detector")
@@ -323,17 +303,6 @@ def evaluate_detector(
     if not nab.is_dir():
         _fail(f"{nab} is not a folder")
     raise typer.Exit(nab_main(nab))
-
-
-@app.command()
-def alerter() -> None:
-    """Detect negative-sentiment spikes in closed windows (alerts topic and the store)."""
-    from finsent.alerts.engine import run_alerter
-    from finsent.runtime.kafka_io import ensure_topics
-
-    settings = _settings()
-    ensure_topics(settings)
-    run_alerter(settings, install_stop_handlers())
 
 
 @app.command()

@@ -20,10 +20,12 @@ from pathlib import Path
 from finsent.app.kafka_local import LaunchError, LocalKafka, port_open
 from finsent.app.launch import finsent_command, python_command
 from finsent.core.settings import Settings
+from finsent.core.stages import consumers
 from finsent.runtime.kafka_io import delete_topics, ensure_topics, list_topics
 
 log = logging.getLogger(__name__)
-STAGES = ("scorer", "router", "aggregator", "alerter", "notifier")
+# Every consuming stage, as its own process; the replay below is the ingest.
+STAGES = tuple(spec.name for spec in consumers())
 
 
 def dashboard_command(settings: Settings) -> list[str]:

@@ -10,15 +10,13 @@ import base64
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any, Literal, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
+from finsent.core.vocabulary import AlertState, Sentiment, Severity
+
 SCHEMA_VERSION = 1
-Sentiment = Literal["negative", "neutral", "positive"]
-AlertState = Literal["pending", "firing", "resolved"]
-Severity = Literal["warning", "critical"]
 
 T = TypeVar("T")
 
@@ -246,9 +244,16 @@ class DeadLetter:
         return base64.b64decode(self.payload_b64)
 
 
-@cache
+# One adapter per record class (building one compiles a validator). A plain dict rather than
+# functools.cache, whose stubs type its arguments as Hashable, which mypy does not grant a class.
+_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
+
+
 def _adapter(cls: type[T]) -> TypeAdapter[T]:
-    return TypeAdapter(cls)
+    adapter = _ADAPTERS.get(cls)
+    if adapter is None:  # a race only builds a second, equal adapter
+        adapter = _ADAPTERS[cls] = TypeAdapter(cls)
+    return adapter
 
 
 def encode(record: Any) -> bytes:

@@ -19,6 +19,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from finsent.alerts.detector import share_baselines
+from finsent.core.vocabulary import STATE_ORDER
+
 NO_DATA = "no data yet"
 TOPIC_PREFIX = "topic:"
 SEVERITY_COLORS = {"critical": "#d62728", "warning": "#ff7f0e"}
@@ -53,32 +56,21 @@ def baseline_band(
     learn: Sequence[bool] | None = None,
 ) -> pd.DataFrame:
     """The EWMA baseline of a negative-share series and a band of ``k`` standard deviations,
-    as the alert engine keeps it: each window is compared with the baseline of the windows
-    before it, and only windows marked in ``learn`` (default: all) update the baseline.
+    from the alert detector's own baseline (``share_baselines``): each window is compared with
+    the baseline of the windows before it, and only windows marked in ``learn`` (default: all)
+    update the baseline.
 
     Columns ``mean``, ``lower``, ``upper`` (clipped to [0, 1]), one row per share; NaN where
-    there is no history yet (the first window). The engine learns from the novelty-weighted
-    share; the plotted band uses the plain share, so it approximates the engine's.
+    there is no history yet (the first window). The detector learns from the novelty-weighted
+    share; the plotted band uses the plain share, so it approximates the detector's.
     """
     rows: list[tuple[float, float, float]] = []
-    n, mean, var = 0, 0.0, 0.0
-    for i, share in enumerate(shares):
-        if n == 0:
+    for state in share_baselines(shares, span, learn):
+        if state.windows == 0:
             rows.append((math.nan, math.nan, math.nan))
-        else:
-            std = math.sqrt(max(var, 0.0))
-            rows.append((mean, max(mean - k * std, 0.0), min(mean + k * std, 1.0)))
-        if learn is not None and not learn[i]:
             continue
-        if n == 0:
-            n, mean, var = 1, float(share), 0.0
-            continue
-        # Early on, weigh windows equally (a running mean) rather than trusting the first one.
-        alpha = max(2.0 / (span + 1), 1.0 / (n + 1))
-        delta = float(share) - mean
-        mean += alpha * delta
-        var = (1 - alpha) * (var + alpha * delta * delta)
-        n += 1
+        std = math.sqrt(max(state.var, 0.0))
+        rows.append((state.mean, max(state.mean - k * std, 0.0), min(state.mean + k * std, 1.0)))
     return pd.DataFrame(rows, columns=["mean", "lower", "upper"])
 
 
@@ -365,13 +357,17 @@ def heatmap_matrix(windows: pd.DataFrame, topics: Iterable[str] | None = None) -
     row_of = {name: i for i, name in enumerate(names)}
     z: list[list[float | None]] = [[None] * len(starts) for _ in names]
     found: dict[tuple[int, int], HeatCell] = {}
-    for rec in rows.itertuples(index=False):
-        name = rec.key.removeprefix(TOPIC_PREFIX)
-        i, j = row_of[name], column[rec.window_start]
-        z[i][j] = float(rec.neg_share)
-        found[i, j] = HeatCell(
-            name, rec.window_start, rec.window_end, int(rec.count), float(rec.neg_share)
-        )
+    for name, start, end, count, neg_share in zip(
+        rows["key"].str.removeprefix(TOPIC_PREFIX),
+        _stamps(rows["window_start"]),
+        _stamps(rows["window_end"]),
+        rows["count"],
+        rows["neg_share"],
+        strict=True,
+    ):
+        i, j = row_of[name], column[start]
+        z[i][j] = float(neg_share)
+        found[i, j] = HeatCell(name, start, end, int(count), float(neg_share))
     return HeatMatrix(names, starts, z, [found[ij] for ij in sorted(found)])
 
 
@@ -432,7 +428,10 @@ def selected_cell(selection: Mapping[str, Any] | None, matrix: HeatMatrix) -> He
     if not points or not matrix.cells:
         return None
     point = points[-1]
-    by_start = {(c.topic, c.start): c for c in matrix.cells}
+    # Keyed as looked up: a point's timestamp may not parse.
+    by_start: dict[tuple[str, pd.Timestamp | None], HeatCell] = {
+        (c.topic, c.start): c for c in matrix.cells
+    }
     custom = point.get("customdata")
     if isinstance(custom, list | tuple) and len(custom) >= 2:
         found = by_start.get((str(custom[0]), _timestamp(custom[1])))
@@ -442,7 +441,9 @@ def selected_cell(selection: Mapping[str, Any] | None, matrix: HeatMatrix) -> He
     if point.get("curve_number") == 1 and isinstance(index, int) and 0 <= index < len(matrix.cells):
         return matrix.cells[index]
     if "x" in point and "y" in point:
-        by_label = {(_text(c.topic), c.start): c for c in matrix.cells}
+        by_label: dict[tuple[str, pd.Timestamp | None], HeatCell] = {
+            (_text(c.topic), c.start): c for c in matrix.cells
+        }
         return by_label.get((str(point["y"]), _timestamp(point["x"])))
     return None
 
@@ -473,13 +474,14 @@ def alert_segments(
     now = now.tz_localize("UTC") if now.tzinfo is None else now
     by_alert = {aid: group for aid, group in events.groupby("alert_id")} if not events.empty else {}
     labels = {aid: _text(label) for aid, label in alert_labels(alerts, with_state=False).items()}
-    rows: list[tuple] = []
-    for alert in alerts.itertuples(index=False):
+    rows: list[tuple[str, str, str, str, str, pd.Timestamp, pd.Timestamp]] = []
+    for alert in _alert_rows(alerts):
         length = alert.window_end - alert.window_start
         history = by_alert.get(alert.id)
+        steps: list[tuple[str, pd.Timestamp]]
         if history is not None:
-            steps = [(s, t) for s, t in zip(history["state"], history["at"], strict=True)]
-            steps.sort(key=lambda step: (step[1], _STATE_ORDER.get(step[0], 9)))
+            steps = list(zip(_texts(history["state"]), _stamps(history["at"]), strict=True))
+            steps.sort(key=lambda step: (step[1], STATE_ORDER.get(step[0], 9)))
         else:
             steps = [("pending" if alert.state == "pending" else "firing", alert.started_at)]
             if alert.state == "resolved":
@@ -497,7 +499,36 @@ def alert_segments(
     return pd.DataFrame(rows, columns=columns)
 
 
-_STATE_ORDER = {"pending": 0, "firing": 1, "resolved": 2}
+@dataclass(frozen=True)
+class _AlertRow:
+    """The columns of an alerts row that the timeline reads, typed."""
+
+    id: str
+    key: str
+    severity: str
+    state: str
+    window_start: pd.Timestamp
+    window_end: pd.Timestamp
+    started_at: pd.Timestamp
+    updated_at: pd.Timestamp
+
+
+def _alert_rows(alerts: pd.DataFrame) -> list[_AlertRow]:
+    texts = zip(
+        _texts(alerts["id"]),
+        _texts(alerts["key"]),
+        _texts(alerts["severity"]),
+        _texts(alerts["state"]),
+        strict=True,
+    )
+    times = zip(
+        _stamps(alerts["window_start"]),
+        _stamps(alerts["window_end"]),
+        _stamps(alerts["started_at"]),
+        _stamps(alerts["updated_at"]),
+        strict=True,
+    )
+    return [_AlertRow(*text, *time) for text, time in zip(texts, times, strict=True)]
 
 
 def alert_timeline(segments: pd.DataFrame) -> go.Figure:
@@ -549,10 +580,18 @@ def alert_timeline(segments: pd.DataFrame) -> go.Figure:
 def alert_labels(alerts: pd.DataFrame, *, with_state: bool = True) -> dict[str, str]:
     """Readable, unique labels per alert id: ``key · state · window start`` (UTC)."""
     labels: dict[str, str] = {}
-    for alert in alerts.itertuples(index=False):
-        parts = [alert.key, alert.state] if with_state else [alert.key]
-        parts.append(f"{alert.window_start:%Y-%m-%d %H:%M}")
-        labels[alert.id] = " · ".join(parts)
+    if alerts.empty:  # it may have no columns either
+        return labels
+    for alert_id, key, state, window_start in zip(
+        _texts(alerts["id"]),
+        _texts(alerts["key"]),
+        _texts(alerts["state"]),
+        _stamps(alerts["window_start"]),
+        strict=True,
+    ):
+        parts = [key, state] if with_state else [key]
+        parts.append(f"{window_start:%Y-%m-%d %H:%M}")
+        labels[alert_id] = " · ".join(parts)
     counts = pd.Series(list(labels.values())).value_counts()
     return {
         aid: f"{label} · {aid[:8]}" if counts[label] > 1 else label for aid, label in labels.items()
@@ -566,6 +605,16 @@ def _text(value: object) -> str:
     """Feed-derived text (series keys name sources and tickers) for plotly, which reads a
     few HTML tags in titles, labels and hover text: escaped, it shows as itself."""
     return html.escape(str(value), quote=False)
+
+
+def _texts(column: pd.Series) -> list[str]:
+    """A text column's values, typed (pandas-stubs types a cell as any scalar)."""
+    return column.astype(str).tolist()
+
+
+def _stamps(column: pd.Series) -> list[pd.Timestamp]:
+    """A datetime column's values, typed, as iterating the column gives them."""
+    return list(pd.DatetimeIndex(column))
 
 
 def _series(windows: pd.DataFrame, key: str) -> pd.DataFrame:

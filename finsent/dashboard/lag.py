@@ -1,9 +1,10 @@
-"""Consumer lag: how far the stages' stored offsets trail the ends of their Kafka topics.
+"""Consumer lag: how far each stage's consumed offsets trail the ends of its Kafka topic.
 
-The stored offsets come from the store (``consumer_offsets``); the topics' end offsets from
-a Kafka client with short timeouts, asked in a background thread. A page never waits more
-than about a second for Kafka: it gets the last answer (at most a few seconds old) or none,
-and shows "n/a" when Kafka cannot be reached.
+Where a stage keeps its offsets is declared with the stage (``finsent.core.stages``): most in
+the store (``consumer_offsets``), the scorer in its Kafka consumer group. The topics' end
+offsets, and the groups' committed offsets, come from Kafka clients with short timeouts, asked
+in background threads. A page never waits more than about a second for Kafka: it gets the last
+answer (at most a few seconds old) or none, and shows "n/a" when Kafka cannot be reached.
 """
 
 from __future__ import annotations
@@ -13,15 +14,20 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+from finsent.core.stages import STAGES, Checkpoint, consumer_group
 
 log = logging.getLogger(__name__)
 
 Partition = tuple[str, int]  # (topic, partition)
 EndOffsets = dict[Partition, int]
+HeldGroup = tuple[str, str, str]  # (stage, consumer group, topic) of a Kafka-checkpointed stage
+K = TypeVar("K", bound=Hashable)  # what a probe is asked about
+A = TypeVar("A", bound=Hashable)  # what its answer is keyed by
 
 
 @dataclass(frozen=True)
@@ -33,31 +39,56 @@ class Lag:
         return ", ".join(f"{stage} {lag:,}" for stage, lag in sorted(self.by_stage.items()))
 
 
-def compute_lag(stored: Mapping[tuple[str, str, int], int], ends: Mapping[Partition, int]) -> Lag:
+def compute_lag(
+    stored: Mapping[tuple[str, str, int], int],
+    ends: Mapping[Partition, int],
+    held: Mapping[str, int] | None = None,
+) -> Lag:
     """Per stage, the records between each stored next offset and its partition's end
-    (never negative: the end may be read a moment before the stored offset). Partitions with
-    no known end are left out."""
+    (never negative: the end may be read a moment before the stored offset), plus ``held``,
+    the lag of the stages whose offsets Kafka holds. Partitions with no known end are left
+    out."""
     by_stage: dict[str, int] = {}
     for (stage, topic, partition), next_offset in stored.items():
         end = ends.get((topic, partition))
         if end is None:
             continue
         by_stage[stage] = by_stage.get(stage, 0) + max(int(end) - int(next_offset), 0)
+    for stage, lag in (held or {}).items():
+        by_stage[stage] = by_stage.get(stage, 0) + max(int(lag), 0)
     return Lag(total=sum(by_stage.values()), by_stage=by_stage)
 
 
-class EndOffsetsProbe:
-    """Asks ``fetch`` for end offsets in a background thread, at most once per ``max_age``
-    seconds, and never keeps a caller more than ``wait`` seconds.
+def held_groups(stored: Iterable[tuple[str, str, int]]) -> list[HeldGroup]:
+    """The consumer groups (and topics) of the stages that checkpoint in Kafka, for every run
+    whose store-checkpointed stages stored offsets here: a run's topic prefix is what precedes
+    a stage's declared source in the topic names it stored."""
+    sources = {s.name: s.source for s in STAGES if s.checkpoint is Checkpoint.STORE and s.source}
+    prefixes = {
+        topic.removesuffix(source)
+        for stage, topic, _ in stored
+        if (source := sources.get(stage)) is not None and topic.endswith(source)
+    }
+    return sorted(
+        (spec.name, consumer_group(prefix, spec.name), prefix + spec.source)
+        for prefix in prefixes
+        for spec in STAGES
+        if spec.checkpoint is Checkpoint.KAFKA and spec.source
+    )
 
-    The first call for a set of partitions waits up to ``wait`` for an answer; later calls
-    return the last answer at once (refreshing it in the background when it is older than
+
+class BackgroundProbe(Generic[K, A]):
+    """Asks ``fetch`` in a background thread, at most once per ``max_age`` seconds, and never
+    keeps a caller more than ``wait`` seconds.
+
+    The first call for a set of keys waits up to ``wait`` for an answer; later calls return
+    the last answer at once (refreshing it in the background when it is older than
     ``max_age``), or None while there is none, once it is older than ``stale_after``, or when
     the last attempt failed."""
 
     def __init__(
         self,
-        fetch: Callable[[list[Partition]], EndOffsets],
+        fetch: Callable[[list[K]], dict[A, int]],
         *,
         max_age: float = 5.0,
         wait: float = 1.0,
@@ -70,16 +101,19 @@ class EndOffsetsProbe:
         self.stale_after = stale_after
         self.clock = clock
         self._lock = threading.Lock()
-        self._result: EndOffsets | None = None
-        self._for: tuple[Partition, ...] | None = None
+        self._result: dict[A, int] | None = None
+        self._for: tuple[K, ...] | None = None
         self._at = -math.inf
         self._running: threading.Event | None = None
-        self._waited: set[tuple[Partition, ...]] = set()  # partition sets a caller waited for
+        self._waited: set[tuple[K, ...]] = set()  # key sets a caller waited for
 
-    def get(self, partitions: Iterable[Partition]) -> EndOffsets | None:
-        wanted = tuple(sorted(set(partitions)))
+    def get(self, keys: Iterable[K], wait: float | None = None) -> dict[A, int] | None:
+        """The answer for ``keys``; ``wait`` overrides how long a first call may wait (0: ask
+        in the background only, and let a later call wait)."""
+        wanted: tuple[K, ...] = tuple(sorted(set(keys)))  # type: ignore[type-var]
         if not wanted:
             return {}
+        longest = self.wait if wait is None else wait
         with self._lock:
             age = self.clock() - self._at
             known = self._for == wanted
@@ -91,28 +125,43 @@ class EndOffsetsProbe:
                 threading.Thread(
                     target=self._refresh, args=(wanted, done), name="kafka-lag", daemon=True
                 ).start()
-            first = wanted not in self._waited
+            first = longest > 0 and wanted not in self._waited
             if first:
                 if len(self._waited) > 64:
                     self._waited.clear()
                 self._waited.add(wanted)
         if first:
-            done.wait(self.wait)  # nothing to show yet: worth one short wait
+            done.wait(longest)  # nothing to show yet: worth one short wait
         with self._lock:
             if self._for == wanted and self.clock() - self._at < self.stale_after:
                 return self._result
             return None
 
-    def _refresh(self, wanted: tuple[Partition, ...], done: threading.Event) -> None:
+    def _refresh(self, wanted: tuple[K, ...], done: threading.Event) -> None:
         try:
-            result: EndOffsets | None = self.fetch(list(wanted))
+            result: dict[A, int] | None = self.fetch(list(wanted))
         except Exception as exc:  # Kafka down or slow: show "n/a", try again later
-            log.debug("end offsets unavailable: %s", exc)
+            log.debug("offsets unavailable: %s", exc)
             result = None
         with self._lock:
             self._result, self._for, self._at = result, wanted, self.clock()
             self._running = None
         done.set()
+
+
+class EndOffsetsProbe(BackgroundProbe[Partition, Partition]):
+    """End offsets of partitions; ``held``, when given, is asked for the lag of the stages
+    whose offsets Kafka holds (keyed by stage)."""
+
+    def __init__(
+        self,
+        fetch: Callable[[list[Partition]], EndOffsets],
+        *,
+        held: BackgroundProbe[HeldGroup, str] | None = None,
+        **timing: Any,
+    ) -> None:
+        super().__init__(fetch, **timing)
+        self.held = held
 
 
 class KafkaEndOffsets:
@@ -126,7 +175,8 @@ class KafkaEndOffsets:
         self._consumer: Any = None
 
     def __call__(self, partitions: list[Partition]) -> EndOffsets:
-        from kafka import KafkaConsumer, TopicPartition
+        from kafka import KafkaConsumer
+        from kafka.structs import TopicPartition
 
         if self._consumer is None:
             self._consumer = KafkaConsumer(
@@ -153,17 +203,87 @@ class KafkaEndOffsets:
                 consumer.close()
 
 
+class KafkaHeldLag:
+    """The lag of the stages that checkpoint in Kafka: their groups' committed offsets against
+    the ends of their topics, from one admin client and one consumer, kept between calls and
+    rebuilt after a failure. Only ever called from its probe's one background thread."""
+
+    def __init__(self, bootstrap: str, timeout_ms: int = 3000) -> None:
+        self.bootstrap = bootstrap
+        self.timeout_ms = timeout_ms
+        self._admin: Any = None
+        self._consumer: Any = None
+
+    def __call__(self, groups: list[HeldGroup]) -> dict[str, int]:
+        from kafka import KafkaAdminClient, KafkaConsumer
+
+        try:
+            if self._admin is None:
+                self._admin = KafkaAdminClient(
+                    bootstrap_servers=self.bootstrap,
+                    client_id="finsent-dashboard",
+                    request_timeout_ms=self.timeout_ms,
+                    api_version_auto_timeout_ms=min(self.timeout_ms, 2000),
+                    reconnect_backoff_max_ms=1000,
+                )
+            if self._consumer is None:
+                self._consumer = KafkaConsumer(
+                    bootstrap_servers=self.bootstrap,
+                    client_id="finsent-dashboard",
+                    enable_auto_commit=False,
+                    isolation_level="read_committed",
+                    request_timeout_ms=self.timeout_ms,
+                    api_version_auto_timeout_ms=min(self.timeout_ms, 2000),
+                    reconnect_backoff_max_ms=1000,
+                )
+            lag: dict[str, int] = {}
+            for stage, group, topic in groups:
+                committed = {
+                    tp: int(meta.offset)
+                    for tp, meta in self._admin.list_consumer_group_offsets(group).items()
+                    if tp.topic == topic and meta.offset >= 0
+                }
+                if not committed:
+                    continue  # nothing consumed yet: no lag to show, as for the store's
+                ends = self._consumer.end_offsets(list(committed))
+                behind = sum(max(int(ends[tp]) - offset, 0) for tp, offset in committed.items())
+                lag[stage] = lag.get(stage, 0) + behind
+        except Exception:
+            self.close()
+            raise
+        return lag
+
+    def close(self) -> None:
+        for client in (self._admin, self._consumer):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close()
+        self._admin = self._consumer = None
+
+
 @lru_cache(maxsize=4)
 def probe_for(bootstrap: str) -> EndOffsetsProbe:
-    """One probe (one Kafka client) per broker address for the whole process."""
-    return EndOffsetsProbe(KafkaEndOffsets(bootstrap))
+    """One probe (and its Kafka clients) per broker address for the whole process."""
+    return EndOffsetsProbe(
+        KafkaEndOffsets(bootstrap), held=BackgroundProbe(KafkaHeldLag(bootstrap))
+    )
 
 
 def consumer_lag(stored: Mapping[tuple[str, str, int], int], probe: EndOffsetsProbe) -> Lag | None:
-    """The stages' lag, or None when nothing is stored yet or Kafka gives no answer."""
+    """Every stage's lag, or None when nothing is stored yet or Kafka gives no answer.
+
+    The Kafka-checkpointed stages (the scorer) are shown once their groups' answer is in; both
+    questions go out at once, and the page waits about a second for the two together."""
     if not stored:
         return None
+    started = time.monotonic()
+    groups = held_groups(stored) if probe.held is not None else []
+    if probe.held is not None and groups:
+        probe.held.get(groups, wait=0)  # asked now, answered while the end offsets are
     ends = probe.get({(topic, partition) for _, topic, partition in stored})
     if ends is None:
         return None
-    return compute_lag(stored, ends)
+    held = None
+    if probe.held is not None and groups:
+        held = probe.held.get(groups, wait=max(probe.wait - (time.monotonic() - started), 0))
+    return compute_lag(stored, ends, held)

@@ -3,14 +3,14 @@ forms to acknowledge an alert and to silence a family of series."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from finsent.core.durations import parse_duration
+from finsent.alerts.silences import ANY_SEVERITY, SilenceError, new_silence
+from finsent.core.vocabulary import SEVERITIES
 from finsent.dashboard import common as ui
 from finsent.dashboard.figures import alert_labels, alert_segments, alert_timeline, sentiment_trend
 from finsent.dashboard.safe import escape_text, headline_html, headlines_html
@@ -20,6 +20,7 @@ from finsent.runtime.store import Store
 HIGHLIGHTED = 10  # contributing headlines shown with their attended words marked
 WINDOW_ITEMS = 100
 CONTEXT_WINDOWS = 24  # windows of history drawn before the alert's own
+DEFAULT_SILENCE = "2h"
 
 ui.page_start(
     "Alerts",
@@ -51,7 +52,7 @@ def live(lookback: timedelta | None) -> None:
     )
 
     labels = alert_labels(alerts)
-    picked = st.selectbox("Alert", list(labels), format_func=labels.get, key="alert_pick")
+    picked = st.selectbox("Alert", list(labels), format_func=labels.__getitem__, key="alert_pick")
     if picked is not None:
         show_detail(url, picked, alerts)
     show_silences(url)
@@ -185,35 +186,27 @@ def acknowledge(url: str, owner: str, comment: str) -> None:
         st.warning("This alert is no longer in the store.")
 
 
-def silence(url: str, match: str, duration: str, severity: str, by: str, comment: str) -> None:
+def silence(
+    url: str, match: str, duration: str, severity: str | None, by: str, comment: str
+) -> None:
+    # Blank fields fall back to the picked alert's series and the form's default length.
     matcher = match.strip() or picked_key(url) or ""
     try:
-        length = parse_duration(duration.strip() or "2h")
-    except ValueError as exc:
+        made = new_silence(
+            matcher,
+            duration.strip() or DEFAULT_SILENCE,
+            severity=severity,
+            author=by,
+            comment=comment,
+            now=datetime.now(UTC),
+        )
+    except SilenceError as exc:
         st.warning(str(exc))
         return
-    if not matcher:
-        st.warning("Say which series to silence (a glob such as ticker:*), or pick an alert.")
-    elif not by.strip():
-        st.warning("Say who silences it.")
-    elif length <= timedelta(0):
-        st.warning("A silence needs a positive duration.")
-    else:
-        now = datetime.now(UTC)
-        Store(url).add_silence(
-            {
-                "id": uuid.uuid4().hex[:16],
-                "matcher": matcher,
-                "severity": None if severity == "any" else severity,
-                "starts_at": now,
-                "ends_at": now + length,
-                "created_by": by.strip(),
-                "comment": comment.strip(),
-            }
-        )
-        ui.forget_alerts()
-        ui.flash(f"Silenced {matcher} until {now + length:%Y-%m-%d %H:%M} UTC.")
-        st.rerun()
+    Store(url).add_silence(made.to_row())
+    ui.forget_alerts()
+    ui.flash(f"Silenced {made.matcher} until {made.ends_at:%Y-%m-%d %H:%M} UTC.")
+    st.rerun()
 
 
 live(ui.lookback())
@@ -234,8 +227,10 @@ with silence_col, st.form("silence", clear_on_submit=True):
         key="silence_match",
         placeholder="the selected alert's series, or e.g. ticker:*",
     )
-    duration = st.text_input("For", value="2h", key="silence_for", help="e.g. 30m, 2h, 1d")
-    severity = st.selectbox("Severity", ["any", "warning", "critical"], key="silence_severity")
+    duration = st.text_input(
+        "For", value=DEFAULT_SILENCE, key="silence_for", help="e.g. 30m, 2h, 1d"
+    )
+    severity = st.selectbox("Severity", [ANY_SEVERITY, *SEVERITIES], key="silence_severity")
     by = st.text_input("By", key="silence_by")
     silence_comment = st.text_input("Comment", key="silence_comment")
     if st.form_submit_button("Silence"):

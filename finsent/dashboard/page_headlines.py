@@ -4,12 +4,13 @@ its most-attended words, a link to the source, and a CSV export of what is shown
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 
 import streamlit as st
 
+from finsent.core.vocabulary import SENTIMENTS
 from finsent.dashboard import common as ui
 from finsent.dashboard import queries
-from finsent.dashboard.queries import SENTIMENTS
 from finsent.dashboard.safe import csv_bytes, headline_html, headlines_html
 from finsent.dashboard.tables import headlines_table
 
@@ -96,20 +97,23 @@ def live(
         st.markdown(headlines_html(lines), unsafe_allow_html=True)
 
 
-filters = {
-    "since": view.since if view else None,
-    "topics": tuple(topics),
-    "sources": tuple(sources),
-    "sentiments": tuple(sentiments),
-    "ticker": ticker or None,
-}
+load_filtered = partial(
+    queries.load_headlines,
+    url,
+    since=view.since if view else None,
+    topics=tuple(topics),
+    sources=tuple(sources),
+    sentiments=tuple(sentiments),
+    ticker=ticker or None,
+    limit=LIMIT,
+)
 live(ui.LOOKBACKS[range_label], tuple(topics), tuple(sources), tuple(sentiments), ticker)
 
 
 def export() -> bytes:
     """The filtered rows as CSV, read when the button is clicked: nothing is built or kept
     per refresh tick."""
-    return csv_bytes(headlines_table(queries.load_headlines(url, limit=LIMIT, **filters)))
+    return csv_bytes(headlines_table(load_filtered()))
 
 
 # Outside the fragment, with its data deferred to the click: a download button inside a

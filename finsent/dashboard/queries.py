@@ -21,8 +21,9 @@ from functools import lru_cache
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, Text, case, cast, func, select
+from sqlalchemy import ColumnElement, Engine, Text, case, cast, false, func, select
 
+from finsent.core.vocabulary import ALERT_STATES, STATE_ORDER
 from finsent.runtime.store import (
     Store,
     alert_events,
@@ -101,8 +102,6 @@ MAX_WINDOWS = 20_000
 MAX_HEADLINES = 5_000
 MAX_ALERTS = 500
 MAX_SERIES = 1_000
-
-SENTIMENTS = ("negative", "neutral", "positive")
 
 
 @dataclass(frozen=True)
@@ -269,10 +268,8 @@ def alert_detail(url: str, alert_id: str) -> dict[str, Any] | None:
 def load_alert_events(url: str, alert_ids: Iterable[str]) -> pd.DataFrame:
     """The lifecycle events (pending, firing, resolved) of some alerts, oldest first."""
     ids = sorted(set(alert_ids))[:MAX_ALERTS]
-    # Events at the same time in lifecycle order: pending, firing, resolved.
-    lifecycle = case(
-        {"pending": 0, "firing": 1, "resolved": 2}, value=alert_events.c.state, else_=3
-    )
+    # Events at the same time in lifecycle order: pending, firing, resolved; unknown last.
+    lifecycle = case(dict(STATE_ORDER), value=alert_events.c.state, else_=len(ALERT_STATES))
     stmt = (
         select(*(alert_events.c[name] for name in EVENT_COLUMNS))
         .where(alert_events.c.alert_id.in_(ids))
@@ -281,7 +278,7 @@ def load_alert_events(url: str, alert_ids: Iterable[str]) -> pd.DataFrame:
         )
     )
     if not ids:
-        stmt = stmt.where(False)
+        stmt = stmt.where(false())
     return _frame(url, stmt, EVENT_COLUMNS, ("window_start", "at"))
 
 
@@ -318,6 +315,7 @@ def load_headlines(
         # symbol is an exact element match, and autoescape keeps "_" and "%" literal.
         symbol = json.dumps(ticker.strip().upper())
         where.append(cast(scored_items.c.tickers, Text).contains(symbol, autoescape=True))
+    ordering: tuple[ColumnElement[Any], ...]
     if order == "negative":
         ordering = (scored_items.c.score, scored_items.c.published_at.desc(), scored_items.c.id)
     elif order == "newest":

@@ -2,7 +2,8 @@
 
 Headlines, sources, words and URLs come from outside. The dashboard shows them as dataframe
 cells (plain text) or, where words are highlighted, as HTML built here from text escaped
-character by character, so neither HTML nor Markdown in a headline can do anything.
+character by character, so neither HTML nor Markdown in a headline can do anything. A link
+is shown only as it came and only when ``core.safety.strict_web_link`` passes it.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterable
-from urllib.parse import urlsplit
 
 import pandas as pd
+
+from finsent.core.safety import strict_web_link
 
 # Characters that mean something to HTML or to Markdown (emphasis, links, code, maths, lists,
 # tables, autolinks). Each becomes a numeric character reference: the browser shows the
@@ -53,22 +55,6 @@ def highlight(text: object, words: Iterable[str]) -> str:
     return "".join(parts)
 
 
-def safe_url(url: object) -> str | None:
-    """The URL if it is a plain http(s) link, else None (no ``javascript:``, ``data:``…)."""
-    if not isinstance(url, str):
-        return None
-    text = url.strip()
-    if not text or any(ch < " " or ch in "\x7f \"'<>`" for ch in text):
-        return None
-    try:
-        parts = urlsplit(text)
-    except ValueError:
-        return None
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        return None
-    return text
-
-
 def headline_html(
     title: object,
     words: Iterable[str] = (),
@@ -78,7 +64,7 @@ def headline_html(
 ) -> str:
     """One headline as a single line of HTML: the title with its attended words marked,
     then ``meta`` (escaped) and a link to the source when the URL is a safe one."""
-    link = safe_url(url)
+    link = strict_web_link(url)
     tail = f" <small>{escape_text(meta)}</small>" if meta else ""
     if link:
         href = html.escape(link, quote=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from finsent.dashboard.safe import safe_url
+from finsent.core.safety import strict_web_link
 
 HEADLINE_TABLE_COLUMNS = [
     "Time (UTC)",
@@ -37,7 +37,7 @@ def headlines_table(headlines: pd.DataFrame) -> pd.DataFrame:
             "Title": headlines["title"],
             "Tickers": [", ".join(t) for t in headlines["tickers"]],
             "Top words": [", ".join(words) for words in headlines["top_tokens"]],
-            "Link": [safe_url(u) for u in headlines["url"]],
+            "Link": [strict_web_link(u) for u in headlines["url"]],
         },
         columns=HEADLINE_TABLE_COLUMNS,
     )

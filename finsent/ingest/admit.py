@@ -1,4 +1,6 @@
-"""Dedup and novelty at the ingest edge, shared by replay and live polling.
+"""The ingest stage's logic, one for live polling and replay: dedup and novelty at the ingest
+edge, then the admitted stories onto ``news.raw`` through the runner's source side
+(``finsent.runtime.runner.SourceRunner``), which owns the send, dead-letter and metrics path.
 
 Verdicts are decided before sending and remembered only after the broker acknowledged the
 stories: a crash in between re-sends (the aggregator counts each id once) rather than losing.
@@ -6,12 +8,14 @@ stories: a crash in between re-sends (the aggregator counts each id once) rather
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from finsent.core.records import NewsItem
 from finsent.core.settings import Settings
 from finsent.ingest.dedup import NoveltyConfig, NoveltyTracker, SeenStore, apply_verdict
+from finsent.runtime.runner import SourceRunner
 
 
 def novelty_tracker(settings: Settings, now: datetime | None = None) -> NoveltyTracker:
@@ -35,3 +39,36 @@ def admit(
         if verdict.kind != "duplicate"
     ]
     return kept, len(items) - len(kept)
+
+
+class Admission:
+    """Decides which normalized stories go on, then sends them and remembers the verdicts."""
+
+    def __init__(self, tracker: NoveltyTracker) -> None:
+        self.tracker = tracker
+
+    @classmethod
+    def from_settings(cls, settings: Settings, now: datetime | None = None) -> Admission:
+        return cls(novelty_tracker(settings, now))
+
+    def decide(self, items: Sequence[NewsItem], now: datetime) -> tuple[list[NewsItem], int]:
+        """The stories to send (in order, chained, with novelty) and the exact duplicates'
+        number; nothing is remembered until ``send`` has them acknowledged."""
+        return admit(self.tracker, items, now)
+
+    def send(
+        self,
+        runner: SourceRunner,
+        kept: Iterable[NewsItem],
+        *,
+        consumed: int,
+        stop: threading.Event | None = None,
+    ) -> int:
+        """Send ``kept`` (keyed by story id, so a redelivered story lands in one partition),
+        wait for the broker, then remember the verdicts, unless ``stop`` was set meanwhile.
+        Returns how many were sent; a failed delivery raises, remembering nothing."""
+        keyed = ((item.id, item) for item in kept)
+        return runner.deliver(keyed, consumed=consumed, commit=self.tracker.commit, stop=stop)
+
+    def close(self) -> None:
+        self.tracker.store.close()

@@ -3,8 +3,9 @@
 Reads CSV or JSONL (fields ``title``, ``published_at``, ``source``, ``url``, ``body``,
 ``tickers``, optional ``id``) and the RSS-archive JSON of ``rss_link_db_2023_business_h1``
 (a folder of ``*_entries.json`` files, or one, in either of its two shapes). Every story goes
-through the same normalization, dedup and novelty as live polling; each keeps its event time.
-A row that cannot become a ``NewsItem`` goes to the dead-letter topic with the reason.
+through the same normalization, dedup and novelty as live polling, and the same admit-and-send
+path (``finsent.ingest.admit``); each keeps its event time. A row that cannot become a
+``NewsItem`` goes to the dead-letter topic with the reason.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,12 +23,14 @@ from typing import Any
 from rich.progress import Progress
 
 from finsent.core.feed_files import RowError, read_rows
-from finsent.core.records import NewsItem, encode
+from finsent.core.records import NewsItem
 from finsent.core.settings import Settings
-from finsent.ingest.admit import admit, novelty_tracker
+from finsent.core.stages import stage
+from finsent.ingest.admit import Admission
 from finsent.ingest.normalize import NormalizeError, normalize
 from finsent.ingest.raw import RawStory
-from finsent.runtime.kafka_io import DeadLetters, make_producer
+from finsent.runtime.kafka_io import DeadLetterSink
+from finsent.runtime.runner import SourceRunner
 
 log = logging.getLogger(__name__)
 STAGE = "ingest"
@@ -62,7 +65,7 @@ def row_story(row: dict[str, Any], default_source: str, raw: bytes) -> RawStory:
 def load(
     path: Path,
     default_source: str,
-    dead: DeadLetters | None,
+    dead: DeadLetterSink | None,
     stats: ReplayStats,
     now: datetime | None = None,
     max_future: timedelta = timedelta(hours=6),
@@ -102,6 +105,7 @@ def replay(
     since: datetime | None = None,
     until: datetime | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    admission: Admission | None = None,
 ) -> ReplayStats:
     """Send a file's new stories in publish-time order; ``speed`` None means as fast as possible.
 
@@ -110,52 +114,50 @@ def replay(
 
     Exact duplicates (by canonical URL or title, remembered across runs) are dropped and
     counted; near-duplicates are sent with their story chain and a lower novelty.
+    ``admission``: the ingest stage's logic (default: this deployment's), closed at the end.
     """
     # Large batches, compressed: a replay is a bulk load, not a latency path.
-    producer = make_producer(settings, linger_ms=20, batch_size=256 * 1024)
-    dead = DeadLetters(settings, producer, STAGE)
+    runner = SourceRunner.kafka(settings, stage(STAGE), linger_ms=20, batch_size=256 * 1024)
+    admission = admission or Admission.from_settings(settings)
     stats = ReplayStats()
-    topic = settings.topic("news.raw")
-    tracker = novelty_tracker(settings)
     try:
         now = datetime.now(UTC)
         started = time.perf_counter()
         max_future = timedelta(minutes=settings.max_future_minutes)
-        items = load(path, source or path.stem, dead, stats, now, max_future)
+        items = load(path, source or path.stem, runner.dead, stats, now, max_future)
         items, stats.outside = within_period(items, since, until)
-        items, stats.duplicates = admit(tracker, items, now)
+        items, stats.duplicates = admission.decide(items, now)
         stats.load_seconds = round(time.perf_counter() - started, 3)
-        futures = []
         wall0 = time.monotonic()
         event0 = items[0].published_at if items else None
         with Progress(disable=not progress, transient=False) as bar:
             task = bar.add_task(f"replay {path.name}", total=len(items))
-            for n, item in enumerate(items, 1):
-                if stop.is_set():
-                    break
-                if speed and event0 is not None:
-                    due = wall0 + (item.published_at - event0).total_seconds() / speed
-                    if stop.wait(max(0.0, due - time.monotonic())):
-                        break
-                # The key is the story id: a redelivered story always lands in one partition.
-                futures.append(producer.send(topic, key=item.id.encode(), value=encode(item)))
-                stats.sent += 1
-                if n % 256 == 0 or speed:
-                    bar.update(task, completed=n)
-                    if on_progress is not None:
-                        on_progress(n, len(items))
-                if len(futures) >= 5000:
-                    _settle(producer, futures)
-            _settle(producer, futures)
+
+            def paced() -> Iterator[NewsItem]:
+                """The stories at their pace, counted and shown as the runner sends them."""
+                for n, item in enumerate(items, 1):
+                    if stop.is_set():
+                        return
+                    if speed and event0 is not None:
+                        due = wall0 + (item.published_at - event0).total_seconds() / speed
+                        if stop.wait(max(0.0, due - time.monotonic())):
+                            return
+                    yield item
+                    stats.sent += 1
+                    if n % 256 == 0 or speed:
+                        bar.update(task, completed=n)
+                        if on_progress is not None:
+                            on_progress(n, len(items))
+
+            # Remembered only once every story is acknowledged, and not after a stop.
+            admission.send(runner, paced(), consumed=stats.read, stop=stop)
             bar.update(task, completed=stats.sent)
             if on_progress is not None:
                 on_progress(stats.sent, len(items))
         stats.send_seconds = round(time.monotonic() - wall0, 3)
-        if not stop.is_set():
-            tracker.commit()  # remembered only once every story is acknowledged
     finally:
-        producer.close()
-        tracker.store.close()
+        runner.close()
+        admission.close()
     log.info("replay %s: %s", path.name, stats)
     return stats
 
@@ -171,10 +173,3 @@ def within_period(
         if (since is None or i.published_at >= since) and (until is None or i.published_at < until)
     ]
     return kept, len(items) - len(kept)
-
-
-def _settle(producer: Any, futures: list[Any]) -> None:
-    producer.flush()
-    for future in futures:
-        future.get(timeout=60)  # raise on a failed delivery instead of losing it
-    futures.clear()

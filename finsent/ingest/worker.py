@@ -2,8 +2,9 @@
 
 Each poll result is one batch: bad input becomes dead letters (with source and reason), the
 rest is normalized, exact duplicates are dropped, repeats get their chain and novelty, and the
-stories are sent with the story id as message key. The dedup memory is written only after the
-broker acknowledged the batch.
+stories are sent with the story id as message key, through the same admit-and-send path as a
+replay (``finsent.ingest.admit``). The dedup memory is written only after the broker
+acknowledged the batch.
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ import logging
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from finsent.core.records import NewsItem, encode
+from finsent.core.records import NewsItem
 from finsent.core.settings import Settings
-from finsent.ingest.admit import admit, novelty_tracker
+from finsent.core.stages import stage
+from finsent.ingest.admit import Admission
 from finsent.ingest.normalize import NormalizeError, normalize
 from finsent.ingest.poller import FeedPoller, reason_kind
 from finsent.ingest.raw import IngestError, RawStory
 from finsent.runtime import metrics
-from finsent.runtime.kafka_io import DeadLetters, make_producer
+from finsent.runtime.runner import SourceRunner
 
 log = logging.getLogger(__name__)
 STAGE = "ingest"
@@ -29,12 +32,17 @@ STAGE = "ingest"
 class IngestSink:
     """Turns raw stories from any source into acknowledged `news.raw` records."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        runner: SourceRunner | None = None,
+        admission: Admission | None = None,
+    ) -> None:
         self.settings = settings
-        self.producer = make_producer(settings)
-        self.dead = DeadLetters(settings, self.producer, STAGE)
-        self.tracker = novelty_tracker(settings)
-        self.topic = settings.topic("news.raw")
+        self.runner = runner or SourceRunner.kafka(settings, stage(STAGE))
+        self.admission = admission or Admission.from_settings(settings)
+        self.dead = self.runner.dead
+        self.topic = self.runner.sink_topic
         self.max_future = timedelta(minutes=settings.max_future_minutes)
         self.counts: Counter[str] = Counter()
         self.dead_by_kind: Counter[str] = Counter()  # e.g. "xml_bomb", "http_503"
@@ -54,21 +62,13 @@ class IngestSink:
                 except NormalizeError as exc:
                     self._dead(exc.reason, story.raw, story.source)
             items.sort(key=lambda item: item.published_at)
-            kept, duplicates = admit(self.tracker, items, now)
-            futures = [
-                self.producer.send(self.topic, key=item.id.encode(), value=encode(item))
-                for item in kept
-            ]
-            self.producer.flush()
-            for future in futures:
-                future.get(timeout=60)  # a failed delivery raises: the poller backs off
-            self.tracker.commit()
+            kept, duplicates = self.admission.decide(items, now)
+            # A failed delivery raises: the poller backs off and fetches the stories again.
+            sent = self.admission.send(self.runner, kept, consumed=len(stories))
             bad = len(errors) + len(stories) - len(items)
-            self.counts.update(sent=len(kept), duplicates=duplicates, dead=bad)
-            metrics.ITEMS.labels(STAGE).inc(len(stories))
-            metrics.OUTPUTS.labels(STAGE).inc(len(kept))
+            self.counts.update(sent=sent, duplicates=duplicates, dead=bad)
             metrics.DUPLICATES.labels(STAGE).inc(duplicates)
-        log.info("%s: %d new, %d duplicates, %d bad", source, len(kept), duplicates, bad)
+        log.info("%s: %d new, %d duplicates, %d bad", source, sent, duplicates, bad)
 
     def _dead(self, reason: str, raw: bytes, source: str) -> None:
         kind = reason_kind(reason)
@@ -76,14 +76,20 @@ class IngestSink:
         self.dead_by_kind[kind] += 1
 
     def close(self) -> None:
-        self.producer.flush()
-        self.producer.close()
-        self.tracker.store.close()
+        self.runner.close()
+        self.admission.close()
 
 
-def run_poller(settings: Settings, stop: threading.Event, sources_path=None) -> Counter[str]:
-    """Poll every configured source until `stop` is set; returns the totals."""
-    sink = IngestSink(settings)
+def run_poller(
+    settings: Settings,
+    stop: threading.Event,
+    sources_path: str | Path | None = None,
+    admission: Admission | None = None,
+) -> Counter[str]:
+    """Poll every configured source until `stop` is set; returns the totals.
+
+    ``admission``: the ingest stage's logic (default: this deployment's), closed at the end."""
+    sink = IngestSink(settings, admission=admission)
     metrics.serve(settings, STAGE)
     poller = FeedPoller.from_settings(settings, sink, sources_path)
     names = ", ".join(source.name for source in poller.sources)

@@ -1,1 +1,1 @@
-"""Scoring: the ``Scorer`` interface, the lexicon baseline, and (issue 3) the attention model."""
+"""The attention topic-and-sentiment model: network, training, evaluation, and the scorers."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from finsent.core.vocabulary import SENTIMENTS, Sentiment
 from finsent.model.backbone import backbone_dir, backbone_fingerprint
 
 if TYPE_CHECKING:
@@ -57,8 +58,8 @@ class ArtifactInfo:
         return int(self.meta["max_length"])
 
     @property
-    def sentiments(self) -> list[str]:
-        return list(self.meta["labels"]["sentiment"])
+    def sentiments(self) -> list[Sentiment]:
+        return list(self.meta["labels"]["sentiment"])  # each checked by read_artifact
 
     @property
     def topics(self) -> list[str]:
@@ -93,6 +94,9 @@ def read_artifact(path: Path | None = None, formats: tuple[int, ...] = (FORMAT,)
     for key in ("version", "max_length", "labels", "backbone"):
         if key not in meta:
             raise ArtifactError(f"artifact {path}: config.json lacks {key!r}")
+    unknown = set(meta["labels"].get("sentiment", ())) - set(SENTIMENTS)
+    if unknown:  # scored records carry these labels, so they must be the shared vocabulary
+        raise ArtifactError(f"artifact {path}: unknown sentiment labels {sorted(unknown)}")
     expected = meta["backbone"].get("sha256", "")
     if backbone_fingerprint()["sha256"] != expected:
         raise ArtifactError(

@@ -19,7 +19,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from finsent.model.data import SENTIMENTS, Example
+from finsent.core.vocabulary import SENTIMENTS
+from finsent.model.data import Example
 
 if TYPE_CHECKING:
     import numpy as np
@@ -134,17 +135,20 @@ class FrozenEncoderBaseline:
 
     def fit(self, examples: Sequence[Example]) -> FrozenEncoderBaseline:
         """Train the sentiment classifier, and the topic one where >= 2 topics are labelled."""
-        sentiment = [e for e in examples if e.sentiment is not None]
-        topic = [e for e in examples if e.topic is not None]
-        if len({e.sentiment for e in sentiment}) < 2:
+        # (text, label) pairs, so the label's type is known not to be None.
+        sentiment = [(e.text, e.sentiment) for e in examples if e.sentiment is not None]
+        topic = [(e.text, e.topic) for e in examples if e.topic is not None]
+        if len({label for _, label in sentiment}) < 2:
             raise ValueError("FrozenEncoderBaseline.fit needs at least 2 sentiment classes")
         # Embed the union once; both classifiers then read from the cache.
         self.embed([e.text for e in examples if e.sentiment is not None or e.topic is not None])
         self._sentiment_clf = self._train(
-            [e.text for e in sentiment], [int(e.sentiment) for e in sentiment]
+            [text for text, _ in sentiment], [int(label) for _, label in sentiment]
         )
-        if len({e.topic for e in topic}) >= 2:
-            self._topic_clf = self._train([e.text for e in topic], [int(e.topic) for e in topic])
+        if len({label for _, label in topic}) >= 2:
+            self._topic_clf = self._train(
+                [text for text, _ in topic], [int(label) for _, label in topic]
+            )
         else:
             self._topic_clf = None  # one topic (or none) gives nothing to discriminate
         return self

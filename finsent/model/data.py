@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from finsent.core.vocabulary import SENTIMENTS
 from finsent.model.topics import TOPICS
 
-SENTIMENTS: tuple[str, ...] = ("negative", "neutral", "positive")
 PHRASEBANK_LEVELS = ("50Agree", "66Agree", "75Agree", "AllAgree")
 # Twitter Financial News labels: 0 bearish, 1 bullish, 2 neutral.
 _TWITTER_SENTIMENT = {"0": "negative", "1": "positive", "2": "neutral"}
@@ -205,9 +205,9 @@ def unlabelled_headlines(root: Path, exclude: Iterable[str] = ()) -> list[str]:
 
         from finsent.core.feed_files import read_archive  # the replay's reader of both shapes
 
-        for _, _, row in read_archive(rss):
-            if isinstance(row, dict):
-                add(html.unescape(str(row.get("title") or "")))
+        for _, _, entry in read_archive(rss):
+            if isinstance(entry, dict):
+                add(html.unescape(str(entry.get("title") or "")))
     return titles
 
 
@@ -356,7 +356,7 @@ def length_buckets(
         return
     rng = random.Random(seed)
     rng.shuffle(order)
-    batches = []
+    batches: list[list[int]] = []
     step = batch_size * pool
     for start in range(0, len(order), step):
         chunk = sorted(order[start : start + step], key=lambda i: lengths[i])

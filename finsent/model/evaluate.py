@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from finsent.model.data import SENTIMENTS, SPLIT_SEED, Corpus, Example
+from finsent.core.vocabulary import SENTIMENTS
+from finsent.model.data import SPLIT_SEED, Corpus, Example
 from finsent.model.topics import TOPICS
 
 

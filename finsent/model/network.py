@@ -21,8 +21,6 @@ import torch
 from torch import Tensor, nn
 from transformers import BertConfig, BertModel
 
-SENTIMENT_LABELS = ("negative", "neutral", "positive")
-
 
 @dataclass(frozen=True)
 class NetworkConfig:

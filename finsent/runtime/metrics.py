@@ -19,18 +19,10 @@ from prometheus_client import (
 )
 
 from finsent.core.settings import Settings
+from finsent.core.stages import STAGE_NAMES
+from finsent.core.stages import stage as stage_spec
 
 log = logging.getLogger(__name__)
-
-# Well-known ports per stage, so a scrape config can list them; 0 means "any free port".
-DEFAULT_PORTS = {
-    "scorer": 9401,
-    "router": 9402,
-    "aggregator": 9403,
-    "alerter": 9404,
-    "ingest": 9405,
-    "notifier": 9406,
-}
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 ITEMS = Counter("finsent_items", "Records consumed by a stage.", ["stage"], registry=REGISTRY)
@@ -97,7 +89,8 @@ def serve(settings: Settings, stage: str) -> int | None:
     if port is None:
         return None
     if port < 0:
-        port = DEFAULT_PORTS.get(stage, 0)
+        # The stage's well-known port, so a scrape config can list them; else any free one.
+        port = stage_spec(stage).port if stage in STAGE_NAMES else 0
     try:
         server, _thread = start_http_server(port, addr=settings.metrics_host, registry=REGISTRY)
     except OSError as exc:

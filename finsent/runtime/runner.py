@@ -1,14 +1,31 @@
-"""The consume → process → produce → commit loop shared by the stateful stages.
+"""The one stage runner: every process of the pipeline is a stage declared in
+``finsent.core.stages``, and this module runs it.
 
-Each batch's outputs are acknowledged by the broker first; then one store transaction records
-the stage's results, its state and the consumed offsets. On (re)assignment the consumer seeks to
-those offsets, so a crash anywhere replays at most one batch, and idempotent upserts absorb the
-replay. The store commit is fenced: it only applies if the stored offsets are still the ones this
-process started the batch from, so a member that lost its partitions cannot overwrite the state
-of the member that took them over.
+A consuming stage (``run_stage``, over ``StageLoop``) polls a micro-batch, decodes each record
+into its topic's record type (what does not decode goes to the dead-letter topic, so no stage
+logic decodes), hands the batch to the stage's logic, sends the logic's outputs to the sink topic
+and checkpoints, as the stage declares:
+
+- ``Checkpoint.STORE``: once the broker acknowledged the outputs, one store transaction records
+  the stage's results, its state and the consumed offsets. On (re)assignment the consumer seeks
+  to those offsets, so a crash anywhere replays at most one batch, and idempotent upserts absorb
+  the replay. The commit is fenced: it applies only if the stored offsets are still the ones
+  this process started the batch from, so a member that lost its partitions cannot overwrite
+  the state of the member that took them over; a fenced member re-syncs from the store.
+- ``Checkpoint.KAFKA`` (the scorer, which keeps no state): pipelined. Batch N's outputs go to
+  the producer without waiting; once batch N+1 is processed, N's acknowledgements are awaited
+  and its offsets committed to the consumer group, so the broker round trip overlaps the model
+  instead of adding to it. Offsets still follow acknowledgements: at-least-once.
+
+A source (ingest) consumes no topic; ``SourceRunner`` is its entry point, with the same send,
+dead-letter and metrics path, and the source's own commit (its dedup memory) after the
+acknowledgements.
 
 Backpressure: when a sink (Kafka or the store) fails, the consumer pauses its partitions and the
-batch is retried with backoff; nothing more is fetched until the batch is durable.
+batch is retried with backoff; nothing more is fetched until the batch is durable. The consumer
+is polled meanwhile, so that the group keeps the member. A rebalance in that time un-pauses the
+partitions, so such a poll can return records: the consumer seeks back to them instead of
+dropping them, and once the batch is durable the stage re-syncs from the store.
 """
 
 from __future__ import annotations
@@ -16,21 +33,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
-from kafka import TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
 from sqlalchemy.exc import OperationalError
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
 from finsent.core.records import encode
 from finsent.core.settings import Settings
+from finsent.core.stages import Checkpoint, StageSpec
 from finsent.runtime import metrics
 from finsent.runtime.kafka_io import (
     DeadLetters,
-    SeekToStored,
+    DeadLetterSink,
+    decode_or_dead,
     make_consumer,
     make_producer,
     next_offsets,
@@ -41,30 +62,83 @@ from finsent.runtime.store import Commit, FencedError, Store
 
 log = logging.getLogger(__name__)
 
-Partition = tuple[str, int]
+T = TypeVar("T")
+Partition = tuple[str, int]  # (topic, partition)
+Output = tuple[str, Any]  # (Kafka key, record)
+# Failures a sink recovers from: the batch is retried, with the partitions paused.
+RETRIED_ERRORS: tuple[type[Exception], ...] = (KafkaError, OperationalError, TimeoutError)
+SETTLE_EVERY = 5000  # a bulk send waits for acknowledgements every this many records
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class StoppedRetrying(Exception):
+    """A stop came while a batch was retried: the batch is not durable, and is replayed on
+    restart."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message(Generic[T]):
+    """One consumed record, decoded into its topic's record type, and where it was read."""
+
+    value: T
+    topic: str
+    partition: int
+    offset: int
 
 
 class StageLogic(Protocol):
-    """What a stage does with a batch; the loop around it owns Kafka, the store and retries."""
+    """What a consuming stage does with a batch; the runner around it owns Kafka, the store,
+    decoding, checkpoints and retries."""
 
-    def assigned(self, partitions: list[Partition], store: Store) -> None:
-        """Partitions this process now owns: load their state from the store."""
+    def assigned(self, partitions: list[Partition]) -> None:
+        """Partitions this process now owns: load their state (from the store it was made with)."""
 
     def revoked(self, partitions: list[Partition]) -> None:
         """Partitions this process no longer owns: drop their state."""
 
     def process(
-        self, batch: list[Any], now: datetime, dead: DeadLetters
-    ) -> tuple[list[tuple[str, Any]], Commit | None]:
-        """Keyed outputs and what to commit; ``None`` when nothing changed."""
+        self, batch: Sequence[Message[Any]], now: datetime, dead: DeadLetterSink
+    ) -> tuple[list[Output], Commit | None]:
+        """Keyed outputs, and what to commit with the offsets (``None``: nothing changed).
+
+        ``batch`` may be empty (an idle poll: time-driven work, such as closing windows)."""
 
 
-class _Rebalance(SeekToStored):
-    def __init__(self, consumer: Any, store: Store, stage: str, logic: StageLogic) -> None:
-        super().__init__(consumer, lambda: store.load_offsets(stage))
+# Makes a stage's logic: from the settings and, for a store-checkpointed stage, its store.
+LogicFactory = Callable[[Settings, Store | None], StageLogic]
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How a batch is retried against a failing sink: exponential waits from ``first_s``."""
+
+    first_s: float = 0.2
+    max_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A pipelined batch: sent, not yet acknowledged, its offsets not yet committed."""
+
+    outputs: list[Output]
+    futures: list[Any]
+    offsets: dict[Partition, int]
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """The consumer group's callbacks: the logic loads or drops partition state and, for a
+    store-checkpointed stage, the consumer seeks to the offsets stored with that state."""
+
+    def __init__(self, consumer: Any, stage: str, store: Store | None, logic: StageLogic) -> None:
+        self.consumer = consumer
+        self.stage = stage
         self.store = store
         self.logic = logic
         self.positions: dict[Partition, int | None] = {}  # stored offset each batch starts from
+        self.generation = 0  # assignments so far: a change means state was reloaded
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         parts = [(tp.topic, tp.partition) for tp in revoked]
@@ -73,90 +147,347 @@ class _Rebalance(SeekToStored):
         self.logic.revoked(parts)
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        stored = self.load()
-        for tp in assigned:
-            offset = stored.get((tp.topic, tp.partition))
-            self.positions[(tp.topic, tp.partition)] = offset
-            if offset is not None:
-                self.consumer.seek(tp, offset)
-        self.logic.assigned([(tp.topic, tp.partition) for tp in assigned], self.store)
+        self.generation += 1
+        if self.store is not None:
+            stored = self.store.load_offsets(self.stage)
+            for tp in assigned:
+                offset = stored.get((tp.topic, tp.partition))
+                self.positions[(tp.topic, tp.partition)] = offset
+                if offset is not None:
+                    self.consumer.seek(tp, offset)
+        self.logic.assigned([(tp.topic, tp.partition) for tp in assigned])
 
 
-def run_transactional_stage(
-    settings: Settings,
-    *,
-    stage: str,
-    source: str,
-    sink: str,
-    store: Store,
-    logic: StageLogic,
-    stop: threading.Event,
-    max_batch: int,
-    max_retry_wait_s: float = 30.0,
+class StageLoop:
+    """One consuming stage's loop over any consumer and producer: Kafka's (``run_stage``) or
+    the test kit's in-memory ones (``finsent.runtime.testing``).
+
+    The caller subscribes ``consumer`` with ``listener`` and closes what it opened.
+    """
+
+    def __init__(
+        self,
+        spec: StageSpec,
+        logic: StageLogic,
+        *,
+        consumer: Any,
+        producer: Any,
+        dead: DeadLetterSink,
+        store: Store | None,
+        sink_topic: str | None,
+        max_batch: int,
+        max_wait_ms: int,
+        clock: Callable[[], datetime] = utc_now,
+        backoff: Backoff = Backoff(),
+    ) -> None:
+        if spec.input_type is None:
+            raise ValueError(f"stage {spec.name} consumes no topic: run it with SourceRunner")
+        if (store is not None) != (spec.checkpoint is Checkpoint.STORE):
+            raise ValueError(f"stage {spec.name} checkpoints in {spec.checkpoint}: store mismatch")
+        self.spec = spec
+        self.logic = logic
+        self.consumer = consumer
+        self.producer = producer
+        self.dead = dead
+        self.store = store
+        self.sink_topic = sink_topic
+        self.max_batch = max_batch
+        self.max_wait_ms = max_wait_ms
+        self.clock = clock
+        self.backoff = backoff
+        self.record_type: type[Any] = spec.input_type
+        self.listener = _Rebalance(consumer, spec.name, store, logic)
+        self.sent = 0  # records sent to the sink
+        self._pending: _Pending | None = None
+
+    def run(self, stop: threading.Event) -> int:
+        """Process batches until ``stop`` is set; return how many records went to the sink.
+
+        A clean stop leaves the last batch durable; a stop while a batch is being retried
+        leaves it to be replayed on restart."""
+        try:
+            while not stop.is_set():
+                self.step(stop)
+            self.finish(stop)
+        except StoppedRetrying as exc:
+            log.warning("%s: %s; it will be replayed on restart", self.spec.name, exc)
+        return self.sent
+
+    def step(self, stop: threading.Event) -> None:
+        """One poll, its batch processed, sent and checkpointed."""
+        raw = poll_batch(self.consumer, self.max_batch, self.max_wait_ms)
+        started = time.perf_counter()
+        batch = self._decode(raw)
+        outputs, commit = self.logic.process(batch, self.clock(), self.dead)
+        if self.spec.checkpoint is Checkpoint.STORE:
+            done = self._commit_to_store(raw, outputs, commit, stop)
+        elif commit is not None:
+            raise TypeError(f"stage {self.spec.name} keeps no store, but its logic committed")
+        else:
+            done = self._pipeline(raw, outputs, stop)
+        if done:
+            self._count(raw, outputs, started)
+
+    def finish(self, stop: threading.Event) -> None:
+        """Make the pipelined batch, if any, durable: wait for it and commit its offsets."""
+        if self._pending is not None:
+            self.producer.flush()
+            self._settle(self._pending, stop, sync=True)
+            self._pending = None
+
+    # -- store checkpoints ----------------------------------------------------------------
+
+    def _commit_to_store(
+        self, raw: list[Any], outputs: list[Output], commit: Commit | None, stop: threading.Event
+    ) -> bool:
+        if commit is None and not raw:
+            return False
+        name = self.spec.name
+        offsets = next_offsets(raw)
+        positions = self.listener.positions
+        commit = replace(
+            commit or Commit(stage=name),
+            stage=name,
+            offsets=offsets,
+            expected={part: positions.get(part) for part in offsets},
+        )
+        generation = self.listener.generation
+        store = self.store
+        assert store is not None  # a store-checkpointed stage, checked in __init__
+        try:
+            self._durably(lambda: self._send(outputs), lambda: store.commit(commit), stop)
+        except FencedError as exc:
+            # Another member owns these partitions now: forget them and re-sync.
+            log.warning("%s: %s; re-syncing from the store", name, exc)
+            self.resync()
+            return False
+        positions.update(offsets)
+        if self.listener.generation != generation:
+            # A rebalance while the batch was retried reloaded the logic's state and the
+            # consumer's positions as they were stored before this batch: reload them with it.
+            self.resync()
+        if raw:
+            self.consumer.commit_async()  # for lag tooling only: the store holds our offsets
+        self.sent += len(outputs)
+        return True
+
+    def resync(self) -> None:
+        """Reload every owned partition's state and position from the store."""
+        assigned = list(self.consumer.assignment())
+        self.listener.on_partitions_revoked(assigned)
+        self.listener.on_partitions_assigned(assigned)
+
+    # -- Kafka checkpoints, pipelined ------------------------------------------------------
+
+    def _pipeline(self, raw: list[Any], outputs: list[Output], stop: threading.Event) -> bool:
+        if not raw:  # idle: no next batch to overlap with, so settle the last one now
+            if self._pending is not None:
+                self.producer.flush()
+                self._settle(self._pending, stop)
+                self._pending = None
+            return False
+        topic = self._sink()
+        futures = [
+            self.producer.send(topic, key=key.encode(), value=encode(record))
+            for key, record in outputs
+        ]
+        if self._pending is not None:
+            self._settle(self._pending, stop)
+        self._pending = _Pending(outputs, futures, next_offsets(raw))
+        self.sent += len(outputs)
+        return True
+
+    def _settle(self, done: _Pending, stop: threading.Event, sync: bool = False) -> None:
+        """Wait for a sent batch's acknowledgements (re-sending on failure), then commit its
+        offsets (``sync``: and wait for the commit, as on the way out)."""
+        try:
+            for future in done.futures:
+                future.get(timeout=30)
+        except Exception:  # noqa: BLE001 - any delivery failure: re-send with backoff below
+            self._durably(lambda: self._send(done.outputs), None, stop)
+        if done.offsets:
+            offsets = {
+                TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+                for (topic, partition), offset in done.offsets.items()
+            }
+            if sync:
+                self.consumer.commit(offsets=offsets)
+            else:
+                self.consumer.commit_async(offsets=offsets)
+
+    # -- shared -----------------------------------------------------------------------------
+
+    def _decode(self, raw: list[Any]) -> list[Message[Any]]:
+        batch: list[Message[Any]] = []
+        for record in raw:
+            value = decode_or_dead(self.record_type, record, self.dead)
+            if value is not None:
+                batch.append(Message(value, record.topic, record.partition, record.offset))
+        return batch
+
+    def _sink(self) -> str:
+        if self.sink_topic is None:
+            raise ValueError(f"stage {self.spec.name} declares no sink, yet produced records")
+        return self.sink_topic
+
+    def _send(self, outputs: list[Output]) -> None:
+        if self.sink_topic is None and not outputs:
+            self.producer.flush()  # its dead letters, before the offsets that move past them
+            return
+        send_all(self.producer, self._sink(), outputs)
+
+    def _durably(
+        self, send: Callable[[], None], then: Callable[[], None] | None, stop: threading.Event
+    ) -> None:
+        """``send``, then ``then``, retried with the partitions paused until both succeed; a
+        retry of ``then`` does not send again what the broker acknowledged."""
+        delivered = False
+        try:
+            for attempt in sink_retrying(self.consumer, self.spec.name, stop, self.backoff):
+                with attempt:
+                    if stop.is_set() and attempt.retry_state.attempt_number > 1:
+                        raise StoppedRetrying("stopping with the batch not durable")
+                    if not delivered:
+                        send()
+                        delivered = True
+                    if then is not None:
+                        then()
+        finally:
+            paused = self.consumer.paused()
+            if paused:
+                self.consumer.resume(*paused)
+
+    def _count(self, raw: list[Any], outputs: list[Output], started: float) -> None:
+        name = self.spec.name
+        metrics.ITEMS.labels(name).inc(len(raw))
+        metrics.OUTPUTS.labels(name).inc(len(outputs))
+        if raw:
+            metrics.BATCH_SIZE.labels(name).observe(len(raw))
+            metrics.BATCH_SECONDS.labels(name).observe(time.perf_counter() - started)
+            metrics.record_lag(name, self.consumer, self.consumer.assignment())
+
+
+def run_stage(
+    settings: Settings, spec: StageSpec, make_logic: LogicFactory, stop: threading.Event
 ) -> int:
-    """Run until ``stop`` is set; return how many records went to ``sink``."""
-    consumer = make_consumer(settings, stage)
-    rebalance = _Rebalance(consumer, store, stage, logic)
-    subscribe(consumer, settings.topic(source), rebalance)
-    producer = make_producer(settings)
-    dead = DeadLetters(settings, producer, stage)
-    out_topic = settings.topic(sink)
-    sent = 0
-
-    retrying = sink_retrying(consumer, stage, stop, max_retry_wait_s)
+    """Run a consuming stage against Kafka until ``stop`` is set; return how many records went
+    to its sink."""
+    if spec.source is None:
+        raise ValueError(f"stage {spec.name} consumes no topic: run it with SourceRunner")
+    store = Store(settings.database_url) if spec.checkpoint is Checkpoint.STORE else None
+    consumer: Any = None
+    producer: Any = None
     try:
-        while not stop.is_set():
-            batch = poll_batch(consumer, max_batch, settings.batch_max_wait_ms)
-            started = time.perf_counter()
-            outputs, commit = logic.process(batch, datetime.now(UTC), dead)
-            if commit is None and not batch:
-                continue
-            offsets = next_offsets(batch)
-            expected = {part: rebalance.positions.get(part) for part in offsets}
-            commit = replace(
-                commit or Commit(stage=stage), stage=stage, offsets=offsets, expected=expected
-            )
-            delivered = False
-            try:
-                for attempt in retrying:
-                    with attempt:
-                        if stop.is_set() and attempt.retry_state.attempt_number > 1:
-                            raise InterruptedError("stopping with the batch not durable")
-                        if not delivered:  # a store retry does not re-send the outputs
-                            send_all(producer, out_topic, outputs)
-                            delivered = True
-                        store.commit(commit)
-            except FencedError as exc:
-                # Another member owns these partitions now: forget them and re-sync.
-                log.warning("%s: %s; re-syncing from the store", stage, exc)
-                _resync(consumer, rebalance)
-                continue
-            except InterruptedError as exc:
-                log.warning("%s: %s; it will be replayed on restart", stage, exc)
-                break
-            finally:
-                if consumer.paused():
-                    consumer.resume(*consumer.paused())
-            rebalance.positions.update(offsets)
-            if batch:
-                consumer.commit_async()  # for lag tooling only: the store holds our offsets
-            sent += len(outputs)
-            metrics.ITEMS.labels(stage).inc(len(batch))
-            metrics.OUTPUTS.labels(stage).inc(len(outputs))
-            if batch:
-                metrics.BATCH_SIZE.labels(stage).observe(len(batch))
-                metrics.BATCH_SECONDS.labels(stage).observe(time.perf_counter() - started)
-                metrics.record_lag(stage, consumer, consumer.assignment())
+        logic = make_logic(settings, store)
+        metrics.serve(settings, spec.name)
+        consumer = make_consumer(settings, spec.name)
+        producer = make_producer(settings)
+        dead = DeadLetters(settings, producer, spec.name)
+        loop = StageLoop(
+            spec,
+            logic,
+            consumer=consumer,
+            producer=producer,
+            dead=dead,
+            store=store,
+            sink_topic=settings.topic(spec.sink) if spec.sink else None,
+            max_batch=spec.max_batch(settings),
+            max_wait_ms=settings.batch_max_wait_ms,
+        )
+        source = settings.topic(spec.source)
+        subscribe(consumer, source, loop.listener)
+        log.info("%s: %s → %s", spec.name, source, loop.sink_topic or "outside the pipeline")
+        sent = loop.run(stop)
+        log.info("%s stopped after %d records out, %d dead letters", spec.name, sent, dead.count)
+        return sent
     finally:
-        producer.flush()
-        producer.close()
-        consumer.close()
-        store.close()
+        if producer is not None:
+            producer.flush()
+            producer.close()
+        if consumer is not None:
+            consumer.close()
+        if store is not None:
+            store.close()
+
+
+class SourceRunner:
+    """The runner's entry point for a source stage (ingest), which consumes no topic: what the
+    source hands over goes to the stage's sink topic, bad input to the dead-letter topic, and
+    the source's own commit runs only once the broker acknowledged everything."""
+
+    def __init__(self, spec: StageSpec, *, producer: Any, dead: DeadLetterSink, sink_topic: str):
+        if spec.checkpoint is not Checkpoint.NONE or spec.sink is None:
+            raise ValueError(f"stage {spec.name} is not a source")
+        self.spec = spec
+        self.producer = producer
+        self.dead = dead
+        self.sink_topic = sink_topic
+
+    @classmethod
+    def kafka(cls, settings: Settings, spec: StageSpec, **producer_overrides: Any) -> SourceRunner:
+        if spec.sink is None:
+            raise ValueError(f"stage {spec.name} is not a source")
+        producer = make_producer(settings, **producer_overrides)
+        return cls(
+            spec,
+            producer=producer,
+            dead=DeadLetters(settings, producer, spec.name),
+            sink_topic=settings.topic(spec.sink),
+        )
+
+    def deliver(
+        self,
+        outputs: Iterable[Output],
+        *,
+        consumed: int,
+        commit: Callable[[], object] | None = None,
+        stop: threading.Event | None = None,
+    ) -> int:
+        """Send ``outputs`` (may be a lazy, paced iterator) and wait for every acknowledgement
+        (a failed delivery raises); then run ``commit``, unless ``stop`` was set meanwhile.
+
+        ``consumed``: how many inputs the batch came from, for the metrics. Returns how many
+        records were sent."""
+        started = time.perf_counter()
+        sent = send_all(self.producer, self.sink_topic, outputs, window=SETTLE_EVERY)
+        if commit is not None and not (stop is not None and stop.is_set()):
+            commit()
+        name = self.spec.name
+        metrics.ITEMS.labels(name).inc(consumed)
+        metrics.OUTPUTS.labels(name).inc(sent)
+        if consumed:
+            metrics.BATCH_SIZE.labels(name).observe(consumed)
+            metrics.BATCH_SECONDS.labels(name).observe(time.perf_counter() - started)
+        return sent
+
+    def close(self) -> None:
+        self.producer.flush()
+        self.producer.close()
+
+
+def send_all(producer: Any, topic: str, outputs: Iterable[Output], window: int = 0) -> int:
+    """Send keyed records and wait for every acknowledgement, raising on a failed delivery
+    instead of losing it; with ``window``, waiting each time that many are in flight."""
+    futures: list[Any] = []
+    sent = 0
+    for key, record in outputs:
+        futures.append(producer.send(topic, key=key.encode(), value=encode(record)))
+        sent += 1
+        if window and len(futures) >= window:
+            _settle(producer, futures)
+    _settle(producer, futures)
     return sent
 
 
+def _settle(producer: Any, futures: list[Any]) -> None:
+    producer.flush()
+    for future in futures:
+        future.get(timeout=30)  # surfaces delivery errors instead of losing them
+    futures.clear()
+
+
 def sink_retrying(
-    consumer: Any, stage: str, stop: threading.Event, max_wait_s: float = 30.0
+    consumer: Any, stage: str, stop: threading.Event, backoff: Backoff = Backoff()
 ) -> Retrying:
     """Retries for a failing sink (Kafka or the store), with the consumer's partitions paused
     meanwhile: backpressure instead of an ever-growing buffer."""
@@ -169,29 +500,29 @@ def sink_retrying(
         consumer.pause(*consumer.assignment())
 
     return Retrying(
-        retry=retry_if_exception_type((KafkaError, OperationalError, TimeoutError)),
-        wait=wait_exponential(multiplier=0.2, max=max_wait_s),
+        retry=retry_if_exception_type(RETRIED_ERRORS),
+        wait=wait_exponential(multiplier=backoff.first_s, max=backoff.max_s),
         before_sleep=paused_wait,
         sleep=lambda seconds: _sleep_polling(consumer, seconds, stop),
         reraise=True,
     )
 
 
-def send_all(producer: Any, topic: str, outputs: list[tuple[str, Any]]) -> None:
-    futures = [producer.send(topic, key=key.encode(), value=encode(rec)) for key, rec in outputs]
-    producer.flush()
-    for future in futures:
-        future.get(timeout=30)  # surfaces delivery errors instead of losing them
-
-
 def _sleep_polling(consumer: Any, seconds: float, stop: threading.Event) -> None:
-    """Sleep with the partitions paused, polling so the group keeps this member."""
+    """Sleep with the partitions paused, polling so the group keeps this member.
+
+    Such a poll returns records only when a rebalance un-paused the partitions. They are in no
+    batch yet: the consumer seeks back to the first of each partition, and pauses again, rather
+    than dropping them (the next commit would move past them: lost).
+    """
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not stop.is_set():
-        consumer.poll(timeout_ms=int(min(0.5, max(deadline - time.monotonic(), 0)) * 1000))
-
-
-def _resync(consumer: Any, rebalance: _Rebalance) -> None:
-    assigned = list(consumer.assignment())
-    rebalance.on_partitions_revoked(assigned)
-    rebalance.on_partitions_assigned(assigned)
+    while not stop.is_set():
+        remaining = max(deadline - time.monotonic(), 0.0)
+        polled = consumer.poll(timeout_ms=int(min(0.5, remaining) * 1000))
+        if polled:
+            for tp, records in polled.items():
+                if records:
+                    consumer.seek(tp, records[0].offset)
+            consumer.pause(*consumer.assignment())
+        if time.monotonic() >= deadline:
+            break

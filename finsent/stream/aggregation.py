@@ -5,22 +5,23 @@ watermark: a lagging partition never makes another partition's stories late. A k
 partition, so all of its windows live in one engine.
 
 Exactly-once effect: open-window state, closed windows, the late-news audit and the consumed
-offsets are written in one store transaction (fenced against a member that lost the partition);
-on (re)assignment the engine is rebuilt from the store and the consumer seeks to its offsets.
+offsets are written in one store transaction (fenced against a member that lost the partition;
+``Checkpoint.STORE``, see ``finsent.runtime.runner``); on (re)assignment the engine is rebuilt
+from the store and the consumer seeks to its offsets.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from finsent.core.records import KeyedPoint, WindowStat, encode
 from finsent.core.settings import Settings
 from finsent.runtime import metrics
-from finsent.runtime.kafka_io import DeadLetters, decode_or_dead
-from finsent.runtime.runner import Partition, run_transactional_stage
+from finsent.runtime.kafka_io import DeadLetterSink
+from finsent.runtime.runner import Message, Partition
 from finsent.runtime.store import Commit, Store
 from finsent.stream.windows import Late, WindowEngine
 
@@ -58,6 +59,8 @@ def _late_row(late: Late, action: str, version: int, now: datetime) -> dict[str,
 
 
 class Aggregator:
+    """One window engine per owned partition; emits closed windows (and running updates)."""
+
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
@@ -65,13 +68,13 @@ class Aggregator:
         self.update_every = timedelta(seconds=settings.window_update_seconds)
         self.last_updates: datetime | None = None
 
-    def assigned(self, partitions: list[Partition], store: Store) -> None:
+    def assigned(self, partitions: list[Partition]) -> None:
         for part in partitions:
             engine = make_engine(self.settings)
             engine.restore(
                 {
                     k.removeprefix(_prefix(part)): v
-                    for k, v in store.load_state(STAGE, _prefix(part)).items()
+                    for k, v in self.store.load_state(STAGE, _prefix(part)).items()
                 }
             )
             self.engines[part] = engine
@@ -83,18 +86,16 @@ class Aggregator:
             self.engines.pop(part, None)
 
     def process(
-        self, batch: list, now: datetime, dead: DeadLetters
+        self, batch: Sequence[Message[KeyedPoint]], now: datetime, dead: DeadLetterSink
     ) -> tuple[list[tuple[str, WindowStat]], Commit | None]:
         emitted: list[WindowStat] = []
         late_rows: list[dict[str, Any]] = []
         duplicates = 0
         for record in batch:
-            keyed = decode_or_dead(KeyedPoint, record, dead)
-            if keyed is None:
-                continue
+            keyed = record.value
             part = (record.topic, record.partition)
             if part not in self.engines:  # the rebalance callback loads it first; be safe
-                self.assigned([part], self.store)
+                self.assigned([part])
             engine = self.engines[part]
             out = engine.add(keyed.key, keyed.point, now)
             emitted.extend(out.emitted)
@@ -153,26 +154,3 @@ class Aggregator:
         metrics.LATE.labels(STAGE).inc(sum(1 for r in late_rows if r["action"] == "too_late"))
         if duplicates:
             metrics.DUPLICATES.labels(STAGE).inc(duplicates)
-
-
-def run_aggregator(settings: Settings, stop: threading.Event) -> None:
-    store = Store(settings.database_url)
-    metrics.serve(settings, STAGE)
-    log.info(
-        "aggregator: windows %s, %ss grace, %ss allowed lateness, emit %s",
-        ",".join(settings.windows),
-        settings.grace_seconds,
-        settings.allowed_lateness_seconds,
-        settings.window_emit,
-    )
-    emitted = run_transactional_stage(
-        settings,
-        stage=STAGE,
-        source="news.keyed",
-        sink="sentiment.windows",
-        store=store,
-        logic=Aggregator(settings, store),
-        stop=stop,
-        max_batch=settings.aggregator_batch_max,
-    )
-    log.info("aggregator stopped after emitting %d windows", emitted)

@@ -5,25 +5,24 @@ ticker, source). The Kafka key is the series key, so one aggregator owns all of 
 however many aggregators run.
 
 The scorer is at-least-once. Scored items are upserted by id in the same store transaction as the
-router's offsets, and a story already stored is not fanned out again; the aggregator still
-counts each id once per window, for the rare replay of a router batch.
+router's offsets (``Checkpoint.STORE``, see ``finsent.runtime.runner``), and a story already
+stored is not fanned out again; the aggregator still counts each id once per window, for the
+rare replay of a router batch.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from sqlalchemy.exc import OperationalError
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from finsent.core.records import KeyedPoint, ScoredItem
-from finsent.core.settings import Settings
 from finsent.runtime import metrics
-from finsent.runtime.kafka_io import DeadLetters, decode_or_dead
-from finsent.runtime.runner import Partition, run_transactional_stage
+from finsent.runtime.kafka_io import DeadLetterSink
+from finsent.runtime.runner import Message, Partition
 from finsent.runtime.store import Commit, Store
 from finsent.stream.windows import fan_out
 
@@ -42,21 +41,23 @@ def route(items: list[ScoredItem]) -> list[tuple[str, KeyedPoint]]:
 
 
 class Router:
+    """Stores each new scored story and fans it out by series key."""
+
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def assigned(self, partitions: list[Partition], store: Store) -> None:
+    def assigned(self, partitions: list[Partition]) -> None:
         pass  # stateless beyond the store
 
     def revoked(self, partitions: list[Partition]) -> None:
         pass
 
     def process(
-        self, batch: list, now: datetime, dead: DeadLetters
+        self, batch: Sequence[Message[ScoredItem]], now: datetime, dead: DeadLetterSink
     ) -> tuple[list[tuple[str, KeyedPoint]], Commit | None]:
         if not batch:
             return [], None
-        items = [s for r in batch if (s := decode_or_dead(ScoredItem, r, dead)) is not None]
+        items = [message.value for message in batch]
         unique = {s.item.id: s for s in reversed(items)}  # the first copy of each id wins
         stored = self._existing_ids(unique)
         fresh = [s for s in items if unique.get(s.item.id) is s and s.item.id not in stored]
@@ -72,20 +73,3 @@ class Router:
     )
     def _existing_ids(self, ids: Iterable[str]) -> set[str]:
         return self.store.existing_ids(ids)
-
-
-def run_router(settings: Settings, stop: threading.Event) -> None:
-    store = Store(settings.database_url)
-    metrics.serve(settings, STAGE)
-    log.info("router: %s → %s", settings.topic("news.scored"), settings.topic("news.keyed"))
-    sent = run_transactional_stage(
-        settings,
-        stage=STAGE,
-        source="news.scored",
-        sink="news.keyed",
-        store=store,
-        logic=Router(store),
-        stop=stop,
-        max_batch=settings.batch_max_size * 4,
-    )
-    log.info("router stopped after %d keyed records", sent)

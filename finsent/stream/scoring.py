@@ -1,32 +1,22 @@
-"""The scoring stage: ``news.raw`` → micro-batches → ``Scorer`` → ``news.scored``.
+"""The scorer stage's logic: micro-batches of ``news.raw`` → ``Scorer`` → ``news.scored``.
 
-At-least-once: offsets are committed only after the scored batch is acknowledged by the broker;
-a redelivered story gets the same id, and the router passes each id on once.
+At-least-once: the runner commits the offsets only after the scored batch is acknowledged by the
+broker, pipelined one batch deep (``Checkpoint.KAFKA``, see ``finsent.runtime.runner``); a
+redelivered story gets the same id, and the router passes each id on once.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-
-from kafka import TopicPartition
-from kafka.structs import OffsetAndMetadata
+from collections.abc import Sequence
+from datetime import datetime
 
 from finsent.core.records import NewsItem, ScoredItem, encode
-from finsent.core.settings import Settings
-from finsent.model.scorer import Scorer, load_scorer
+from finsent.model.scorer import Scorer
 from finsent.runtime import metrics
-from finsent.runtime.kafka_io import (
-    DeadLetters,
-    decode_or_dead,
-    make_consumer,
-    make_producer,
-    next_offsets,
-    poll_batch,
-    subscribe,
-)
-from finsent.runtime.runner import send_all, sink_retrying
+from finsent.runtime.kafka_io import DeadLetterSink
+from finsent.runtime.runner import Message, Output, Partition
 
 log = logging.getLogger(__name__)
 STAGE = "scorer"
@@ -49,88 +39,28 @@ def score_batch(
     return scored, failed
 
 
-class _Pending:
-    """A scored batch sent but not yet acknowledged: its outputs, futures and offsets."""
+class Scoring:
+    """Scores each batch of stories; a story the scorer fails on becomes a dead letter."""
 
-    def __init__(self, outputs: list, futures: list, offsets: dict) -> None:
-        self.outputs, self.futures, self.offsets = outputs, futures, offsets
+    def __init__(self, scorer: Scorer) -> None:
+        self.scorer = scorer
 
+    def assigned(self, partitions: list[Partition]) -> None:
+        pass  # stateless
 
-def run_scorer(settings: Settings, stop: threading.Event, scorer: Scorer | None = None) -> None:
-    """Score until ``stop`` is set.
+    def revoked(self, partitions: list[Partition]) -> None:
+        pass
 
-    Pipelined: batch N's records are handed to the producer without waiting; they are awaited
-    (and their offsets committed) after batch N+1 is scored, so the broker round trip overlaps
-    the model instead of adding to it. Offsets still follow acknowledgements: at-least-once.
-    """
-    scorer = scorer or load_scorer(settings.scorer, settings)
-    metrics.serve(settings, STAGE)
-    consumer = make_consumer(settings, STAGE)
-    subscribe(consumer, settings.topic("news.raw"))
-    producer = make_producer(settings)
-    dead = DeadLetters(settings, producer, STAGE)
-    out_topic = settings.topic("news.scored")
-    retrying = sink_retrying(consumer, STAGE, stop)
-    pending: _Pending | None = None
-    total = 0
-
-    def settle(done: _Pending) -> None:
-        """Wait for a sent batch's acknowledgements (re-sending on failure), then commit it."""
-        try:
-            for future in done.futures:
-                future.get(timeout=30)
-        except Exception:  # noqa: BLE001 - any delivery failure: re-send with backoff below
-            for attempt in retrying:
-                with attempt:
-                    send_all(producer, out_topic, done.outputs)
-        if done.offsets:
-            consumer.commit_async(offsets=_commit_offsets(done.offsets))
-
-    log.info("scorer %s consuming %s", scorer.version, settings.topic("news.raw"))
-    try:
-        while not stop.is_set():
-            batch = poll_batch(consumer, settings.batch_max_size, settings.batch_max_wait_ms)
-            if not batch:
-                if pending is not None:
-                    producer.flush()
-                    settle(pending)
-                    pending = None
-                continue
-            started = time.perf_counter()
-            decoded = (decode_or_dead(NewsItem, record, dead) for record in batch)
-            items = [item for item in decoded if item is not None]
-            model_started = time.perf_counter()
-            scored, failed = score_batch(scorer, items) if items else ([], [])
-            metrics.MODEL_SECONDS.labels(STAGE).observe(time.perf_counter() - model_started)
-            for item, reason in failed:
-                dead.send(reason, encode(item))
-            outputs = [(s.item.id, s) for s in scored]
-            futures = [
-                producer.send(out_topic, key=key.encode(), value=encode(rec))
-                for key, rec in outputs
-            ]
-            if pending is not None:
-                settle(pending)
-            pending = _Pending(outputs, futures, next_offsets(batch))
-            total += len(scored)
-            metrics.ITEMS.labels(STAGE).inc(len(batch))
-            metrics.OUTPUTS.labels(STAGE).inc(len(scored))
-            metrics.BATCH_SIZE.labels(STAGE).observe(len(batch))
-            metrics.BATCH_SECONDS.labels(STAGE).observe(time.perf_counter() - started)
-            metrics.record_lag(STAGE, consumer, consumer.assignment())
-        if pending is not None:  # a clean stop: the last batch is durable before we go
-            producer.flush()
-            settle(pending)
-            consumer.commit(offsets=_commit_offsets(pending.offsets))
-    finally:
-        producer.flush()
-        producer.close()
-        consumer.close()
-        log.info("scorer stopped after %d items (%d dead letters)", total, dead.count)
-
-
-def _commit_offsets(offsets: dict[tuple[str, int], int]) -> dict:
-    return {
-        TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
-        for (topic, partition), offset in offsets.items()
-    }
+    def process(
+        self, batch: Sequence[Message[NewsItem]], now: datetime, dead: DeadLetterSink
+    ) -> tuple[list[Output], None]:
+        if not batch:
+            return [], None
+        items = [message.value for message in batch]
+        started = time.perf_counter()
+        scored, failed = score_batch(self.scorer, items)
+        metrics.MODEL_SECONDS.labels(STAGE).observe(time.perf_counter() - started)
+        where = {id(message.value): message for message in batch}
+        for item, reason in failed:
+            dead.send(reason, encode(item), where.get(id(item)))
+        return [(s.item.id, s) for s in scored], None

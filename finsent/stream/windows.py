@@ -127,7 +127,7 @@ class Accumulator:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Accumulator:
         acc = cls(**{k: v for k, v in state.items() if k != "top"})
-        acc.top = [tuple(e) for e in state["top"]]  # type: ignore[misc]
+        acc.top = [tuple(e) for e in state["top"]]
         heapq.heapify(acc.top)
         return acc
 
@@ -220,7 +220,8 @@ class WindowEngine:
             slot_key = (key, start, end)
             slot = self.slots.get(slot_key)
             closed = watermark is not None and end <= watermark
-            if closed and end + self.lateness <= watermark:
+            # Lateness is non-negative, so this implies `closed`; spelt out for the type checker.
+            if watermark is not None and end + self.lateness <= watermark:
                 out.late.append(Late(key, point, start, end))
                 continue
             if slot is None:

@@ -11,6 +11,7 @@ from finsent.alerts.detector import (
     binomial_tail,
     evaluate,
     poisson_tail,
+    share_baselines,
     surprise_z,
 )
 from finsent.core.records import WindowStat
@@ -210,3 +211,18 @@ def test_poisson_tail_matches_exact_values() -> None:
         1 - math.exp(-1.5) * (1 + 1.5 + 1.5**2 / 2), rel=1e-12
     )
     assert poisson_tail(400, 5.0) < 1e-100  # far tails do not overflow
+
+
+def test_share_baselines_are_the_states_before_each_window() -> None:
+    shares = [0.2, 0.3, 0.9, 0.25]
+    learn = [True, True, False, True]
+
+    before = share_baselines(shares, span=4, learn=learn)
+
+    assert len(before) == len(shares) and before[0] == SeriesState()
+    expected = SeriesState().learn(0.2, 0.0, 0, 4).learn(0.3, 0.0, 0, 4)
+    assert before[2] == expected
+    assert before[3] == expected  # the alerting window 2 was not learned
+    assert share_baselines(shares, span=4)[3].mean > expected.mean
+    with pytest.raises(ValueError, match="one flag per share"):
+        share_baselines(shares, span=4, learn=[True])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from finsent.alerts.detector import SpikeRule
-from finsent.alerts.dispatch import Dispatcher, Group, Silence
+from finsent.alerts.dispatch import Dispatcher, Group
 from finsent.alerts.rules import AlertRules, RulesError, load_rules
+from finsent.alerts.silences import Silence
 from finsent.core.records import Alert, Headline
 
 T0 = datetime(2026, 3, 10, 14, 0, tzinfo=UTC)
@@ -163,3 +166,16 @@ def test_pending_alerts_are_not_notified_and_state_round_trips() -> None:
     restored = Dispatcher(RULES, {k: Group.from_json(v) for k, v in put.items()})
     assert len(restored.flush(T0 + 30 * S, [], set())) == 1
     assert replace(alert(), state="resolved").id == alert().id
+
+
+def test_the_dispatcher_imports_no_http_or_smtp_code() -> None:
+    # A fresh interpreter: this test process has imported the notifiers already.
+    senders = ("httpx", "smtplib", "finsent.alerts.notify.slack", "finsent.alerts.notify.email")
+    probe = (
+        "import sys, finsent.alerts.dispatch; "
+        f"print(sorted(m for m in {senders!r} if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"

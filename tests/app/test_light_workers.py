@@ -9,7 +9,7 @@ import sys
 def test_stage_modules_do_not_import_heavy_extras() -> None:
     code = (
         "import sys\n"
-        "import finsent.app.cli, finsent.app.demo, finsent.ingest.replay, finsent.stream.scoring, finsent.stream.aggregation, finsent.alerts.engine\n"
+        "import finsent.app.cli, finsent.app.demo, finsent.ingest.replay, finsent.stream.scoring, finsent.stream.aggregation, finsent.alerts.alerter, finsent.alerts.notifier, finsent.app.stages\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'onnxruntime', 'tokenizers', 'streamlit', 'plotly', 'pandas') if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )

@@ -27,7 +27,7 @@ from finsent.app.backtest_report import ALERT_COLUMNS, EVENT_COLUMNS
 from finsent.core.records import Alert, Headline, NewsItem, ScoredItem, WindowStat
 from finsent.core.settings import get_settings
 from finsent.dashboard import queries
-from finsent.dashboard.lag import EndOffsetsProbe
+from finsent.dashboard.lag import BackgroundProbe, EndOffsetsProbe
 from finsent.runtime.store import Commit, Store, alerts, silences
 
 APP = Path(__file__).resolve().parents[2] / "finsent" / "dashboard" / "app.py"
@@ -658,14 +658,16 @@ def test_consumer_lag_counts_records_behind_the_topic_ends(
     store.commit(Commit(stage="router", offsets={("news.scored", 0): 90}))
     store.commit(Commit(stage="aggregator", offsets={("news.keyed", 0): 395}))
     ends = {("news.scored", 0): 100, ("news.keyed", 0): 400}
-    probe = EndOffsetsProbe(lambda partitions: {p: ends[p] for p in partitions})
+    # The scorer keeps its offsets in its Kafka group: 2 stories behind news.raw's end.
+    scorer = BackgroundProbe(lambda groups: {"scorer": 2} if groups else {})
+    probe = EndOffsetsProbe(lambda partitions: {p: ends[p] for p in partitions}, held=scorer)
     monkeypatch.setattr(finsent.dashboard.common, "probe_for", lambda bootstrap: probe)
 
     at = run_app()
 
-    assert metrics(at)["Consumer lag"] == "15"
+    assert metrics(at)["Consumer lag"] == "17"
     [lag] = [m for m in at.metric if m.label == "Consumer lag"]
-    assert "aggregator 5, router 10" in lag.proto.help
+    assert "aggregator 5, router 10, scorer 2" in lag.proto.help
 
 
 def test_consumer_lag_is_na_when_kafka_is_unreachable(store_url: str) -> None:

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from finsent.core.vocabulary import SENTIMENTS
 from finsent.model.baselines import FrozenEncoderBaseline, lexicon_sentiment, vader_sentiment
-from finsent.model.data import SENTIMENTS, Example
+from finsent.model.data import Example
 from finsent.model.topics import TOPICS
 
 NEG, NEU, POS = (SENTIMENTS.index(s) for s in ("negative", "neutral", "positive"))

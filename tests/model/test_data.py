@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from finsent.core.vocabulary import SENTIMENTS
 from finsent.model.data import (
-    SENTIMENTS,
     DataError,
     Example,
     length_buckets,

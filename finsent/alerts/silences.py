@@ -1,0 +1,92 @@
+"""Silences: rules that mute notifications of matching alerts for a while.
+
+A silenced alert is still detected and stored; only its notifications are held back. The CLI
+(``finsent alerts silence``) and the dashboard's silence form both make one with
+``new_silence``, so they accept and refuse the same input with the same messages. Pure, with
+"now" passed in.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from finsent.core.durations import parse_duration
+from finsent.core.records import Alert
+from finsent.core.vocabulary import SEVERITIES, Severity
+
+ANY_SEVERITY = "any"
+
+
+class SilenceError(ValueError):
+    """Input that cannot make a silence; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Silence:
+    matcher: str  # a glob over series keys
+    starts_at: datetime
+    ends_at: datetime
+    severity: Severity | None = None  # None: any
+    id: str = ""
+    created_by: str = ""
+    comment: str = ""
+
+    def mutes(self, alert: Alert, now: datetime) -> bool:
+        return (
+            self.starts_at <= now < self.ends_at
+            and fnmatch.fnmatchcase(alert.key, self.matcher)
+            and (self.severity is None or self.severity == alert.severity)
+        )
+
+    def to_row(self) -> dict[str, Any]:
+        """The row for ``Store.add_silence`` (the columns of the ``silences`` table)."""
+        return asdict(self)
+
+
+def new_silence(
+    matcher: str,
+    duration: str | timedelta,
+    *,
+    severity: str | None,
+    author: str,
+    comment: str,
+    now: datetime,
+) -> Silence:
+    """A silence of ``matcher`` (a glob over series keys) from ``now`` for ``duration`` (the
+    one duration grammar: ``30m``, ``2h``, ``1d``), of one severity, or of any with None or
+    "any".
+
+    Text is trimmed. Raises ``SilenceError`` for an empty matcher or author, a duration that
+    does not parse or is not positive, or an unknown severity. The id is a hash of the
+    silence itself, so submitting the same one twice at the same instant stores it once.
+    """
+    matcher, author, comment = matcher.strip(), author.strip(), comment.strip()
+    if not matcher:
+        raise SilenceError("Say which series to silence (a glob such as ticker:*).")
+    try:
+        length = parse_duration(duration, positive=True)
+    except ValueError as exc:  # its message quotes the input and shows the grammar
+        raise SilenceError(str(exc)) from None
+    if severity == ANY_SEVERITY:
+        severity = None
+    if severity is not None and severity not in SEVERITIES:
+        raise SilenceError(f"The severity is {' or '.join(SEVERITIES)} (or {ANY_SEVERITY}).")
+    if not author:
+        raise SilenceError("Say who silences it.")
+    ends_at = now + length
+    basis = "|".join(
+        (matcher, severity or "", now.isoformat(), ends_at.isoformat(), author, comment)
+    )
+    return Silence(
+        id=hashlib.sha256(basis.encode()).hexdigest()[:16],
+        matcher=matcher,
+        severity=severity,  # narrowed to a Severity by the check above
+        starts_at=now,
+        ends_at=ends_at,
+        created_by=author,
+        comment=comment,
+    )

@@ -1,0 +1,93 @@
+"""The backends: engine creation, SQLite's pragmas, and the SQL that differs per dialect.
+
+SQLite is the default and PostgreSQL is chosen by URL; everything above this module is written
+once for both, through SQLAlchemy Core.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`; a SQLite file gets its folder and the pragmas every writer needs."""
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ""
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets the dashboard read while stages write; busy_timeout rides out short write locks.
+    cur.execute("PRAGMA busy_timeout=30000")
+    # Switching a fresh file to WAL needs an exclusive lock, and SQLite answers "locked" at
+    # once, without the busy handler, while a sibling process holds it: retry for a while.
+    for attempt in range(200):
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 199:
+                raise
+            time.sleep(0.05)
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def insert(conn: Connection, table: Table) -> Any:
+    """The dialect's own INSERT, which has ``on_conflict_do_*`` (Core's generic one has not)."""
+    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+    return dialect.insert(table)
+
+
+def upsert(
+    conn: Connection,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    keys: list[str],
+    only_newer: str | None = None,
+) -> None:
+    """Insert ``rows``, or update the row with the same ``keys``.
+
+    With ``only_newer`` (a version column), a stored row is only replaced by one whose version
+    is at least its own, so a replayed older version never overwrites a restatement.
+    """
+    rows = last_per_key(rows, keys, only_newer)
+    if not rows:
+        return  # an empty executemany would run the INSERT once, without values
+    stmt = insert(conn, table)
+    updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+    where = table.c[only_newer] <= stmt.excluded[only_newer] if only_newer else None
+    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=updates, where=where), rows)
+
+
+def last_per_key(
+    rows: Sequence[Mapping[str, Any]], keys: list[str], version: str | None
+) -> list[Mapping[str, Any]]:
+    """One row per key: PostgreSQL refuses to upsert the same row twice in one statement.
+
+    The later row wins, or the higher version when rows are versioned."""
+    chosen: dict[tuple[Any, ...], Mapping[str, Any]] = {}
+    for row in rows:
+        pk = tuple(row[k] for k in keys)
+        held = chosen.get(pk)
+        if held is None or version is None or held[version] <= row[version]:
+            chosen[pk] = row
+    return list(chosen.values())
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; the store only ever holds UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

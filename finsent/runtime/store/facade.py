@@ -1,0 +1,99 @@
+"""``Store``: one handle on the database for every stage, the dashboard and the CLI.
+
+It owns the engine and opens one transaction per call; what each call does lives in the
+context modules (offsets, news, alerting, backtests), which take a connection so that one
+stage's writes can share a transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, Table, func, select
+
+from finsent.runtime.store import alerting, backtests, news, offsets
+from finsent.runtime.store.engine import make_engine
+from finsent.runtime.store.offsets import Commit, TopicPartitionKey
+from finsent.runtime.store.schema import create_schema
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = make_engine(url)
+        create_schema(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- stages -----------------------------------------------------------------------------
+
+    def commit(self, batch: Commit) -> None:
+        """Apply the batch atomically; ``FencedError`` if its offsets were moved under it."""
+        with self.engine.begin() as conn:
+            offsets.apply_commit(conn, batch)
+
+    def load_offsets(self, stage: str) -> dict[TopicPartitionKey, int]:
+        with self.engine.connect() as conn:
+            return offsets.load_offsets(conn, stage)
+
+    def load_state(self, stage: str, prefix: str = "") -> dict[str, Any]:
+        """The stage's state rows, optionally only those whose key starts with ``prefix``."""
+        with self.engine.connect() as conn:
+            return offsets.load_state(conn, stage, prefix)
+
+    def existing_ids(self, ids: Iterable[str]) -> set[str]:
+        """Which of these story ids are stored already."""
+        with self.engine.connect() as conn:
+            return news.existing_ids(conn, ids)
+
+    # -- alerts -----------------------------------------------------------------------------
+
+    def delivery(self, notification_id: str, channel: str) -> dict[str, Any] | None:
+        """The logged delivery of a notification to a channel, if any."""
+        with self.engine.connect() as conn:
+            return alerting.delivery(conn, notification_id, channel)
+
+    def record_delivery(self, row: Mapping[str, Any]) -> None:
+        """Upsert one delivery-log row (keys: the columns of ``deliveries``)."""
+        with self.engine.begin() as conn:
+            alerting.record_delivery(conn, row)
+
+    def acknowledge(self, alert_id: str, by: str, comment: str, at: datetime) -> bool:
+        """Record an acknowledgement; False if there is no such alert."""
+        with self.engine.begin() as conn:
+            return alerting.acknowledge(conn, alert_id, by, comment, at)
+
+    def acked_ids(self) -> set[str]:
+        with self.engine.connect() as conn:
+            return alerting.acked_ids(conn)
+
+    def add_silence(self, row: Mapping[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            alerting.add_silence(conn, row)
+
+    def active_silences(self, now: datetime) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return alerting.active_silences(conn, now)
+
+    # -- backtests --------------------------------------------------------------------------
+
+    def save_backtest_run(self, row: Mapping[str, Any]) -> None:
+        """Upsert one backtest run (keys: the columns of ``backtest_runs``)."""
+        with self.engine.begin() as conn:
+            backtests.save_backtest_run(conn, row)
+
+    # -- any table --------------------------------------------------------------------------
+
+    def count(self, table: Table) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(table)).scalar() or 0)
+
+    def query(
+        self, table: Table, *where: Any, order_by: Iterable[Any] = ()
+    ) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            stmt = select(table).where(*where).order_by(*order_by)
+            return [dict(r) for r in conn.execute(stmt).mappings()]

@@ -1,0 +1,115 @@
+"""A stage's batch commit: its results, private state and consumed offsets in one transaction.
+
+Every write is an upsert keyed by ids, so a batch replayed after a crash has one effect. With
+``Commit.expected`` the offsets are fenced: they move only from the position the batch started
+at, so a member that lost its partition to another cannot overwrite the new owner's progress.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from finsent.core.records import Alert, ScoredItem, WindowStat
+from finsent.runtime.store import alerting, news
+from finsent.runtime.store.engine import insert, upsert
+from finsent.runtime.store.schema import consumer_offsets, stage_state
+
+TopicPartitionKey = tuple[str, int]
+
+
+@dataclass
+class Commit:
+    """Everything one batch changes, applied atomically by ``Store.commit``."""
+
+    stage: str
+    offsets: dict[TopicPartitionKey, int] = field(default_factory=dict)  # next offset to read
+    scored: list[ScoredItem] = field(default_factory=list)
+    windows: list[WindowStat] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    state_put: dict[str, Any] = field(default_factory=dict)
+    state_delete: set[str] = field(default_factory=set)
+    late: list[dict[str, Any]] = field(default_factory=list)  # rows for late_items
+    # Fencing: per partition, the stored offset this batch started from (None: none stored).
+    # The commit applies only if the store still holds exactly these.
+    expected: dict[TopicPartitionKey, int | None] | None = None
+
+
+class FencedError(RuntimeError):
+    """The stored offsets moved under this process: another member owns the partition now."""
+
+
+def apply_commit(conn: Connection, batch: Commit) -> None:
+    """Write the whole batch on ``conn``; the caller's transaction makes it atomic."""
+    if batch.scored:
+        news.write_scored(conn, batch.scored)
+    if batch.windows:
+        news.write_windows(conn, batch.windows)
+    if batch.alerts:
+        alerting.write_alerts(conn, batch.alerts)
+    if batch.state_delete:
+        conn.execute(
+            stage_state.delete().where(
+                stage_state.c.stage == batch.stage,
+                stage_state.c.key.in_(sorted(batch.state_delete)),
+            )
+        )
+    if batch.state_put:
+        rows = [{"stage": batch.stage, "key": k, "value": v} for k, v in batch.state_put.items()]
+        upsert(conn, stage_state, rows, ["stage", "key"])
+    if batch.late:
+        news.write_late(conn, batch.late)
+    if batch.offsets:
+        _write_offsets(conn, batch)
+
+
+def _write_offsets(conn: Connection, batch: Commit) -> None:
+    if batch.expected is None:
+        rows = [
+            {"stage": batch.stage, "topic": t, "partition": p, "next_offset": o}
+            for (t, p), o in batch.offsets.items()
+        ]
+        upsert(conn, consumer_offsets, rows, ["stage", "topic", "partition"])
+        return
+    for (topic, partition), offset in batch.offsets.items():
+        expected = batch.expected.get((topic, partition))
+        if expected is None:
+            row = {"stage": batch.stage, "topic": topic, "partition": partition}
+            stmt = (
+                insert(conn, consumer_offsets)
+                .values(**row, next_offset=offset)
+                .on_conflict_do_nothing()
+            )
+        else:
+            stmt = (
+                consumer_offsets.update()
+                .where(
+                    consumer_offsets.c.stage == batch.stage,
+                    consumer_offsets.c.topic == topic,
+                    consumer_offsets.c.partition == partition,
+                    consumer_offsets.c.next_offset == expected,
+                )
+                .values(next_offset=offset)
+            )
+        # RETURNING, not rowcount: drivers disagree on rowcount for skipped inserts.
+        changed = conn.execute(stmt.returning(consumer_offsets.c.partition)).all()
+        if len(changed) != 1:
+            # Raising inside the transaction rolls back the whole batch.
+            raise FencedError(
+                f"{batch.stage} offsets of {topic}[{partition}] moved past {expected}"
+            )
+
+
+def load_offsets(conn: Connection, stage: str) -> dict[TopicPartitionKey, int]:
+    stmt = select(consumer_offsets).where(consumer_offsets.c.stage == stage)
+    return {(r["topic"], r["partition"]): r["next_offset"] for r in conn.execute(stmt).mappings()}
+
+
+def load_state(conn: Connection, stage: str, prefix: str = "") -> dict[str, Any]:
+    """The stage's state rows, optionally only those whose key starts with ``prefix``."""
+    stmt = select(stage_state).where(stage_state.c.stage == stage)
+    if prefix:
+        stmt = stmt.where(stage_state.c.key.startswith(prefix, autoescape=True))
+    return {r["key"]: r["value"] for r in conn.execute(stmt).mappings()}

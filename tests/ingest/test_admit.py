@@ -1,0 +1,110 @@
+"""The ingest stage's one admit-and-send path (polling and replay alike), without a broker:
+the runner's source side over the test kit's sink. The dedup memory is written only after the
+broker acknowledged the stories."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from kafka.errors import KafkaTimeoutError
+
+from finsent.core.records import NewsItem
+from finsent.core.settings import Settings
+from finsent.core.stages import stage
+from finsent.ingest.admit import Admission
+from finsent.ingest.raw import IngestError, RawStory
+from finsent.ingest.worker import IngestSink
+from finsent.runtime.runner import SourceRunner
+from finsent.runtime.testing import CollectingSink, MemoryDeadLetters
+
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+def story(n: int) -> NewsItem:
+    return NewsItem(
+        id=f"https://news.test/{n}",
+        source="wire",
+        title=f"Harbor Trust Bank story number {n}",
+        url=f"https://news.test/{n}",
+        published_at=NOW,
+        fetched_at=NOW,
+    )
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(store_url=f"sqlite:///{tmp_path / 'store.db'}", cache_dir=tmp_path)
+
+
+def runner(sink: CollectingSink) -> SourceRunner:
+    return SourceRunner(
+        stage("ingest"), producer=sink, dead=MemoryDeadLetters("ingest"), sink_topic="news.raw"
+    )
+
+
+def test_admitted_stories_are_sent_keyed_by_id_then_remembered(settings: Settings) -> None:
+    admission = Admission.from_settings(settings, NOW)
+    sink = CollectingSink()
+    items = [story(1), story(2), story(1)]  # a repeat within the batch
+
+    kept, duplicates = admission.decide(items, NOW)
+    sent = admission.send(runner(sink), kept, consumed=len(items))
+
+    assert (sent, duplicates) == (2, 1)
+    assert [key for key, _ in sink.records("news.raw", NewsItem)] == [story(1).id, story(2).id]
+    assert admission.tracker.store.count() > 0  # remembered: a later poll drops them
+    admission.close()
+    again = Admission.from_settings(settings, NOW)
+    assert again.decide([story(1)], NOW) == ([], 1)
+    again.close()
+
+
+def test_a_failed_delivery_remembers_nothing(settings: Settings) -> None:
+    admission = Admission.from_settings(settings, NOW)
+    sink = CollectingSink()
+    sink.fail(1)
+    kept, _ = admission.decide([story(1)], NOW)
+
+    with pytest.raises(KafkaTimeoutError):
+        admission.send(runner(sink), kept, consumed=1)
+
+    assert admission.tracker.store.count() == 0  # so the next poll sends it again
+    admission.close()
+
+
+def test_a_stopped_send_remembers_nothing(settings: Settings) -> None:
+    admission = Admission.from_settings(settings, NOW)
+    stop = threading.Event()
+    stop.set()
+    kept, _ = admission.decide([story(1)], NOW)
+
+    admission.send(runner(CollectingSink()), kept, consumed=1, stop=stop)
+
+    assert admission.tracker.store.count() == 0
+    admission.close()
+
+
+def test_a_poll_result_becomes_records_and_dead_letters_by_kind(settings: Settings) -> None:
+    sink = CollectingSink()
+    ingest = IngestSink(settings, runner(sink), Admission.from_settings(settings, NOW))
+    good = RawStory(source="wire", title="Bank shares fall", url="https://news.test/a")
+    untitled = RawStory(source="wire", title="", url="https://news.test/b", raw=b"<item/>")
+
+    ingest("wire", [good, untitled], [IngestError("wire", "HTTP 503", b"busy")])
+
+    [(key, item)] = sink.records("news.raw", NewsItem)
+    assert (key, item.title) == (item.id, "Bank shares fall")
+    dead = ingest.dead
+    assert isinstance(dead, MemoryDeadLetters)
+    assert [(d.source, d.reason) for d in dead.letters] == [
+        ("wire", "HTTP 503"),
+        ("wire", dead.letters[1].reason),
+    ]
+    assert "title" in dead.letters[1].reason
+    assert ingest.dead_by_kind["http_503"] == 1
+    assert ingest.counts == {"sent": 1, "duplicates": 0, "dead": 2}
+    ingest.close()
+    assert sink.closed

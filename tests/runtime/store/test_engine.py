@@ -1,0 +1,102 @@
+"""The backends: SQLite's file and pragmas, dialect SQL, and what only a real PostgreSQL shows
+(session time zones, and the local test server itself)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+from support import postgres_local
+from support.postgres import server_home
+from support.postgres_local import LocalPostgres, PostgresLaunchError
+
+from finsent.core.records import ScoredItem, WindowStat
+from finsent.runtime.store import Commit, Store, as_utc, make_engine, scored_items, windows
+from finsent.runtime.store.engine import last_per_key
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+def test_a_sqlite_file_gets_its_folder_and_wal(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'deep' / 'er' / 'x.db'}")
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+        assert (tmp_path / "deep" / "er").is_dir()
+    finally:
+        engine.dispose()
+
+
+def test_as_utc_reads_naive_values_as_utc_and_converts_aware_ones() -> None:
+    assert as_utc(datetime(2026, 1, 5, 9, 0)) == T0
+    assert as_utc(datetime(2026, 1, 5, 9, 0)).tzinfo is UTC
+    ist = timezone(timedelta(hours=5, minutes=30))
+    assert as_utc(datetime(2026, 1, 5, 14, 30, tzinfo=ist)) == T0
+
+
+def test_last_per_key_keeps_the_later_row_or_the_higher_version() -> None:
+    rows = [{"k": 1, "v": 2, "n": "a"}, {"k": 1, "v": 1, "n": "b"}, {"k": 2, "v": 1, "n": "c"}]
+    assert [r["n"] for r in last_per_key(rows, ["k"], None)] == ["b", "c"]
+    assert [r["n"] for r in last_per_key(rows, ["k"], "v")] == ["a", "c"]
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+
+
+def aware_utc(value: datetime) -> datetime:
+    """A stored datetime, checked to come back timezone-aware, as UTC."""
+    assert value.tzinfo is not None, f"{value!r} came back naive"
+    return as_utc(value)
+
+
+@pytest.mark.postgres
+def test_datetimes_are_utc_equal_whatever_the_session_time_zone(
+    postgres_url: str,
+    make_scored: Callable[[int], ScoredItem],
+    make_window: Callable[..., WindowStat],
+) -> None:
+    # timestamptz comes back in the session's zone: a server set to another zone must not shift
+    # any instant.
+    setup = Store(postgres_url)
+    database = make_url(postgres_url).database
+    with setup.engine.begin() as conn:
+        conn.exec_driver_sql(f"ALTER DATABASE \"{database}\" SET timezone TO 'Asia/Kolkata'")
+    setup.close()
+    store = Store(postgres_url)  # its new connections take the database's zone
+    scored, window = make_scored(1), make_window()
+    try:
+        store.commit(Commit(stage="agg", scored=[scored], windows=[window]))
+        [row] = store.query(windows)
+        assert row["window_start"].utcoffset() == timedelta(hours=5, minutes=30)
+        assert aware_utc(row["window_start"]) == window.window_start
+        assert aware_utc(row["window_end"]) == window.window_end
+        published = store.query(scored_items)[0]["published_at"]
+        assert aware_utc(published) == scored.item.published_at
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_a_server_that_cannot_start_raises_with_its_log(postgres_server: LocalPostgres) -> None:
+    home = server_home()
+    try:
+        clash = LocalPostgres(home, postgres_server.port)
+        with pytest.raises(PostgresLaunchError, match="(?s)server.log.*already in use"):
+            clash.start(timeout_s=20)
+        assert not clash.stop()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.mark.postgres
+def test_missing_server_binaries_raise_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(postgres_local, "find_bindir", lambda: None)
+    with pytest.raises(PostgresLaunchError, match="ensure_postgres.sh"):
+        LocalPostgres(tmp_path, 5432).start()

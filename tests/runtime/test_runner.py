@@ -1,0 +1,347 @@
+"""The stage runner's loop in process, with the test kit's in-memory consumer and producer: no
+broker. Fencing, re-sync after a rebalance, backpressure against a failing sink, the pipelined
+Kafka checkpoint, and the loss that a rebalance during a sink retry used to cause."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from finsent.core.records import NewsItem, ScoredItem, encode
+from finsent.core.stages import Checkpoint, StageSpec
+from finsent.runtime import metrics
+from finsent.runtime.kafka_io import DeadLetterSink
+from finsent.runtime.runner import Message, Output, Partition, StageLoop
+from finsent.runtime.store import Commit, Store
+from finsent.runtime.testing import (
+    FAST_BACKOFF,
+    CollectingSink,
+    MemoryDeadLetters,
+    MemorySource,
+)
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+TOPIC = "news.scored"
+PART = (TOPIC, 0)
+
+
+def spec(checkpoint: Checkpoint) -> StageSpec:
+    """A test stage that reads and writes news.scored, checkpointing as told."""
+    return StageSpec(
+        name="echo",
+        summary="echoes scored stories",
+        source=TOPIC,
+        sink=TOPIC,
+        checkpoint=checkpoint,
+        port=0,
+        batch_size=lambda settings: 4,
+    )
+
+
+def scored(n: int) -> ScoredItem:
+    item = NewsItem(id=f"s{n}", source="wire", title=f"Story {n}", published_at=T0, fetched_at=T0)
+    return ScoredItem(
+        item=item,
+        topic="Markets",
+        sentiment="neutral",
+        score=0.0,
+        confidence=0.5,
+        model_version="test",
+        scored_at=T0,
+    )
+
+
+def payloads(n: int) -> list[bytes]:
+    return [encode(scored(i)) for i in range(n)]
+
+
+class Echo:
+    """Passes each story on; with a store, records which offset each story came from."""
+
+    def __init__(self, keeps_state: bool = True) -> None:
+        self.keeps_state = keeps_state
+        self.assignments: list[list[Partition]] = []
+        self.seen: list[str] = []
+
+    def assigned(self, partitions: list[Partition]) -> None:
+        self.assignments.append(partitions)
+
+    def revoked(self, partitions: list[Partition]) -> None:
+        pass
+
+    def process(
+        self, batch: Sequence[Message[ScoredItem]], now: datetime, dead: DeadLetterSink
+    ) -> tuple[list[Output], Commit | None]:
+        self.seen.extend(m.value.item.id for m in batch)
+        outputs: list[Output] = [(m.value.item.id, m.value) for m in batch]
+        if not self.keeps_state:
+            return outputs, None
+        return outputs, Commit(stage="echo", state_put={m.value.item.id: m.offset for m in batch})
+
+
+class ForgetfulSource(MemorySource):
+    """A consumer whose group rebalances while it is paused (a broker outage longer than the
+    session timeout does that): the rebalance assigns the partitions again, un-paused."""
+
+    def __init__(self, values: list[bytes], rebalances: int = 1) -> None:
+        super().__init__(TOPIC, {0: values})
+        self.pending_rebalances = rebalances
+        self.pauses = 0
+
+    def pause(self, *partitions: Any) -> None:
+        self.pauses += 1
+        super().pause(*partitions)
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None, **kw: Any) -> Any:
+        if self.paused() and self.pending_rebalances:
+            self.pending_rebalances -= 1
+            self.rebalance()
+        return super().poll(timeout_ms, max_records)
+
+
+def make_loop(
+    source: MemorySource,
+    logic: Echo,
+    store: Store | None,
+    sink: CollectingSink | None = None,
+    checkpoint: Checkpoint = Checkpoint.STORE,
+) -> tuple[StageLoop, CollectingSink, threading.Event]:
+    sink = sink or CollectingSink()
+    loop = StageLoop(
+        spec(checkpoint),
+        logic,
+        consumer=source,
+        producer=sink,
+        dead=MemoryDeadLetters("echo"),
+        store=store,
+        sink_topic=TOPIC,
+        max_batch=4,
+        max_wait_ms=10,
+        clock=lambda: T0,
+        backoff=FAST_BACKOFF,
+    )
+    source.subscribe([TOPIC], listener=loop.listener)
+    stop = threading.Event()
+    source.on_eof = stop.set
+    return loop, sink, stop
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(f"sqlite:///{tmp_path / 'store.db'}")
+
+
+def run_to_end(loop: StageLoop, stop: threading.Event, deadline_s: float = 5.0) -> None:
+    """Run until the source's end is durable; a lost record would keep the end from coming,
+    so a deadline stops the run and lets the assertions say what is missing."""
+    timer = threading.Timer(deadline_s, stop.set)
+    timer.start()
+    try:
+        loop.run(stop)
+    finally:
+        timer.cancel()
+
+
+def sent_ids(sink: CollectingSink) -> list[str]:
+    return [record.item.id for _, record in sink.records(TOPIC, ScoredItem)]
+
+
+# -- the loss bug: a rebalance while a batch is retried --------------------------------------
+
+
+def test_a_rebalance_while_retrying_a_failing_sink_loses_no_story(store: Store) -> None:
+    """The sink fails twice; while the runner waits to retry, the group rebalances and the
+    partition comes back un-paused, so the runner's keep-alive poll returns records. They must
+    be given back, not dropped: every story reaches the sink and the store exactly once."""
+    source = ForgetfulSource(payloads(12))
+    sink = CollectingSink()
+    sink.fail(2)
+    logic = Echo()
+    loop, sink, stop = make_loop(source, logic, store, sink)
+
+    run_to_end(loop, stop)
+
+    assert source.rebalances == 1 and sink.failed_deliveries == 2
+    assert Counter(sent_ids(sink)) == {f"s{i}": 1 for i in range(12)}
+    assert store.load_offsets("echo") == {PART: 12}
+    assert store.load_state("echo") == {f"s{i}": i for i in range(12)}
+
+
+def test_a_rebalance_while_retrying_a_pipelined_batch_loses_no_story() -> None:
+    """The same outage against the Kafka-checkpointed (scorer-like) loop: at-least-once, so a
+    story may be sent twice, but none is missing and the group's offsets reach the end."""
+    source = ForgetfulSource(payloads(12))
+    sink = CollectingSink()
+    logic = Echo(keeps_state=False)
+    loop, sink, stop = make_loop(source, logic, None, sink, Checkpoint.KAFKA)
+    loop.step(stop)  # batch 1 sent, not yet waited for
+    # Its delivery (with batch 2's) fails when batch 2 waits for it, and so does the re-send.
+    sink.fail(2)
+
+    run_to_end(loop, stop)
+
+    assert source.rebalances == 1
+    assert set(sent_ids(sink)) == {f"s{i}" for i in range(12)}
+    assert source.committed == {PART: 12}
+
+
+# -- fencing ---------------------------------------------------------------------------------
+
+
+def test_a_fenced_member_re_syncs_and_takes_up_after_the_new_owner(store: Store) -> None:
+    source = MemorySource(TOPIC, {0: payloads(10)})
+    logic = Echo()
+    loop, sink, stop = make_loop(source, logic, store)
+    loop.step(stop)  # stories 0-3
+    assert store.load_offsets("echo") == {PART: 4}
+
+    # Meanwhile another member owned the partition and got to offset 8.
+    store.commit(
+        Commit(stage="echo", offsets={PART: 8}, expected={PART: 4}, state_put={"owner": "b"})
+    )
+    loop.step(stop)  # stories 4-7: sent, but their commit is refused
+
+    assert store.load_offsets("echo") == {PART: 8}
+    assert "s4" not in store.load_state("echo")  # the stale member wrote nothing
+    assert logic.assignments == [[PART], [PART]]  # it re-synced: state reloaded
+
+    loop.run(stop)  # on from the new owner's offset, not from the stale one's
+    assert logic.seen == [f"s{i}" for i in range(10)]
+    assert store.load_offsets("echo") == {PART: 10}
+    state = store.load_state("echo")
+    assert state["owner"] == "b" and {k for k in state if k.startswith("s")} == {
+        "s0",
+        "s1",
+        "s2",
+        "s3",
+        "s8",
+        "s9",
+    }
+
+
+# -- rebalance -------------------------------------------------------------------------------
+
+
+def test_after_a_rebalance_the_stage_resumes_from_its_stored_offsets(store: Store) -> None:
+    source = MemorySource(TOPIC, {0: payloads(8)})
+    logic = Echo()
+    loop, sink, stop = make_loop(source, logic, store)
+    loop.step(stop)
+    source.committed.clear()  # the group's own offsets are behind (an async commit was lost)
+
+    source.rebalance()
+    assert logic.assignments == [[PART], [PART]]  # state reloaded on the new assignment
+    loop.run(stop)
+
+    assert logic.seen == [f"s{i}" for i in range(8)]  # nothing read twice
+    assert Counter(sent_ids(sink)) == {f"s{i}": 1 for i in range(8)}
+    assert store.load_offsets("echo") == {PART: 8}
+
+
+# -- backpressure ----------------------------------------------------------------------------
+
+
+def retries(sink_name: str) -> float:
+    return metrics.SINK_RETRIES.labels("echo", sink_name)._value.get()
+
+
+def test_a_failing_kafka_sink_pauses_retries_and_loses_nothing(store: Store) -> None:
+    class Recording(MemorySource):
+        def __init__(self) -> None:
+            super().__init__(TOPIC, {0: payloads(10)})
+            self.paused_polls = 0
+
+        def poll(self, timeout_ms: int = 0, max_records: int | None = None, **kw: Any) -> Any:
+            self.paused_polls += bool(self.paused())
+            return super().poll(timeout_ms, max_records)
+
+    source = Recording()
+    sink = CollectingSink()
+    sink.fail(3)
+    before = retries("kafka")
+    loop, sink, stop = make_loop(source, Echo(), store, sink)
+
+    loop.run(stop)
+
+    assert retries("kafka") - before == 3
+    assert source.paused_polls >= 3  # kept polling (the group keeps the member), paused
+    assert not source.paused()
+    assert sent_ids(sink) == [f"s{i}" for i in range(10)]  # in order, once each
+    assert store.load_offsets("echo") == {PART: 10}
+
+
+def test_a_failing_store_is_retried_without_sending_the_batch_again(tmp_path: Path) -> None:
+    class Flaky(Store):
+        failures = 2
+
+        def commit(self, batch: Commit) -> None:
+            if self.failures:
+                self.failures -= 1
+                raise OperationalError("COMMIT", {}, Exception("database is locked"))
+            super().commit(batch)
+
+    store = Flaky(f"sqlite:///{tmp_path / 'store.db'}")
+    before = retries("store")
+    loop, sink, stop = make_loop(MemorySource(TOPIC, {0: payloads(6)}), Echo(), store)
+
+    loop.run(stop)
+
+    assert retries("store") - before == 2
+    assert Counter(sent_ids(sink)) == {f"s{i}": 1 for i in range(6)}
+    assert store.load_offsets("echo") == {PART: 6}
+
+
+def test_a_stop_while_retrying_leaves_the_batch_to_be_replayed(store: Store) -> None:
+    source = MemorySource(TOPIC, {0: payloads(4)})
+    sink = CollectingSink()
+    sink.fail(10**6)  # down for good
+    loop, sink, stop = make_loop(source, Echo(), store, sink)
+    threading.Timer(0.3, stop.set).start()
+
+    assert loop.run(stop) == 0
+    assert store.load_offsets("echo") == {} and sink.sent == []
+
+
+# -- decoding and the pipelined checkpoint ----------------------------------------------------
+
+
+def test_undecodable_records_become_dead_letters_and_their_offsets_pass(store: Store) -> None:
+    source = MemorySource(TOPIC, {0: [b"{not json", *payloads(2)]})
+    logic = Echo()
+    loop, sink, stop = make_loop(source, logic, store)
+
+    loop.run(stop)
+
+    dead = loop.dead
+    assert isinstance(dead, MemoryDeadLetters)
+    [letter] = dead.letters
+    assert (letter.stage, letter.source_topic, letter.offset) == ("echo", TOPIC, 0)
+    assert letter.payload() == b"{not json" and "JSON" in letter.reason
+    assert logic.seen == ["s0", "s1"]  # the logic sees records, never bytes
+    assert store.load_offsets("echo") == {PART: 3}
+
+
+def test_kafka_checkpoints_trail_by_one_batch_and_a_clean_stop_settles_the_last() -> None:
+    source = MemorySource(TOPIC, {0: payloads(10)})
+    loop, sink, stop = make_loop(source, Echo(keeps_state=False), None, None, Checkpoint.KAFKA)
+
+    loop.step(stop)
+    assert source.committed == {}  # batch 1 is in flight while batch 2 is processed
+    loop.step(stop)
+    assert source.committed == {PART: 4}
+    loop.run(stop)
+
+    assert source.committed == {PART: 10}
+    assert sent_ids(sink) == [f"s{i}" for i in range(10)]
+
+
+def test_a_store_checkpointed_stage_needs_its_store() -> None:
+    with pytest.raises(ValueError, match="store"):
+        make_loop(MemorySource(TOPIC, {0: []}), Echo(), None)
