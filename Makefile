@@ -15,11 +15,9 @@ demo: venv-demo
 lock:
 	bash scripts/lock.sh
 
-# Two pytest workers: each runs its own session broker and PostgreSQL, and a file's tests (with
-# its module fixtures) stay on one worker.
-test: venv
-	.venv/bin/ruff check .
-	.venv/bin/ruff format --check .
+# The checks of `make lint` first, then pytest on two workers: each runs its own session broker
+# and PostgreSQL, and a file's tests (with its module fixtures) stay on one worker.
+test: lint
 	bash scripts/ensure_postgres.sh
 	bash scripts/ensure_chromium.sh
 	.venv/bin/pytest -n 2 --dist loadfile

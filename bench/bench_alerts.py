@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,6 +30,8 @@ from kafka import KafkaProducer
 
 from finsent.app.kafka_local import LocalKafka
 from finsent.app.launch import finsent_command
+from finsent.app.ports import free_port
+from finsent.app.supervisor import Supervisor
 from finsent.core.records import WindowStat, encode
 from finsent.core.settings import Settings
 from finsent.runtime.kafka_io import ensure_topics
@@ -47,12 +47,6 @@ def _load_loopback():
     from support import notify_loopback
 
     return notify_loopback
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def window(key: str, i: int, neg_share: float) -> WindowStat:
@@ -89,7 +83,7 @@ def main() -> None:
     )
     broker = LocalKafka(base, home=work / "kafka")
     broker.start()
-    procs: list[subprocess.Popen] = []
+    stages = Supervisor(os.environ, work)
     try:
         with loop.WebhookServer() as slack, loop.SmtpServer(mode="none") as smtp:
             rules = work / "rules.yaml"
@@ -111,21 +105,11 @@ def main() -> None:
                 }
             )
             ensure_topics(settings)
-            env = {
-                **os.environ,
-                **settings.child_env(),
-                "FINSENT_SLACK_WEBHOOK_URL": slack.url("/hook"),
-            }
+            stages.env.update(
+                {**settings.child_env(), "FINSENT_SLACK_WEBHOOK_URL": slack.url("/hook")}
+            )
             for stage in ("alerter", "notifier"):
-                log = open(work / f"{stage}.log", "wb")  # noqa: SIM115 - lives with the process
-                procs.append(
-                    subprocess.Popen(
-                        finsent_command(stage),
-                        env=env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
+                stages.start(stage, finsent_command(stage))
             producer = KafkaProducer(
                 bootstrap_servers=settings.bootstrap_servers, acks="all", linger_ms=0
             )
@@ -144,7 +128,7 @@ def main() -> None:
             deadline = time.monotonic() + 90
             while not slack.accepted:
                 if time.monotonic() > deadline:
-                    raise SystemExit("the notifier delivered nothing in 90 s; see its log")
+                    raise SystemExit("the notifier delivered nothing in 90 s:\n" + stages.tails())
                 time.sleep(0.05)
             n_slack, n_mail = len(slack.accepted), len(smtp.messages)
 
@@ -205,13 +189,7 @@ def main() -> None:
             print(f"ratio p95 Slack / bare POST: {pct(slack_lat, 0.95) / ref:,.0f}x")
         print("target: p95 under 2 s")
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stages.stop_all(timeout_s=30)
         broker.stop()
 
 

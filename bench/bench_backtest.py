@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -29,21 +28,16 @@ from pathlib import Path
 from _machine import machine_line  # bench/_machine.py: CPU model, vector flags, cores
 
 from finsent.app.launch import finsent_command
+from finsent.app.ports import free_port
 from finsent.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCHIVE = ROOT.parent / "shared" / "datasets" / "rss_link_db_2023_business_h1"
-EVENTS = ROOT / "finsent" / "events" / "rss-2023-h1.yaml"
-CONFIG = ROOT / "finsent" / "events" / "rss-2023-h1.config.yaml"
+EVENTS = ROOT / "finsent" / "app" / "events" / "rss-2023-h1.yaml"
+CONFIG = ROOT / "finsent" / "app" / "events" / "rss-2023-h1.config.yaml"
 TARGET_S = 180.0
 SVB_DEADLINE = datetime(2023, 3, 11, tzinfo=UTC)  # the end of 2023-03-10 UTC
 BANK_KEYS = ("topic:Financials", "ticker:SIVB", "ticker:SBNY", "ticker:FRC", "ticker:JPM")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_backtest(work: Path, run_id: str, cache: Path) -> tuple[float, Path]:
@@ -77,14 +71,15 @@ def run_backtest(work: Path, run_id: str, cache: Path) -> tuple[float, Path]:
 
 def model_reference(work: Path) -> tuple[float, int]:
     """Seconds for the default scorer alone on the archive's kept stories, in process."""
-    from finsent.ingest.admit import admit, novelty_tracker
+    from finsent.ingest.admit import IngestConfig, admit, novelty_tracker
     from finsent.ingest.replay import ReplayStats, load
-    from finsent.model.scorer import load_scorer
+    from finsent.model.scorer import ScorerConfig, load_scorer
 
     settings = Settings(ingest_state_url=f"sqlite:///{work / 'ref-ingest.db'}")
     items = load(ARCHIVE, "archive", None, ReplayStats())
-    items, _ = admit(novelty_tracker(settings), items, datetime.now(UTC))
-    scorer = load_scorer("attention", settings)
+    tracker = novelty_tracker(IngestConfig.from_settings(settings))
+    items, _ = admit(tracker, items, datetime.now(UTC))
+    scorer = load_scorer("attention", ScorerConfig.from_settings(settings))
     scorer.score(items[:64])  # warm up
     started = time.perf_counter()
     for i in range(0, len(items), settings.batch_max_size):

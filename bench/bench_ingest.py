@@ -26,19 +26,12 @@ from _machine import machine_line  # bench/_machine.py: CPU model, vector flags,
 from kafka import KafkaProducer
 
 from finsent.app.kafka_local import LocalKafka
+from finsent.app.ports import free_port
 from finsent.core.records import NewsItem, encode
 from finsent.core.settings import Settings
 from finsent.ingest.replay import replay
 from finsent.ingest.sample_feed import write_jsonl
 from finsent.runtime.kafka_io import ensure_topics
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def feed_rows(n: int, seed: int = 0) -> list[dict]:

@@ -28,8 +28,9 @@ from _machine import machine_line  # bench/_machine.py: CPU model, vector flags,
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from finsent.app.kafka_local import LocalKafka  # noqa: E402
+from finsent.app.ports import free_port  # noqa: E402
 from finsent.core.settings import Settings  # noqa: E402
-from finsent.ingest.poller import FeedPoller  # noqa: E402
+from finsent.ingest.poller import FeedPoller, PollerConfig  # noqa: E402
 from finsent.ingest.worker import IngestSink  # noqa: E402
 from finsent.runtime.kafka_io import ensure_topics  # noqa: E402
 
@@ -51,14 +52,6 @@ def rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ChangingFeed:
@@ -120,8 +113,8 @@ def main() -> None:
             sources = work / "sources.yaml"
             sources.write_text("\n".join(lines) + "\n")
 
-            sink = IngestSink(settings)
-            poller = FeedPoller.from_settings(settings, sink, sources)
+            sink = IngestSink.kafka(settings)
+            poller = FeedPoller.from_config(PollerConfig.from_settings(settings), sink, sources)
             poller.start()
             samples: list[tuple[float, float]] = []
             started = time.monotonic()

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
-from support.stages import StageProcesses, free_port
+from support.stages import StageProcesses
 
 from finsent.app.kafka_local import LocalKafka
+from finsent.app.ports import free_port
 from finsent.core.settings import Settings
 
 pytest_plugins = ["support.postgres"]

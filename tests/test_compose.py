@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("ingest", "scorer", "router", "aggregator", "alerter", "dashboard")
-# The `finsent` subcommands each stage runs, in order (kept in step with finsent/cli.py).
+# The `finsent` subcommands each stage runs, in order (kept in step with the stage registry, finsent/core/stages.py).
 EXPECTED_COMMANDS = {
     "ingest": [("sample-feed",), ("ingest", "replay")],
     "scorer": [("scorer",)],

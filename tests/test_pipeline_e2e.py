@@ -15,9 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 from kafka import KafkaProducer
+from support.records import news_item
 from support.stages import CRASH_HEADLINES, StageProcesses, read_topic, wait_until
 
-from finsent.core.records import Alert, DeadLetter, NewsItem, WindowStat, decode, encode
+from finsent.core.records import Alert, DeadLetter, WindowStat, decode, encode
 from finsent.core.settings import Settings
 from finsent.runtime.kafka_io import ensure_topics
 from finsent.runtime.store import Store, alert_events, alerts, as_utc, scored_items, windows
@@ -99,7 +100,7 @@ def test_known_input_gives_exact_windows_and_one_alert(
     producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
     producer.send(settings.topic("news.raw"), b"{not json").get(30)
     unknown_version = encode(
-        NewsItem(id="v9", source="s", title="From the future", published_at=T0, fetched_at=T0)
+        news_item(id="v9", source="s", title="From the future", published_at=T0)
     ).replace(b'"schema":1', b'"schema":9')
     producer.send(settings.topic("news.raw"), unknown_version).get(30)
     producer.close()

@@ -9,32 +9,23 @@ from __future__ import annotations
 import fnmatch
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from finsent.alerts.detector import SeriesState, SpikeRule, evaluate
 from finsent.alerts.rules import AlertRules, load_rules
-from finsent.core.durations import EPOCH
+from finsent.core.durations import EPOCH, WindowSpec
 from finsent.core.records import Alert, WindowStat
-from finsent.core.settings import Settings
 from finsent.runtime.kafka_io import DeadLetterSink
 from finsent.runtime.runner import Message, Partition
 from finsent.runtime.store import Commit, Store
 
+if TYPE_CHECKING:
+    from finsent.core.settings import Settings
+
 log = logging.getLogger(__name__)
 STAGE = "alerter"
-
-
-def rule_from(settings: Settings) -> SpikeRule:
-    return SpikeRule(
-        min_count=settings.alert_min_count,
-        pending_windows=settings.alert_pending_windows,
-        min_baseline=settings.alert_min_baseline,
-        baseline_windows=settings.alert_baseline_windows,
-        fire_z=settings.alert_fire_z,
-        resolve_z=settings.alert_resolve_z,
-        floor=settings.alert_floor,
-        volume_z=settings.alert_volume_z,
-    )
 
 
 def watched(key: str, patterns: tuple[str, ...]) -> bool:
@@ -53,15 +44,42 @@ def load_alert_rules(settings: Settings) -> AlertRules:
     return AlertRules()
 
 
+@dataclass(frozen=True)
+class AlerterConfig:
+    """What the alerter watches, and the thresholds it starts from."""
+
+    rule: SpikeRule  # the thresholds of every series, before the rules file's overrides
+    rules: AlertRules  # the rules file: per-series overrides (and the notifier's routing)
+    keys: tuple[str, ...]  # glob patterns of the series keys it watches
+    window: WindowSpec  # the window size it watches
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AlerterConfig:
+        """Reads the rules file, if the settings name one (``RulesError`` if it is bad)."""
+        rule = SpikeRule(
+            min_count=settings.alert_min_count,
+            pending_windows=settings.alert_pending_windows,
+            min_baseline=settings.alert_min_baseline,
+            baseline_windows=settings.alert_baseline_windows,
+            fire_z=settings.alert_fire_z,
+            resolve_z=settings.alert_resolve_z,
+            floor=settings.alert_floor,
+            volume_z=settings.alert_volume_z,
+        )
+        return cls(
+            rule=rule,
+            rules=load_alert_rules(settings),
+            keys=settings.alert_keys,
+            window=settings.alert_window_spec,
+        )
+
+
 class Alerter:
     """Evaluates each final window it watches against its series' state; emits alert events."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
-        self.settings = settings
+    def __init__(self, config: AlerterConfig, store: Store) -> None:
+        self.config = config
         self.store = store
-        self.rule = rule_from(settings)
-        self.rules = load_alert_rules(settings)
-        self.spec = settings.alert_window_spec
         self.states: dict[str, SeriesState] = {}  # loaded on assignment
 
     def assigned(self, partitions: list[Partition]) -> None:
@@ -73,11 +91,12 @@ class Alerter:
 
     def watches(self, window: WindowStat) -> bool:
         """Final windows of the alert window size, on the series keys it watches."""
+        spec = self.config.window
         return (
             window.final
-            and window.window_end - window.window_start == self.spec.size
-            and (window.window_start - EPOCH) % self.spec.hop == timedelta(0)
-            and watched(window.key, self.settings.alert_keys)
+            and window.window_end - window.window_start == spec.size
+            and (window.window_start - EPOCH) % spec.hop == timedelta(0)
+            and watched(window.key, self.config.keys)
         )
 
     def process(
@@ -92,7 +111,8 @@ class Alerter:
             if not self.watches(window):
                 continue
             state = self.states.get(window.key, SeriesState())
-            result = evaluate(self.rules.rule_for(window.key, self.rule), state, window, now)
+            rule = self.config.rules.rule_for(window.key, self.config.rule)
+            result = evaluate(rule, state, window, now)
             self.states[window.key] = changed[window.key] = result.state
             if result.event is not None:
                 events.append(result.event)

@@ -8,13 +8,17 @@ offsets are stored in one transaction (``Checkpoint.STORE``, see ``finsent.runti
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Sequence
-from datetime import UTC, datetime
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Histogram
 from pydantic import SecretStr
 
+from finsent.alerts.alerter import load_alert_rules
 from finsent.alerts.dispatch import Dispatcher, Group
 from finsent.alerts.notify.delivery import deliver
 from finsent.alerts.notify.email import EmailNotifier
@@ -23,11 +27,13 @@ from finsent.alerts.notify.slack import SlackNotifier
 from finsent.alerts.rules import AlertRules, EmailChannel, SlackChannel
 from finsent.alerts.silences import Silence
 from finsent.core.records import Alert
-from finsent.core.settings import Settings
 from finsent.runtime import metrics
 from finsent.runtime.kafka_io import DeadLetterSink
-from finsent.runtime.runner import Message, Output, Partition
+from finsent.runtime.runner import Message, Output, Partition, utc_now
 from finsent.runtime.store import Commit, Store, as_utc
+
+if TYPE_CHECKING:
+    from finsent.core.settings import Settings
 
 log = logging.getLogger(__name__)
 STAGE = "notifier"
@@ -45,26 +51,64 @@ HANDOFF_LAG = Histogram(
 )
 
 
+def channel_secret_names(rules: AlertRules) -> set[str]:
+    """The environment variables the rules' channels take their secrets from."""
+    names: set[str] = set()
+    for channel in rules.channels.values():
+        if isinstance(channel, SlackChannel):
+            names.add(channel.webhook_env)
+        elif isinstance(channel, EmailChannel) and channel.username:
+            names.add(channel.password_env)
+    return names
+
+
+@dataclass(frozen=True)
+class NotifierConfig:
+    """The rules (grouping, routes, channels) and the channels' secrets that are set."""
+
+    rules: AlertRules
+    secrets: Mapping[str, SecretStr]  # by environment variable name; unset ones are absent
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, environ: Mapping[str, str] | None = None
+    ) -> NotifierConfig:
+        """Reads the rules file, if the settings name one (``RulesError`` if it is bad), and
+        the secrets its channels name (``environ``: the environment to read, for tests)."""
+        rules = load_alert_rules(settings)
+        secrets = {
+            name: secret
+            for name in sorted(channel_secret_names(rules))
+            if (secret := settings.secret(name, environ)) is not None
+        }
+        return cls(rules=rules, secrets=MappingProxyType(secrets))
+
+
 class NotifierLogic:
     """Alert events in; notifications out through the channels' notifiers."""
 
     def __init__(
         self,
-        settings: Settings,
+        config: NotifierConfig,
         store: Store,
-        rules: AlertRules,
-        notifiers: dict[str, Notifier],
+        notifiers: Mapping[str, Notifier],
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.settings = settings
+        self.config = config
         self.store = store
-        self.rules = rules
-        self.notifiers = notifiers
-        self.dispatcher = Dispatcher(rules)  # its groups are loaded on assignment
+        self.notifiers = dict(notifiers)
+        # Delivery is the edge: attempts are stamped with the wall clock and retried after real
+        # waits; both are passed in so tests run on a fake clock without sleeping.
+        self.clock = clock
+        self.sleep = sleep
+        self.dispatcher = Dispatcher(config.rules)  # its groups are loaded on assignment
         self.missing: set[str] = set()
 
     def assigned(self, partitions: list[Partition]) -> None:
         groups = {k: Group.from_json(v) for k, v in self.store.load_state(STAGE).items()}
-        self.dispatcher = Dispatcher(self.rules, groups)
+        self.dispatcher = Dispatcher(self.config.rules, groups)
 
     def revoked(self, partitions: list[Partition]) -> None:
         pass
@@ -97,9 +141,10 @@ class NotifierLogic:
                 item.notification,
                 notifier,
                 self.store,
-                now=lambda: datetime.now(UTC),
+                now=self.clock,
                 max_attempts=4,
                 max_wait_s=8,
+                sleep=self.sleep,
             )
             HANDOFFS.labels(item.channel, result.status).inc()
             if result.status == "failed":
@@ -107,7 +152,7 @@ class NotifierLogic:
             if result.status == "delivered":
                 for alert in item.notification.alerts:
                     closed = alert.updated_at  # the window's end: its close, in event time
-                    HANDOFF_LAG.observe(max((datetime.now(UTC) - closed).total_seconds(), 0))
+                    HANDOFF_LAG.observe(max((self.clock() - closed).total_seconds(), 0))
             log.info(
                 "notification %s (%s, %s) to %s: %s",
                 item.notification.id[:12],
@@ -122,19 +167,19 @@ class NotifierLogic:
         return [], Commit(stage=STAGE, state_put=put, state_delete=removed)
 
 
-def build_notifiers(rules: AlertRules, settings: Settings) -> dict[str, Notifier]:
-    """One notifier per channel whose secret is in the environment."""
+def build_notifiers(config: NotifierConfig) -> dict[str, Notifier]:
+    """One notifier per channel whose secret is set."""
     notifiers: dict[str, Notifier] = {}
-    for name, channel in rules.channels.items():
+    for name, channel in config.rules.channels.items():
         try:
             if isinstance(channel, SlackChannel):
-                url = _secret(settings, channel.webhook_env)
+                url = config.secrets.get(channel.webhook_env)
                 if url is None:
                     log.error("channel %s: %s is not set", name, channel.webhook_env)
                     continue
                 notifiers[name] = SlackNotifier(name, url)
             elif isinstance(channel, EmailChannel):
-                password = _secret(settings, channel.password_env) if channel.username else None
+                password = config.secrets.get(channel.password_env) if channel.username else None
                 notifiers[name] = EmailNotifier(
                     name,
                     host=channel.host,
@@ -148,13 +193,3 @@ def build_notifiers(rules: AlertRules, settings: Settings) -> dict[str, Notifier
         except ValueError as exc:  # the notifiers' messages never carry the secret
             log.error("channel %s is not usable: %s", name, exc)
     return notifiers
-
-
-def _secret(settings: Settings, env_name: str) -> SecretStr | None:
-    """A channel's secret: from the settings for the standard names, else its own variable."""
-    if env_name == "FINSENT_SLACK_WEBHOOK_URL":
-        return settings.slack_webhook_url
-    if env_name == "FINSENT_SMTP_PASSWORD":
-        return settings.smtp_password
-    value = os.environ.get(env_name)
-    return SecretStr(value) if value else None

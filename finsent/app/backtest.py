@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +34,22 @@ from finsent.app.backtest_report import (
     load_events,
     write_report,
 )
-from finsent.app.demo import Children
-from finsent.app.kafka_local import LocalKafka, port_open
+from finsent.app.kafka_local import LocalKafka
 from finsent.app.launch import finsent_command
+from finsent.app.ports import port_open
+from finsent.app.supervisor import Supervisor
 from finsent.core.durations import EPOCH
 from finsent.core.records import Alert, decode
 from finsent.core.settings import TOPIC_NAMES, Settings
 from finsent.core.stages import Checkpoint, StageSpec, consumers
 from finsent.core.stages import stage as stage_spec
-from finsent.runtime.kafka_io import delete_topics, ensure_topics, group_id, make_producer
+from finsent.runtime.kafka_io import (
+    KafkaConfig,
+    delete_topics,
+    ensure_topics,
+    group_id,
+    make_producer,
+)
 from finsent.runtime.store import Store, alert_events, as_utc, scored_items, windows
 
 log = logging.getLogger(__name__)
@@ -82,6 +89,48 @@ class BacktestResult:
     seconds: float
     phases: dict[str, float] = field(default_factory=dict)
     replay: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_period(
+    from_text: str | None, to_text: str | None
+) -> tuple[datetime | None, datetime | None]:
+    """The UTC period of ``--from`` and ``--to``: ISO dates or times, naive ones in UTC.
+
+    A bare date means the start of its day, except for ``--to``, where it includes its day
+    (``--to 2023-03-31`` ends at April 1, 00:00). Either end may be None (open). Raises
+    ``BacktestError``, naming the option, for text that is not ISO or an empty period.
+    """
+    since = _period_bound(from_text, "--from", whole_day=False)
+    until = _period_bound(to_text, "--to", whole_day=True)
+    if since is not None and until is not None and since >= until:
+        raise BacktestError(
+            f"--from ({since.isoformat()}) must be before --to ({until.isoformat()})"
+        )
+    return since, until
+
+
+def _period_bound(text: str | None, option: str, *, whole_day: bool) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise BacktestError(
+            f"{option} takes an ISO date or time (2023-03-01, 2023-03-01T12:00Z), not {text!r}"
+        ) from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    if whole_day and _is_bare_date(text):
+        value += timedelta(days=1)
+    return value.astimezone(UTC)
+
+
+def _is_bare_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def make_run_id(feed: Path, at: datetime) -> str:
@@ -186,15 +235,15 @@ def close_open_windows(settings: Settings, store: Store, now: datetime) -> int:
     """End of the feed: close every window the (stopped) aggregator left open, with the
     aggregator's own code, and hand them on as it would have; returns how many."""
     from finsent.runtime.runner import send_all
-    from finsent.stream.aggregation import STAGE, Aggregator
+    from finsent.stream.aggregation import STAGE, Aggregator, AggregatorConfig
 
-    logic = Aggregator(settings, store)
+    logic = Aggregator(AggregatorConfig.from_settings(settings), store)
     topic = settings.topic("news.keyed")
     logic.assigned(sorted(p for p in store.load_offsets(STAGE) if p[0] == topic))
     outputs, commit = logic.close_all(now)
     if commit is None:
         return 0
-    producer = make_producer(settings)
+    producer = make_producer(KafkaConfig.from_settings(settings))
     try:  # downstream first, then the store: the order of the stage loop
         send_all(producer, settings.topic("sentiment.windows"), outputs)
     finally:
@@ -294,7 +343,9 @@ def run_backtest(
     kafka = LocalKafka(settings)
     started_kafka = False
     store: Store | None = None
-    children = Children({**os.environ, **bt.child_env(), "PYTHONUNBUFFERED": "1"}, run_dir / "logs")
+    children = Supervisor(
+        {**os.environ, **bt.child_env(), "PYTHONUNBUFFERED": "1"}, run_dir / "logs"
+    )
     phases: dict[str, float] = {}
     bars = _Bars(progress)
     try:
@@ -419,7 +470,7 @@ class _Drain:
     def __init__(
         self,
         offsets: Offsets,
-        children: Children,
+        children: Supervisor,
         stop: threading.Event,
         bars: _Bars,
         stall_timeout_s: float,

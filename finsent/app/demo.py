@@ -10,15 +10,14 @@ import contextlib
 import importlib.util
 import logging
 import os
-import signal
-import subprocess
 import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from finsent.app.kafka_local import LaunchError, LocalKafka, port_open
+from finsent.app.kafka_local import LaunchError, LocalKafka
 from finsent.app.launch import finsent_command, python_command
+from finsent.app.ports import port_open
+from finsent.app.supervisor import Supervisor
 from finsent.core.settings import Settings
 from finsent.core.stages import consumers
 from finsent.runtime.kafka_io import delete_topics, ensure_topics, list_topics
@@ -59,80 +58,7 @@ def say(message: str) -> None:
         print(message, flush=True)
 
 
-class Children:
-    """The stage processes, each logging to its own file, stopped in reverse start order."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env = env
-        self.log_dir = log_dir
-        self.procs: list[tuple[str, subprocess.Popen]] = []
-        self.stopped: set[str] = set()  # stopped on purpose, not dead
-
-    def start(self, name: str, cmd: list[str]) -> subprocess.Popen:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_dir / f"{name}.log", "ab") as log_file:
-            # A session of its own: the terminal's Ctrl-C reaches the demo only, which then stops
-            # the children in order; logs go to files so a closed console cannot wedge a child.
-            proc = subprocess.Popen(
-                cmd,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.procs.append((name, proc))
-        log.info("started %s (pid %d)", name, proc.pid)
-        return proc
-
-    def dead(self) -> list[tuple[str, int]]:
-        return [
-            (n, p.returncode)
-            for n, p in self.procs
-            if p.poll() is not None and n != "replay" and n not in self.stopped
-        ]
-
-    def log_tail(self, name: str, lines: int = 15) -> str:
-        path = self.log_dir / f"{name}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop_one(self, name: str, timeout_s: float = 20) -> int:
-        """Stop one child cleanly (SIGTERM, then SIGKILL after the timeout); its exit code."""
-        for child, proc in self.procs:
-            if child == name:
-                self.stopped.add(name)
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-                try:
-                    return proc.wait(timeout_s)
-                except subprocess.TimeoutExpired:
-                    log.warning("%s did not stop in time; killing it", name)
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    return proc.wait()
-        raise KeyError(name)
-
-    def stop_all(self, timeout_s: float = 20) -> None:
-        for name, proc in reversed(self.procs):
-            if proc.poll() is None:
-                log.info("stopping %s", name)
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        for name, proc in reversed(self.procs):
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in time; killing it", name)
-            # Whatever is left of the stage, and anything it spawned, goes now.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def run_demo(settings: Settings, stop: threading.Event, speed: float | None, hours: float) -> int:
-    from sqlalchemy import func, select
-
     from finsent.ingest.sample_feed import generate, write_jsonl
     from finsent.runtime.store import Store, alert_events, scored_items, windows
 
@@ -148,7 +74,7 @@ def run_demo(settings: Settings, stop: threading.Event, speed: float | None, hou
     started_kafka = not kafka.status().running
     say(f"finsent demo {run_id}: starting Kafka at {settings.bootstrap_servers} ...")
     kafka.start()
-    children = Children({**os.environ, **settings.child_env()}, run_dir / "logs")
+    children = Supervisor({**os.environ, **settings.child_env()}, run_dir / "logs")
     try:
         stale = [
             t
@@ -165,7 +91,7 @@ def run_demo(settings: Settings, stop: threading.Event, speed: float | None, hou
         children.start("dashboard", dashboard_command(settings))
         replay_cmd = finsent_command("ingest", "replay", str(feed), "--no-progress",
                                      "--speed", "max" if speed is None else str(speed))  # fmt: skip
-        replayer = children.start("replay", replay_cmd)
+        replayer = children.start("replay", replay_cmd, one_shot=True)
         pace = "as fast as possible" if speed is None else f"at {speed:g}x real time"
         say(
             f"dashboard: http://{settings.dashboard_host}:{settings.dashboard_port}\n"
@@ -173,21 +99,18 @@ def run_demo(settings: Settings, stop: threading.Event, speed: float | None, hou
             f"stage logs: {children.log_dir}\n"
             "Ctrl-C stops everything."
         )
-        reported: set[tuple] = set()
+        reported: set[tuple[str, str, datetime]] = set()  # (alert id, state, window start)
         last_status = None
         replay_done = False
         while not stop.wait(2.0):
             for name, code in children.dead():
-                say(
-                    f"{name} exited unexpectedly (code {code}); its log ends:\n{children.log_tail(name)}"
-                )
+                tail = children.log_tail(name)
+                say(f"{name} exited unexpectedly (code {code}); its log ends:\n{tail}")
                 return 1
             if not replay_done and replayer.poll() is not None:
                 replay_done = True
                 say(f"replay finished (exit {replayer.returncode}); the dashboard stays up.")
-            with store.engine.connect() as conn:
-                n_scored = conn.execute(select(func.count()).select_from(scored_items)).scalar()
-                n_windows = conn.execute(select(func.count()).select_from(windows)).scalar()
+            n_scored, n_windows = store.count(scored_items), store.count(windows)
             status = f"scored {n_scored}/{len(rows)} stories, {n_windows} windows closed"
             if status != last_status:
                 say(status)

@@ -3,7 +3,7 @@
 The light workers need only finsent's own dependencies; commands that score, train, serve the
 dashboard or write reports need an extra (pyproject.toml). When one is missing, the CLI prints
 ``finsent train needs the 'train' extra (no module named 'torch'): pip install 'finsent[train]'``
-and exits non-zero, instead of a traceback (see ``FinsentGroup`` in finsent/cli.py).
+and exits non-zero, instead of a traceback (see ``FinsentGroup`` in finsent/app/cli/common.py).
 """
 
 from __future__ import annotations

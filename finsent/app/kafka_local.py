@@ -11,7 +11,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from finsent.app.ports import port_open
 from finsent.core.settings import Settings
 
 KAFKA_VERSION = "4.1.1"
@@ -293,14 +293,6 @@ def _require_java() -> str:
     if major and major < 17:
         raise KafkaLaunchError(f"Kafka 4 needs Java 17 or newer; found: {out.splitlines()[0]}")
     return java
-
-
-def port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _alive(pid: int) -> bool:

@@ -8,6 +8,9 @@ its feeds, ``finsent ingest poll`` and ``finsent ingest replay``, hand their sto
 logic (``Admission``) and on through the runner's source side (``SourceRunner``). The factories
 import their stage's code when called, so a process loads only its own stage (the scorer's
 model is no weight on the notifier) and the CLI starts fast.
+
+The factories are where the settings end: each builds its stage's small frozen config
+(``AggregatorConfig.from_settings`` and the like) and hands only that to the logic.
 """
 
 from __future__ import annotations
@@ -41,16 +44,16 @@ def _store(name: str, store: Store | None) -> Store:
 
 
 def ingest_logic(settings: Settings) -> Admission:
-    from finsent.ingest.admit import Admission
+    from finsent.ingest.admit import Admission, IngestConfig
 
-    return Admission.from_settings(settings)
+    return Admission.open(IngestConfig.from_settings(settings))
 
 
 def _scorer(settings: Settings, store: Store | None) -> StageLogic:
-    from finsent.model.scorer import load_scorer
+    from finsent.model.scorer import ScorerConfig, load_scorer
     from finsent.stream.scoring import Scoring
 
-    scorer = load_scorer(settings.scorer, settings)
+    scorer = load_scorer(settings.scorer, ScorerConfig.from_settings(settings))
     log.info("scorer %s", scorer.version)
     return Scoring(scorer)
 
@@ -58,38 +61,39 @@ def _scorer(settings: Settings, store: Store | None) -> StageLogic:
 def _router(settings: Settings, store: Store | None) -> StageLogic:
     from finsent.stream.router import Router
 
-    return Router(_store("router", store))
+    return Router(_store("router", store))  # it takes nothing from the settings
 
 
 def _aggregator(settings: Settings, store: Store | None) -> StageLogic:
-    from finsent.stream.aggregation import Aggregator
+    from finsent.core.durations import format_duration
+    from finsent.stream.aggregation import Aggregator, AggregatorConfig
 
+    config = AggregatorConfig.from_settings(settings)
     log.info(
-        "aggregator: windows %s, %ss grace, %ss allowed lateness, emit %s",
-        ",".join(settings.windows),
-        settings.grace_seconds,
-        settings.allowed_lateness_seconds,
-        settings.window_emit,
+        "aggregator: windows %s, %s grace, %s allowed lateness, emit %s",
+        ",".join(spec.name for spec in config.windows),
+        format_duration(config.grace),
+        format_duration(config.allowed_lateness),
+        config.emit,
     )
-    return Aggregator(settings, _store("aggregator", store))
+    return Aggregator(config, _store("aggregator", store))
 
 
 def _alerter(settings: Settings, store: Store | None) -> StageLogic:
-    from finsent.alerts.alerter import Alerter
+    from finsent.alerts.alerter import Alerter, AlerterConfig
 
-    logic = Alerter(settings, _store("alerter", store))
-    log.info("alerter watching %s on %s windows", ", ".join(settings.alert_keys), logic.spec.name)
-    return logic
+    config = AlerterConfig.from_settings(settings)
+    log.info("alerter watching %s on %s windows", ", ".join(config.keys), config.window.name)
+    return Alerter(config, _store("alerter", store))
 
 
 def _notifier(settings: Settings, store: Store | None) -> StageLogic:
-    from finsent.alerts.alerter import load_alert_rules
-    from finsent.alerts.notifier import NotifierLogic, build_notifiers
+    from finsent.alerts.notifier import NotifierConfig, NotifierLogic, build_notifiers
 
-    rules = load_alert_rules(settings)
-    notifiers = build_notifiers(rules, settings)
+    config = NotifierConfig.from_settings(settings)
+    notifiers = build_notifiers(config)
     log.info("notifier: channels %s", ", ".join(sorted(notifiers)) or "(none configured)")
-    return NotifierLogic(settings, _store("notifier", store), rules, notifiers)
+    return NotifierLogic(config, _store("notifier", store), notifiers)
 
 
 SOURCES: MappingProxyType[str, SourceFactory] = MappingProxyType({"ingest": ingest_logic})

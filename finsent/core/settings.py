@@ -1,13 +1,20 @@
 """One settings object per process, built once from the environment and an optional config file.
 
-Every environment variable name lives here, prefixed ``FINSENT_``. Secrets are ``SecretStr`` so they
-never print; they are read from the environment only, never from the config file.
+This module is the one reader of the environment. Every fixed variable name is a field of
+``Settings`` (``FINSENT_`` and the field's name, upper-cased); the variables a rules or sources
+file names for its secrets (a channel's ``webhook_env``, a source's ``api_key_env``) are read
+with ``secret_from_env``. Secrets are ``SecretStr`` so they never print; they are read from the
+environment only, never from the config file.
+
+Each stage takes a small frozen config of its own (e.g. ``AggregatorConfig`` beside the
+aggregator), built from these settings where the stage is made (``finsent.app.stages``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,6 +25,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from finsent.core.durations import WindowSpec
 
+ENV_PREFIX = "FINSENT_"
 TOPIC_NAMES = (
     "news.raw",
     "news.scored",
@@ -34,35 +42,77 @@ def default_cache_dir() -> Path:
     return Path(base) / "finsent"
 
 
+def secret_from_env(name: str, environ: Mapping[str, str] | None = None) -> SecretStr | None:
+    """The secret in the environment variable ``name`` (one a rules or sources file names),
+    or None when it is unset or empty. ``environ``: the environment to read (tests)."""
+    value = (os.environ if environ is None else environ).get(name)
+    return SecretStr(value) if value else None
+
+
+class ConfigFileError(ValueError):
+    """The config file is missing, unreadable, not a YAML mapping, or holds what it may not."""
+
+
+def _where(exc: yaml.YAMLError) -> str:
+    """Where a YAML error is and what it is, in one line (PyYAML's own text spans several)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or ""
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{at}: {problem}" if problem else at
+
+
 class _YamlConfigSource(PydanticBaseSettingsSource):
-    """Reads non-secret settings from the YAML file named by FINSENT_CONFIG, if any."""
+    """Reads non-secret settings from the YAML file named by the ``config`` setting
+    (``FINSENT_CONFIG``, or ``Settings.load(config_file=...)``), if any.
+
+    The last source: it sees the ``config`` value the arguments and the environment gave,
+    and both of those win over the file."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        path = os.environ.get("FINSENT_CONFIG")
+        path = self.current_state.get("config")
         if not path:
             return {}
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigFileError(f"config file {path} cannot be read: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigFileError(f"config file {path} is not valid YAML{_where(exc)}") from exc
         if not isinstance(data, dict):
-            raise ValueError(f"config file {path} must hold a mapping")
+            raise ConfigFileError(f"config file {path} must hold a mapping")
         leaked = SECRET_FIELDS & set(data)
         if leaked:
-            raise ValueError(
+            raise ConfigFileError(
                 f"secrets must come from the environment, not {path}: {sorted(leaked)}"
             )
+        if "config" in data:
+            raise ConfigFileError(f"config file {path} cannot name another config file")
         return data
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FINSENT_", frozen=True, extra="forbid")
+    """Every setting, flat: a field ``kafka_port`` is ``FINSENT_KAFKA_PORT`` in the
+    environment and ``kafka_port`` in the config file. Grouped below by the part of the
+    pipeline that reads it; each stage's config (``from_settings``) takes one or two groups."""
 
-    # Paths
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    # -- Config file: a YAML mapping of these fields, below the environment in priority.
+    config: Path | None = None
+
+    # -- Paths and the store
     cache_dir: Path = Field(default_factory=default_cache_dir)
     store_url: str = ""  # empty: SQLite under cache_dir
+    # Backtests: the registry of runs the dashboard lists. Runs never write the live store;
+    # empty: a SQLite file under cache_dir/backtests.
+    backtest_registry_url: str = ""
+    # Training and evaluation data; None: ../shared/datasets beside the checkout (model/data.py)
+    datasets_dir: Path | None = None
 
-    # Kafka
+    # -- Kafka (runtime/kafka_io.py, the local broker)
     kafka_host: str = "127.0.0.1"
     kafka_port: int = 9092
     kafka_controller_port: int = 0  # 0: kafka_port + 1
@@ -73,13 +123,18 @@ class Settings(BaseSettings):
     # one watermark per partition of news.keyed it owns.
     partitions: int = 1
     partitions_per_topic: dict[str, int] = Field(default_factory=dict)
-
     # Consumer groups. A dead member holds its partitions until the session times out; with an
     # instance id (static membership) a restarted process takes its place at once.
     session_timeout_ms: int = 10_000
     instance_id: str = ""
 
-    # Ingest
+    # -- Micro-batches of the consuming stages (core/stages.py, runtime/runner.py)
+    batch_max_size: int = 64
+    batch_max_wait_ms: int = 200
+    # Records per aggregator transaction: the store commit dominates, so fewer, larger ones.
+    aggregator_batch_max: int = 2048
+
+    # -- Ingest (ingest/admit.py, ingest/poller.py)
     ingest_state_url: str = ""  # dedup memory; empty: beside a SQLite store, else the store
     dedup_horizon_hours: float = 48.0  # near-duplicate and same-title horizon (24–72 h)
     max_future_minutes: float = 360.0  # publish times further ahead are rejected
@@ -88,7 +143,8 @@ class Settings(BaseSettings):
     fetch_timeout_seconds: float = 10.0
     fetch_max_bytes: int = 5 * 1024 * 1024
 
-    # Scorer: "attention" (the shipped model) or "lexicon" (the dictionary baseline)
+    # -- Scorer (model/scorer.py): "attention" (the shipped model) or "lexicon" (the dictionary
+    # baseline)
     scorer: str = "attention"
     model_artifact: Path | None = None  # None: the artifact shipped in the package
     model_backend: str = "auto"  # auto | onnx-int8 | torch-int8 | torch-fp32
@@ -96,10 +152,9 @@ class Settings(BaseSettings):
     # Score each story alone, so its scores never depend on its micro-batch: live runs and
     # backtest replays then agree exactly. Off: batched, about twice as fast (model/infer.py).
     model_batch_invariant: bool = True
-    batch_max_size: int = 64
-    batch_max_wait_ms: int = 200
 
-    # Windows: "15m" is tumbling, "1h/5m" hopping (1 h long, every 5 min)
+    # -- Windows (stream/aggregation.py): "15m" is tumbling, "1h/5m" hopping (1 h long, every
+    # 5 min)
     windows: Annotated[tuple[str, ...], NoDecode] = ("15m", "1h", "1d")
     grace_seconds: int = 300
     allowed_lateness_seconds: int = 3600  # after closing, late news restates a window this long
@@ -108,11 +163,9 @@ class Settings(BaseSettings):
     # window_update_seconds; "final": only closed windows and restatements
     window_emit: Literal["updates", "final"] = "updates"
     window_update_seconds: float = 5.0
-    # Records per aggregator transaction: the store commit dominates, so fewer, larger ones.
-    aggregator_batch_max: int = 2048
     top_headlines: int = 3
 
-    # Alerts
+    # -- Alerts (alerts/alerter.py)
     # Glob patterns of the series keys the alert engine watches.
     alert_keys: Annotated[tuple[str, ...], NoDecode] = ("overall", "topic:*", "ticker:*")
     alert_min_count: int = 5
@@ -128,25 +181,27 @@ class Settings(BaseSettings):
     alert_pending_windows: int = 1  # consecutive surprising windows before an alert fires
     alert_rules_file: Path | None = None  # YAML thresholds, grouping, channels and routes
 
-    # Metrics: each process serves Prometheus text on metrics_host:port. -1: the stage's
-    # default port (see finsent.runtime.metrics); 0: any free port (logged); None: off.
+    # -- Notifications (alerts/notifier.py): the default channels' secrets, environment only.
+    # A rules file's channels may name other variables (``secret``).
+    slack_webhook_url: SecretStr | None = None
+    smtp_password: SecretStr | None = None
+
+    # -- Metrics and logs: each process serves Prometheus text on metrics_host:port. -1: the
+    # stage's default port (see finsent.runtime.metrics); 0: any free port (logged); None: off.
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = -1
+    log_level: str = "INFO"
+    kafka_log_level: str = "WARNING"  # kafka-python is chatty at INFO about every connection
 
-    # Dashboard
+    # -- Dashboard
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8501
     dashboard_refresh_seconds: float = 5.0
 
-    # Secrets (environment only)
-    slack_webhook_url: SecretStr | None = None
-    smtp_password: SecretStr | None = None
-
-    # Backtests: the registry of runs the dashboard lists. Runs never write the live store;
-    # empty: a SQLite file under cache_dir/backtests.
-    backtest_registry_url: str = ""
-
-    log_level: str = "INFO"
+    @field_validator("config", "datasets_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value  # FINSENT_CONFIG= (empty) names no file
 
     @field_validator("alert_keys", "windows", mode="before")
     @classmethod
@@ -164,14 +219,6 @@ class Settings(BaseSettings):
             WindowSpec.parse(text)
         return value
 
-    @property
-    def window_specs(self) -> tuple[WindowSpec, ...]:
-        return tuple(WindowSpec.parse(text) for text in self.windows)
-
-    @property
-    def alert_window_spec(self) -> WindowSpec:
-        return WindowSpec.parse(self.alert_window or self.windows[0])
-
     @classmethod
     def settings_customise_sources(
         cls,
@@ -183,13 +230,15 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _YamlConfigSource(settings_cls))
 
-    @property
-    def bootstrap_servers(self) -> str:
-        return self.kafka_bootstrap or f"{self.kafka_host}:{self.kafka_port}"
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:
+        """The settings from ``overrides``, then the environment, then ``config_file`` (default:
+        the file ``FINSENT_CONFIG`` names, if any)."""
+        if config_file is not None:
+            overrides["config"] = config_file
+        return cls(**overrides)
 
-    @property
-    def controller_port(self) -> int:
-        return self.kafka_controller_port or self.kafka_port + 1
+    # -- derived: paths and the store
 
     @property
     def database_url(self) -> str:
@@ -210,6 +259,16 @@ class Settings(BaseSettings):
             return url.removesuffix(".db") + "-ingest.db"
         return url
 
+    # -- derived: Kafka
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def controller_port(self) -> int:
+        return self.kafka_controller_port or self.kafka_port + 1
+
     def topic(self, name: str) -> str:
         """The physical topic name for a logical one, with the run prefix."""
         if name not in TOPIC_NAMES:
@@ -219,6 +278,28 @@ class Settings(BaseSettings):
     def partitions_for(self, name: str) -> int:
         return self.partitions_per_topic.get(name, self.partitions)
 
+    # -- derived: windows and alerts
+
+    @property
+    def window_specs(self) -> tuple[WindowSpec, ...]:
+        return tuple(WindowSpec.parse(text) for text in self.windows)
+
+    @property
+    def alert_window_spec(self) -> WindowSpec:
+        return WindowSpec.parse(self.alert_window or self.windows[0])
+
+    # -- secrets and child processes
+
+    def secret(self, env_name: str, environ: Mapping[str, str] | None = None) -> SecretStr | None:
+        """The secret in the environment variable ``env_name``: the settings' own for the
+        default names (``FINSENT_SLACK_WEBHOOK_URL``, ``FINSENT_SMTP_PASSWORD``), else
+        ``secret_from_env``."""
+        field = env_name.removeprefix(ENV_PREFIX).lower()
+        if env_name.startswith(ENV_PREFIX) and field in SECRET_FIELDS:
+            value: SecretStr | None = getattr(self, field)
+            return value
+        return secret_from_env(env_name, environ)
+
     def child_env(self) -> dict[str, str]:
         """Environment for a child stage process, so it builds the same settings."""
         env: dict[str, str] = {}
@@ -226,7 +307,7 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if value is None or name in SECRET_FIELDS:
                 continue  # secrets reach children through the inherited environment only
-            key = f"FINSENT_{name.upper()}"
+            key = f"{ENV_PREFIX}{name.upper()}"
             if isinstance(value, tuple):
                 env[key] = ",".join(value)
             elif isinstance(value, dict):
@@ -238,4 +319,5 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """This process's settings, built on first use and kept (the dashboard's pages use it)."""
+    return Settings.load()

@@ -1,1 +1,1 @@
-"""Ingest: sources (replay files now; feeds and APIs in the ingest issue) → ``NewsItem`` → ``news.raw``."""
+"""Ingest: feeds, news APIs and replay files → normalized, deduplicated ``NewsItem`` → ``news.raw``."""

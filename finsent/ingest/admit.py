@@ -10,19 +10,40 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from finsent.core.records import NewsItem
-from finsent.core.settings import Settings
 from finsent.ingest.dedup import NoveltyConfig, NoveltyTracker, SeenStore, apply_verdict
 from finsent.runtime.runner import SourceRunner
 
+if TYPE_CHECKING:
+    from finsent.core.settings import Settings
 
-def novelty_tracker(settings: Settings, now: datetime | None = None) -> NoveltyTracker:
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """What the ingest stage's logic takes from the settings, polling and replay alike."""
+
+    state_url: str  # the dedup memory's database
+    dedup_horizon: timedelta  # near-duplicate and same-title horizon
+    max_future: timedelta  # publish times further ahead than this are rejected
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IngestConfig:
+        return cls(
+            state_url=settings.ingest_database_url,
+            dedup_horizon=timedelta(hours=settings.dedup_horizon_hours),
+            max_future=timedelta(minutes=settings.max_future_minutes),
+        )
+
+
+def novelty_tracker(config: IngestConfig, now: datetime | None = None) -> NoveltyTracker:
     """The tracker for this deployment's dedup memory, with its recent stories restored."""
-    store = SeenStore(settings.ingest_database_url)
-    config = NoveltyConfig(horizon=timedelta(hours=settings.dedup_horizon_hours))
-    return NoveltyTracker.restore(store, now or datetime.now(UTC), config)
+    store = SeenStore(config.state_url)
+    novelty = NoveltyConfig(horizon=config.dedup_horizon)
+    return NoveltyTracker.restore(store, now or datetime.now(UTC), novelty)
 
 
 def admit(
@@ -48,8 +69,9 @@ class Admission:
         self.tracker = tracker
 
     @classmethod
-    def from_settings(cls, settings: Settings, now: datetime | None = None) -> Admission:
-        return cls(novelty_tracker(settings, now))
+    def open(cls, config: IngestConfig, now: datetime | None = None) -> Admission:
+        """Over this deployment's dedup memory (``close`` closes it)."""
+        return cls(novelty_tracker(config, now))
 
     def decide(self, items: Sequence[NewsItem], now: datetime) -> tuple[list[NewsItem], int]:
         """The stories to send (in order, chained, with novelty) and the exact duplicates'

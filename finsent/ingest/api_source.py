@@ -1,19 +1,20 @@
 """JSON news APIs → `RawStory`s, following the source's `api` mapping and pagination cursor.
 
-The key is read from the environment variable the source names, at call time, and sent as a
-query parameter or a header; it is never stored, logged or put in an error reason.
+The key is read from the environment variable the source names, at call time (through
+``finsent.core.settings.secret_from_env``), and sent as a query parameter or a header; it is
+never stored, logged or put in an error reason.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin
 
+from finsent.core.settings import secret_from_env
 from finsent.ingest.fetch import Fetcher
 from finsent.ingest.raw import EXCERPT_BYTES, IngestError, RawStory
 from finsent.ingest.sources import ApiConfig, Source
@@ -103,19 +104,19 @@ def fetch_api(
     config = source.api
     if config is None:
         return [], [IngestError(source.name, "source has no api block")]
-    env = os.environ if environ is None else environ
     params: dict[str, Any] = dict(config.params)
     headers: dict[str, str] = dict(config.headers)
     headers.setdefault("Accept", "application/json")
     if config.api_key_env:
-        key = env.get(config.api_key_env)
-        if not key:
+        secret = secret_from_env(config.api_key_env, environ)
+        if secret is None:
             return [], [
                 IngestError(
                     source.name,
                     f"missing API key: environment variable {config.api_key_env} is not set",
                 )
             ]
+        key = secret.get_secret_value()
         if config.api_key_param:
             params[config.api_key_param] = key
         elif config.api_key_header:

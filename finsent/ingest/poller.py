@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
@@ -25,12 +25,14 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from finsent.core.settings import Settings
 from finsent.ingest.api_source import fetch_api
 from finsent.ingest.feeds import clean_tickers, parse_feed
-from finsent.ingest.fetch import DEFAULT_MAX_BYTES, DEFAULT_USER_AGENT, Fetcher
+from finsent.ingest.fetch import Fetcher
 from finsent.ingest.raw import IngestError, RawStory
 from finsent.ingest.sources import Source, SourcesError, load_sources
+
+if TYPE_CHECKING:
+    from finsent.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,27 @@ def reason_kind(reason: str) -> str:
             return kind
     head = reason.split(":", 1)[0].lower()
     return re.sub(r"[^a-z]+", "_", head).strip("_")[:40] or "other"
+
+
+@dataclass(frozen=True)
+class PollerConfig:
+    """Where the poller finds its sources, and how its fetcher fetches them."""
+
+    sources_file: Path | None  # the YAML list of feeds and APIs to poll
+    user_agent: str
+    fetch_timeout_seconds: float  # per read; connecting gets at most 5 s of it
+    fetch_max_bytes: int  # a larger response is refused
+    http_state_path: Path  # the ETag/Last-Modified memory, kept across restarts
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PollerConfig:
+        return cls(
+            sources_file=settings.sources_file,
+            user_agent=settings.user_agent,
+            fetch_timeout_seconds=settings.fetch_timeout_seconds,
+            fetch_max_bytes=settings.fetch_max_bytes,
+            http_state_path=settings.cache_dir / "ingest" / STATE_FILE_NAME,
+        )
 
 
 @dataclass
@@ -146,9 +169,9 @@ class FeedPoller:
         self._started = False
 
     @classmethod
-    def from_settings(
+    def from_config(
         cls,
-        settings: Settings,
+        config: PollerConfig,
         on_result: ResultCallback,
         sources_path: str | Path | None = None,
         *,
@@ -156,20 +179,18 @@ class FeedPoller:
         scheduler: BaseScheduler | None = None,
         **fetcher_options: Any,
     ) -> FeedPoller:
-        """Sources from `sources_path` (default `settings.sources_file`); the fetcher takes
-        `user_agent`, `fetch_timeout_seconds` and `fetch_max_bytes` from settings and keeps
-        its ETag/Last-Modified state under `settings.cache_dir/ingest/`."""
-        path = sources_path or getattr(settings, "sources_file", None)
+        """Sources from `sources_path` (default `config.sources_file`), with a fetcher of its
+        own (closed on shutdown) set up by `config`; `fetcher_options` override that."""
+        path = sources_path or config.sources_file
         if not path:
             raise SourcesError("no sources file: pass one or set FINSENT_SOURCES_FILE")
         sources = load_sources(path, environ=environ)
-        timeout = float(getattr(settings, "fetch_timeout_seconds", 10.0))
         options: dict[str, Any] = {
-            "user_agent": getattr(settings, "user_agent", DEFAULT_USER_AGENT),
-            "connect_timeout": min(5.0, timeout),
-            "read_timeout": timeout,
-            "max_bytes": int(getattr(settings, "fetch_max_bytes", DEFAULT_MAX_BYTES)),
-            "state_path": Path(settings.cache_dir) / "ingest" / STATE_FILE_NAME,
+            "user_agent": config.user_agent,
+            "connect_timeout": min(5.0, config.fetch_timeout_seconds),
+            "read_timeout": config.fetch_timeout_seconds,
+            "max_bytes": config.fetch_max_bytes,
+            "state_path": config.http_state_path,
             **fetcher_options,
         }
         return cls(

@@ -26,7 +26,7 @@ from finsent.core.feed_files import RowError, read_rows
 from finsent.core.records import NewsItem
 from finsent.core.settings import Settings
 from finsent.core.stages import stage
-from finsent.ingest.admit import Admission
+from finsent.ingest.admit import Admission, IngestConfig
 from finsent.ingest.normalize import NormalizeError, normalize
 from finsent.ingest.raw import RawStory
 from finsent.runtime.kafka_io import DeadLetterSink
@@ -115,16 +115,17 @@ def replay(
     Exact duplicates (by canonical URL or title, remembered across runs) are dropped and
     counted; near-duplicates are sent with their story chain and a lower novelty.
     ``admission``: the ingest stage's logic (default: this deployment's), closed at the end.
+    The entry point of a replay: it builds the stage's config from the settings.
     """
+    config = IngestConfig.from_settings(settings)
     # Large batches, compressed: a replay is a bulk load, not a latency path.
     runner = SourceRunner.kafka(settings, stage(STAGE), linger_ms=20, batch_size=256 * 1024)
-    admission = admission or Admission.from_settings(settings)
+    admission = admission or Admission.open(config)
     stats = ReplayStats()
     try:
         now = datetime.now(UTC)
         started = time.perf_counter()
-        max_future = timedelta(minutes=settings.max_future_minutes)
-        items = load(path, source or path.stem, runner.dead, stats, now, max_future)
+        items = load(path, source or path.stem, runner.dead, stats, now, config.max_future)
         items, stats.outside = within_period(items, since, until)
         items, stats.duplicates = admission.decide(items, now)
         stats.load_seconds = round(time.perf_counter() - started, 3)

@@ -8,7 +8,6 @@ environment, so a literal ``api_key``/``token``/``secret`` field is rejected.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +16,8 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from finsent.core.settings import secret_from_env
 
 SLUG = re.compile(r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -171,9 +172,8 @@ def _format_validation(origin: str, label: str, exc: ValidationError) -> str:
 def parse_sources(
     text: str, origin: str = "<sources>", environ: Mapping[str, str] | None = None
 ) -> list[Source]:
-    """Validate sources YAML text. `origin` names the file in errors; `environ` defaults to
-    os.environ and is only checked for the presence of each `api_key_env`, never stored."""
-    env = os.environ if environ is None else environ
+    """Validate sources YAML text. `origin` names the file in errors; `environ` (default: the
+    process environment) is only checked for each `api_key_env`, never stored."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -215,10 +215,11 @@ def parse_sources(
             )
             continue
         seen[source.name] = index
-        if source.api and source.api.api_key_env and not env.get(source.api.api_key_env):
+        api_key_env = source.api.api_key_env if source.api else None
+        if api_key_env and secret_from_env(api_key_env, environ) is None:
             problems.append(
                 f"{origin}: {label}: field api.api_key_env: environment variable "
-                f"{source.api.api_key_env} is not set"
+                f"{api_key_env} is not set"
             )
             continue
         sources.append(source)

@@ -12,15 +12,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from finsent.core.records import NewsItem
 from finsent.core.settings import Settings
 from finsent.core.stages import stage
-from finsent.ingest.admit import Admission
+from finsent.ingest.admit import Admission, IngestConfig
 from finsent.ingest.normalize import NormalizeError, normalize
-from finsent.ingest.poller import FeedPoller, reason_kind
+from finsent.ingest.poller import FeedPoller, PollerConfig, reason_kind
 from finsent.ingest.raw import IngestError, RawStory
 from finsent.runtime import metrics
 from finsent.runtime.runner import SourceRunner
@@ -32,21 +32,23 @@ STAGE = "ingest"
 class IngestSink:
     """Turns raw stories from any source into acknowledged `news.raw` records."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        runner: SourceRunner | None = None,
-        admission: Admission | None = None,
-    ) -> None:
-        self.settings = settings
-        self.runner = runner or SourceRunner.kafka(settings, stage(STAGE))
-        self.admission = admission or Admission.from_settings(settings)
-        self.dead = self.runner.dead
-        self.topic = self.runner.sink_topic
-        self.max_future = timedelta(minutes=settings.max_future_minutes)
+    def __init__(self, config: IngestConfig, runner: SourceRunner, admission: Admission) -> None:
+        self.runner = runner
+        self.admission = admission
+        self.dead = runner.dead
+        self.topic = runner.sink_topic
+        self.max_future = config.max_future
         self.counts: Counter[str] = Counter()
         self.dead_by_kind: Counter[str] = Counter()  # e.g. "xml_bomb", "http_503"
         self._lock = threading.Lock()  # poll jobs run on scheduler threads
+
+    @classmethod
+    def kafka(cls, settings: Settings, admission: Admission | None = None) -> IngestSink:
+        """Onto this deployment's ``news.raw``; ``admission`` (default: over this deployment's
+        dedup memory) is closed with the sink."""
+        config = IngestConfig.from_settings(settings)
+        runner = SourceRunner.kafka(settings, stage(STAGE))
+        return cls(config, runner, admission or Admission.open(config))
 
     def __call__(self, source: str, stories: list[RawStory], errors: list[IngestError]) -> None:
         now = datetime.now(UTC)
@@ -88,10 +90,11 @@ def run_poller(
 ) -> Counter[str]:
     """Poll every configured source until `stop` is set; returns the totals.
 
-    ``admission``: the ingest stage's logic (default: this deployment's), closed at the end."""
-    sink = IngestSink(settings, admission=admission)
+    ``admission``: the ingest stage's logic (default: this deployment's), closed at the end.
+    The entry point of live ingest: it builds the stage's configs from the settings."""
+    sink = IngestSink.kafka(settings, admission)
     metrics.serve(settings, STAGE)
-    poller = FeedPoller.from_settings(settings, sink, sources_path)
+    poller = FeedPoller.from_config(PollerConfig.from_settings(settings), sink, sources_path)
     names = ", ".join(source.name for source in poller.sources)
     log.info("polling %d sources into %s: %s", len(poller.sources), sink.topic, names)
     poller.start()

@@ -9,13 +9,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import random
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from finsent.core.settings import Settings
 from finsent.core.vocabulary import SENTIMENTS
 from finsent.model.topics import TOPICS
 
@@ -67,10 +67,11 @@ def text_key(text: str) -> str:
 
 
 def datasets_dir() -> Path:
-    """`FINSENT_DATASETS_DIR`, else `../shared/datasets` beside the repository."""
-    env = os.environ.get("FINSENT_DATASETS_DIR")
-    if env:
-        return Path(env)
+    """`FINSENT_DATASETS_DIR` (settings.datasets_dir), else `../shared/datasets` beside the
+    repository."""
+    configured = Settings.load().datasets_dir
+    if configured is not None:
+        return configured
     return Path(__file__).resolve().parents[3] / "shared" / "datasets"
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Protocol
 
 from finsent.core.records import NewsItem, ScoredItem
@@ -73,8 +75,30 @@ class LexiconScorer:
 SCORERS = ("attention", "lexicon")
 
 
-def load_scorer(name: str, settings: Settings | None = None) -> Scorer:
-    """The scorer called `name`; the attention model reads its options from `settings`."""
+@dataclass(frozen=True)
+class ScorerConfig:
+    """The attention model's options (the lexicon scorer has none)."""
+
+    artifact: Path | None  # None: the artifact shipped in the package
+    backend: str  # auto | onnx-int8 | torch-int8 | torch-fp32
+    threads: int  # 0: one per core
+    batch_size: int  # stories per model run
+    batch_invariant: bool  # score each story alone, so its scores never depend on its batch
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ScorerConfig:
+        return cls(
+            artifact=settings.model_artifact,
+            backend=settings.model_backend,
+            threads=settings.model_threads,
+            batch_size=settings.batch_max_size,
+            batch_invariant=settings.model_batch_invariant,
+        )
+
+
+def load_scorer(name: str, config: ScorerConfig | None = None) -> Scorer:
+    """The scorer called `name`; the attention model takes its options from `config`
+    (default: this process's settings)."""
     if name == "lexicon":
         return LexiconScorer()
     if name == "attention":
@@ -82,12 +106,12 @@ def load_scorer(name: str, settings: Settings | None = None) -> Scorer:
             AttentionScorer,  # the model extra: only import it when asked
         )
 
-        settings = settings or Settings()
+        config = config or ScorerConfig.from_settings(Settings.load())
         return AttentionScorer(
-            artifact_path=settings.model_artifact,
-            backend=settings.model_backend,
-            threads=settings.model_threads,
-            batch_size=settings.batch_max_size,
-            batch_invariant=settings.model_batch_invariant,
+            artifact_path=config.artifact,
+            backend=config.backend,
+            threads=config.threads,
+            batch_size=config.batch_size,
+            batch_invariant=config.batch_invariant,
         )
     raise ValueError(f"unknown scorer {name!r}; choose one of {', '.join(SCORERS)}")

@@ -1,4 +1,8 @@
-"""Kafka I/O at the edges: producers, consumers, topics, dead letters and micro-batch polling."""
+"""Kafka I/O at the edges: producers, consumers, topics, dead letters and micro-batch polling.
+
+The clients are built from a ``KafkaConfig``; the topic admin helpers, which the CLI, the demo
+and the backtest call, take the settings.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -22,9 +27,30 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
+@dataclass(frozen=True)
+class KafkaConfig:
+    """What the Kafka clients take from the settings."""
+
+    bootstrap_servers: str
+    topic_prefix: str  # also names the consumer groups, so a run's groups stay apart
+    session_timeout_ms: int
+    instance_id: str  # static group membership when set
+    max_poll_records: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KafkaConfig:
+        return cls(
+            bootstrap_servers=settings.bootstrap_servers,
+            topic_prefix=settings.topic_prefix,
+            session_timeout_ms=settings.session_timeout_ms,
+            instance_id=settings.instance_id,
+            max_poll_records=settings.batch_max_size,
+        )
+
+
+def make_producer(kafka: KafkaConfig, **overrides: Any) -> KafkaProducer:
     config: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap_servers,
+        "bootstrap_servers": kafka.bootstrap_servers,
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": 10,
@@ -48,23 +74,23 @@ def group_id(settings: Settings, stage: str) -> str:
     return consumer_group(settings.topic_prefix, stage)
 
 
-def make_consumer(settings: Settings, stage: str, **overrides: Any) -> KafkaConsumer:
+def make_consumer(kafka: KafkaConfig, stage: str, **overrides: Any) -> KafkaConsumer:
     config: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap_servers,
-        "group_id": group_id(settings, stage),
+        "bootstrap_servers": kafka.bootstrap_servers,
+        "group_id": consumer_group(kafka.topic_prefix, stage),
         "enable_auto_commit": False,  # offsets are committed only after outputs are durable
         "auto_offset_reset": "earliest",
-        "max_poll_records": settings.batch_max_size,
+        "max_poll_records": kafka.max_poll_records,
         "isolation_level": "read_committed",
         "client_id": f"finsent-{stage}",
-        "session_timeout_ms": settings.session_timeout_ms,
+        "session_timeout_ms": kafka.session_timeout_ms,
         # Notice new topics and partitions within seconds, not the 5-minute default.
         "metadata_max_age_ms": 5000,
-        "heartbeat_interval_ms": max(settings.session_timeout_ms // 3, 1000),
+        "heartbeat_interval_ms": max(kafka.session_timeout_ms // 3, 1000),
         "reconnect_backoff_max_ms": 1000,  # as the producer's
     }
-    if settings.instance_id:
-        config["group_instance_id"] = f"{stage}-{settings.instance_id}"
+    if kafka.instance_id:
+        config["group_instance_id"] = f"{stage}-{kafka.instance_id}"
     config.update(overrides)
     return KafkaConsumer(**config)
 
@@ -95,7 +121,7 @@ def ensure_topics(
     """Create the pipeline topics that do not exist yet, and wait until they are usable."""
     wanted = {settings.topic(name): settings.partitions_for(name) for name in names}
     deadline = time.monotonic() + timeout_s
-    admin = _admin(settings, deadline)
+    admin = _admin(settings.bootstrap_servers, deadline)
     try:
         existing = set(admin.list_topics())
         missing = [NewTopic(t, n, 1) for t, n in wanted.items() if t not in existing]
@@ -134,7 +160,7 @@ def _all_led(admin: KafkaAdminClient, wanted: dict[str, int]) -> bool:
 def delete_topics(settings: Settings, topics: list[str]) -> None:
     if not topics:
         return
-    admin = _admin(settings, time.monotonic() + 30)
+    admin = _admin(settings.bootstrap_servers, time.monotonic() + 30)
     try:
         admin.delete_topics(topics)
     finally:
@@ -142,23 +168,21 @@ def delete_topics(settings: Settings, topics: list[str]) -> None:
 
 
 def list_topics(settings: Settings) -> list[str]:
-    admin = _admin(settings, time.monotonic() + 30)
+    admin = _admin(settings.bootstrap_servers, time.monotonic() + 30)
     try:
         return sorted(admin.list_topics())
     finally:
         admin.close()
 
 
-def _admin(settings: Settings, deadline: float) -> KafkaAdminClient:
+def _admin(bootstrap_servers: str, deadline: float) -> KafkaAdminClient:
     while True:
         try:
-            return KafkaAdminClient(
-                bootstrap_servers=settings.bootstrap_servers, client_id="finsent-admin"
-            )
+            return KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="finsent-admin")
         except KafkaError as exc:
             if time.monotonic() > deadline:
                 raise ConnectionError(
-                    f"Kafka at {settings.bootstrap_servers} is not reachable: {exc}"
+                    f"Kafka at {bootstrap_servers} is not reachable: {exc}"
                 ) from exc
             time.sleep(0.5)
 
@@ -199,8 +223,8 @@ def dead_letter_kind(reason: str, kind: str = "") -> str:
 class DeadLetters:
     """Routes what a stage cannot process to ``news.dlq`` with the stage, the reason and the raw bytes."""
 
-    def __init__(self, settings: Settings, producer: KafkaProducer, stage: str) -> None:
-        self.topic = settings.topic("news.dlq")
+    def __init__(self, producer: KafkaProducer, stage: str, topic: str) -> None:
+        self.topic = topic  # the run's news.dlq
         self.producer = producer
         self.stage = stage
         self.count = 0

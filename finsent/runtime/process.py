@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 
@@ -27,10 +26,11 @@ def install_stop_handlers(stop: threading.Event | None = None) -> threading.Even
     return stop
 
 
-def setup_logging(level: str = "INFO") -> None:
+def setup_logging(level: str = "INFO", kafka_level: str = "WARNING") -> None:
+    """Log at ``level``; kafka-python's loggers at ``kafka_level`` (settings.kafka_log_level):
+    it is chatty at INFO about every connection."""
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # kafka-python is chatty at INFO about every connection.
-    logging.getLogger("kafka").setLevel(os.environ.get("FINSENT_KAFKA_LOG_LEVEL", "WARNING"))
+    logging.getLogger("kafka").setLevel(kafka_level.upper())

@@ -51,6 +51,7 @@ from finsent.runtime import metrics
 from finsent.runtime.kafka_io import (
     DeadLetters,
     DeadLetterSink,
+    KafkaConfig,
     decode_or_dead,
     make_consumer,
     make_producer,
@@ -109,6 +110,33 @@ class StageLogic(Protocol):
 
 # Makes a stage's logic: from the settings and, for a store-checkpointed stage, its store.
 LogicFactory = Callable[[Settings, Store | None], StageLogic]
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """What the runner takes from the settings to run one consuming stage."""
+
+    kafka: KafkaConfig
+    store_url: str | None  # None: the stage keeps no store (``Checkpoint.KAFKA``)
+    source_topic: str
+    sink_topic: str | None  # None: its outputs leave the system
+    dead_letter_topic: str
+    max_batch: int
+    max_wait_ms: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings, spec: StageSpec) -> RunnerConfig:
+        if spec.source is None:
+            raise ValueError(f"stage {spec.name} consumes no topic: run it with SourceRunner")
+        return cls(
+            kafka=KafkaConfig.from_settings(settings),
+            store_url=settings.database_url if spec.checkpoint is Checkpoint.STORE else None,
+            source_topic=settings.topic(spec.source),
+            sink_topic=settings.topic(spec.sink) if spec.sink else None,
+            dead_letter_topic=settings.topic("news.dlq"),
+            max_batch=spec.max_batch(settings),
+            max_wait_ms=settings.batch_max_wait_ms,
+        )
 
 
 @dataclass(frozen=True)
@@ -371,18 +399,18 @@ def run_stage(
     settings: Settings, spec: StageSpec, make_logic: LogicFactory, stop: threading.Event
 ) -> int:
     """Run a consuming stage against Kafka until ``stop`` is set; return how many records went
-    to its sink."""
-    if spec.source is None:
-        raise ValueError(f"stage {spec.name} consumes no topic: run it with SourceRunner")
-    store = Store(settings.database_url) if spec.checkpoint is Checkpoint.STORE else None
+    to its sink. The settings go to ``make_logic`` and the metrics server; the runner itself
+    takes its ``RunnerConfig``."""
+    config = RunnerConfig.from_settings(settings, spec)
+    store = Store(config.store_url) if config.store_url is not None else None
     consumer: Any = None
     producer: Any = None
     try:
         logic = make_logic(settings, store)
         metrics.serve(settings, spec.name)
-        consumer = make_consumer(settings, spec.name)
-        producer = make_producer(settings)
-        dead = DeadLetters(settings, producer, spec.name)
+        consumer = make_consumer(config.kafka, spec.name)
+        producer = make_producer(config.kafka)
+        dead = DeadLetters(producer, spec.name, config.dead_letter_topic)
         loop = StageLoop(
             spec,
             logic,
@@ -390,13 +418,14 @@ def run_stage(
             producer=producer,
             dead=dead,
             store=store,
-            sink_topic=settings.topic(spec.sink) if spec.sink else None,
-            max_batch=spec.max_batch(settings),
-            max_wait_ms=settings.batch_max_wait_ms,
+            sink_topic=config.sink_topic,
+            max_batch=config.max_batch,
+            max_wait_ms=config.max_wait_ms,
         )
-        source = settings.topic(spec.source)
-        subscribe(consumer, source, loop.listener)
-        log.info("%s: %s → %s", spec.name, source, loop.sink_topic or "outside the pipeline")
+        subscribe(consumer, config.source_topic, loop.listener)
+        log.info(
+            "%s: %s → %s", spec.name, config.source_topic, loop.sink_topic or "outside the pipeline"
+        )
         sent = loop.run(stop)
         log.info("%s stopped after %d records out, %d dead letters", spec.name, sent, dead.count)
         return sent
@@ -425,13 +454,14 @@ class SourceRunner:
 
     @classmethod
     def kafka(cls, settings: Settings, spec: StageSpec, **producer_overrides: Any) -> SourceRunner:
+        """The source side over Kafka: the entry point that reads the settings."""
         if spec.sink is None:
             raise ValueError(f"stage {spec.name} is not a source")
-        producer = make_producer(settings, **producer_overrides)
+        producer = make_producer(KafkaConfig.from_settings(settings), **producer_overrides)
         return cls(
             spec,
             producer=producer,
-            dead=DeadLetters(settings, producer, spec.name),
+            dead=DeadLetters(producer, spec.name, settings.topic("news.dlq")),
             sink_topic=settings.topic(spec.sink),
         )
 

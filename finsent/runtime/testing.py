@@ -306,7 +306,7 @@ def run_logic(
 ) -> Run:
     """Drive ``logic`` over ``records`` to their end, in process, as the runner would.
 
-    - ``logic``: a stage's logic, e.g. ``Router(store)`` or ``Aggregator(settings, store)``.
+    - ``logic``: a stage's logic, e.g. ``Router(store)`` or ``Aggregator(config, store)``.
     - ``records``: the stage's input topic from its first offset, in order: records of the
       stage's input type (encoded here, so they take the production decode path) or ``bytes``
       (a raw payload: one that does not decode becomes a dead letter). A sequence is partition

@@ -1,1 +1,1 @@
-"""Stream processing: the scoring stage and event-time window aggregation."""
+"""Stream processing: the scoring stage, the router (keyed repartition) and event-time windows."""

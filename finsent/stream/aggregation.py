@@ -14,29 +14,59 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from finsent.core.durations import WindowSpec
 from finsent.core.records import KeyedPoint, WindowStat, encode
-from finsent.core.settings import Settings
 from finsent.runtime import metrics
 from finsent.runtime.kafka_io import DeadLetterSink
 from finsent.runtime.runner import Message, Partition
 from finsent.runtime.store import Commit, Store
 from finsent.stream.windows import Late, WindowEngine
 
+if TYPE_CHECKING:
+    from finsent.core.settings import Settings
+
 log = logging.getLogger(__name__)
 STAGE = "aggregator"
 
 
-def make_engine(settings: Settings) -> WindowEngine:
-    idle = settings.idle_close_seconds
+@dataclass(frozen=True)
+class AggregatorConfig:
+    """The aggregator's windows and when it emits them."""
+
+    windows: tuple[WindowSpec, ...]
+    grace: timedelta  # the watermark: the largest event time seen, minus this
+    allowed_lateness: timedelta  # after closing, late news restates a window this long
+    idle_close: timedelta | None  # None: windows close on event time only
+    # "updates": also running figures of open windows, at most every ``update_every``
+    emit: Literal["updates", "final"]
+    update_every: timedelta
+    top_n: int  # headlines kept per window
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AggregatorConfig:
+        idle = settings.idle_close_seconds
+        return cls(
+            windows=settings.window_specs,
+            grace=timedelta(seconds=settings.grace_seconds),
+            allowed_lateness=timedelta(seconds=settings.allowed_lateness_seconds),
+            idle_close=timedelta(seconds=idle) if idle > 0 else None,
+            emit=settings.window_emit,
+            update_every=timedelta(seconds=settings.window_update_seconds),
+            top_n=settings.top_headlines,
+        )
+
+
+def make_engine(config: AggregatorConfig) -> WindowEngine:
     return WindowEngine(
-        specs=settings.window_specs,
-        grace=timedelta(seconds=settings.grace_seconds),
-        allowed_lateness=timedelta(seconds=settings.allowed_lateness_seconds),
-        top_n=settings.top_headlines,
-        idle_close=timedelta(seconds=idle) if idle > 0 else None,
+        specs=config.windows,
+        grace=config.grace,
+        allowed_lateness=config.allowed_lateness,
+        top_n=config.top_n,
+        idle_close=config.idle_close,
     )
 
 
@@ -61,16 +91,15 @@ def _late_row(late: Late, action: str, version: int, now: datetime) -> dict[str,
 class Aggregator:
     """One window engine per owned partition; emits closed windows (and running updates)."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
-        self.settings = settings
+    def __init__(self, config: AggregatorConfig, store: Store) -> None:
+        self.config = config
         self.store = store
         self.engines: dict[Partition, WindowEngine] = {}
-        self.update_every = timedelta(seconds=settings.window_update_seconds)
         self.last_updates: datetime | None = None
 
     def assigned(self, partitions: list[Partition]) -> None:
         for part in partitions:
-            engine = make_engine(self.settings)
+            engine = make_engine(self.config)
             engine.restore(
                 {
                     k.removeprefix(_prefix(part)): v
@@ -112,8 +141,8 @@ class Aggregator:
         for engine in self.engines.values():
             emitted.extend(engine.advance(now))
         self._count(emitted, late_rows, duplicates)
-        if self.settings.window_emit == "updates" and (
-            self.last_updates is None or now - self.last_updates >= self.update_every
+        if self.config.emit == "updates" and (
+            self.last_updates is None or now - self.last_updates >= self.config.update_every
         ):
             updates = [u for engine in self.engines.values() for u in engine.updates(now)]
             metrics.WINDOW_EMITS.labels(STAGE, "update").inc(len(updates))
@@ -144,7 +173,7 @@ class Aggregator:
         )
 
     @staticmethod
-    def _count(emitted: list[WindowStat], late_rows: list[dict], duplicates: int) -> None:
+    def _count(emitted: list[WindowStat], late_rows: list[dict[str, Any]], duplicates: int) -> None:
         finals = sum(1 for w in emitted if w.version == 1)
         metrics.WINDOW_EMITS.labels(STAGE, "final").inc(finals)
         metrics.WINDOW_EMITS.labels(STAGE, "restatement").inc(

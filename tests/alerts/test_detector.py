@@ -4,6 +4,7 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from support.records import window_stat
 
 from finsent.alerts.detector import (
     SeriesState,
@@ -28,18 +29,14 @@ def win(
     key: str = "topic:Financials",
     weighted: float | None = None,
 ) -> WindowStat:
-    start = T0 + i * timedelta(minutes=15)
-    return WindowStat(
+    return window_stat(
         key=key,
-        window_start=start,
-        window_end=start + timedelta(minutes=15),
+        window_start=T0 + i * timedelta(minutes=15),
         count=count,
         weighted_count=float(count) if weighted is None else weighted,
         mean_score=-neg_share,
-        weighted_mean_score=-neg_share,
         neg_share=neg_share,
         weighted_neg_share=neg_share,
-        pos_share=0.0,
         emitted_at=NOW,
     )
 

@@ -9,12 +9,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from support.records import alert as make_alert
+from support.records import headline
 
 from finsent.alerts.detector import SpikeRule
 from finsent.alerts.dispatch import Dispatcher, Group
 from finsent.alerts.rules import AlertRules, RulesError, load_rules
 from finsent.alerts.silences import Silence
-from finsent.core.records import Alert, Headline
+from finsent.core.records import Alert
 
 T0 = datetime(2026, 3, 10, 14, 0, tzinfo=UTC)
 S = timedelta(seconds=1)
@@ -34,23 +36,13 @@ RULES = AlertRules.model_validate(
 
 
 def alert(key: str = "topic:Financials", state: str = "firing", **kw) -> Alert:
-    start = kw.pop("window_start", T0)
-    return Alert(
+    return make_alert(
         id=kw.pop("id", f"id-{key}"),
         key=key,
-        state=state,  # type: ignore[arg-type]
-        severity=kw.pop("severity", "warning"),
-        rule="negative-share-spike",
-        window_start=start,
-        window_end=start + timedelta(minutes=15),
-        neg_share=0.8,
-        baseline_mean=0.1,
-        baseline_std=0.05,
-        zscore=5.0,
-        count=10,
-        headlines=(Headline(id="h", title="Bank shares plunge", score=-0.9),),
-        started_at=start,
-        updated_at=start + timedelta(minutes=15),
+        state=state,
+        window_start=kw.pop("window_start", T0),
+        headlines=(headline(id="h", title="Bank shares plunge", score=-0.9),),
+        **kw,
     )
 
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from support.records import alert as make_alert
 
 from finsent.alerts.silences import Silence, SilenceError, new_silence
 from finsent.core.records import Alert
@@ -15,23 +16,7 @@ NOW = datetime(2026, 3, 10, 14, 0, tzinfo=UTC)
 
 
 def alert(key: str = "ticker:ACME", severity: str = "warning") -> Alert:
-    return Alert(
-        id="a",
-        key=key,
-        state="firing",
-        severity=severity,  # type: ignore[arg-type]
-        rule="negative-share-spike",
-        window_start=NOW,
-        window_end=NOW + timedelta(minutes=15),
-        neg_share=0.8,
-        baseline_mean=0.1,
-        baseline_std=0.05,
-        zscore=5.0,
-        count=10,
-        headlines=(),
-        started_at=NOW,
-        updated_at=NOW,
-    )
+    return make_alert(id="a", key=key, severity=severity, window_start=NOW, updated_at=NOW)
 
 
 def make(**changes: object) -> Silence:

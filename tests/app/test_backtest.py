@@ -1,4 +1,5 @@
-"""`finsent backtest` through a real broker, with the shipped attention model.
+"""`finsent backtest`: its period, and end to end through a real broker, with the shipped
+attention model:
 
 - determinism: two runs of one feed give byte-identical alert lists and reports;
 - isolation: a run never writes the live topics, the live store or the live consumer groups;
@@ -23,9 +24,11 @@ from kafka import KafkaAdminClient, KafkaProducer
 from support.stages import StageProcesses, wait_until
 
 from finsent.app.backtest import (
+    BacktestError,
     BacktestRequest,
     BacktestResult,
     Offsets,
+    parse_period,
     run_alert_list,
     run_backtest,
 )
@@ -37,11 +40,40 @@ from finsent.ingest.sample_feed import generate, write_jsonl
 from finsent.runtime.kafka_io import ensure_topics, list_topics
 from finsent.runtime.store import Store, backtest_runs
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.weights]
-
 FEED_END = datetime(2026, 3, 2, 18, 0, tzinfo=UTC)
 HOURS = 12
 EPISODE_START = datetime(2026, 3, 2, 14, 15, tzinfo=UTC)  # sample_feed's: 70 %, quarter hour
+
+
+def test_a_period_reads_dates_and_times_in_utc() -> None:
+    assert parse_period(None, None) == (None, None)
+    assert parse_period("2023-03-01", None) == (datetime(2023, 3, 1, tzinfo=UTC), None)
+    # A bare --to date includes its day; a time is taken as it is.
+    assert parse_period(None, "2023-03-31") == (None, datetime(2023, 4, 1, tzinfo=UTC))
+    assert parse_period(None, "20230331") == (None, datetime(2023, 4, 1, tzinfo=UTC))
+    assert parse_period(None, "2023-03-31T12:00") == (None, datetime(2023, 3, 31, 12, tzinfo=UTC))
+    assert parse_period("2023-03-01T09:00+02:00", "2023-03-01T12:00Z") == (
+        datetime(2023, 3, 1, 7, tzinfo=UTC),
+        datetime(2023, 3, 1, 12, tzinfo=UTC),
+    )
+    assert parse_period("2023-03-01", "2023-03-01") == (
+        datetime(2023, 3, 1, tzinfo=UTC),
+        datetime(2023, 3, 2, tzinfo=UTC),
+    )
+
+
+@pytest.mark.parametrize(
+    ("since", "until", "message"),
+    [
+        ("March", None, "--from takes an ISO date or time"),
+        (None, "2023-13-01", "--to takes an ISO date or time"),
+        ("2023-03-02", "2023-03-01", "must be before --to"),
+        ("2023-03-01T12:00", "2023-03-01T12:00", "must be before --to"),
+    ],
+)
+def test_a_bad_period_names_the_option(since: str | None, until: str | None, message: str) -> None:
+    with pytest.raises(BacktestError, match=message):
+        parse_period(since, until)
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +194,9 @@ def first_run(
     return FirstRun(live, before, events, tmp_path, result)
 
 
+@pytest.mark.kafka
+@pytest.mark.slow
+@pytest.mark.weights
 def test_backtest_is_deterministic_isolated_and_reports_everything(
     first_run: FirstRun, feed: Path
 ) -> None:
@@ -221,6 +256,9 @@ def test_backtest_is_deterministic_isolated_and_reports_everything(
     assert summary["false_alerts"] == len(fired) - caught
 
 
+@pytest.mark.kafka
+@pytest.mark.slow
+@pytest.mark.weights
 def test_live_path_and_backtest_give_the_same_alerts(
     kafka_broker: LocalKafka, tmp_path: Path, model_cache: Path, feed: Path, first_run: FirstRun
 ) -> None:

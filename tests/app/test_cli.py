@@ -1,35 +1,99 @@
+"""The ``finsent`` command: every group is there, and a user error is one line and exit 1."""
+
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from support.stages import free_port
+from support.records import T0, alert
 from typer.testing import CliRunner
 
-from finsent.app.cli import app
+from finsent.app.cli import app, main
+from finsent.app.ports import free_port
+from finsent.runtime.store import Commit, Store
 
 runner = CliRunner()
 
 
-def test_help_lists_every_stage() -> None:
+def one_error_line(output: str) -> str:
+    lines = output.strip().splitlines()
+    assert len(lines) == 1, output
+    assert "Traceback" not in output
+    return lines[0]
+
+
+def test_help_lists_every_group_and_stage() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("kafka", "ingest", "scorer", "aggregator", "alerter", "dashboard", "demo"):
+    for command in (
+        *("kafka", "topics", "ingest", "sample-feed", "scorer", "router", "aggregator"),
+        *("alerter", "notifier", "alerts", "evaluate-detector", "dashboard", "demo"),
+        *("backtest", "train", "evaluate"),
+    ):
         assert command in result.output
+
+
+def test_main_takes_its_arguments_instead_of_reading_the_command_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith("finsent ")
 
 
 def test_replay_of_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["ingest", "replay", str(tmp_path / "nope.jsonl")])
     assert result.exit_code == 1
-    assert "does not exist" in result.output
+    assert "does not exist" in one_error_line(result.output)
 
 
-def test_bad_speed_is_a_clear_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("speed", "message"),
+    [("fast", "--speed takes 'max' or a number"), ("0", "'max' or a positive number")],
+)
+def test_bad_speed_is_a_clear_error(tmp_path: Path, speed: str, message: str) -> None:
     feed = tmp_path / "feed.jsonl"
     feed.write_text("")
-    result = runner.invoke(app, ["ingest", "replay", str(feed), "--speed", "fast"])
+    result = runner.invoke(app, ["ingest", "replay", str(feed), "--speed", speed])
     assert result.exit_code == 1
-    assert "--speed takes 'max' or a number" in result.output
+    assert message in one_error_line(result.output)
+
+
+def test_an_invalid_setting_is_one_line_naming_its_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FINSENT_KAFKA_PORT", "not-a-port")
+    result = runner.invoke(app, ["kafka", "status"])
+    assert result.exit_code == 1
+    line = one_error_line(result.output)
+    assert line.startswith("error: invalid settings: FINSENT_KAFKA_PORT: ")
+    assert "'not-a-port'" in line
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot be read"),
+        ("windows: [15m\n", "is not valid YAML"),
+        ("- just\n- a list\n", "must hold a mapping"),
+        ("smtp_password: hunter2\n", "secrets must come from the environment"),
+    ],
+)
+def test_a_bad_config_file_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str | None, message: str
+) -> None:
+    config = tmp_path / "finsent.yaml"
+    if content is not None:
+        config.write_text(content, encoding="utf-8")
+    monkeypatch.setenv("FINSENT_CONFIG", str(config))
+    result = runner.invoke(app, ["kafka", "status"])
+    assert result.exit_code == 1
+    line = one_error_line(result.output)
+    assert line.startswith(f"error: config file {config}") or "secrets" in line
+    assert message in line
+    assert "hunter2" not in result.output
 
 
 def test_kafka_status_says_not_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,22 +112,43 @@ def test_sample_feed_writes_jsonl(tmp_path: Path) -> None:
     assert f"wrote {len(lines)} stories" in result.output and len(lines) > 50
 
 
-def test_backtest_periods_read_dates_and_times_in_utc() -> None:
-    from datetime import UTC, datetime
-
-    from finsent.app.cli import _when
-
-    assert _when(None, "--from") is None
-    assert _when("2023-03-01", "--from") == datetime(2023, 3, 1, tzinfo=UTC)
-    assert _when("2023-03-31", "--to", end_of_day=True) == datetime(2023, 4, 1, tzinfo=UTC)
-    assert _when("2023-03-31T12:00", "--to", end_of_day=True) == datetime(
-        2023, 3, 31, 12, tzinfo=UTC
-    )
-    assert _when("2023-03-01T09:00+02:00", "--from") == datetime(2023, 3, 1, 7, tzinfo=UTC)
-
-
 def test_backtest_refuses_a_bad_period_and_a_missing_feed(tmp_path: Path) -> None:
     result = runner.invoke(app, ["backtest", "--feed", str(tmp_path), "--from", "March"])
-    assert result.exit_code == 1 and "--from takes an ISO date" in result.output
+    assert result.exit_code == 1 and "--from takes an ISO date" in one_error_line(result.output)
+    period = ["--from", "2023-03-02", "--to", "2023-03-01"]
+    result = runner.invoke(app, ["backtest", "--feed", str(tmp_path), *period])
+    assert result.exit_code == 1 and "must be before --to" in one_error_line(result.output)
     result = runner.invoke(app, ["backtest", "--feed", str(tmp_path / "nope.jsonl")])
     assert result.exit_code == 1 and "does not exist" in result.output
+
+
+def test_alerts_list_prints_the_latest_alerts_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.setenv("FINSENT_STORE_URL", url)
+    store = Store(url)
+    older = alert(id="old1", key="ticker:AAA", window_start=T0)
+    newer = alert(id="new1", key="ticker:BBB", window_start=T0 + timedelta(hours=1))
+    store.commit(Commit(stage="alerter", alerts=[older, newer]))
+    store.acknowledge("old1", by="ana", comment="", at=T0 + timedelta(hours=2))
+    store.close()
+
+    result = runner.invoke(app, ["alerts", "list"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert [line.split()[0] for line in lines] == ["new1", "old1"]
+    assert "ticker:BBB" in lines[0] and f"{newer.window_start:%Y-%m-%d %H:%M}" in lines[0]
+    assert lines[1].endswith("acked by ana")
+
+    result = runner.invoke(app, ["alerts", "list", "--limit", "1"])
+    assert result.output.split()[0] == "new1" and len(result.output.splitlines()) == 1
+
+
+def test_acknowledging_an_unknown_alert_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FINSENT_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    result = runner.invoke(app, ["alerts", "ack", "nope", "--by", "ana"])
+    assert result.exit_code == 1
+    assert "no alert with id nope" in one_error_line(result.output)

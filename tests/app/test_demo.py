@@ -13,18 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.stages import free_port, wait_until
+from support.stages import wait_until
 
 from finsent.app.launch import finsent_command
+from finsent.app.ports import LOOPBACK, free_port, port_open
 from finsent.runtime.store import Store, alerts, windows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def processes_mentioning(marker: str) -> list[str]:
@@ -110,8 +105,8 @@ def test_demo_serves_dashboard_fires_alert_and_stops_cleanly(tmp_path: Path) -> 
         code = demo.wait(90)
 
     assert code == 0, output()
-    assert not port_open(dashboard_port)
-    assert not port_open(kafka_port)
+    assert not port_open(LOOPBACK, dashboard_port)
+    assert not port_open(LOOPBACK, kafka_port)
     assert processes_mentioning(str(tmp_path / "cache")) == []
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
-from support.stages import free_port
 
 from finsent.app.kafka_local import KafkaLaunchError, LocalKafka, new_cluster_id
+from finsent.app.ports import free_port
 from finsent.core.settings import Settings
 from finsent.runtime.kafka_io import ensure_topics
 

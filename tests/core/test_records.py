@@ -8,87 +8,40 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support.records import T0, alert, headline, news_item, scored_item, window_stat
 
 from finsent.core.records import (
-    Alert,
     DeadLetter,
-    Headline,
     NewsItem,
     RecordError,
     ScoredItem,
-    WindowStat,
     decode,
     encode,
     stable_id,
 )
 
-T0 = datetime(2026, 3, 10, 14, 30, tzinfo=UTC)
-
-
-def news(**overrides) -> NewsItem:
-    fields = dict(id="n1", source="wire", title="Bank shares fall", published_at=T0, fetched_at=T0)
-    return NewsItem(**{**fields, **overrides})
-
-
-def scored(**overrides) -> ScoredItem:
-    fields = dict(
-        item=news(),
-        topic="Financials",
-        topic_probs={"Financials": 0.9, "Markets": 0.1},
-        sentiment="negative",
-        score=-0.8,
-        confidence=0.9,
-        top_tokens=("fall",),
-        model_version="lexicon-lm-1",
-        scored_at=T0,
-    )
-    return ScoredItem(**{**fields, **overrides})
-
-
-def window() -> WindowStat:
-    return WindowStat(
-        key="topic:Financials",
-        window_start=T0,
-        window_end=T0 + timedelta(minutes=15),
-        count=3,
-        weighted_count=2.5,
-        mean_score=-0.4,
-        weighted_mean_score=-0.5,
-        neg_share=2 / 3,
-        pos_share=0.0,
-        top_headlines=(
-            Headline(id="n1", title="Bank shares fall", score=-0.8, top_tokens=("fall",)),
-        ),
-        emitted_at=T0,
-    )
-
-
-def alert() -> Alert:
-    return Alert(
-        id="a1",
-        key="topic:Financials",
-        state="firing",
-        severity="warning",
-        rule="negative-share-spike",
-        window_start=T0,
-        window_end=T0 + timedelta(minutes=15),
-        neg_share=0.8,
-        baseline_mean=0.1,
-        baseline_std=0.05,
-        zscore=14.0,
-        count=10,
-        started_at=T0,
-        updated_at=T0,
-    )
+# What the lexicon scorer adds to a story: topic probabilities and the words behind the score.
+LEXICON = {
+    "topic_probs": {"Financials": 0.9, "Markets": 0.1},
+    "top_tokens": ("fall",),
+    "model_version": "lexicon-lm-1",
+}
 
 
 @pytest.mark.parametrize(
     "record",
     [
-        news(),
-        scored(),
-        window(),
-        alert(),
+        news_item(),
+        scored_item(**LEXICON),
+        window_stat(
+            weighted_count=2.5,
+            mean_score=-0.4,
+            weighted_mean_score=-0.5,
+            neg_share=2 / 3,
+            top_headlines=(headline(top_tokens=("fall",)),),
+            emitted_at=T0,
+        ),
+        alert(zscore=14.0, updated_at=T0),
         DeadLetter.of(stage="s", reason="r", payload=b"\xff", at=T0),
     ],
     ids=lambda r: type(r).__name__,
@@ -101,7 +54,7 @@ def test_round_trip_is_exact_and_versioned(record) -> None:
 
 def test_times_are_normalized_to_utc() -> None:
     local = datetime(2026, 3, 10, 9, 30, tzinfo=timezone(timedelta(hours=-5)))
-    item = news(published_at=local)
+    item = news_item(published_at=local)
     assert item.published_at == T0
     assert item.published_at.tzinfo == UTC
     assert b'"published_at":"2026-03-10T14:30:00Z"' in encode(item)
@@ -109,11 +62,11 @@ def test_times_are_normalized_to_utc() -> None:
 
 def test_naive_time_is_refused() -> None:
     with pytest.raises(ValueError, match="no time zone"):
-        news(published_at=datetime(2026, 3, 10, 14, 30))
+        news_item(published_at=datetime(2026, 3, 10, 14, 30))
 
 
 def test_records_are_frozen() -> None:
-    item = news()
+    item = news_item()
     with pytest.raises(AttributeError):
         item.title = "changed"  # type: ignore[misc]
 
@@ -125,12 +78,15 @@ def test_records_are_frozen() -> None:
         (b"[]", "object"),
         (b"", "EOF"),
         (json.dumps({"schema": 1, "id": "x"}).encode(), "Field required"),
-        (encode(news()).replace(b'"schema":1', b'"schema":2'), "unknown schema version"),
-        (encode(news()).replace(b'"schema":1,', b""), None),  # a missing version reads as v1
-        (encode(news()).replace(b"Z", b""), "no time zone"),
-        (encode(news()).replace(b'"Bank shares fall"', b'"   "'), "non-empty title"),
-        (encode(scored()).replace(b'"score":-0.8', b'"score":7.0'), "outside [-1, 1]"),
-        (encode(scored()).replace(b'"negative"', b'"bearish"'), "sentiment"),
+        (encode(news_item()).replace(b'"schema":1', b'"schema":2'), "unknown schema version"),
+        (encode(news_item()).replace(b'"schema":1,', b""), None),  # a missing version reads as v1
+        (encode(news_item()).replace(b"Z", b""), "no time zone"),
+        (encode(news_item()).replace(b'"Bank shares fall"', b'"   "'), "non-empty title"),
+        (
+            encode(scored_item(**LEXICON)).replace(b'"score":-0.8', b'"score":7.0'),
+            "outside [-1, 1]",
+        ),
+        (encode(scored_item(**LEXICON)).replace(b'"negative"', b'"bearish"'), "sentiment"),
     ],
 )
 def test_bad_payloads_raise_one_typed_error(payload: bytes, reason: str | None) -> None:

@@ -4,8 +4,9 @@ import logging
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
-from finsent.core.settings import Settings
+from finsent.core.settings import Settings, secret_from_env
 
 
 def test_env_builds_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -71,3 +72,70 @@ def test_window_specs_are_checked_on_load(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("FINSENT_WINDOWS", "15m,1h/7m")
     with pytest.raises(ValueError, match="the hop must divide the size"):
         Settings()
+
+
+def test_a_config_file_given_explicitly_is_read_below_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FINSENT_CONFIG", raising=False)
+    config = tmp_path / "run.yaml"
+    config.write_text("windows: [5m]\ngrace_seconds: 30\nalert_fire_z: 2.5\n")
+    monkeypatch.setenv("FINSENT_GRACE_SECONDS", "45")
+
+    s = Settings.load(config_file=config, alert_fire_z=2.0)
+
+    assert (s.windows, s.grace_seconds, s.alert_fire_z) == (("5m",), 45, 2.0)
+    # A child process is handed the file with everything else, and builds the same settings.
+    env = s.child_env()
+    assert env["FINSENT_CONFIG"] == str(config)
+    monkeypatch.delenv("FINSENT_GRACE_SECONDS")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert Settings.load() == s
+
+
+def test_a_config_file_cannot_name_another(tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(f"config: {tmp_path / 'other.yaml'}\n")
+    with pytest.raises(ValueError, match="cannot name another config file"):
+        Settings.load(config_file=config)
+
+
+def test_empty_path_variables_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FINSENT_CONFIG", "")
+    monkeypatch.setenv("FINSENT_DATASETS_DIR", "")
+    s = Settings()
+    assert (s.config, s.datasets_dir) == (None, None)
+    assert "FINSENT_CONFIG" not in s.child_env()
+
+
+def test_the_fixed_variables_of_other_modules_are_fields(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FINSENT_DATASETS_DIR", str(tmp_path))
+    monkeypatch.setenv("FINSENT_KAFKA_LOG_LEVEL", "DEBUG")
+    s = Settings()
+    assert (s.datasets_dir, s.kafka_log_level) == (tmp_path, "DEBUG")
+
+
+def test_secrets_named_by_a_file_are_read_from_the_given_environment() -> None:
+    environ = {"TEAM_WEBHOOK": "https://hooks.example/team-secret", "BLANK": ""}
+
+    secret = secret_from_env("TEAM_WEBHOOK", environ)
+
+    assert secret is not None and secret.get_secret_value() == environ["TEAM_WEBHOOK"]
+    assert "team-secret" not in repr(secret) + str(secret)
+    assert secret_from_env("BLANK", environ) is None  # empty is unset
+    assert secret_from_env("MISSING", environ) is None
+
+
+def test_the_default_secret_names_are_the_settings_own() -> None:
+    s = Settings(smtp_password=SecretStr("from-settings"), slack_webhook_url=None)
+    environ = {"FINSENT_SMTP_PASSWORD": "from-environ", "OTHER_PASSWORD": "other"}
+
+    default = s.secret("FINSENT_SMTP_PASSWORD", environ)
+    other = s.secret("OTHER_PASSWORD", environ)
+
+    assert default is not None and default.get_secret_value() == "from-settings"
+    assert other is not None and other.get_secret_value() == "other"
+    assert s.secret("FINSENT_SLACK_WEBHOOK_URL", environ) is None

@@ -1,5 +1,6 @@
 """The dashboard against a temporary SQLite store: the store queries behind it, and every page
-run headless by Streamlit's AppTest (the pure pieces are in test_figures.py and test_pages.py).
+run headless by Streamlit's AppTest (the pure pieces are in test_figures.py, test_safe.py, test_tables.py, test_common.py
+and test_lag.py).
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import streamlit as st
 from sqlalchemy import event, inspect
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Block, Node
+from support.records import alert as make_alert
+from support.records import headline, scored_item, window_stat
 
 import finsent.dashboard.common
 from finsent.app.backtest_report import ALERT_COLUMNS, EVENT_COLUMNS
-from finsent.core.records import Alert, Headline, NewsItem, ScoredItem, WindowStat
+from finsent.core.records import Alert, ScoredItem, WindowStat
 from finsent.core.settings import get_settings
 from finsent.dashboard import queries
 from finsent.dashboard.lag import BackgroundProbe, EndOffsetsProbe
@@ -50,48 +53,38 @@ def scored(
     tickers: tuple[str, ...] = ("ACME",),
     url: str = "",
 ) -> ScoredItem:
-    at = T0 + n * timedelta(minutes=1)
-    item = NewsItem(
+    return scored_item(
         id=f"item-{n}",
         source=source,
         title=title,
-        published_at=at,
-        fetched_at=at,
+        published_at=T0 + n * timedelta(minutes=1),
         url=url or f"https://news.example/{n}",
         tickers=tickers,
-    )
-    return ScoredItem(
-        item=item,
         topic=topic,
         sentiment="negative" if score < 0 else "positive",
         score=score,
-        confidence=0.9,
         top_tokens=("loss", "warning"),
-        model_version="test",
-        scored_at=at,
     )
 
 
 def window(key: str, i: int, count: int, mean: float, neg: float) -> WindowStat:
     start = T0 + i * WINDOW
-    return WindowStat(
+    return window_stat(
         key=key,
         window_start=start,
         window_end=start + WINDOW,
         count=count,
-        weighted_count=float(count),
         mean_score=mean,
-        weighted_mean_score=mean,
         neg_share=neg,
         pos_share=1 - neg,
-        top_headlines=(Headline(id="item-0", title=XSS, score=mean),),
+        top_headlines=(headline(id="item-0", title=XSS, score=mean),),
         emitted_at=start + WINDOW + timedelta(minutes=5),
     )
 
 
 def alert(key: str, i: int, state: str = "firing") -> Alert:
     start = T0 + i * WINDOW
-    return Alert(
+    return make_alert(
         id=f"alert-{key}",
         key=key,
         state=state,
@@ -99,16 +92,13 @@ def alert(key: str, i: int, state: str = "firing") -> Alert:
         rule="neg_share_z",
         window_start=start,
         window_end=start + WINDOW,
-        neg_share=0.8,
         baseline_mean=0.2,
         baseline_std=0.1,
         zscore=6.0,
         count=12,
         mean_score=-0.4,
         baseline_score=0.1,
-        headlines=(Headline(id="item-0", title=XSS, score=-0.5, top_tokens=("alert",)),),
-        started_at=start,
-        updated_at=start + WINDOW,
+        headlines=(headline(id="item-0", title=XSS, score=-0.5, top_tokens=("alert",)),),
         message=f"negative spike on {key}",
     )
 

@@ -21,9 +21,11 @@ from typing import Any
 
 import pytest
 from support import browser as bs
+from support.records import alert as make_alert
+from support.records import headline, scored_item, window_stat
 from support.stages import lookalike_folder
 
-from finsent.core.records import Alert, Headline, NewsItem, ScoredItem, WindowStat
+from finsent.core.records import Alert, WindowStat
 from finsent.runtime.store import Commit, Store, alerts
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -53,49 +55,40 @@ FIRING_ID = "alert-earnings"
 
 
 def _scored(n: int, title: str, topic: str, sentiment: str, score: float, source: str, ticker: str):
-    at = T0 + n * timedelta(minutes=20)
-    item = NewsItem(
+    return scored_item(
         id=f"item-{n}",
         source=source,
         title=title,
-        published_at=at,
-        fetched_at=at,
+        published_at=T0 + n * timedelta(minutes=20),
         tickers=(ticker,),
         ticker_relevance={ticker: 1.0},
-    )
-    return ScoredItem(
-        item=item,
         topic=topic,
         sentiment=sentiment,
         score=score,
-        confidence=0.9,
         top_tokens=("guidance", "estimates"),
-        model_version="test",
-        scored_at=at,
     )
 
 
 def _window(key: str, i: int, size: timedelta, neg: float) -> WindowStat:
     start = T0 + i * size
-    return WindowStat(
+    return window_stat(
         key=key,
         window_start=start,
         window_end=start + size,
         count=10 + i,
         weighted_count=10.0 + i,
         mean_score=0.3 - 0.1 * i,
-        weighted_mean_score=0.3 - 0.1 * i,
         neg_share=neg,
         pos_share=max(0.0, 0.8 - neg),
         weighted_neg_share=neg,
-        top_headlines=(Headline(id="item-0", title=XSS, score=-0.5, source="wire"),),
+        top_headlines=(headline(id="item-0", title=XSS, score=-0.5, source="wire"),),
         emitted_at=start + size + timedelta(minutes=1),
     )
 
 
 def _alert(alert_id: str, key: str, i: int, state: str) -> Alert:
     start = T0 + i * W
-    return Alert(
+    return make_alert(
         id=alert_id,
         key=key,
         state=state,
@@ -103,13 +96,11 @@ def _alert(alert_id: str, key: str, i: int, state: str) -> Alert:
         rule="neg_share_z",
         window_start=start,
         window_end=start + W,
-        neg_share=0.8,
         baseline_mean=0.2,
         baseline_std=0.1,
         zscore=6.0,
         count=12,
-        headlines=(Headline(id="item-0", title=XSS, score=-0.5, source="wire"),),
-        started_at=start,
+        headlines=(headline(id="item-0", title=XSS, score=-0.5, source="wire"),),
         updated_at=start,
         message=f"negative spike on {key}",
     )

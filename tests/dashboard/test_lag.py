@@ -1,8 +1,10 @@
-"""Consumer lag of every stage: the store's offsets, and the scorer's from its Kafka group."""
+"""Consumer lag of every stage: the store's offsets, and the scorer's from its Kafka group;
+the probe that fetches the end offsets without ever keeping a page waiting."""
 
 from __future__ import annotations
 
 import threading
+import time
 
 from finsent.dashboard.lag import (
     BackgroundProbe,
@@ -11,6 +13,7 @@ from finsent.dashboard.lag import (
     compute_lag,
     consumer_lag,
     held_groups,
+    probe_for,
 )
 
 
@@ -63,3 +66,125 @@ def test_without_an_answer_from_the_group_the_stored_stages_still_show() -> None
     probe = EndOffsetsProbe(lambda ps: {p: 10 for p in ps}, held=BackgroundProbe(group_lag))
 
     assert consumer_lag({("router", "news.scored", 0): 4}, probe) == Lag(6, {"router": 6})
+
+
+def test_compute_lag_per_stage() -> None:
+    stored = {
+        ("router", "news.scored", 0): 90,
+        ("router", "news.scored", 1): 50,
+        ("aggregator", "news.keyed", 0): 410,  # read past an end fetched a moment earlier
+        ("alerter", "sentiment.windows", 0): 3,  # no end known: left out
+    }
+    ends = {("news.scored", 0): 100, ("news.scored", 1): 55, ("news.keyed", 0): 400}
+
+    lag = compute_lag(stored, ends)
+
+    assert lag == Lag(total=15, by_stage={"router": 15, "aggregator": 0})
+    assert lag.describe() == "aggregator 0, router 15"
+
+
+class FakeKafka:
+    """End offsets that arrive when the test says so, or an error."""
+
+    def __init__(self, ends: dict[tuple[str, int], int] | None = None) -> None:
+        self.ends = ends if ends is not None else {("t", 0): 10}
+        self.calls = 0
+        self.release = threading.Event()
+        self.release.set()
+        self.fail = False
+
+    def __call__(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        self.calls += 1
+        self.release.wait(10)
+        if self.fail:
+            raise ConnectionError("no broker")
+        return {p: self.ends[p] for p in partitions}
+
+
+def eventually(check: object, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_probe_answers_and_caches_for_max_age() -> None:
+    kafka = FakeKafka()
+    now = [0.0]
+    probe = EndOffsetsProbe(kafka, max_age=5, wait=1, clock=lambda: now[0])
+
+    assert probe.get([("t", 0)]) == {("t", 0): 10}
+    now[0] = 4.0
+    assert probe.get([("t", 0)]) == {("t", 0): 10}
+    assert kafka.calls == 1  # fresh enough: no second call
+
+    now[0] = 6.0
+    kafka.ends = {("t", 0): 12}
+    kafka.release.clear()  # hold the refresh, or it may land before get() looks again
+    assert probe.get([("t", 0)]) == {("t", 0): 10}  # the last answer at once; refreshing behind
+    kafka.release.set()
+    eventually(lambda: kafka.calls == 2 and probe._running is None)
+    assert probe.get([("t", 0)]) == {("t", 0): 12}
+    assert probe.get([]) == {}
+
+
+def test_probe_never_keeps_a_page_waiting_on_a_slow_kafka() -> None:
+    kafka = FakeKafka()
+    kafka.release.clear()
+    probe = EndOffsetsProbe(kafka, wait=0.2)
+
+    started = time.monotonic()
+    assert probe.get([("t", 0)]) is None  # waited once, briefly
+    assert probe.get([("t", 0)]) is None  # and not again while Kafka is still slow
+    assert time.monotonic() - started < 1.0
+    assert kafka.calls == 1  # one request in flight at a time
+
+    kafka.release.set()
+    eventually(lambda: probe._running is None)
+    assert probe.get([("t", 0)]) == {("t", 0): 10}
+
+
+def test_probe_reads_na_after_a_failure_and_when_its_answer_is_stale() -> None:
+    kafka = FakeKafka()
+    kafka.fail = True
+    now = [0.0]
+    probe = EndOffsetsProbe(kafka, max_age=5, stale_after=15, clock=lambda: now[0])
+
+    assert probe.get([("t", 0)]) is None
+
+    kafka.fail = False
+    now[0] = 6.0
+    probe.get([("t", 0)])
+    eventually(lambda: probe._running is None)
+    assert probe.get([("t", 0)]) == {("t", 0): 10}
+
+    kafka.release.clear()  # Kafka hangs from now on
+    now[0] = 12.0
+    assert probe.get([("t", 0)]) == {("t", 0): 10}  # 6 s old: still shown
+    now[0] = 30.0
+    assert probe.get([("t", 0)]) is None  # too old to show
+    kafka.release.set()
+
+
+def test_consumer_lag_needs_stored_offsets_and_an_answer() -> None:
+    kafka = FakeKafka({("news.scored", 0): 100})
+
+    assert consumer_lag({}, EndOffsetsProbe(kafka)) is None
+    assert kafka.calls == 0  # nothing stored: Kafka is not asked
+    lag = consumer_lag({("router", "news.scored", 0): 60}, EndOffsetsProbe(kafka))
+    assert lag == Lag(total=40, by_stage={"router": 40})
+
+
+def test_an_unreachable_kafka_reads_na_within_about_a_second() -> None:
+    probe = probe_for("127.0.0.1:1")  # nothing listens on port 1
+
+    started = time.monotonic()
+    lag = consumer_lag({("router", "news.scored", 0): 1}, probe)
+
+    assert lag is None
+    assert time.monotonic() - started < 1.5
+    assert probe_for("127.0.0.1:1") is probe  # one client per broker address
+
+
+def test_lag_labels_are_sorted_by_stage() -> None:
+    assert Lag(3, {"router": 1, "aggregator": 2}).describe() == "aggregator 2, router 1"

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 from kafka.errors import KafkaTimeoutError
+from support.records import news_item
 
 from finsent.core.records import NewsItem
 from finsent.core.settings import Settings
 from finsent.core.stages import stage
-from finsent.ingest.admit import Admission
+from finsent.ingest.admit import Admission, IngestConfig
 from finsent.ingest.raw import IngestError, RawStory
 from finsent.ingest.worker import IngestSink
 from finsent.runtime.runner import SourceRunner
@@ -24,13 +25,11 @@ NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
 
 def story(n: int) -> NewsItem:
-    return NewsItem(
+    return news_item(
         id=f"https://news.test/{n}",
-        source="wire",
         title=f"Harbor Trust Bank story number {n}",
         url=f"https://news.test/{n}",
         published_at=NOW,
-        fetched_at=NOW,
     )
 
 
@@ -39,14 +38,19 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(store_url=f"sqlite:///{tmp_path / 'store.db'}", cache_dir=tmp_path)
 
 
+@pytest.fixture
+def config(settings: Settings) -> IngestConfig:
+    return IngestConfig.from_settings(settings)
+
+
 def runner(sink: CollectingSink) -> SourceRunner:
     return SourceRunner(
         stage("ingest"), producer=sink, dead=MemoryDeadLetters("ingest"), sink_topic="news.raw"
     )
 
 
-def test_admitted_stories_are_sent_keyed_by_id_then_remembered(settings: Settings) -> None:
-    admission = Admission.from_settings(settings, NOW)
+def test_admitted_stories_are_sent_keyed_by_id_then_remembered(config: IngestConfig) -> None:
+    admission = Admission.open(config, NOW)
     sink = CollectingSink()
     items = [story(1), story(2), story(1)]  # a repeat within the batch
 
@@ -57,13 +61,13 @@ def test_admitted_stories_are_sent_keyed_by_id_then_remembered(settings: Setting
     assert [key for key, _ in sink.records("news.raw", NewsItem)] == [story(1).id, story(2).id]
     assert admission.tracker.store.count() > 0  # remembered: a later poll drops them
     admission.close()
-    again = Admission.from_settings(settings, NOW)
+    again = Admission.open(config, NOW)
     assert again.decide([story(1)], NOW) == ([], 1)
     again.close()
 
 
-def test_a_failed_delivery_remembers_nothing(settings: Settings) -> None:
-    admission = Admission.from_settings(settings, NOW)
+def test_a_failed_delivery_remembers_nothing(config: IngestConfig) -> None:
+    admission = Admission.open(config, NOW)
     sink = CollectingSink()
     sink.fail(1)
     kept, _ = admission.decide([story(1)], NOW)
@@ -75,8 +79,8 @@ def test_a_failed_delivery_remembers_nothing(settings: Settings) -> None:
     admission.close()
 
 
-def test_a_stopped_send_remembers_nothing(settings: Settings) -> None:
-    admission = Admission.from_settings(settings, NOW)
+def test_a_stopped_send_remembers_nothing(config: IngestConfig) -> None:
+    admission = Admission.open(config, NOW)
     stop = threading.Event()
     stop.set()
     kept, _ = admission.decide([story(1)], NOW)
@@ -87,9 +91,9 @@ def test_a_stopped_send_remembers_nothing(settings: Settings) -> None:
     admission.close()
 
 
-def test_a_poll_result_becomes_records_and_dead_letters_by_kind(settings: Settings) -> None:
+def test_a_poll_result_becomes_records_and_dead_letters_by_kind(config: IngestConfig) -> None:
     sink = CollectingSink()
-    ingest = IngestSink(settings, runner(sink), Admission.from_settings(settings, NOW))
+    ingest = IngestSink(config, runner(sink), Admission.open(config, NOW))
     good = RawStory(source="wire", title="Bank shares fall", url="https://news.test/a")
     untitled = RawStory(source="wire", title="", url="https://news.test/b", raw=b"<item/>")
 

@@ -18,12 +18,12 @@ from support.feed_server import (
     rss,
     xxe_payload,
 )
-from support.stages import free_port
 
 import finsent.ingest.poller as poller_module
+from finsent.app.ports import free_port
 from finsent.core.settings import Settings
 from finsent.ingest.fetch import Fetcher
-from finsent.ingest.poller import FeedPoller, reason_kind
+from finsent.ingest.poller import FeedPoller, PollerConfig, reason_kind
 from finsent.ingest.raw import IngestError, RawStory
 from finsent.ingest.sources import Source
 
@@ -444,7 +444,9 @@ def test_from_settings(server: FeedServer, tmp_path: Path, monkeypatch: pytest.M
     sources_file.write_text(f"- {{name: cnbc, url: '{url}', kind: rss, interval_seconds: 60}}\n")
     settings = Settings(cache_dir=tmp_path / "cache")
     results = Results()
-    poller = FeedPoller.from_settings(settings, results, sources_file, trust_env=False)
+    poller = FeedPoller.from_config(
+        PollerConfig.from_settings(settings), results, sources_file, trust_env=False
+    )
     try:
         assert [s.name for s in poller.sources] == ["cnbc"]
         assert len(poller.run_once("cnbc").stories) == 30

@@ -1,17 +1,29 @@
+"""Replay files: rows become raw stories, archives in both shapes, CSV, bad rows counted, the
+sample feed, a period's cut; then the whole RSS 2023 H1 archive through a real broker (marked
+``kafka``): the expected count after dedup, and a second replay (a restart: a new process state
+over the same dedup memory) sends nothing."""
+
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support.records import news_item
+from support.stages import read_topic
 
-from finsent.core.feed_files import archive_source, read_rows
-from finsent.core.records import NewsItem
-from finsent.ingest.replay import ReplayStats, load, row_story, within_period
+from finsent.core.feed_files import archive_source
+from finsent.core.records import NewsItem, decode
+from finsent.core.settings import Settings
+from finsent.ingest.dedup import normalize_title
+from finsent.ingest.replay import ReplayStats, load, replay, row_story, within_period
 from finsent.ingest.sample_feed import COMPANIES, EPISODE, generate
+from finsent.model.data import datasets_dir
+from finsent.runtime.kafka_io import ensure_topics
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -90,25 +102,6 @@ def test_load_sorts_by_time_and_counts_bad_rows(tmp_path: Path) -> None:
     assert (stats.read, stats.dead) == (6, 3)
 
 
-def test_csv_rows(tmp_path: Path) -> None:
-    path = tmp_path / "feed.csv"
-    path.write_text("title,published_at,source,tickers\nBank falls,2023-03-10T14:00:00Z,wire,NWB\n")
-    rows = [row for _, _, row in read_rows(path)]
-    assert rows == [
-        {
-            "title": "Bank falls",
-            "published_at": "2023-03-10T14:00:00Z",
-            "source": "wire",
-            "tickers": "NWB",
-        }
-    ]
-
-
-def test_unknown_file_type_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="csv, .jsonl"):
-        list(read_rows(tmp_path / "feed.xml"))
-
-
 @given(st.binary(max_size=200))
 def test_any_line_is_a_row_or_a_row_error(tmp_path_factory, line: bytes) -> None:
     path = tmp_path_factory.mktemp("fuzz") / "f.jsonl"
@@ -147,7 +140,7 @@ def test_a_period_keeps_what_was_published_in_it_in_order(
         return datetime(2023, 1, 1, tzinfo=UTC) + timedelta(hours=h)
 
     items = [
-        NewsItem(id=f"s{n}", source="wire", title=f"story {n}", published_at=at(h), fetched_at=NOW)
+        news_item(id=f"s{n}", title=f"story {n}", published_at=at(h), fetched_at=NOW)
         for n, h in enumerate(hours)
     ]
     kept, outside = within_period(
@@ -159,3 +152,62 @@ def test_a_period_keeps_what_was_published_in_it_in_order(
         if (since is None or h >= since) and (until is None or h < until)
     ]
     assert outside == len(items) - len(kept)
+
+
+# -- the whole archive through a real broker ------------------------------------
+
+ARCHIVE = datasets_dir() / "rss_link_db_2023_business_h1" / "2023"
+
+
+def expected_after_dedup(items: list[NewsItem], horizon: timedelta) -> int:
+    """The dedup rule, written plainly: a story is dropped when its canonical URL was seen
+    before, or its normalized title within `horizon` of the story first seen with it; a
+    dropped copy's other key then points at that original too."""
+    urls: dict[str, datetime] = {}
+    titles: dict[str, datetime] = {}
+    kept = 0
+    for item in items:  # publish-time order
+        url, title = item.url, normalize_title(item.title)
+        url_hit = urls.get(url) if url else None
+        title_hit = titles.get(title) if title else None
+        stale = title_hit is not None and item.published_at - title_hit > horizon
+        if stale:
+            title_hit = None
+        original = url_hit if url_hit is not None else title_hit
+        if original is not None:
+            if url and url_hit is None:
+                urls[url] = original
+            if title and title_hit is None and not stale:
+                titles[title] = original
+            continue
+        kept += 1
+        if url:
+            urls[url] = item.published_at
+        if title:
+            titles[title] = item.published_at
+    return kept
+
+
+def count_topic(settings: Settings) -> int:
+    records = read_topic(settings, "news.raw", 120, max_partition_fetch_bytes=8 * 1024 * 1024)
+    return len({decode(NewsItem, record.value).id for record in records})
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+@pytest.mark.skipif(not ARCHIVE.exists(), reason="needs ../shared/datasets")
+def test_archive_replay_sends_each_story_once(pipeline_settings: Settings) -> None:
+    settings = pipeline_settings
+    ensure_topics(settings, ["news.raw", "news.dlq"])
+    items = load(ARCHIVE, "archive", None, ReplayStats(), datetime.now(UTC))
+    expected = expected_after_dedup(items, timedelta(hours=settings.dedup_horizon_hours))
+    assert 30_000 < expected < len(items) == 32_944  # the archive has real repeats
+
+    first = replay(settings, ARCHIVE, threading.Event(), progress=False)
+    assert (first.read, first.dead) == (32_944, 0)
+    assert first.sent == expected and first.duplicates == first.read - expected
+    assert count_topic(settings) == expected
+
+    again = replay(settings, ARCHIVE, threading.Event(), progress=False)
+    assert (again.sent, again.duplicates) == (0, 32_944)
+    assert count_topic(settings) == expected

@@ -1,4 +1,5 @@
-"""Saving and loading artifacts: what differs from the backbone, and the scoring graph."""
+"""Saving and loading artifacts: what differs from the backbone, and the scoring graph; the
+shipped artifact is small enough and documented."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 
 from finsent.model.artifact import (
     ONNX_MODEL,
+    SHIPPED_ARTIFACT,
     ArtifactError,
     load_artifact,
     read_artifact,
@@ -108,3 +110,15 @@ def test_an_artifact_of_another_backbone_is_refused(tmp_path) -> None:
     out = save_artifact(network, tmp_path / "a", meta, {}, "")
     with pytest.raises(ArtifactError, match="another backbone"):
         load_artifact(out)
+
+
+@pytest.mark.weights
+def test_artifact_is_compact_and_documented() -> None:
+    size = sum(f.stat().st_size for f in SHIPPED_ARTIFACT.iterdir())
+    assert size <= 25 * 1024 * 1024, f"{size / 2**20:.1f} MB"
+    card = (SHIPPED_ARTIFACT / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "Test results" in card and "phrasebank-50agree" in card
+    artifact = read_artifact()
+    assert artifact.meta["training"]["data_sha256"]  # which data it was trained on
+    assert artifact.sentiments == ["negative", "neutral", "positive"]
+    assert len(artifact.topics) == 20

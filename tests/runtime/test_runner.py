@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 from sqlalchemy.exc import OperationalError
+from support.records import scored_item
 
-from finsent.core.records import NewsItem, ScoredItem, encode
-from finsent.core.stages import Checkpoint, StageSpec
+from finsent.core.records import ScoredItem, encode
+from finsent.core.settings import Settings
+from finsent.core.stages import Checkpoint, StageSpec, stage
 from finsent.runtime import metrics
 from finsent.runtime.kafka_io import DeadLetterSink
-from finsent.runtime.runner import Message, Output, Partition, StageLoop
+from finsent.runtime.runner import Message, Output, Partition, RunnerConfig, StageLoop
 from finsent.runtime.store import Commit, Store
 from finsent.runtime.testing import (
     FAST_BACKOFF,
@@ -46,15 +48,14 @@ def spec(checkpoint: Checkpoint) -> StageSpec:
 
 
 def scored(n: int) -> ScoredItem:
-    item = NewsItem(id=f"s{n}", source="wire", title=f"Story {n}", published_at=T0, fetched_at=T0)
-    return ScoredItem(
-        item=item,
+    return scored_item(
+        id=f"s{n}",
+        title=f"Story {n}",
+        published_at=T0,
         topic="Markets",
         sentiment="neutral",
         score=0.0,
         confidence=0.5,
-        model_version="test",
-        scored_at=T0,
     )
 
 
@@ -345,3 +346,28 @@ def test_kafka_checkpoints_trail_by_one_batch_and_a_clean_stop_settles_the_last(
 def test_a_store_checkpointed_stage_needs_its_store() -> None:
     with pytest.raises(ValueError, match="store"):
         make_loop(MemorySource(TOPIC, {0: []}), Echo(), None)
+
+
+def test_the_runner_config_takes_the_run_s_topics_and_the_stage_s_checkpoint(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        topic_prefix="bt1.",
+        store_url=f"sqlite:///{tmp_path / 'store.db'}",
+        batch_max_size=16,
+        batch_max_wait_ms=50,
+        instance_id="a",
+    )
+
+    router = RunnerConfig.from_settings(settings, stage("router"))
+    scorer = RunnerConfig.from_settings(settings, stage("scorer"))
+    notifier = RunnerConfig.from_settings(settings, stage("notifier"))
+
+    assert (router.source_topic, router.sink_topic) == ("bt1.news.scored", "bt1.news.keyed")
+    assert router.dead_letter_topic == "bt1.news.dlq"
+    assert (router.store_url, scorer.store_url) == (settings.database_url, None)
+    assert notifier.sink_topic is None  # its outputs leave the system
+    assert (scorer.max_batch, router.max_batch, scorer.max_wait_ms) == (16, 64, 50)
+    assert (router.kafka.topic_prefix, router.kafka.instance_id) == ("bt1.", "a")
+    with pytest.raises(ValueError, match="consumes no topic"):
+        RunnerConfig.from_settings(settings, stage("ingest"))

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from kafka.errors import KafkaTimeoutError
 from kafka.structs import TopicPartition
+from support.records import news_item, scored_item
 
 from finsent.core.records import KeyedPoint, NewsItem, ScoredItem, encode
 from finsent.runtime.store import Store, scored_items
@@ -29,26 +30,13 @@ TP = TopicPartition("t", 0)
 
 
 def news(n: int, title: str = "") -> NewsItem:
-    return NewsItem(
-        id=f"s{n}",
-        source="wire",
-        title=title or f"Story {n}",
-        published_at=T0,
-        fetched_at=T0,
-        tickers=("NWB",) if n % 2 else (),
+    return news_item(
+        id=f"s{n}", title=title or f"Story {n}", published_at=T0, tickers=("NWB",) if n % 2 else ()
     )
 
 
 def scored(n: int) -> ScoredItem:
-    return ScoredItem(
-        item=news(n),
-        topic="Financials",
-        sentiment="negative",
-        score=-0.5,
-        confidence=0.9,
-        model_version="test",
-        scored_at=T0,
-    )
+    return scored_item(news(n), score=-0.5)
 
 
 @pytest.fixture
@@ -100,8 +88,8 @@ class PickyScorer:
         if any(item.title == "poison" for item in items):
             raise RuntimeError("tokenizer exploded")
         return [
-            ScoredItem(
-                item=item,
+            scored_item(
+                item,
                 topic="Markets",
                 sentiment="neutral",
                 score=0.0,

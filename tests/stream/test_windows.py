@@ -5,8 +5,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support.records import scored_item
 
-from finsent.core.records import NewsItem, ScoredItem, SeriesPoint, WindowStat
+from finsent.core.records import ScoredItem, SeriesPoint, WindowStat
 from finsent.stream.windows import WindowEngine, WindowSpec, fan_out, series_keys, window_start
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -16,23 +17,17 @@ M15 = WindowSpec.parse("15m")
 
 
 def item(i: int, at: datetime, sentiment: str = "neutral", score: float = 0.0, **kw) -> ScoredItem:
-    news = NewsItem(
+    return scored_item(
         id=f"s{i}",
         source=kw.pop("source", "wire"),
         title=f"story {i}",
         published_at=at,
-        fetched_at=at,
         tickers=kw.pop("tickers", ()),
         novelty=kw.pop("novelty", 100.0),
-    )
-    return ScoredItem(
-        item=news,
         topic=kw.pop("topic", "Markets"),
-        sentiment=sentiment,  # type: ignore[arg-type]
+        sentiment=sentiment,
         score=score,
         confidence=kw.pop("confidence", 1.0),
-        model_version="test",
-        scored_at=at,
     )
 
 

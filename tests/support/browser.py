@@ -14,7 +14,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import httpx
 
 from finsent.app import launch
+from finsent.app.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,12 +48,6 @@ def missing_browser_reason() -> str | None:
     if chromium_path() is None:
         return "no chromium on PATH (run scripts/ensure_chromium.sh)"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def artifacts_dir() -> Path:

@@ -17,6 +17,7 @@ from finsent.alerts.notify.model import Notification
 from finsent.alerts.notify.slack import SlackNotifier
 from finsent.core.records import Alert, Headline
 from support.notify_loopback import CertFiles, SmtpServer, WebhookServer
+from support.records import alert as make_alert
 
 NOW = datetime(2024, 5, 1, 14, 20, tzinfo=UTC)
 WEBHOOK_TOKEN = "xoxWebhookSeCrEt7f3a9c2d41"
@@ -41,17 +42,13 @@ def headline(i: int, title: str, score: float, tokens: tuple[str, ...], url: str
 def firing_alert(key: str = "topic:Financials", **changes: object) -> Alert:
     """A critical spike whose headlines hold a positive story, a hostile one with a
     ``javascript:`` link, and two plain negative ones."""
-    alert = Alert(
-        id="a1",
+    alert = make_alert(
         key=key,
-        state="firing",
         severity="critical",
-        rule="negative-share-spike",
         window_start=datetime(2024, 5, 1, 14, 0, tzinfo=UTC),
         window_end=datetime(2024, 5, 1, 14, 15, tzinfo=UTC),
         neg_share=0.62,
         baseline_mean=0.21,
-        baseline_std=0.05,
         zscore=4.31,
         count=37,
         headlines=(
@@ -66,8 +63,6 @@ def firing_alert(key: str = "topic:Financials", **changes: object) -> Alert:
             headline(3, "Lender warns of default wave", -0.84, ("default", "warns")),
             headline(4, HOSTILE, -0.77, ("panic", "run"), url="javascript:alert(1)"),
         ),
-        started_at=datetime(2024, 5, 1, 14, 0, tzinfo=UTC),
-        updated_at=datetime(2024, 5, 1, 14, 15, tzinfo=UTC),
         message="topic:Financials: negative share spiked to 62%",
     )
     return replace(alert, **changes)  # type: ignore[arg-type]

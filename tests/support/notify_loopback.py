@@ -32,7 +32,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from support.stages import free_port
+from finsent.app.ports import free_port
 
 # -- HTTP webhook ---------------------------------------------------------------
 

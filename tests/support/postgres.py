@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from finsent.app.ports import free_port
 from support.postgres_local import LocalPostgres, find_bindir
-from support.stages import free_port
 
 
 def server_home() -> Path:

@@ -3,72 +3,64 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from finsent.app.launch import finsent_command
+from finsent.app.supervisor import Supervisor
 from finsent.core.settings import Settings
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+if TYPE_CHECKING:
+    from kafka.consumer.fetcher import ConsumerRecord
 
 
 class StageProcesses:
-    """Runs `finsent <stage>` processes the way production does, and stops them at the end."""
+    """`finsent <stage>` processes run the way production runs them, under the one supervisor
+    (``finsent.app.supervisor``): each logs to ``<log_dir>/<name>.log``; stopped at the end.
+
+    ``env`` is what the next child starts with: a test may change it between starts.
+    """
 
     def __init__(self, settings: Settings, log_dir: Path) -> None:
-        self.env = {**os.environ, **settings.child_env(), "PYTHONUNBUFFERED": "1"}
-        self.log_dir = log_dir
-        self.procs: dict[str, subprocess.Popen] = {}
+        env = {**os.environ, **settings.child_env(), "PYTHONUNBUFFERED": "1"}
+        self.supervisor = Supervisor(env, log_dir)
 
-    def start(self, name: str, *args: str) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(
-            finsent_command(*args),
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        self.procs[name] = proc
-        return proc
+    @property
+    def env(self) -> dict[str, str]:
+        return self.supervisor.env
+
+    @property
+    def procs(self) -> Mapping[str, subprocess.Popen[bytes]]:
+        return self.supervisor.procs
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """``finsent <args>`` as the child ``name``."""
+        return self.supervisor.start(name, finsent_command(*args))
 
     def log(self, name: str) -> str:
-        return (self.log_dir / f"{name}.log").read_text(errors="replace")
+        return self.supervisor.log(name)
 
     def tails(self, lines: int = 15) -> str:
         """The last lines of every stage's log, for a failure message."""
-        parts = []
-        for name in self.procs:
-            text = self.log(name).splitlines()[-lines:]
-            parts.append(f"--- {name} (exit {self.procs[name].poll()}) ---\n" + "\n".join(text))
-        return "\n".join(parts)
+        return self.supervisor.tails(lines)
 
     def stop_all(self, timeout_s: float = 30) -> dict[str, int]:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        codes = {}
-        for name, proc in self.procs.items():
-            try:
-                codes[name] = proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                codes[name] = proc.wait()
-        return codes
+        """SIGTERM to every stage, SIGKILL after ``timeout_s``; each one's exit code."""
+        return self.supervisor.stop_all(timeout_s)
 
 
-def read_topic(settings: Settings, name: str, timeout_s: float = 30, **config: object) -> list:
+def read_topic(
+    settings: Settings, name: str, timeout_s: float = 30, **config: Any
+) -> list[ConsumerRecord]:
     """Every record of a topic up to its end offsets now, in order, then return at once.
 
     Not a consumer timeout: that waits its whole length after the last record on every call.
     """
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import KafkaConsumer
+    from kafka.structs import TopicPartition
 
     topic = settings.topic(name)
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, **config)
@@ -82,8 +74,8 @@ def read_topic(settings: Settings, name: str, timeout_s: float = 30, **config: o
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
         ends = consumer.end_offsets(parts)
-        records: list = []
-        while any(consumer.position(tp) < ends[tp] for tp in parts):
+        records: list[ConsumerRecord] = []
+        while any((consumer.position(tp) or 0) < ends[tp] for tp in parts):
             if time.monotonic() > deadline:
                 raise AssertionError(f"{topic}: read {len(records)} records in {timeout_s}s")
             for batch in consumer.poll(timeout_ms=500).values():

@@ -61,6 +61,12 @@ def acknowledge(conn: Connection, alert_id: str, by: str, comment: str, at: date
     return True
 
 
+def latest_alerts(conn: Connection, limit: int) -> list[dict[str, Any]]:
+    """The ``limit`` most recently updated alerts, newest first (ties by id)."""
+    stmt = select(alerts).order_by(alerts.c.updated_at.desc(), alerts.c.id).limit(limit)
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
 def acked_ids(conn: Connection) -> set[str]:
     return set(conn.execute(select(alerts.c.id).where(alerts.c.acked_by.isnot(None))).scalars())
 

@@ -66,6 +66,11 @@ class Store:
         with self.engine.begin() as conn:
             return alerting.acknowledge(conn, alert_id, by, comment, at)
 
+    def latest_alerts(self, limit: int) -> list[dict[str, Any]]:
+        """The ``limit`` most recently updated alerts, newest first."""
+        with self.engine.connect() as conn:
+            return alerting.latest_alerts(conn, limit)
+
     def acked_ids(self) -> set[str]:
         with self.engine.connect() as conn:
             return alerting.acked_ids(conn)

@@ -21,7 +21,6 @@ from support.notifications import (
     slack,
 )
 from support.notify_loopback import CertFiles, Reply, SmtpServer, WebhookServer
-from support.stages import free_port
 
 from finsent.alerts.notify.delivery import DeliveryResult, deliver
 from finsent.alerts.notify.model import DeliveryError, Notifier
@@ -33,6 +32,7 @@ from finsent.alerts.notify.redact import (
     url_secrets,
 )
 from finsent.alerts.notify.slack import SlackNotifier
+from finsent.app.ports import free_port
 from finsent.runtime.store import Store, deliveries
 
 

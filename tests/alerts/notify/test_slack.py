@@ -15,11 +15,11 @@ from support.notifications import (
     slack,
 )
 from support.notify_loopback import Reply, WebhookServer
-from support.stages import free_port
 
 from finsent.alerts.notify.delivery import DeliveryResult, deliver
 from finsent.alerts.notify.model import DeliveryError
 from finsent.alerts.notify.slack import SlackNotifier, slack_escape, slack_payload
+from finsent.app.ports import free_port
 from finsent.runtime.store import Store
 
 # -- the message ------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support.records import news_item
 
 from finsent.core.records import NewsItem, stable_id
 from finsent.ingest.dedup import (
@@ -41,14 +42,13 @@ def story(
 ) -> NewsItem:
     if url is None:  # each outlet's copy has its own canonical URL
         url = f"https://{source}.example/{re.sub(r'[^a-z0-9]+', '-', title.lower())}"
-    return NewsItem(
+    return news_item(
         id=stable_id(url, title, source),
         source=source,
         title=title,
         body=body,
         url=url,
         published_at=at,
-        fetched_at=at,
         tickers=tickers,
     )
 

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from support.records import scored_item, window_stat
 
-from finsent.core.records import NewsItem, ScoredItem, WindowStat
+from finsent.core.records import ScoredItem, WindowStat
 from finsent.runtime.store import Store
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -32,31 +33,21 @@ def store(store_url: str) -> Iterator[Store]:
 
 
 def _scored(i: int) -> ScoredItem:
-    item = NewsItem(id=f"s{i}", source="wire", title=f"story {i}", published_at=T0, fetched_at=T0)
-    return ScoredItem(
-        item=item,
+    return scored_item(
+        id=f"s{i}",
+        title=f"story {i}",
+        published_at=T0,
         topic="Markets",
         sentiment="neutral",
         score=0.0,
         confidence=0.5,
         model_version="t",
-        scored_at=T0,
     )
 
 
 def _window(version: int = 1, count: int = 3) -> WindowStat:
-    return WindowStat(
-        key="overall",
-        window_start=T0,
-        window_end=T0 + W,
-        count=count,
-        weighted_count=float(count),
-        mean_score=0.0,
-        weighted_mean_score=0.0,
-        neg_share=0.0,
-        pos_share=0.0,
-        version=version,
-        emitted_at=T0 + W,
+    return window_stat(
+        key="overall", window_start=T0, window_end=T0 + W, count=count, version=version
     )
 
 

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from support.records import alert as make_alert
+
 from finsent.core.records import Alert
 from finsent.runtime.store import Commit, Store, alert_acks, alert_events, alerts, as_utc
 
@@ -11,21 +13,15 @@ W = timedelta(minutes=15)
 
 def alert(state: str, window_index: int, neg_share: float) -> Alert:
     start = T0 + window_index * W
-    return Alert(
-        id="a1",
+    return make_alert(
         key="overall",
-        state=state,  # type: ignore[arg-type]
+        state=state,
         severity="critical",
         rule="r",
         window_start=start,
         window_end=start + W,
         neg_share=neg_share,
-        baseline_mean=0.1,
-        baseline_std=0.05,
-        zscore=5.0,
-        count=10,
         started_at=T0,
-        updated_at=start + W,
         message=f"{state} message",
     )
 
@@ -98,3 +94,16 @@ def test_the_delivery_log_keeps_one_row_per_notification_and_channel(store: Stor
     logged = store.delivery("n1", "slack")
     assert logged is not None and (logged["status"], logged["attempts"]) == ("delivered", 2)
     assert store.delivery("n1", "email") is None
+
+
+def test_latest_alerts_are_the_most_recently_updated_first_up_to_the_limit(store: Store) -> None:
+    from dataclasses import replace
+
+    for n, window_index in enumerate((3, 1, 5, 2)):
+        fired = replace(alert("firing", window_index, 0.8), id=f"a{n}", key=f"ticker:T{n}")
+        store.commit(Commit(stage="alerter", alerts=[fired]))
+
+    latest = store.latest_alerts(limit=3)
+
+    assert [row["id"] for row in latest] == ["a2", "a0", "a3"]  # windows 5, 3, 2
+    assert store.latest_alerts(limit=10)[-1]["id"] == "a1"

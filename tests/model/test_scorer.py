@@ -1,18 +1,16 @@
+"""The scorers behind one interface: the lexicon baseline, and the choice by name."""
+
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
+from support.records import news_item
 
 from finsent.core.records import NewsItem
 from finsent.model.scorer import LexiconScorer, load_scorer
-from finsent.model.topics import FALLBACK_TOPIC, TOPICS, keyword_topic
-
-T0 = datetime(2026, 1, 5, tzinfo=UTC)
 
 
 def news(title: str) -> NewsItem:
-    return NewsItem(id=title[:20], source="t", title=title, published_at=T0, fetched_at=T0)
+    return news_item(id=title[:20], source="t", title=title)
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +41,17 @@ def test_batch_keeps_order(scorer: LexiconScorer) -> None:
     assert [s.item.title for s in scorer.score([news(t) for t in titles])] == titles
 
 
-def test_keyword_topics() -> None:
-    assert keyword_topic("Fed signals rate hike as inflation persists")[0] == "Fed | Central Banks"
-    assert keyword_topic("Crude oil jumps after OPEC cut")[0] == "Energy | Oil"
-    topic, probs = keyword_topic("Nothing to see")
-    assert topic == FALLBACK_TOPIC and probs == {FALLBACK_TOPIC: 1.0}
-    assert len(TOPICS) == 20
-
-
 def test_unknown_scorer_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="unknown scorer 'nope'"):
+        load_scorer("nope")
+
+
+@pytest.mark.weights
+def test_load_scorer_defaults_to_the_model() -> None:
+    from finsent.core.settings import Settings
+
+    assert Settings().scorer == "attention"
+    scorer = load_scorer("lexicon")
+    assert scorer.version == "lexicon-lm-1"
+    with pytest.raises(ValueError, match="unknown scorer"):
         load_scorer("nope")

@@ -1,9 +1,16 @@
-"""Fault tests of the router and aggregators against a real broker.
+"""The aggregator: its logic in process with the test kit (no broker), then its fault tests
+against a real broker.
 
-Scored stories go straight onto news.scored; the router fans them out by series key and the
-aggregators window them. The reconciliation is exact: for every (series, window), the count in
-the store equals the count in the input, after a kill -9, with two aggregators in one group, and
-across a broker restart, on SQLite and on PostgreSQL.
+In process: windows close on the partition's watermark, late news within the allowed
+lateness restates a closed window (and is audited), later news goes to the late path, a
+redelivered point counts once, and partitions handed to other members carry on from the
+state stored with their offsets, to the same final windows as one uninterrupted run.
+
+Against a real broker (marked ``kafka``): scored stories go straight onto news.scored; the
+router fans them out by series key and the aggregators window them. The reconciliation is
+exact: for every (series, window), the count in the store equals the count in the input,
+after a kill -9, with two aggregators in one group, and across a broker restart, on SQLite
+and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -13,21 +20,219 @@ import re
 import signal
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from support.stages import StageProcesses, free_port, wait_until
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.structs import TopicPartition
+from support.records import T0 as STORY_T0
+from support.records import keyed_point, scored_item
+from support.stage_logic import aggregator, isolated_settings
+from support.stages import StageProcesses, wait_until
 
 from finsent.app.kafka_local import LocalKafka
-from finsent.core.records import NewsItem, ScoredItem, encode
+from finsent.app.ports import free_port
+from finsent.core.records import KeyedPoint, ScoredItem, SeriesPoint, WindowStat, decode, encode
 from finsent.core.settings import Settings
 from finsent.runtime.kafka_io import ensure_topics
-from finsent.runtime.store import Store, as_utc, scored_items, windows
+from finsent.runtime.store import Store, as_utc, late_items, scored_items, windows
+from finsent.runtime.testing import Run, run_logic
 from finsent.stream.windows import WindowSpec, series_keys
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+# -- in process ------------------------------------------------------------------------------
+
+NOW = STORY_T0 + timedelta(days=1)  # the wall clock: event time alone closes these windows
+M15 = timedelta(minutes=15)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return isolated_settings(
+        tmp_path,
+        windows=("15m",),
+        grace_seconds=120,
+        allowed_lateness_seconds=600,
+        window_emit="final",
+    )
+
+
+@pytest.fixture
+def store(settings: Settings) -> Store:
+    return Store(settings.database_url)
+
+
+def point_at(minutes: float, point_id: str, key: str = "overall", **fields: Any) -> KeyedPoint:
+    """A point of ``key`` published ``minutes`` after the first window's start."""
+    return keyed_point(
+        key, id=point_id, published_at=STORY_T0 + timedelta(minutes=minutes), **fields
+    )
+
+
+def aggregate(
+    settings: Settings,
+    store: Store,
+    points: Sequence[KeyedPoint] | Mapping[int, Sequence[KeyedPoint]],
+    batch_size: int = 64,
+) -> Run:
+    logic = aggregator(settings, store)
+    return run_logic(logic, points, store, lambda: NOW, stage="aggregator", batch_size=batch_size)
+
+
+def shape(stat: WindowStat) -> tuple[str, datetime, int, int, bool]:
+    return stat.key, stat.window_start, stat.count, stat.version, stat.final
+
+
+def stored_windows(store: Store) -> list[tuple[str, datetime, int, int]]:
+    return sorted(
+        (r["key"], as_utc(r["window_start"]), r["count"], r["version"])
+        for r in store.query(windows)
+    )
+
+
+def test_a_window_closes_once_the_watermark_passes_its_end(
+    settings: Settings, tmp_path: Path
+) -> None:
+    points = [point_at(1, "p1"), point_at(5, "p2"), point_at(16, "p3")]
+    # The watermark is 16 min - 2 min of grace: short of the first window's end.
+    early = aggregate(settings, Store(f"sqlite:///{tmp_path / 'early.db'}"), points)
+    assert early.outputs == []
+
+    store = Store(settings.database_url)
+    run = aggregate(settings, store, [*points, point_at(18, "p4")], batch_size=1)
+
+    [(key, stat)] = run.outputs
+    assert key == "overall"
+    assert shape(stat) == ("overall", STORY_T0, 2, 1, True)
+    assert stat.window_end == STORY_T0 + M15 and stat.emitted_at == NOW
+    assert stat.neg_share == 1.0 and stat.mean_score == -0.8  # two negative stories at -0.8
+    assert stored_windows(store) == [("overall", STORY_T0, 2, 1)]
+    assert run.offsets == {("news.keyed", 0): 4}
+
+
+def test_late_news_within_the_allowed_lateness_restates_the_window(
+    settings: Settings, store: Store
+) -> None:
+    late = point_at(10, "late", title="Late but in time")
+
+    run = aggregate(settings, store, [point_at(1, "p1"), point_at(18, "p2"), late])
+
+    assert [shape(stat) for _, stat in run.outputs] == [
+        ("overall", STORY_T0, 1, 1, True),  # closed by p2
+        ("overall", STORY_T0, 2, 2, True),  # restated by the late story: version 2
+    ]
+    assert stored_windows(store) == [("overall", STORY_T0, 2, 2)]
+    [audit] = store.query(late_items)
+    assert (audit["item_id"], audit["action"], audit["version"]) == ("late", "restated", 2)
+    assert audit["title"] == "Late but in time"
+    assert run.dead == []
+
+
+def test_news_later_than_the_allowed_lateness_goes_to_the_late_path(
+    settings: Settings, store: Store
+) -> None:
+    too_late = point_at(3, "too-late")
+
+    # p2 moves the watermark to 38 min, past the first window's end + 10 min of lateness.
+    run = aggregate(settings, store, [point_at(1, "p1"), point_at(40, "p2"), too_late])
+
+    assert [shape(stat) for _, stat in run.outputs] == [("overall", STORY_T0, 1, 1, True)]
+    [letter] = run.dead
+    assert letter.reason == (
+        "late: overall window 2026-03-10T14:30:00+00:00–2026-03-10T14:45:00+00:00 "
+        "closed beyond the allowed lateness"
+    )
+    assert (letter.stage, letter.source_topic, letter.offset) == ("aggregator", "news.keyed", 2)
+    assert decode(SeriesPoint, letter.payload()) == too_late.point  # the point itself, whole
+    [audit] = store.query(late_items)
+    assert (audit["item_id"], audit["action"], audit["version"]) == ("too-late", "too_late", 0)
+    assert stored_windows(store) == [("overall", STORY_T0, 1, 1)]  # not restated
+
+
+def test_a_redelivered_point_counts_once(settings: Settings, store: Store) -> None:
+    first = point_at(1, "p1")
+
+    run = aggregate(
+        settings, store, [first, point_at(2, "p2"), first, point_at(18, "p3")], batch_size=2
+    )
+
+    assert [shape(stat) for _, stat in run.outputs] == [("overall", STORY_T0, 2, 1, True)]
+
+
+KEYS = ("overall", "topic:Earnings", "topic:Macro", "ticker:AAPL", "ticker:MSFT")
+
+
+def keyed_stream(n: int = 160, seed: int = 11) -> dict[int, list[KeyedPoint]]:
+    """Stories over about four hours fanned out to two or three series each, some out of order
+    (within the grace, within the allowed lateness, and beyond it) and some redelivered. A
+    series lives in one partition, as the router's keyed partitioning makes it."""
+    rng = random.Random(seed)
+    partitions: dict[int, list[KeyedPoint]] = {0: [], 1: []}
+    for i in range(n):
+        delay = rng.choice([0, 0, 0, 0, 1, 5, 12, 30])  # minutes behind the stream
+        minutes = 1.5 * i - delay
+        sentiment = rng.choice(["negative", "neutral", "positive"])
+        score = {"negative": -0.7, "neutral": 0.0, "positive": 0.6}[sentiment]
+        for key in ("overall", *rng.sample(KEYS[1:], rng.randint(1, 2))):
+            point = point_at(minutes, f"s{i}", key, sentiment=sentiment, score=score)
+            partition = partitions[KEYS.index(key) % 2]
+            partition.append(point)
+            if rng.random() < 0.04:
+                partition.append(point)  # an at-least-once redelivery
+    return partitions
+
+
+def test_partitions_handed_to_other_members_give_the_windows_of_one_uninterrupted_run(
+    tmp_path: Path,
+) -> None:
+    settings = isolated_settings(
+        tmp_path,
+        windows=("15m", "1h"),
+        grace_seconds=120,
+        allowed_lateness_seconds=600,
+        window_emit="final",
+    )
+    stream = keyed_stream()
+    whole_store = Store(f"sqlite:///{tmp_path / 'whole.db'}")
+    whole = aggregate(settings, whole_store, stream, batch_size=7)
+
+    # One member reads the first part of both partitions and commits its state with its
+    # offsets; then each partition goes to a new member, which restores it on assignment.
+    store = Store(settings.database_url)
+    halves = {p: points[: len(points) // 2] for p, points in stream.items()}
+    first = aggregate(settings, store, halves, batch_size=7)
+    assert store.load_state("aggregator", "0/") and store.load_state("aggregator", "1/")
+    second = aggregate(settings, store, {0: stream[0]}, batch_size=7)
+    third = aggregate(settings, store, {1: stream[1]}, batch_size=7)
+
+    def order(output: tuple[str, WindowStat]) -> tuple[Any, ...]:
+        _, stat = output
+        return stat.key, stat.window_start, stat.window_end, stat.version
+
+    handed_over = first.outputs + second.outputs + third.outputs
+    assert len(whole.outputs) > 40 and any(stat.version > 1 for _, stat in whole.outputs)
+    assert sorted(handed_over, key=order) == sorted(whole.outputs, key=order)
+    assert stored_windows(store) == stored_windows(whole_store)
+    assert sorted(map(str, store.query(late_items))) == sorted(
+        map(str, whole_store.query(late_items))
+    )
+    dead = [(d.partition, d.offset, d.reason) for d in first.dead + second.dead + third.dead]
+    assert whole.dead and sorted(dead) == sorted(
+        (d.partition, d.offset, d.reason) for d in whole.dead
+    )
+    assert (
+        store.load_offsets("aggregator")
+        == whole.offsets
+        == {
+            ("news.keyed", 0): len(stream[0]),
+            ("news.keyed", 1): len(stream[1]),
+        }
+    )
+
+
+# -- against a real broker -------------------------------------------------------------------
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 SPECS = ("15m", "1h")
@@ -44,25 +249,20 @@ def stories(n: int, seed: int = 3) -> list[ScoredItem]:
         if out and rng.random() < 0.03:
             out.append(rng.choice(out[-20:]))  # a redelivery
             continue
-        at = T0 + timedelta(seconds=40 * i)
+        published = T0 + timedelta(seconds=40 * i)
         score = rng.uniform(-1, 1)
-        news = NewsItem(
-            id=f"n{i}",
-            source=f"src{rng.randint(0, 3)}",
-            title=f"Story {i}",
-            published_at=at,
-            fetched_at=at,
-            tickers=tuple(rng.sample(TICKERS, rng.randint(0, 2))),
-        )
         out.append(
-            ScoredItem(
-                item=news,
+            scored_item(
+                id=f"n{i}",
+                source=f"src{rng.randint(0, 3)}",
+                title=f"Story {i}",
+                published_at=published,
+                tickers=tuple(rng.sample(TICKERS, rng.randint(0, 2))),
                 topic=rng.choice(TOPICS),
                 sentiment="negative" if score < -0.3 else "positive" if score > 0.3 else "neutral",
                 score=round(score, 4),
                 confidence=0.8,
                 model_version="fault-test",
-                scored_at=at,
             )
         )
     return out
@@ -148,6 +348,8 @@ def store_url(request: pytest.FixtureRequest, pipeline_settings: Settings) -> st
     return pipeline_settings.database_url
 
 
+@pytest.mark.kafka
+@pytest.mark.slow
 def test_kill_9_and_restart_loses_nothing_and_counts_nothing_twice(
     pipeline_settings: Settings, stages: StageProcesses, store_url: str
 ) -> None:
@@ -179,6 +381,8 @@ def test_kill_9_and_restart_loses_nothing_and_counts_nothing_twice(
     assert stages.stop_all()["aggregator-2"] == 0
 
 
+@pytest.mark.kafka
+@pytest.mark.slow
 def test_two_aggregators_in_one_group_give_the_same_totals_as_one(
     pipeline_settings: Settings, stages: StageProcesses
 ) -> None:
@@ -210,6 +414,8 @@ def test_two_aggregators_in_one_group_give_the_same_totals_as_one(
     reconcile(store, items)
 
 
+@pytest.mark.kafka
+@pytest.mark.slow
 def test_a_broker_restart_during_processing_loses_nothing(
     pipeline_settings: Settings, tmp_path: Path
 ) -> None:
@@ -248,6 +454,8 @@ def test_a_broker_restart_during_processing_loses_nothing(
         broker.stop()
 
 
+@pytest.mark.kafka
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_a_store_outage_pauses_the_stage_and_loses_nothing(
     pipeline_settings: Settings,

@@ -1,0 +1,93 @@
+"""What the command groups share: the group class that turns a missing extra or a bad setting
+into one line, the settings every command starts from, and the one way a command fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+from typer.core import TyperGroup
+
+from finsent.app.extras import missing_extra
+from finsent.core.settings import ConfigFileError, Settings
+from finsent.runtime.process import setup_logging
+
+if TYPE_CHECKING:
+    # typer vendors click: its own Context is what TyperGroup.invoke is declared with.
+    from typer._click import Context as ClickContext
+
+
+class FinsentGroup(TyperGroup):
+    """Turns a missing optional extra, or a setting that does not validate, in any command
+    below it into one line on stderr and exit code 1 instead of a traceback."""
+
+    def invoke(self, ctx: ClickContext) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ImportError as exc:
+            missing = missing_extra(exc, _command_line(ctx))
+            if missing is None:
+                raise  # not an extra's module: a bug, keep its traceback
+            fail(missing.message)
+        except ValidationError as exc:
+            if exc.title != Settings.__name__:
+                raise
+            fail(f"invalid settings: {settings_problems(exc)}")
+        except ConfigFileError as exc:
+            fail(str(exc))
+
+
+def _command_line(ctx: ClickContext) -> str:
+    """``finsent <group> <command>`` of the command that ``ctx`` (a group's) is invoking."""
+    names = []
+    at: ClickContext | None = ctx
+    while at is not None and at.parent is not None:
+        names.append(at.info_name or "")
+        at = at.parent
+    return " ".join(["finsent", *reversed(names), ctx.invoked_subcommand or ""]).strip()
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """Each invalid setting as its environment variable, the problem and the value given, in
+    one line."""
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = f"FINSENT_{field.upper()}" if field else "settings"
+        problems.append(f"{name}: {error['msg']} (got {error.get('input')!r})")
+    return "; ".join(problems)
+
+
+def new_app(help: str) -> typer.Typer:
+    """A command group: help when called bare, extras and settings errors as one line."""
+    return typer.Typer(help=help, no_args_is_help=True, cls=FinsentGroup)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """This process's settings, with the options a command was given (None: not given) and
+    its config file (default: the one FINSENT_CONFIG names, if any)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    settings = Settings.load(config_file, **given)
+    setup_logging(settings.log_level, settings.kafka_log_level)
+    return settings
+
+
+def fail(message: str) -> NoReturn:
+    """A user error: one red line on stderr, exit code 1."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+def parse_speed(text: str) -> float | None:
+    """A ``--speed`` option: ``max`` (None: as fast as the stages go) or a factor of real time."""
+    if text == "max":
+        return None
+    try:
+        factor = float(text)
+    except ValueError:
+        fail(f"--speed takes 'max' or a number, not {text!r}")
+    if not factor > 0:  # also refuses nan
+        fail(f"--speed takes 'max' or a positive number, not {text!r}")
+    return factor

@@ -1,0 +1,90 @@
+"""``finsent ingest poll|replay``, the two feeds of the ingest stage, and ``finsent
+sample-feed``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from finsent.app.cli.common import fail, load_settings, new_app, parse_speed
+from finsent.core.stages import stage
+from finsent.runtime.process import install_stop_handlers
+
+PANEL = "Ingest"
+ingest_app = new_app(stage("ingest").summary)
+
+
+@ingest_app.command("replay")
+def ingest_replay(
+    path: Path,
+    speed: str = typer.Option("max", help="'max', or how many times faster than real time."),
+    source: str | None = typer.Option(None, help="Source name for rows that lack one."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Replay a CSV or JSONL file into news.raw in publish-time order."""
+    from finsent.app.stages import SOURCES
+    from finsent.ingest.replay import replay
+
+    if not path.exists():
+        fail(f"{path} does not exist")
+    factor = parse_speed(speed)
+    settings = load_settings()
+    stats = replay(
+        settings,
+        path,
+        install_stop_handlers(),
+        speed=factor,
+        source=source,
+        progress=progress,
+        admission=SOURCES["ingest"](settings),
+    )
+    typer.echo(
+        f"read {stats.read}, sent {stats.sent}, duplicates {stats.duplicates}, dead letters "
+        f"{stats.dead} (load {stats.load_seconds:.1f} s, send {stats.send_seconds:.1f} s)"
+    )
+
+
+@ingest_app.command("poll")
+def ingest_poll(
+    sources: Annotated[
+        Path | None, typer.Option(help="Sources YAML (default FINSENT_SOURCES_FILE).")
+    ] = None,
+    example: Annotated[bool, typer.Option(help="Print an example sources file and exit.")] = False,
+) -> None:
+    """Poll RSS/Atom feeds and JSON news APIs into news.raw, each on its own interval."""
+    from finsent.ingest.sources import SourcesError, example_sources_yaml
+    from finsent.runtime.kafka_io import ensure_topics
+
+    if example:
+        typer.echo(example_sources_yaml())
+        return
+    from finsent.app.stages import SOURCES
+    from finsent.ingest.worker import run_poller
+
+    settings = load_settings()
+    ensure_topics(settings)
+    try:
+        run_poller(settings, install_stop_handlers(), sources, SOURCES["ingest"](settings))
+    except SourcesError as exc:
+        fail(str(exc))
+
+
+def sample_feed(
+    out: Path,
+    hours: float = typer.Option(6.0, help="Span of the feed, ending now."),
+    seed: int = 7,
+) -> None:
+    """Write the generated sample feed (JSONL) with its scripted negative episode."""
+    from finsent.ingest.sample_feed import generate, write_jsonl
+
+    rows = generate(end=datetime.now(UTC).replace(microsecond=0), hours=hours, seed=seed)
+    write_jsonl(rows, out)
+    typer.echo(f"wrote {len(rows)} stories to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(ingest_app, name="ingest", rich_help_panel=PANEL)
+    app.command("sample-feed", rich_help_panel=PANEL)(sample_feed)

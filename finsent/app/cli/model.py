@@ -1,0 +1,136 @@
+"""``finsent train`` and ``finsent evaluate``: the attention model's training and scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from finsent.app.cli.common import fail, load_settings
+from finsent.app.extras import extra_modules, require
+
+PANEL = "Model"
+
+
+def train(
+    out: Annotated[Path, typer.Option(help="Folder for the new artifact.")] = Path(
+        "runs/finsent-attn"
+    ),
+    data: Annotated[
+        Path | None, typer.Option(help="Datasets root (default ../shared/datasets).")
+    ] = None,
+    seed: int = 0,
+    epochs: int = 4,
+    batch_size: int = 32,
+    encoder_lr: Annotated[float, typer.Option(help="AdamW learning rate of the encoder.")] = 1.5e-4,
+    max_minutes: Annotated[
+        float | None, typer.Option(help="Stop fine-tuning after this long, keeping the best.")
+    ] = None,
+    domain_adapt: Annotated[
+        bool, typer.Option("--domain-adapt", help="MLM pretraining on unlabelled headlines first.")
+    ] = False,
+    adapt_steps: int = 600,
+    limit: Annotated[int | None, typer.Option(help="Train on the first N examples only.")] = None,
+    extra_data: Annotated[
+        list[Path] | None,
+        typer.Option(help="Your own labelled CSV/JSONL, added to training (repeatable)."),
+    ] = None,
+    text_column: str = "text",
+    sentiment_column: Annotated[
+        str | None, typer.Option(help="Column of negative/neutral/positive in --extra-data.")
+    ] = "sentiment",
+    topic_column: Annotated[
+        str | None, typer.Option(help="Column of analyst topics in --extra-data.")
+    ] = None,
+    threads: Annotated[int, typer.Option(help="CPU threads (0: all cores).")] = 0,
+    progress: bool = True,
+) -> None:
+    """Train the attention topic-and-sentiment model and save an artifact with its model card."""
+    import json
+
+    require(*sorted(extra_modules("train")))  # before, not after, an hour of training
+    from finsent.model.data import DataError, datasets_dir, load_table, standard_corpus
+    from finsent.model.train import TrainConfig
+    from finsent.model.train import train as run_training
+
+    load_settings()
+    config = TrainConfig(
+        seed=seed,
+        epochs=epochs,
+        batch_size=batch_size,
+        encoder_lr=encoder_lr,
+        max_minutes=max_minutes,
+        domain_adapt=domain_adapt,
+        adapt_steps=adapt_steps,
+        limit=limit,
+        threads=threads,
+    )
+    try:
+        corpus = standard_corpus(data)
+        for path in extra_data or []:
+            corpus = corpus.with_extra(
+                load_table(path, text_column, sentiment_column or None, topic_column)
+            )
+    except DataError as exc:
+        fail(str(exc))
+
+    result = run_training(
+        corpus, out, config, progress=progress, datasets_root=data or datasets_dir()
+    )
+    for name, tasks in result["test"].items():
+        for task, metrics in tasks.items():
+            typer.echo(
+                f"test {name:22} {task:9} n={metrics['n']:5} accuracy {metrics['accuracy']:.4f}"
+                f"  macro-F1 {metrics['macro_f1']:.4f}"
+            )
+    typer.echo(f"artifact: {out} ({result['total_seconds']:.0f} s)")
+    typer.echo(
+        json.dumps(result.get("domain_adaptation", {})) if domain_adapt else "", nl=domain_adapt
+    )
+
+
+def evaluate(
+    artifact: Annotated[
+        Path | None, typer.Option(help="Artifact folder (default: shipped).")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Datasets root (default ../shared/datasets).")
+    ] = None,
+    backend: Annotated[
+        str, typer.Option(help="Optimized form: auto, onnx-int8, torch-int8.")
+    ] = "auto",
+    baselines: Annotated[bool, typer.Option(help="Also run the baselines.")] = True,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write every figure here.")
+    ] = None,
+    threads: int = 0,
+) -> None:
+    """Accuracy, macro-F1 and confusion matrices: the model beside the baselines, same splits."""
+    import json
+
+    from finsent.model.data import DataError, standard_corpus
+    from finsent.model.evaluate import evaluate as run_evaluation
+    from finsent.model.evaluate import render
+
+    load_settings()  # a bad setting fails before the long load
+    try:
+        corpus = standard_corpus(data)
+    except DataError as exc:
+        fail(str(exc))
+    result = run_evaluation(
+        corpus,
+        artifact_path=artifact,
+        backend=backend,
+        baselines=baselines,
+        threads=threads,
+        say=lambda line: typer.echo(line, err=True),
+    )
+    render(result)
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+def register(app: typer.Typer) -> None:
+    app.command(rich_help_panel=PANEL)(train)
+    app.command(rich_help_panel=PANEL)(evaluate)

@@ -1,0 +1,166 @@
+"""The alerter's logic in process, driven by the test kit (no broker).
+
+A timeline in event time: quiet windows build a series' baseline, a negative spike at ``t``
+fires an alert with the window that ends at ``t`` + 15 min (or, with two pending windows, the
+one after), and the first quiet window after the spike resolves it. Windows it does not
+watch never alert; windows the aggregator delivers again, and a batch replayed after a crash,
+give no second history.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from support.records import T0, WINDOW, window_stat
+from support.stage_logic import DyingStore, ProcessKilled, alerter, isolated_settings
+
+from finsent.core.records import Alert, WindowStat
+from finsent.core.settings import Settings
+from finsent.runtime.store import Store, alert_events, alerts, as_utc
+from finsent.runtime.testing import CollectingSink, run_logic
+
+NOW = T0 + timedelta(days=1)  # the wall clock; alerting decides on event time alone
+SPIKE = 6  # the first spike window
+SPIKE_AT = T0 + SPIKE * WINDOW  # t
+
+
+def window(i: int, neg_share: float, key: str = "topic:Financials", **fields: object) -> WindowStat:
+    """The i-th 15-minute window of ``key``: 20 stories, this share of them negative."""
+    start = T0 + i * WINDOW
+    return window_stat(key=key, window_start=start, count=20, neg_share=neg_share, **fields)
+
+
+def timeline(spike_windows: int = 2, quiet_after: int = 3) -> list[WindowStat]:
+    """Quiet windows (10 % negative), a spike (80 %) from window ``SPIKE``, quiet again."""
+    shares = [0.1] * SPIKE + [0.8] * spike_windows + [0.1] * quiet_after
+    return [window(i, share) for i, share in enumerate(shares)]
+
+
+def settings_for(tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "windows": ("15m",),
+        "alert_keys": ("topic:*",),
+        "alert_min_count": 5,
+        "alert_min_baseline": 4,
+        "alert_fire_z": 3.0,
+        "alert_resolve_z": 1.0,
+        "alert_floor": 0.4,
+    }
+    return isolated_settings(tmp_path, **{**values, **overrides})
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return settings_for(tmp_path)
+
+
+@pytest.fixture
+def store(settings: Settings) -> Store:
+    return Store(settings.database_url)
+
+
+def events(outputs: list[tuple[str, Alert]]) -> list[tuple[str, datetime, datetime]]:
+    """Each alert event as (state, window start, the event time it was raised at)."""
+    return [(a.state, a.window_start, a.updated_at) for _, a in outputs]
+
+
+def test_a_spike_at_t_fires_with_the_window_ending_after_t_then_resolves(
+    settings: Settings, store: Store
+) -> None:
+    run = run_logic(alerter(settings, store), timeline(), store, lambda: NOW, stage="alerter")
+
+    resolved_at = SPIKE_AT + 2 * WINDOW  # the first quiet window after the two spike windows
+    assert events(run.outputs) == [
+        ("firing", SPIKE_AT, SPIKE_AT + WINDOW),  # t1 = t2: the spike window's own close
+        ("resolved", resolved_at, resolved_at + WINDOW),
+    ]
+    (key, fired), (_, resolved) = run.outputs
+    assert key == fired.key == "topic:Financials"  # keyed by series for the notifier
+    assert fired.id == resolved.id and fired.started_at == resolved.started_at == SPIKE_AT
+    assert fired.neg_share == 0.8 and fired.zscore >= 3.0 and fired.count == 20
+    assert 0.1 <= fired.baseline_mean < 0.2  # the quiet windows' rate (with a small prior)
+    stored = store.query(alert_events, order_by=[alert_events.c.at])
+    assert [(e["state"], as_utc(e["at"])) for e in stored] == [
+        ("firing", SPIKE_AT + WINDOW),
+        ("resolved", resolved_at + WINDOW),
+    ]
+    [row] = store.query(alerts)
+    assert (row["id"], row["state"]) == (fired.id, "resolved")
+
+
+def test_with_two_pending_windows_the_alert_fires_one_window_later(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, alert_pending_windows=2)
+    store = Store(settings.database_url)
+
+    run = run_logic(alerter(settings, store), timeline(), store, lambda: NOW, stage="alerter")
+
+    assert [(state, start) for state, start, _ in events(run.outputs)] == [
+        ("pending", SPIKE_AT),
+        ("firing", SPIKE_AT + WINDOW),
+        ("resolved", SPIKE_AT + 2 * WINDOW),
+    ]
+    assert len({a.id for _, a in run.outputs}) == 1  # one alert through its lifecycle
+
+
+def test_quiet_series_and_windows_it_does_not_watch_never_alert(
+    settings: Settings, store: Store
+) -> None:
+    spike = 0.9
+    unwatched = [
+        # A running update of an open window: alerting reads final windows only.
+        window(SPIKE, spike, version=0, final=False),
+        # Another window size, and a series outside alert_keys.
+        window_stat(
+            key="topic:Financials",
+            window_start=SPIKE_AT,
+            window_end=SPIKE_AT + timedelta(hours=1),
+            count=80,
+            neg_share=spike,
+        ),
+        *(window(i, spike if i >= SPIKE else 0.1, key="overall") for i in range(SPIKE + 2)),
+        *(window(i, 0.1, key="topic:Earnings") for i in range(SPIKE + 2)),
+    ]
+
+    run = run_logic(alerter(settings, store), unwatched, store, lambda: NOW, stage="alerter")
+
+    assert run.outputs == []
+    assert store.count(alert_events) == 0
+    assert run.offsets == {("sentiment.windows", 0): len(unwatched)}
+
+
+def test_windows_delivered_again_raise_no_second_event(settings: Settings, store: Store) -> None:
+    windows = timeline()
+    # The aggregator is at-least-once: a stretch of windows, spike included, comes twice.
+    redelivered = [*windows[:9], *windows[4:9], *windows[9:]]
+
+    run = run_logic(alerter(settings, store), redelivered, store, lambda: NOW, stage="alerter")
+
+    assert [state for state, _, _ in events(run.outputs)] == ["firing", "resolved"]
+    assert store.count(alert_events) == 2
+
+
+def test_a_batch_replayed_after_a_crash_leaves_one_history(settings: Settings) -> None:
+    windows = timeline()
+    sink = CollectingSink()
+    # Batches of three; the third (windows 6-8: the spike and the resolve) is sent, then the
+    # process dies before committing it.
+    dying = DyingStore(settings.database_url, dies_at=3)
+    with pytest.raises(ProcessKilled):
+        logic = alerter(settings, dying)
+        run_logic(logic, windows, dying, lambda: NOW, stage="alerter", batch_size=3, sink=sink)
+    sent_before = sink.records("alerts", Alert)
+    store = Store(settings.database_url)
+
+    restarted = run_logic(
+        alerter(settings, store), windows, store, lambda: NOW, stage="alerter", batch_size=3
+    )
+
+    # At-least-once: the replayed batch sends its events again, identical, ids and all, so
+    # the notifier's delivery log makes the second copy a no-op.
+    assert [a for _, a in sent_before] == [a for _, a in restarted.outputs]
+    assert [state for state, _, _ in events(restarted.outputs)] == ["firing", "resolved"]
+    stored = store.query(alert_events, order_by=[alert_events.c.at])
+    assert [e["state"] for e in stored] == ["firing", "resolved"]
+    assert restarted.offsets == {("sentiment.windows", 0): len(windows)}

@@ -1,0 +1,263 @@
+"""The notifier's logic in process, driven by the test kit (no broker), with fake notifiers in
+place of Slack and email: alert events are grouped, silenced alerts are held back, transient
+failures are retried with backoff and permanent ones are not, a failed channel is tried again
+after the group interval, and the delivery log stops a re-send after a restart."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from support.notifications import FakeSleep
+from support.records import T0, alert
+from support.stage_logic import DyingStore, ProcessKilled, isolated_settings, notifier
+
+from finsent.alerts import notifier as notifier_stage
+from finsent.alerts.notify.model import DeliveryError, Notification
+from finsent.alerts.silences import new_silence
+from finsent.core.records import Alert
+from finsent.core.settings import Settings
+from finsent.runtime.store import Store, deliveries
+from finsent.runtime.testing import Run, run_logic
+
+NOW = T0 + timedelta(minutes=20)  # the wall clock: the alerts' windows have just closed
+RULES = """
+grouping: {group_by: family, group_wait: 0s, group_interval: 5m, repeat_interval: 4h}
+channels:
+  ops: {type: slack}
+  risk: {type: email, host: smtp.test, sender: finsent@test, to: [risk@test]}
+routes:
+  - {match: "*", severity: [critical], channels: [ops, risk]}
+  - {match: "*", channels: [ops]}
+"""
+
+
+class FakeNotifier:
+    """A channel that records what it was sent, and fails the next sends as told."""
+
+    def __init__(self, channel: str, failures: Sequence[DeliveryError] = ()) -> None:
+        self.channel = channel
+        self.failures = list(failures)  # raised by the next sends, in order
+        self.sent: list[Notification] = []
+        self.attempts = 0
+
+    def send(self, notification: Notification) -> None:
+        self.attempts += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        self.sent.append(notification)
+
+
+def transient(message: str = "HTTP 503: try again") -> DeliveryError:
+    return DeliveryError(message, transient=True)
+
+
+def permanent(message: str = "HTTP 400: invalid_payload") -> DeliveryError:
+    return DeliveryError(message, transient=False)
+
+
+_WAITS = [FakeSleep()]  # the running test's: every logic ``notify`` builds sleeps on it
+
+
+@pytest.fixture(autouse=True)
+def waits() -> Iterator[FakeSleep]:
+    """The retry backoff's waits, recorded instead of slept."""
+    _WAITS[0] = FakeSleep()
+    yield _WAITS[0]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    return isolated_settings(tmp_path, alert_rules_file=rules)
+
+
+@pytest.fixture
+def store(settings: Settings) -> Store:
+    return Store(settings.database_url)
+
+
+def notify(
+    settings: Settings,
+    store: Store,
+    alerts: Sequence[Alert],
+    *channels: FakeNotifier,
+    clock: Callable[[], datetime] = lambda: NOW,
+    batch_size: int = 64,
+) -> Run:
+    logic = notifier(settings, store, {c.channel: c for c in channels}, sleep=_WAITS[0])
+    return run_logic(logic, alerts, store, clock, stage="notifier", batch_size=batch_size)
+
+
+def ticking(start: datetime, step: timedelta) -> Callable[[], datetime]:
+    """A wall clock that moves on ``step`` at each batch."""
+    calls = itertools.count()
+    return lambda: start + next(calls) * step
+
+
+def told(channel: FakeNotifier) -> list[tuple[str, str, list[str]]]:
+    """What a channel was sent: (group, kind, the alerts' keys) per notification."""
+    return [(n.group_key, n.kind, [a.key for a in n.alerts]) for n in channel.sent]
+
+
+def logged(store: Store) -> list[tuple[str, str, str, int]]:
+    rows = store.query(deliveries)
+    return sorted((r["channel"], r["kind"], r["status"], r["attempts"]) for r in rows)
+
+
+def test_alerts_are_grouped_and_routed_by_severity(settings: Settings, store: Store) -> None:
+    ops, risk = FakeNotifier("ops"), FakeNotifier("risk")
+    events = [
+        alert(id="fin", key="topic:Financials"),
+        alert(id="earn", key="topic:Earnings"),
+        alert(id="acme", key="ticker:ACME", severity="critical"),
+    ]
+
+    run = notify(settings, store, events, ops, risk)
+
+    assert told(ops) == [
+        ("ticker", "firing", ["ticker:ACME"]),
+        ("topic", "firing", ["topic:Earnings", "topic:Financials"]),  # one family, one message
+    ]
+    assert told(risk) == [("ticker", "firing", ["ticker:ACME"])]  # critical only
+    assert logged(store) == [
+        ("ops", "firing", "delivered", 1),
+        ("ops", "firing", "delivered", 1),
+        ("risk", "firing", "delivered", 1),
+    ]
+    assert run.outputs == [] and run.offsets == {("alerts", 0): 3}
+
+
+def test_a_resolved_alert_sends_a_resolved_notice_after_its_firing_one(
+    settings: Settings, store: Store
+) -> None:
+    ops = FakeNotifier("ops")
+    fired = alert(id="fin")
+    resolved = alert(id="fin", state="resolved", window_start=T0 + timedelta(minutes=30))
+
+    # One alert per batch, the clock ten minutes on at each: past the group interval.
+    every_ten_minutes = ticking(NOW, timedelta(minutes=10))
+    notify(settings, store, [fired, resolved], ops, clock=every_ten_minutes, batch_size=1)
+
+    assert told(ops) == [
+        ("topic", "firing", ["topic:Financials"]),
+        ("topic", "resolved", ["topic:Financials"]),
+    ]
+    assert store.load_state("notifier") == {}  # a resolved, told group is gone
+
+
+def test_silenced_alerts_are_not_notified(settings: Settings, store: Store) -> None:
+    ops = FakeNotifier("ops")
+    store.add_silence(
+        new_silence(
+            "ticker:*", "2h", severity=None, author="ops", comment="index rebalance", now=T0
+        ).to_row()
+    )
+    store.add_silence(  # over before now: mutes nothing
+        new_silence(
+            "topic:*",
+            "1h",
+            severity=None,
+            author="ops",
+            comment="old",
+            now=NOW - timedelta(hours=2),
+        ).to_row()
+    )
+
+    notify(settings, store, [alert(id="acme", key="ticker:ACME"), alert(id="fin")], ops)
+
+    assert told(ops) == [("topic", "firing", ["topic:Financials"])]
+
+
+def test_a_transient_failure_is_retried_with_backoff_until_delivered(
+    settings: Settings, store: Store, waits: FakeSleep
+) -> None:
+    ops = FakeNotifier("ops", failures=[transient(), transient()])
+
+    notify(settings, store, [alert()], ops)
+
+    assert ops.attempts == 3 and len(ops.sent) == 1
+    assert waits.waits == [1, 2]  # exponential backoff between the attempts
+    assert logged(store) == [("ops", "firing", "delivered", 3)]
+
+
+def test_a_transient_failure_gives_up_after_its_attempts(
+    settings: Settings, store: Store, waits: FakeSleep
+) -> None:
+    ops = FakeNotifier("ops", failures=[transient()] * 5)
+
+    notify(settings, store, [alert()], ops)
+
+    assert ops.attempts == 4 and ops.sent == []
+    assert waits.waits == [1, 2, 4]
+    [row] = store.query(deliveries)
+    assert (row["status"], row["last_error"]) == ("failed", "HTTP 503: try again")
+
+
+def test_a_permanent_failure_is_not_retried_at_once_but_after_the_group_interval(
+    settings: Settings, store: Store, waits: FakeSleep
+) -> None:
+    ops, risk = FakeNotifier("ops"), FakeNotifier("risk", failures=[permanent()])
+    critical = [alert(severity="critical")]
+
+    notify(settings, store, critical, ops, risk)
+
+    assert risk.attempts == 1 and waits.waits == []
+    assert logged(store) == [("ops", "firing", "delivered", 1), ("risk", "firing", "failed", 1)]
+
+    # A restarted notifier, past the group interval: nothing new to read, but the failed
+    # channel is due again; the channel that has it already is skipped by the delivery log.
+    ops_later, risk_later = FakeNotifier("ops"), FakeNotifier("risk")
+    later = NOW + timedelta(minutes=6)
+    notify(settings, store, critical, ops_later, risk_later, clock=lambda: later)
+
+    assert ops_later.attempts == 0
+    assert told(risk_later) == [("topic", "firing", ["topic:Financials"])]
+    assert risk_later.sent[0].id == ops.sent[0].id  # the same notification, sent once each
+    assert logged(store) == [
+        ("ops", "firing", "delivered", 1),
+        ("risk", "firing", "delivered", 1),
+    ]
+
+
+def test_the_delivery_log_stops_a_re_send_after_a_restart(settings: Settings) -> None:
+    ops = FakeNotifier("ops")
+    # Delivered, then the process dies before it commits the batch: the alert is read again.
+    dying = DyingStore(settings.database_url, dies_at=1)
+    with pytest.raises(ProcessKilled):
+        notify(settings, dying, [alert()], ops)
+    assert len(ops.sent) == 1
+    store = Store(settings.database_url)
+    assert store.load_offsets("notifier") == {}  # nothing of the batch committed
+
+    ops_restarted = FakeNotifier("ops")
+    run = notify(settings, store, [alert()], ops_restarted)
+
+    assert ops_restarted.attempts == 0  # the same notification id: logged as delivered
+    assert logged(store) == [("ops", "firing", "delivered", 1)]
+    assert run.offsets == {("alerts", 0): 1}
+
+
+def test_the_channels_secrets_come_from_the_variables_the_rules_name(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "channels:\n"
+        "  team: {type: slack, webhook_env: TEAM_WEBHOOK}\n"
+        "  ops: {type: slack, webhook_env: OPS_WEBHOOK}\n"
+        "  risk: {type: email, host: smtp.test, username: finsent, password_env: RISK_SMTP,\n"
+        "         sender: finsent@test, to: [risk@test]}\n",
+        encoding="utf-8",
+    )
+    settings = isolated_settings(tmp_path, alert_rules_file=rules)
+    environ = {"TEAM_WEBHOOK": "https://hooks.example/T0/team-secret", "RISK_SMTP": "pw-secret"}
+
+    config = notifier_stage.NotifierConfig.from_settings(settings, environ)
+    notifiers = notifier_stage.build_notifiers(config)
+
+    assert sorted(config.secrets) == ["RISK_SMTP", "TEAM_WEBHOOK"]  # OPS_WEBHOOK is unset
+    assert "team-secret" not in repr(config) and "pw-secret" not in repr(config)
+    assert sorted(notifiers) == ["risk", "team"]  # a channel without its secret is left out

@@ -1,0 +1,104 @@
+"""The pages' tables: feed fields shown as text, and backtest runs and reports read as data."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from finsent.dashboard.tables import (
+    HEADLINE_TABLE_COLUMNS,
+    backtest_alerts_table,
+    backtest_events_table,
+    backtest_summary,
+    backtests_table,
+    headlines_table,
+)
+
+XSS = "<script>alert(1)</script>"
+
+
+def test_headlines_table_shows_feed_fields_as_text_and_links_only_web_urls() -> None:
+    frame = pd.DataFrame(
+        {
+            "published_at": pd.to_datetime(["2025-03-03 09:00", "2025-03-03 09:01"], utc=True),
+            "source": ["wire", "globe"],
+            "topic": ["Earnings", "Markets"],
+            "sentiment": ["negative", "positive"],
+            "score": [-0.5, 0.6],
+            "title": [XSS, "Acme beats"],
+            "url": ["javascript:alert(1)", "https://n.example/1"],
+            "tickers": [("ACME",), ("ACME", "BETA")],
+            "top_tokens": [("loss", "warning"), ()],
+        }
+    )
+
+    table = headlines_table(frame)
+
+    assert list(table.columns) == HEADLINE_TABLE_COLUMNS
+    assert table["Title"].tolist() == [XSS, "Acme beats"]
+    assert table["Link"].fillna("").tolist() == ["", "https://n.example/1"]
+    assert table["Tickers"].tolist() == ["ACME", "ACME, BETA"]
+    assert table["Top words"].tolist() == ["loss, warning", ""]
+    assert table["Time (UTC)"].dt.tz is None  # shown as UTC wall time
+    assert list(headlines_table(frame.iloc[:0]).columns) == HEADLINE_TABLE_COLUMNS
+
+
+def test_backtests_table() -> None:
+    runs = pd.DataFrame(
+        {
+            "id": ["r1"],
+            "started_at": pd.to_datetime(["2025-03-03 09:00"], utc=True),
+            "finished_at": pd.to_datetime([None], utc=True),
+            "feed": ["sample.jsonl"],
+            "params": [{"speed": "max"}],
+            "report_path": [None],
+            "alert_count": [None],
+            "status": ["running"],
+        }
+    )
+
+    table = backtests_table(runs)
+
+    assert table[["Run", "Status", "Params", "Report"]].values.tolist() == [
+        ["r1", "running", "speed=max", ""]
+    ]
+    assert pd.isna(table["Alerts"].iloc[0])
+
+
+def test_a_backtest_report_reads_as_data() -> None:
+    summary = {"stories": 12345, "alerts_fired": 3, "hits": True, "misses": "<b>2</b>"}
+
+    assert backtest_summary({**summary, "seconds": 61.25}) == [
+        ("Stories", "12,345"),
+        ("Alerts fired", "3"),
+        ("Hits", "—"),  # only numbers reach a metric
+        ("Misses", "—"),
+        ("False alerts", "—"),
+        ("Seconds", "61.2"),
+    ]
+
+    # As the page reads the files: every cell text, an older file short of columns.
+    events = pd.DataFrame(
+        {"name": ["SVB", XSS], "result": ["hit", "miss"], "lead_hours": ["2.5", ""]}
+    )
+    table = backtest_events_table(events)
+    assert table["Event"].tolist() == ["SVB", XSS]
+    assert table["Lead (h)"].tolist()[0] == 2.5
+    assert pd.isna(table["Lead (h)"].iloc[1])
+    assert table["First alert (UTC)"].isna().all()
+    assert table["Alerts"].isna().all()
+
+    alerts = pd.DataFrame(
+        {
+            "fired_at": ["2025-03-03T09:30:00+00:00", "soon"],
+            "key": ["ticker:SIVB", "overall"],
+            "count": ["12", "1.5"],
+            "headlines": [XSS, "NA"],
+        }
+    )
+    table = backtest_alerts_table(alerts)
+    assert table["Fired (UTC)"].iloc[0] == pd.Timestamp("2025-03-03 09:30")
+    assert pd.isna(table["Fired (UTC)"].iloc[1])
+    assert table["Headlines"].tolist() == [XSS, "NA"]
+    assert table["Stories"].tolist()[0] == 12
+    assert pd.isna(table["Stories"].iloc[1])
+    assert table["Resolved (UTC)"].isna().all()

@@ -1,0 +1,159 @@
+"""The scorer stage: its logic in process with the test kit and a tiny fake scorer (no broker,
+no model), then the shipped attention model in the `finsent scorer` process on a real broker.
+
+In process: a payload that is not a story, and a story the scorer fails on, each become a
+dead letter with a reason, while the rest of the batch is scored; the offsets move past all
+of them, committed to the consumer group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+from support.records import T0, news_item, scored_item
+from support.stage_logic import scoring
+from support.stages import StageProcesses
+
+from finsent.core.records import NewsItem, ScoredItem, decode, encode
+from finsent.core.settings import Settings
+from finsent.model.topics import TOPICS
+from finsent.runtime.kafka_io import ensure_topics
+from finsent.runtime.testing import run_logic
+from finsent.stream.scoring import score_batch
+
+# -- in process ------------------------------------------------------------------------------
+
+
+class Fragile:
+    """Scores anything except a title containing 'poison', which fails the whole call."""
+
+    version = "fragile-1"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def score(self, items: Sequence[NewsItem]) -> list[ScoredItem]:
+        self.calls += 1
+        if any("poison" in item.title for item in items):
+            raise RuntimeError("tokenizer exploded")
+        return [
+            scored_item(
+                item,
+                topic="Markets",
+                sentiment="neutral",
+                score=0.0,
+                confidence=0.5,
+                model_version=self.version,
+                scored_at=T0,
+            )
+            for item in items
+        ]
+
+
+def news(title: str) -> NewsItem:
+    return news_item(id=title, source="s", title=title)
+
+
+def test_one_bad_story_does_not_sink_its_batch() -> None:
+    scorer = Fragile()
+    items = [news("fine 1"), news("poison pill"), news("fine 2")]
+    scored, failed = score_batch(scorer, items)
+    assert [s.item.id for s in scored] == ["fine 1", "fine 2"]
+    assert [(item.id, reason) for item, reason in failed] == [
+        ("poison pill", "scorer failed: RuntimeError: tokenizer exploded")
+    ]
+    assert scorer.calls == 1 + len(items)  # the batch, then one call per story
+
+
+def test_healthy_batch_is_scored_in_one_call() -> None:
+    scorer = Fragile()
+    scored, failed = score_batch(scorer, [news("a"), news("b")])
+    assert len(scored) == 2 and failed == [] and scorer.calls == 1
+
+
+def test_bad_records_and_a_failing_story_become_dead_letters_with_reasons() -> None:
+    scorer = Fragile()
+    stories: list[NewsItem | bytes] = [
+        news("fine 1"),
+        b"\xff not json",
+        news("poison pill"),
+        encode(news("from the future")).replace(b'"schema":1', b'"schema":9'),
+        news("fine 2"),
+        news("fine 3"),
+    ]
+
+    run = run_logic(scoring(scorer), stories, None, lambda: T0, stage="scorer", batch_size=3)
+
+    assert [key for key, _ in run.outputs] == ["fine 1", "fine 2", "fine 3"]
+    assert all(s.model_version == "fragile-1" for _, s in run.outputs)
+    reasons = {letter.offset: letter.reason for letter in run.dead}
+    assert reasons[1] == "payload: Invalid JSON: expected value at line 1 column 1"
+    assert reasons[2] == "scorer failed: RuntimeError: tokenizer exploded"
+    assert reasons[3] == "unknown schema version (supported: 1)"
+    assert sorted(reasons) == [1, 2, 3]
+    assert all(letter.stage == "scorer" for letter in run.dead)
+    poison = next(letter for letter in run.dead if letter.offset == 2)
+    assert decode(NewsItem, poison.payload()) == stories[2]  # the story, whole, for a replay
+    # Only the batch that held the poison story was scored one by one.
+    assert scorer.calls == 1 + 2 + 1
+    assert run.offsets == {("news.raw", 0): 6} == run.source.committed
+
+
+# -- the shipped model against a real broker -------------------------------------------------
+
+MODEL_T0 = T0.replace(hour=14, minute=0)
+HEADLINES = {
+    "n1": ("Northwind Bank shares plunge as losses mount and depositors flee", "negative"),
+    "n2": ("Acme Corp posts record profit and raises its annual outlook", "positive"),
+    "n3": ("Acme Corp to hold its annual general meeting on May 5", "neutral"),
+}
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+@pytest.mark.weights
+def test_default_scorer_is_the_attention_model(
+    pipeline_settings: Settings, stages: StageProcesses
+) -> None:
+    settings = pipeline_settings.model_copy(update={"scorer": "attention"})
+    stages.env.update(settings.child_env())
+    ensure_topics(settings)
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    for n, (news_id, (title, _)) in enumerate(HEADLINES.items()):
+        item = news_item(id=news_id, title=title, published_at=MODEL_T0 + timedelta(minutes=n))
+        producer.send(settings.topic("news.raw"), encode(item)).get(30)
+    producer.close()
+
+    stages.start("scorer", "scorer")
+    consumer = KafkaConsumer(
+        settings.topic("news.scored"),
+        bootstrap_servers=settings.bootstrap_servers,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=120_000,  # the first start builds the int8 ONNX model
+    )
+    scored: dict[str, ScoredItem] = {}
+    try:
+        for message in consumer:
+            record = decode(ScoredItem, message.value)
+            scored[record.item.id] = record
+            if len(scored) == len(HEADLINES):
+                break
+    finally:
+        consumer.close()
+    assert len(scored) == len(HEADLINES), stages.log("scorer")
+
+    for news_id, (title, sentiment) in HEADLINES.items():
+        record = scored[news_id]
+        assert record.sentiment == sentiment, (title, record)
+        assert record.model_version.startswith("finsent-attn-1+")
+        assert record.model_version.endswith("/onnx-int8")
+        assert record.topic in TOPICS and set(record.topic_probs) == set(TOPICS)
+        assert abs(sum(record.topic_probs.values()) - 1.0) < 0.01
+        assert record.confidence >= 1 / 3
+        words = set(title.lower().replace(",", "").split())
+        assert record.top_tokens and set(record.top_tokens) <= words, record.top_tokens
+    assert scored["n1"].score < -0.5 < 0.5 < scored["n2"].score
+    assert stages.stop_all() == {"scorer": 0}
