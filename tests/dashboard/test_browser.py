@@ -157,6 +157,8 @@ def page(browser: Any, dashboard: Any, dialogs: list[str]) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     tab = context.new_page()
     tab.set_default_timeout(TIMEOUT_MS)
+    # expect() has its own 5 s default, too short for plotly's lazy load on a busy machine.
+    expect.set_options(timeout=TIMEOUT_MS)
 
     def on_dialog(dialog: Any) -> None:
         dialogs.append(f"{dialog.type}: {dialog.message}")
