@@ -3,7 +3,6 @@ needs them to, and run_logic drives real stage logic with production's semantics
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import pytest
 from kafka.errors import KafkaTimeoutError
 from kafka.structs import TopicPartition
 from support.records import news_item, scored_item
+from support.stage_logic import PoisonSensitiveScorer
 
 from finsent.core.records import KeyedPoint, NewsItem, ScoredItem, encode
 from finsent.runtime.store import Store, scored_items
@@ -79,32 +79,12 @@ def test_run_logic_spreads_a_mapping_over_partitions(store: Store) -> None:
     assert {record.point.id for _, record in run.outputs} == {"s0", "s1", "s2"}
 
 
-class PickyScorer:
-    """Scores everything but a story titled 'poison', which fails any call that holds it."""
-
-    version = "picky-1"
-
-    def score(self, items: Sequence[NewsItem]) -> list[ScoredItem]:
-        if any(item.title == "poison" for item in items):
-            raise RuntimeError("tokenizer exploded")
-        return [
-            scored_item(
-                item,
-                topic="Markets",
-                sentiment="neutral",
-                score=0.0,
-                confidence=0.5,
-                model_version=self.version,
-                scored_at=T0,
-            )
-            for item in items
-        ]
-
-
 def test_run_logic_commits_a_kafka_stage_to_its_consumer_group() -> None:
     stories = [news(0), news(1, "poison"), news(2), news(3)]
 
-    run = run_logic(Scoring(PickyScorer()), stories, None, lambda: T0, stage="scorer", batch_size=2)
+    run = run_logic(
+        Scoring(PoisonSensitiveScorer()), stories, None, lambda: T0, stage="scorer", batch_size=2
+    )
 
     assert [key for key, _ in run.outputs] == ["s0", "s2", "s3"]
     assert run.offsets == {("news.raw", 0): 4} == run.source.committed

@@ -8,13 +8,12 @@ of them, committed to the consumer group.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
-from support.records import T0, news_item, scored_item
-from support.stage_logic import scoring
+from support.records import T0, news_item
+from support.stage_logic import PoisonSensitiveScorer, scoring
 from support.stages import StageProcesses
 
 from finsent.core.records import NewsItem, ScoredItem, decode, encode
@@ -27,38 +26,12 @@ from finsent.stream.scoring import score_batch
 # -- in process ------------------------------------------------------------------------------
 
 
-class Fragile:
-    """Scores anything except a title containing 'poison', which fails the whole call."""
-
-    version = "fragile-1"
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def score(self, items: Sequence[NewsItem]) -> list[ScoredItem]:
-        self.calls += 1
-        if any("poison" in item.title for item in items):
-            raise RuntimeError("tokenizer exploded")
-        return [
-            scored_item(
-                item,
-                topic="Markets",
-                sentiment="neutral",
-                score=0.0,
-                confidence=0.5,
-                model_version=self.version,
-                scored_at=T0,
-            )
-            for item in items
-        ]
-
-
 def news(title: str) -> NewsItem:
     return news_item(id=title, source="s", title=title)
 
 
 def test_one_bad_story_does_not_sink_its_batch() -> None:
-    scorer = Fragile()
+    scorer = PoisonSensitiveScorer()
     items = [news("fine 1"), news("poison pill"), news("fine 2")]
     scored, failed = score_batch(scorer, items)
     assert [s.item.id for s in scored] == ["fine 1", "fine 2"]
@@ -69,13 +42,13 @@ def test_one_bad_story_does_not_sink_its_batch() -> None:
 
 
 def test_healthy_batch_is_scored_in_one_call() -> None:
-    scorer = Fragile()
+    scorer = PoisonSensitiveScorer()
     scored, failed = score_batch(scorer, [news("a"), news("b")])
     assert len(scored) == 2 and failed == [] and scorer.calls == 1
 
 
 def test_bad_records_and_a_failing_story_become_dead_letters_with_reasons() -> None:
-    scorer = Fragile()
+    scorer = PoisonSensitiveScorer()
     stories: list[NewsItem | bytes] = [
         news("fine 1"),
         b"\xff not json",
@@ -88,7 +61,7 @@ def test_bad_records_and_a_failing_story_become_dead_letters_with_reasons() -> N
     run = run_logic(scoring(scorer), stories, None, lambda: T0, stage="scorer", batch_size=3)
 
     assert [key for key, _ in run.outputs] == ["fine 1", "fine 2", "fine 3"]
-    assert all(s.model_version == "fragile-1" for _, s in run.outputs)
+    assert all(s.model_version == PoisonSensitiveScorer.version for _, s in run.outputs)
     reasons = {letter.offset: letter.reason for letter in run.dead}
     assert reasons[1] == "payload: Invalid JSON: expected value at line 1 column 1"
     assert reasons[2] == "scorer failed: RuntimeError: tokenizer exploded"

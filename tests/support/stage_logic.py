@@ -8,7 +8,7 @@ bindings and this module, not every test. Drive what these return with
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,14 +16,43 @@ from finsent.alerts.alerter import Alerter
 from finsent.alerts.notifier import NotifierLogic
 from finsent.alerts.notify.model import Notifier
 from finsent.app.stages import CONSUMING
+from finsent.core.records import NewsItem, ScoredItem
 from finsent.core.settings import Settings
 from finsent.model.scorer import Scorer
 from finsent.runtime.store import Commit, Store
 from finsent.stream.aggregation import Aggregator
 from finsent.stream.router import Router
 from finsent.stream.scoring import Scoring
+from support.records import T0, scored_item
 
 L = TypeVar("L")
+
+
+class PoisonSensitiveScorer:
+    """A fake model: scores every story neutral, except that any call holding a story whose
+    title contains 'poison' fails whole, as a tokenizer error would. Counts its calls."""
+
+    version = "poison-sensitive-1"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def score(self, items: Sequence[NewsItem]) -> list[ScoredItem]:
+        self.calls += 1
+        if any("poison" in item.title for item in items):
+            raise RuntimeError("tokenizer exploded")
+        return [
+            scored_item(
+                item,
+                topic="Markets",
+                sentiment="neutral",
+                score=0.0,
+                confidence=0.5,
+                model_version=self.version,
+                scored_at=T0,
+            )
+            for item in items
+        ]
 
 
 def isolated_settings(tmp_path: Path, **overrides: Any) -> Settings:
