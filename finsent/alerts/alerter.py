@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from finsent.alerts.detector import SeriesState, SpikeRule, evaluate
+from finsent.alerts.dispatch import group_key
 from finsent.alerts.rules import AlertRules, load_rules
 from finsent.core.durations import EPOCH, WindowSpec
 from finsent.core.records import Alert, WindowStat
@@ -118,4 +119,7 @@ class Alerter:
                 events.append(result.event)
                 log.warning("alert %s: %s", result.event.state, result.event.message)
         state_put = {k: s.to_json() for k, s in changed.items()}
-        return [(a.key, a) for a in events], Commit(stage=STAGE, alerts=events, state_put=state_put)
+        # Keyed by notification group, so one notifier member holds all of a group's alerts.
+        group_by = self.config.rules.grouping.group_by
+        outputs = [(group_key(a.key, group_by), a) for a in events]
+        return outputs, Commit(stage=STAGE, alerts=events, state_put=state_put)

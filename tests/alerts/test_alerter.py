@@ -9,6 +9,7 @@ give no second history.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def test_a_spike_at_t_fires_with_the_window_ending_after_t_then_resolves(
         ("resolved", resolved_at, resolved_at + WINDOW),
     ]
     (key, fired), (_, resolved) = run.outputs
-    assert key == fired.key == "topic:Financials"  # keyed by series for the notifier
+    assert key == fired.key == "topic:Financials"  # keyed by its notification group
     assert fired.id == resolved.id and fired.started_at == resolved.started_at == SPIKE_AT
     assert fired.neg_share == 0.8 and fired.zscore >= 3.0 and fired.count == 20
     assert 0.1 <= fired.baseline_mean < 0.2  # the quiet windows' rate (with a small prior)
@@ -88,6 +89,21 @@ def test_a_spike_at_t_fires_with_the_window_ending_after_t_then_resolves(
     ]
     [row] = store.query(alerts)
     assert (row["id"], row["state"]) == (fired.id, "resolved")
+
+
+def test_events_are_keyed_by_notification_group_so_one_notifier_holds_a_group(
+    tmp_path: Path,
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("grouping: {group_by: family}\n")
+    settings = settings_for(tmp_path, alert_rules_file=rules)
+    store = Store(settings.database_url)
+    windows = timeline() + [replace(w, key="topic:Markets") for w in timeline()]
+
+    run = run_logic(alerter(settings, store), windows, store, lambda: NOW, stage="alerter")
+
+    assert {a.key for _, a in run.outputs} == {"topic:Financials", "topic:Markets"}
+    assert {key for key, _ in run.outputs} == {"topic"}  # one family: one partition
 
 
 def test_with_two_pending_windows_the_alert_fires_one_window_later(tmp_path: Path) -> None:

@@ -71,9 +71,10 @@ class Store:
         with self.engine.connect() as conn:
             return alerting.latest_alerts(conn, limit)
 
-    def acked_ids(self) -> set[str]:
+    def acked_ids(self, among: Iterable[str]) -> set[str]:
+        """Which of the alerts ``among`` are acknowledged (only those: the table grows)."""
         with self.engine.connect() as conn:
-            return alerting.acked_ids(conn)
+            return alerting.acked_ids(conn, among)
 
     def add_silence(self, row: Mapping[str, Any]) -> None:
         with self.engine.begin() as conn:
