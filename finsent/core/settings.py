@@ -158,7 +158,8 @@ class Settings(BaseSettings):
     windows: Annotated[tuple[str, ...], NoDecode] = ("15m", "1h", "1d")
     grace_seconds: int = 300
     allowed_lateness_seconds: int = 3600  # after closing, late news restates a window this long
-    idle_close_seconds: float = 0.0  # 0: windows close on event time only
+    # Caught up (no lag) with no story this long: event time follows the wall clock. 0: off
+    idle_close_seconds: float = 0.0
     # "updates": also emit running figures of open windows (for live views), at most every
     # window_update_seconds; "final": only closed windows and restatements
     window_emit: Literal["updates", "final"] = "updates"
