@@ -180,6 +180,8 @@ class Settings(BaseSettings):
     alert_volume_z: float | None = None
     alert_window: str = ""  # the window spec alerts watch; empty: the first of `windows`
     alert_pending_windows: int = 1  # consecutive surprising windows before an alert fires
+    # An alert whose series has no window for this many windows resolves ("no data"); 0: never
+    alert_no_data_windows: int = Field(default=96, ge=0)
     alert_rules_file: Path | None = None  # YAML thresholds, grouping, channels and routes
 
     # -- Notifications (alerts/notifier.py): the default channels' secrets, environment only.
