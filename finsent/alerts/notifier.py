@@ -15,12 +15,13 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Histogram
 from pydantic import SecretStr
+from sqlalchemy.exc import SQLAlchemyError
 
 from finsent.alerts.alerter import load_alert_rules
 from finsent.alerts.dispatch import Dispatcher, Group, Outgoing
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 STAGE = "notifier"
+PRUNE_EVERY = timedelta(hours=1)
 HANDOFFS = Counter(
     "finsent_notifications",
     "Notifications handed to a channel, by outcome.",
@@ -72,6 +74,7 @@ class NotifierConfig:
 
     rules: AlertRules
     secrets: Mapping[str, SecretStr]  # by environment variable name; unset ones are absent
+    retention: timedelta | None = None  # the store forgets what is older; None: nothing
 
     @classmethod
     def from_settings(
@@ -85,7 +88,12 @@ class NotifierConfig:
             for name in sorted(channel_secret_names(rules))
             if (secret := settings.secret(name, environ)) is not None
         }
-        return cls(rules=rules, secrets=MappingProxyType(secrets))
+        days = settings.retention_days
+        return cls(
+            rules=rules,
+            secrets=MappingProxyType(secrets),
+            retention=timedelta(days=days) if days > 0 else None,
+        )
 
 
 class NotifierLogic:
@@ -110,6 +118,7 @@ class NotifierLogic:
         self.dispatchers: dict[Partition, Dispatcher] = {}  # loaded on assignment
         self.unowned: set[str] = set()  # state rows of no partition, to delete once adopted
         self.missing: set[str] = set()
+        self.next_prune: datetime | None = None
 
     def assigned(self, partitions: list[Partition]) -> None:
         for part in partitions:
@@ -149,6 +158,7 @@ class NotifierLogic:
             )
             for row in self.store.active_silences(now)
         ]
+        self._prune(now)
         market_wide = {w for d in self.dispatchers.values() for w in d.firing_overall()}
         acked = self.store.acked_ids({i for d in self.dispatchers.values() for i in d.alert_ids()})
         for dispatcher in self.dispatchers.values():
@@ -165,6 +175,21 @@ class NotifierLogic:
         if not batch and not put and not removed:
             return [], None
         return [], Commit(stage=STAGE, state_put=put, state_delete=removed)
+
+    def _prune(self, now: datetime) -> None:
+        """The store's retention, at most every ``PRUNE_EVERY``: the notifier runs in every
+        deployment and its batches are small, so the housekeeping of the store is its job."""
+        retention = self.config.retention
+        if retention is None or (self.next_prune is not None and now < self.next_prune):
+            return
+        self.next_prune = now + PRUNE_EVERY
+        try:
+            pruned = self.store.prune(now - retention)
+        except SQLAlchemyError as exc:  # housekeeping: try again next time, never crash for it
+            log.warning("pruning the store failed (%s); trying again in %s", exc, PRUNE_EVERY)
+            return
+        if any(pruned.values()):
+            log.info("pruned what ended over %s ago: %s", retention, pruned)
 
     def _hand_off(self, dispatcher: Dispatcher, item: Outgoing, now: datetime) -> None:
         notifier = self.notifiers.get(item.channel)

@@ -182,6 +182,9 @@ class Settings(BaseSettings):
     alert_pending_windows: int = 1  # consecutive surprising windows before an alert fires
     # An alert whose series has no window for this many windows resolves ("no data"); 0: never
     alert_no_data_windows: int = Field(default=96, ge=0)
+    # Stories, windows, alert history, deliveries and dedup memory older than this are pruned
+    # (hourly, by the notifier and the ingest); 0: kept forever
+    retention_days: float = Field(default=90.0, ge=0)
     alert_rules_file: Path | None = None  # YAML thresholds, grouping, channels and routes
 
     # -- Notifications (alerts/notifier.py): the default channels' secrets, environment only.

@@ -20,7 +20,7 @@ from finsent.alerts.notify.model import DeliveryError, Notification
 from finsent.alerts.silences import new_silence
 from finsent.core.records import Alert
 from finsent.core.settings import Settings
-from finsent.runtime.store import Commit, Store, deliveries
+from finsent.runtime.store import Commit, Store, deliveries, silences
 from finsent.runtime.testing import MemoryDeadLetters, Run, run_logic
 
 NOW = T0 + timedelta(minutes=20)  # the wall clock: the alerts' windows have just closed
@@ -331,6 +331,34 @@ def test_a_failed_resolved_notice_is_tried_again_after_the_group_interval(
     ]
     assert store.load_state("notifier") == {}  # told at last, the group is gone
     assert logged(store) == [("ops", "firing", "delivered", 1), ("ops", "resolved", "delivered", 1)]
+
+
+def test_the_notifier_prunes_the_store_by_its_retention_at_most_hourly(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    settings = isolated_settings(tmp_path, alert_rules_file=rules, retention_days=1)
+    store = Store(settings.database_url)
+    ended = NOW - timedelta(minutes=30)
+    store.add_silence(
+        new_silence(
+            "ticker:*",
+            "1h",
+            severity=None,
+            author="ops",
+            comment="",
+            now=ended - timedelta(hours=1),
+        ).to_row()
+    )
+    logic = notifier(settings, store, {})
+    logic.assigned([("alerts", 0)])
+    dead = MemoryDeadLetters("notifier")
+
+    logic.process([], NOW + timedelta(hours=23), dead)  # ended within the retention: kept
+    assert len(store.query(silences)) == 1
+    logic.process([], NOW + timedelta(hours=23, minutes=45), dead)  # past it; not due yet
+    assert len(store.query(silences)) == 1
+    logic.process([], NOW + timedelta(hours=24, minutes=1), dead)  # an hour on: pruned
+    assert store.query(silences) == []
 
 
 def test_the_channels_secrets_come_from_the_variables_the_rules_name(tmp_path: Path) -> None:
