@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from finsent.alerts.detector import SeriesState, SpikeRule, evaluate
+from finsent.alerts.detector import (
+    Evaluation,
+    SeriesState,
+    SpikeRule,
+    evaluate,
+    resolve_without_data,
+)
+from finsent.alerts.dispatch import group_key
 from finsent.alerts.rules import AlertRules, load_rules
 from finsent.core.durations import EPOCH, WindowSpec
 from finsent.core.records import Alert, WindowStat
@@ -52,6 +59,7 @@ class AlerterConfig:
     rules: AlertRules  # the rules file: per-series overrides (and the notifier's routing)
     keys: tuple[str, ...]  # glob patterns of the series keys it watches
     window: WindowSpec  # the window size it watches
+    no_data_windows: int  # an active alert resolves after this many windows without data; 0: never
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AlerterConfig:
@@ -71,6 +79,7 @@ class AlerterConfig:
             rules=load_alert_rules(settings),
             keys=settings.alert_keys,
             window=settings.alert_window_spec,
+            no_data_windows=settings.alert_no_data_windows,
         )
 
 
@@ -88,6 +97,23 @@ class Alerter:
 
     def revoked(self, partitions: list[Partition]) -> None:
         pass
+
+    def _without_data(self, now_event: datetime) -> list[Evaluation]:
+        """Resolutions of the active alerts whose series have had no window for too long."""
+        found = []
+        for key in sorted(k for k, s in self.states.items() if s.active is not None):
+            hop, windows = self.config.window.hop, self.config.no_data_windows
+            result = resolve_without_data(self.states[key], hop, windows, now_event)
+            if result is not None:
+                found.append(result)
+        return found
+
+    def _record(self, result: Evaluation, changed: dict[str, SeriesState]) -> Alert:
+        event = result.event
+        assert event is not None
+        self.states[event.key] = changed[event.key] = result.state
+        log.warning("alert %s: %s", event.state, event.message)
+        return event
 
     def watches(self, window: WindowStat) -> bool:
         """Final windows of the alert window size, on the series keys it watches."""
@@ -110,12 +136,17 @@ class Alerter:
             window = message.value
             if not self.watches(window):
                 continue
+            # Checked at each window, not each batch, so batching changes nothing.
+            for result in self._without_data(window.window_end):
+                events.append(self._record(result, changed))
             state = self.states.get(window.key, SeriesState())
             rule = self.config.rules.rule_for(window.key, self.config.rule)
             result = evaluate(rule, state, window, now)
             self.states[window.key] = changed[window.key] = result.state
             if result.event is not None:
-                events.append(result.event)
-                log.warning("alert %s: %s", result.event.state, result.event.message)
+                events.append(self._record(result, changed))
         state_put = {k: s.to_json() for k, s in changed.items()}
-        return [(a.key, a) for a in events], Commit(stage=STAGE, alerts=events, state_put=state_put)
+        # Keyed by notification group, so one notifier member holds all of a group's alerts.
+        group_by = self.config.rules.grouping.group_by
+        outputs = [(group_key(a.key, group_by), a) for a in events]
+        return outputs, Commit(stage=STAGE, alerts=events, state_put=state_put)

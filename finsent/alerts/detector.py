@@ -30,7 +30,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from statistics import NormalDist
 from typing import Any
 
@@ -263,6 +263,32 @@ def evaluate(rule: SpikeRule, state: SeriesState, window: WindowStat, now: datet
     if learn:
         next_state = next_state.learn(share, window.mean_score, n, rule.baseline_windows)
     return Evaluation(state=next_state, event=event, baseline_mean=mean, baseline_std=std, zscore=z)
+
+
+def resolve_without_data(
+    state: SeriesState, hop: timedelta, windows: int, now_event: datetime
+) -> Evaluation | None:
+    """The resolution of a series' active alert once ``windows`` windows (each ``hop`` apart)
+    have closed past its last window with no window of its own, judged at ``now_event`` (the
+    end of the newest window seen on any series). A quiet series cannot say it recovered, and
+    without this its alert would fire, and repeat, forever. Event time only, like ``evaluate``.
+    """
+    active = state.active
+    if active is None or state.last_window is None or windows <= 0:
+        return None
+    size = active.window_end - active.window_start
+    start = state.last_window + windows * hop  # the last of the windows with no data
+    if now_event < start + size:
+        return None
+    event = replace(
+        active,
+        state="resolved",
+        window_start=start,
+        window_end=start + size,
+        updated_at=start + size,
+        message=f"{active.key}: no data for {windows} windows; resolved",
+    )
+    return Evaluation(state=replace(state, active=None, streak=0), event=event)
 
 
 def _alert(

@@ -5,9 +5,10 @@ series key, or by family); a new group waits ``group_wait`` to collect company, 
 changes after that wait for ``group_interval`` since the last send; a group still firing is
 re-sent after ``repeat_interval`` unless every alert in it is acknowledged. Silenced alerts are
 never notified, and a firing market-wide (``overall``) alert mutes topic alerts of its window.
-Pending alerts are stored, not notified. A notification's id is a hash of what it says, so the
-delivery log turns a replay into a no-op. Sending is not done here: the notifier stage hands
-each ``Outgoing`` to the channel's notifier (``alerts.notify``).
+Pending alerts are stored, not notified. A notification's id is a hash of what it says (a
+repeat's, also of the time it was due), so the delivery log turns a replay into a no-op.
+Sending is not done here: the notifier stage hands each ``Outgoing`` to the channel's notifier
+(``alerts.notify``).
 """
 
 from __future__ import annotations
@@ -89,25 +90,49 @@ class Dispatcher:
 
     def retry_later(self, outgoing: Outgoing, now: datetime) -> None:
         """A delivery failed for good this time: forget that it was sent, so the next flush
-        after the group interval tries again (channels that got it skip it by its id)."""
-        group = self.groups.get(outgoing.notification.group_key)
+        after the group interval tries again (channels that got it skip it by its id).
+
+        A resolved notice's alerts left the group when it was made (and an emptied group with
+        them), so they are put back as told "firing": the next flush makes the same notice."""
+        n = outgoing.notification
+        group = self.groups.get(n.group_key)
         if group is None:
-            return
-        for alert in outgoing.notification.alerts:
-            if alert.id in group.alerts:
+            group = self.groups[n.group_key] = Group(key=n.group_key, last_sent=now)
+            self.removed.discard(group.key)
+        for alert in n.alerts:
+            if n.kind == "resolved":
+                if group.alerts.get(alert.id, alert).state == "resolved":
+                    group.alerts[alert.id] = alert
+                    group.notified[alert.id] = "firing"
+            elif alert.id in group.alerts:
                 group.notified.pop(alert.id, None)
         group.next_flush = now + self.rules.grouping.group_interval
         self.changed.add(group.key)
 
-    def flush(self, now: datetime, silences: list[Silence], acked: set[str]) -> list[Outgoing]:
-        """Notifications due at ``now``."""
-        out: list[Outgoing] = []
-        firing_overall = {
+    def firing_overall(self) -> set[datetime]:
+        """The windows of the firing market-wide alerts this dispatcher holds."""
+        return {
             a.window_start
             for g in self.groups.values()
             for a in g.alerts.values()
             if a.key == "overall" and a.state == "firing"
         }
+
+    def alert_ids(self) -> set[str]:
+        """The alerts in its groups (those whose acknowledgements matter)."""
+        return {i for g in self.groups.values() for i in g.alerts}
+
+    def flush(
+        self,
+        now: datetime,
+        silences: list[Silence],
+        acked: set[str],
+        market_wide: set[datetime] | None = None,
+    ) -> list[Outgoing]:
+        """Notifications due at ``now``; ``market_wide``: windows of firing ``overall`` alerts
+        held elsewhere (another partition's dispatcher), which mute topic alerts here too."""
+        out: list[Outgoing] = []
+        firing_overall = self.firing_overall() | (market_wide or set())
         for key in sorted(self.groups):
             group = self.groups[key]
             if group.next_flush is None or group.next_flush > now:
@@ -150,17 +175,24 @@ class Dispatcher:
         group.next_flush = None
         self.changed.add(group.key)
         batches: list[tuple[NotificationKind, list[Alert]]] = []
+        repeat_at: datetime | None = None
         if fresh:
             batches.append(("firing", firing))
         elif repeat_due:
             batches.append(("repeat", firing))
+            # When it was due, not when it was made: a notifier restarted from the same state
+            # makes the same repeat, which the delivery log then skips.
+            assert group.last_sent is not None  # by repeat_due
+            repeat_at = group.last_sent + self.rules.grouping.repeat_interval
         if resolved:
             batches.append(("resolved", resolved))
         out: list[Outgoing] = []
         for kind, members in batches:
             alerts = tuple(sorted(members, key=lambda a: (a.key, a.started_at)))
             notification = Notification(
-                id=_notification_id(group.key, kind, alerts, now if kind == "repeat" else None),
+                id=_notification_id(
+                    group.key, kind, alerts, repeat_at if kind == "repeat" else None
+                ),
                 group_key=group.key,
                 kind=kind,
                 alerts=alerts,

@@ -3,23 +3,28 @@ routing → Slack and email, with a delivery log so a restart never re-sends.
 
 It produces no topic (its stage declares no sink); its dispatcher state and the consumed
 offsets are stored in one transaction (``Checkpoint.STORE``, see ``finsent.runtime.runner``).
+Groups belong to the partition of ``alerts`` their events came from (the alerter keys events
+by group), one dispatcher per owned partition, so two notifier members never flush, or save,
+the same group.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Histogram
 from pydantic import SecretStr
+from sqlalchemy.exc import SQLAlchemyError
 
 from finsent.alerts.alerter import load_alert_rules
-from finsent.alerts.dispatch import Dispatcher, Group
+from finsent.alerts.dispatch import Dispatcher, Group, Outgoing
 from finsent.alerts.notify.delivery import deliver
 from finsent.alerts.notify.email import EmailNotifier
 from finsent.alerts.notify.model import Notifier
@@ -37,6 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 STAGE = "notifier"
+PRUNE_EVERY = timedelta(hours=1)
 HANDOFFS = Counter(
     "finsent_notifications",
     "Notifications handed to a channel, by outcome.",
@@ -68,6 +74,7 @@ class NotifierConfig:
 
     rules: AlertRules
     secrets: Mapping[str, SecretStr]  # by environment variable name; unset ones are absent
+    retention: timedelta | None = None  # the store forgets what is older; None: nothing
 
     @classmethod
     def from_settings(
@@ -81,7 +88,12 @@ class NotifierConfig:
             for name in sorted(channel_secret_names(rules))
             if (secret := settings.secret(name, environ)) is not None
         }
-        return cls(rules=rules, secrets=MappingProxyType(secrets))
+        days = settings.retention_days
+        return cls(
+            rules=rules,
+            secrets=MappingProxyType(secrets),
+            retention=timedelta(days=days) if days > 0 else None,
+        )
 
 
 class NotifierLogic:
@@ -103,21 +115,40 @@ class NotifierLogic:
         # waits; both are passed in so tests run on a fake clock without sleeping.
         self.clock = clock
         self.sleep = sleep
-        self.dispatcher = Dispatcher(config.rules)  # its groups are loaded on assignment
+        self.dispatchers: dict[Partition, Dispatcher] = {}  # loaded on assignment
+        self.unowned: set[str] = set()  # state rows of no partition, to delete once adopted
         self.missing: set[str] = set()
+        self.next_prune: datetime | None = None
 
     def assigned(self, partitions: list[Partition]) -> None:
-        groups = {k: Group.from_json(v) for k, v in self.store.load_state(STAGE).items()}
-        self.dispatcher = Dispatcher(self.config.rules, groups)
+        for part in partitions:
+            stored = self.store.load_state(STAGE, _prefix(part))
+            groups = {k.removeprefix(_prefix(part)): Group.from_json(v) for k, v in stored.items()}
+            dispatcher = self.dispatchers[part] = Dispatcher(self.config.rules, groups)
+            if part[1] == 0:
+                self._adopt_unowned(dispatcher)
+
+    def _adopt_unowned(self, dispatcher: Dispatcher) -> None:
+        """Groups saved before they belonged to a partition go to partition 0's owner, which
+        saves them under its prefix with its next commit (and deletes the old rows)."""
+        for key, value in self.store.load_state(STAGE).items():
+            if not _OWNED.match(key):
+                dispatcher.groups.setdefault(key, Group.from_json(value))
+                dispatcher.changed.add(key)
+                self.unowned.add(key)
 
     def revoked(self, partitions: list[Partition]) -> None:
-        pass
+        for part in partitions:
+            self.dispatchers.pop(part, None)
 
     def process(
         self, batch: Sequence[Message[Alert]], now: datetime, dead: DeadLetterSink
     ) -> tuple[list[Output], Commit | None]:
         for message in batch:
-            self.dispatcher.receive(message.value, now)
+            part = (message.topic, message.partition)
+            if part not in self.dispatchers:  # the rebalance callback loads it first; be safe
+                self.assigned([part])
+            self.dispatchers[part].receive(message.value, now)
         silences = [
             Silence(
                 matcher=row["matcher"],
@@ -127,44 +158,80 @@ class NotifierLogic:
             )
             for row in self.store.active_silences(now)
         ]
-        outgoing = self.dispatcher.flush(now, silences, self.store.acked_ids())
-        for item in outgoing:
-            notifier = self.notifiers.get(item.channel)
-            if notifier is None:
-                if item.channel not in self.missing:
-                    log.error("channel %s has no notifier (is its secret set?)", item.channel)
-                    self.missing.add(item.channel)
-                continue
-            # Bounded retries: a dead endpoint must not hold the consumer past its poll
-            # interval; a failed notification is tried again after the group interval.
-            result = deliver(
-                item.notification,
-                notifier,
-                self.store,
-                now=self.clock,
-                max_attempts=4,
-                max_wait_s=8,
-                sleep=self.sleep,
-            )
-            HANDOFFS.labels(item.channel, result.status).inc()
-            if result.status == "failed":
-                self.dispatcher.retry_later(item, now)
-            if result.status == "delivered":
-                for alert in item.notification.alerts:
-                    closed = alert.updated_at  # the window's end: its close, in event time
-                    HANDOFF_LAG.observe(max((self.clock() - closed).total_seconds(), 0))
-            log.info(
-                "notification %s (%s, %s) to %s: %s",
-                item.notification.id[:12],
-                item.notification.group_key,
-                item.notification.kind,
-                item.channel,
-                result.status,
-            )
-        put, removed = self.dispatcher.take_changes()
+        self._prune(now)
+        market_wide = {w for d in self.dispatchers.values() for w in d.firing_overall()}
+        acked = self.store.acked_ids({i for d in self.dispatchers.values() for i in d.alert_ids()})
+        for dispatcher in self.dispatchers.values():
+            for item in dispatcher.flush(now, silences, acked, market_wide):
+                self._hand_off(dispatcher, item, now)
+        put: dict[str, Any] = {}
+        removed: set[str] = set()
+        for part, dispatcher in self.dispatchers.items():
+            part_put, part_removed = dispatcher.take_changes()
+            put.update({_prefix(part) + k: v for k, v in part_put.items()})
+            removed.update(_prefix(part) + k for k in part_removed)
+        removed |= self.unowned
+        self.unowned = set()
         if not batch and not put and not removed:
             return [], None
         return [], Commit(stage=STAGE, state_put=put, state_delete=removed)
+
+    def _prune(self, now: datetime) -> None:
+        """The store's retention, at most every ``PRUNE_EVERY``: the notifier runs in every
+        deployment and its batches are small, so the housekeeping of the store is its job."""
+        retention = self.config.retention
+        if retention is None or (self.next_prune is not None and now < self.next_prune):
+            return
+        self.next_prune = now + PRUNE_EVERY
+        try:
+            pruned = self.store.prune(now - retention)
+        except SQLAlchemyError as exc:  # housekeeping: try again next time, never crash for it
+            log.warning("pruning the store failed (%s); trying again in %s", exc, PRUNE_EVERY)
+            return
+        if any(pruned.values()):
+            log.info("pruned what ended over %s ago: %s", retention, pruned)
+
+    def _hand_off(self, dispatcher: Dispatcher, item: Outgoing, now: datetime) -> None:
+        notifier = self.notifiers.get(item.channel)
+        if notifier is None:
+            if item.channel not in self.missing:
+                log.error("channel %s has no notifier (is its secret set?)", item.channel)
+                self.missing.add(item.channel)
+            return
+        # Bounded retries: a dead endpoint must not hold the consumer past its poll
+        # interval; a failed notification is tried again after the group interval.
+        result = deliver(
+            item.notification,
+            notifier,
+            self.store,
+            now=self.clock,
+            max_attempts=4,
+            max_wait_s=8,
+            sleep=self.sleep,
+        )
+        HANDOFFS.labels(item.channel, result.status).inc()
+        if result.status == "failed":
+            dispatcher.retry_later(item, now)
+        if result.status == "delivered":
+            for alert in item.notification.alerts:
+                closed = alert.updated_at  # the window's end: its close, in event time
+                HANDOFF_LAG.observe(max((self.clock() - closed).total_seconds(), 0))
+        log.info(
+            "notification %s (%s, %s) to %s: %s",
+            item.notification.id[:12],
+            item.notification.group_key,
+            item.notification.kind,
+            item.channel,
+            result.status,
+        )
+
+
+_OWNED = re.compile(r"\d+/")  # a partition's prefix
+
+
+def _prefix(partition: Partition) -> str:
+    """Where a partition's groups are saved among the stage's state rows."""
+    return f"{partition[1]}/"
 
 
 def build_notifiers(config: NotifierConfig) -> dict[str, Notifier]:

@@ -14,11 +14,14 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from finsent.core.durations import parse_duration
+from finsent.core.durations import format_duration, parse_duration
 from finsent.core.records import Alert
 from finsent.core.vocabulary import SEVERITIES, Severity
 
 ANY_SEVERITY = "any"
+# Longer is a mistake, not a silence: it would outlive any review of it (and far beyond, the
+# end time leaves the calendar).
+MAX_SILENCE = timedelta(days=366)
 
 
 class SilenceError(ValueError):
@@ -61,7 +64,7 @@ def new_silence(
     "any".
 
     Text is trimmed. Raises ``SilenceError`` for an empty matcher or author, a duration that
-    does not parse or is not positive, or an unknown severity. The id is a hash of the
+    does not parse, is not positive or is over ``MAX_SILENCE``, or an unknown severity. The id is a hash of the
     silence itself, so submitting the same one twice at the same instant stores it once.
     """
     matcher, author, comment = matcher.strip(), author.strip(), comment.strip()
@@ -71,6 +74,8 @@ def new_silence(
         length = parse_duration(duration, positive=True)
     except ValueError as exc:  # its message quotes the input and shows the grammar
         raise SilenceError(str(exc)) from None
+    if length > MAX_SILENCE:
+        raise SilenceError(f"A silence lasts at most {format_duration(MAX_SILENCE)}.")
     if severity == ANY_SEVERITY:
         severity = None
     if severity is not None and severity not in SEVERITIES:

@@ -151,6 +151,9 @@ def backtest_settings(settings: Settings, run_id: str, run_dir: Path) -> Setting
             "ingest_state_url": f"sqlite:///{run_dir / 'ingest.db'}",
             "partitions_per_topic": {**settings.partitions_per_topic, **ORDERED_TOPICS},
             "idle_close_seconds": 0.0,  # wall-clock idleness means nothing in a replay
+            # A feed's gaps are not a live series going quiet; keeps reports comparable.
+            "alert_no_data_windows": 0,
+            "retention_days": 0.0,  # a replay's news is old by design; the run's store is its own
             "window_emit": "final",  # running updates are for live views only
             "model_batch_invariant": True,
             "metrics_port": 0,  # never the live stages' ports

@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from finsent.core.records import Alert, encode
+from finsent.core.safety import spreadsheet_cell
 from finsent.core.vocabulary import STATE_ORDER
 
 DEFAULT_MATCH_BEFORE = timedelta(hours=24)
@@ -256,7 +257,10 @@ def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]
         writer = csv.DictWriter(fh, fieldnames=list(columns), lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
+            # Keys and headlines come from feeds: a cell must never run as a formula.
+            writer.writerow(
+                {k: "" if row.get(k) is None else spreadsheet_cell(row[k]) for k in columns}
+            )
 
 
 @dataclass

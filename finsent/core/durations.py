@@ -18,16 +18,21 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_duration(value: object, *, positive: bool = False) -> timedelta:
-    """``30s``, ``5m``, ``4h``, ``1.5d``, or a number of seconds; ``positive`` refuses zero."""
-    if isinstance(value, timedelta):
-        length = value
-    elif isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-        length = timedelta(seconds=value)
-    else:
-        match = _DURATION.fullmatch(str(value).strip())
-        if not match:
-            raise ValueError(f"{value!r} is not a duration like 30s, 15m, 4h or 1d")
-        length = timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    """``30s``, ``5m``, ``4h``, ``1.5d``, or a number of seconds; ``positive`` refuses zero.
+
+    ``ValueError`` for anything else, including a length no ``timedelta`` holds."""
+    try:
+        if isinstance(value, timedelta):
+            length = value
+        elif isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            length = timedelta(seconds=value)
+        else:
+            match = _DURATION.fullmatch(str(value).strip())
+            if not match:
+                raise ValueError(f"{value!r} is not a duration like 30s, 15m, 4h or 1d")
+            length = timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    except OverflowError:  # beyond timedelta's range (about 2.7 million years), or infinite
+        raise ValueError(f"{value!r}: the duration is too long") from None
     if length < timedelta(0) or (positive and length == timedelta(0)):
         raise ValueError(f"{value!r}: the duration must be {'above' if positive else 'at least'} 0")
     return length

@@ -1,4 +1,4 @@
-"""Links from feeds made safe to put in front of people.
+"""Links and cells from feeds made safe to put in front of people.
 
 Headline URLs come from outside, so a link is only ever an absolute http(s) URL. There are two
 contracts, one per function, because their callers need different things:
@@ -10,6 +10,9 @@ contracts, one per function, because their callers need different things:
   link (spaces, quotes, angle brackets, control characters), and gives ``""`` for what it
   cannot repair (another scheme, no host, an overlong URL). Slack and email messages use it,
   where an empty link means "show the label without a link".
+
+``spreadsheet_cell`` disarms text a spreadsheet would run as a formula; every CSV we write
+(the dashboard's exports, the backtest report) passes its cells through it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ _WEB_SCHEMES = ("http", "https")
 _UNSAFE_IN_LINK = frozenset("\x7f \"'<>`")
 # What ``encoded_web_link`` leaves alone: the URL's own syntax and existing %-escapes.
 _URL_SYNTAX = ":/?#[]@!$&'()*+,;=%~"
+# What makes Excel, LibreOffice and Sheets read a cell as a formula (OWASP's CSV injection list).
+_FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _web_parts(url: str) -> SplitResult | None:
@@ -53,3 +58,12 @@ def encoded_web_link(url: str) -> str:
     if len(text) > MAX_URL_CHARS or _web_parts(text) is None:
         return ""
     return quote(text, safe=_URL_SYNTAX)
+
+
+def spreadsheet_cell(value: object) -> object:
+    """``value`` unchanged, unless it is text a spreadsheet would run as a formula (starting
+    with = + - @, a tab or a carriage return): then it is prefixed with a quote, which shows
+    the text as typed. Numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(_FORMULA_TRIGGERS):
+        return "'" + value
+    return value

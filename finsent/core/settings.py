@@ -158,7 +158,8 @@ class Settings(BaseSettings):
     windows: Annotated[tuple[str, ...], NoDecode] = ("15m", "1h", "1d")
     grace_seconds: int = 300
     allowed_lateness_seconds: int = 3600  # after closing, late news restates a window this long
-    idle_close_seconds: float = 0.0  # 0: windows close on event time only
+    # Caught up (no lag) with no story this long: event time follows the wall clock. 0: off
+    idle_close_seconds: float = 0.0
     # "updates": also emit running figures of open windows (for live views), at most every
     # window_update_seconds; "final": only closed windows and restatements
     window_emit: Literal["updates", "final"] = "updates"
@@ -179,6 +180,11 @@ class Settings(BaseSettings):
     alert_volume_z: float | None = None
     alert_window: str = ""  # the window spec alerts watch; empty: the first of `windows`
     alert_pending_windows: int = 1  # consecutive surprising windows before an alert fires
+    # An alert whose series has no window for this many windows resolves ("no data"); 0: never
+    alert_no_data_windows: int = Field(default=96, ge=0)
+    # Stories, windows, alert history, deliveries and dedup memory older than this are pruned
+    # (hourly, by the notifier and the ingest); 0: kept forever
+    retention_days: float = Field(default=90.0, ge=0)
     alert_rules_file: Path | None = None  # YAML thresholds, grouping, channels and routes
 
     # -- Notifications (alerts/notifier.py): the default channels' secrets, environment only.

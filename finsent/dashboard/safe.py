@@ -14,14 +14,13 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from finsent.core.safety import strict_web_link
+from finsent.core.safety import spreadsheet_cell, strict_web_link
 
 # Characters that mean something to HTML or to Markdown (emphasis, links, code, maths, lists,
 # tables, autolinks). Each becomes a numeric character reference: the browser shows the
 # character, and Markdown treats a reference as literal text, never as syntax.
 _SPECIAL = frozenset("&<>\"'`*_{}[]()#+-.!|~$\\:=^/@%")
 _WORD = re.compile(r"\w+", re.UNICODE)
-_CSV_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def escape_text(text: object) -> str:
@@ -83,8 +82,5 @@ def csv_bytes(frame: pd.DataFrame) -> bytes:
     safe = frame.copy()
     for name in safe.columns:
         if safe[name].dtype == object or pd.api.types.is_string_dtype(safe[name]):
-            safe[name] = [
-                "'" + v if isinstance(v, str) and v.startswith(_CSV_TRIGGERS) else v
-                for v in safe[name]
-            ]
+            safe[name] = safe[name].map(spreadsheet_cell)
     return safe.to_csv(index=False).encode("utf-8")

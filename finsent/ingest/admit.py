@@ -29,6 +29,7 @@ class IngestConfig:
     state_url: str  # the dedup memory's database
     dedup_horizon: timedelta  # near-duplicate and same-title horizon
     max_future: timedelta  # publish times further ahead than this are rejected
+    retention: timedelta | None = None  # dedup memory first seen longer ago is pruned
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngestConfig:
@@ -36,6 +37,7 @@ class IngestConfig:
             state_url=settings.ingest_database_url,
             dedup_horizon=timedelta(hours=settings.dedup_horizon_hours),
             max_future=timedelta(minutes=settings.max_future_minutes),
+            retention=timedelta(days=settings.retention_days) if settings.retention_days else None,
         )
 
 
@@ -65,18 +67,29 @@ def admit(
 class Admission:
     """Decides which normalized stories go on, then sends them and remembers the verdicts."""
 
-    def __init__(self, tracker: NoveltyTracker) -> None:
+    def __init__(self, tracker: NoveltyTracker, retention: timedelta | None = None) -> None:
         self.tracker = tracker
+        # Never below the horizon: the tracker needs that much to restore its chains.
+        self.retention = max(retention, tracker.config.horizon) if retention else None
+        self.next_prune: datetime | None = None
 
     @classmethod
     def open(cls, config: IngestConfig, now: datetime | None = None) -> Admission:
         """Over this deployment's dedup memory (``close`` closes it)."""
-        return cls(novelty_tracker(config, now))
+        return cls(novelty_tracker(config, now), config.retention)
 
     def decide(self, items: Sequence[NewsItem], now: datetime) -> tuple[list[NewsItem], int]:
         """The stories to send (in order, chained, with novelty) and the exact duplicates'
         number; nothing is remembered until ``send`` has them acknowledged."""
+        self._prune(now)
         return admit(self.tracker, items, now)
+
+    def _prune(self, now: datetime) -> None:
+        """Forget what was first seen over the retention ago, at most hourly."""
+        if self.retention is None or (self.next_prune is not None and now < self.next_prune):
+            return
+        self.next_prune = now + timedelta(hours=1)
+        self.tracker.prune(now, keep=self.retention)
 
     def send(
         self,

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
@@ -106,6 +106,30 @@ class StageLogic(Protocol):
         """Keyed outputs, and what to commit with the offsets (``None``: nothing changed).
 
         ``batch`` may be empty (an idle poll: time-driven work, such as closing windows)."""
+
+
+@runtime_checkable
+class LagAware(Protocol):
+    """A logic whose time-driven work needs to know whether its input is caught up (such as
+    closing quiet windows: a backlog is not quiet news). Told before each ``process``."""
+
+    def caught_up(self, partitions: set[Partition]) -> None:
+        """The owned partitions read to their end as the broker last reported it."""
+
+
+def caught_up(consumer: Any) -> set[Partition]:
+    """The assigned partitions with no lag, from the consumer's last fetch (no broker round
+    trip); one whose end the broker has not reported yet is not among them."""
+    done: set[Partition] = set()
+    for tp in consumer.assignment():
+        high = consumer.highwater(tp)
+        try:
+            position = consumer.position(tp, timeout_ms=0)
+        except Exception:  # noqa: BLE001 - no position yet: nothing read, so not caught up
+            continue
+        if high is not None and position is not None and position >= high:
+            done.add((tp.topic, tp.partition))
+    return done
 
 
 # Makes a stage's logic: from the settings and, for a store-checkpointed stage, its store.
@@ -246,6 +270,8 @@ class StageLoop:
         raw = poll_batch(self.consumer, self.max_batch, self.max_wait_ms)
         started = time.perf_counter()
         batch = self._decode(raw)
+        if isinstance(self.logic, LagAware):
+            self.logic.caught_up(caught_up(self.consumer))
         outputs, commit = self.logic.process(batch, self.clock(), self.dead)
         if self.spec.checkpoint is Checkpoint.STORE:
             done = self._commit_to_store(raw, outputs, commit, stop)

@@ -96,6 +96,10 @@ class Aggregator:
         self.store = store
         self.engines: dict[Partition, WindowEngine] = {}
         self.last_updates: datetime | None = None
+        self.no_lag: set[Partition] = set()  # told by the runner before each batch
+
+    def caught_up(self, partitions: set[Partition]) -> None:
+        self.no_lag = set(partitions)
 
     def assigned(self, partitions: list[Partition]) -> None:
         for part in partitions:
@@ -138,8 +142,8 @@ class Aggregator:
                     f"{late.window_end.isoformat()} closed beyond the allowed lateness"
                 )
                 dead.send(reason, encode(late.point), record, kind="late")
-        for engine in self.engines.values():
-            emitted.extend(engine.advance(now))
+        for part, engine in self.engines.items():
+            emitted.extend(engine.advance(now, caught_up=part in self.no_lag))
         self._count(emitted, late_rows, duplicates)
         if self.config.emit == "updates" and (
             self.last_updates is None or now - self.last_updates >= self.config.update_every

@@ -10,8 +10,10 @@ Time rules:
 - a window closes once its end is at or below the watermark: it is emitted once, final, version 1;
 - a story for a closed window within the allowed lateness restates it (version + 1);
 - a story later than that is returned as late (for the late/DLQ path), never dropped silently;
-- with ``idle_close``, event time follows the wall clock while no story arrives, so the windows
-  of quiet periods close too.
+- with ``idle_close``, event time follows the wall clock while the input is quiet, so the
+  windows of quiet periods close too. Quiet means caught up with the input (no lag) and no
+  story since, as this process saw it: time the pipeline was down, or spent reading a
+  backlog, is not quiet news, so a restart never closes the backlog's windows unread.
 
 Closing is checked after every story, never per batch, so results do not depend on how the
 input was batched: a live run and a backtest replay give the same final windows.
@@ -192,6 +194,9 @@ class WindowEngine:
         self.max_event: datetime | None = None
         self.event_clock: datetime | None = None  # max_event, advanced by idle time
         self.last_arrival: datetime | None = None  # wall clock of the last story
+        # Wall clock since which this process saw no lag and no story (not saved: after a
+        # restart, quiet is measured afresh).
+        self.quiet_since: datetime | None = None
         self._to_close: list[tuple[datetime, str, datetime]] = []  # (end, key, start) open slots
         self._to_retire: list[tuple[datetime, str, datetime]] = []  # (end, key, start) closed
         self._dirty: set[SlotKey] = set()
@@ -246,6 +251,7 @@ class WindowEngine:
             else:
                 self._updated.add(slot_key)
         self.last_arrival = now
+        self.quiet_since = None
         if self.max_event is None or ts > self.max_event:
             self.max_event = ts
         if self.event_clock is None or ts > self.event_clock:
@@ -260,12 +266,18 @@ class WindowEngine:
             out.extend(self.add(key, point, now))
         return out
 
-    def advance(self, now: datetime) -> list[WindowStat]:
-        """Close the windows of a quiet period: with no story for ``idle_close``, event time
-        follows the wall clock."""
-        if self.idle_close is None or self.last_arrival is None or self.max_event is None:
+    def advance(self, now: datetime, caught_up: bool) -> list[WindowStat]:
+        """Close the windows of a quiet period: once the input has been quiet (``caught_up``
+        with it, no lag, and no story) for ``idle_close``, event time follows the wall clock
+        for as long as it stays quiet."""
+        if self.idle_close is None or self.max_event is None:
             return []
-        idle = now - self.last_arrival
+        if not caught_up:
+            self.quiet_since = None
+            return []
+        if self.quiet_since is None:
+            self.quiet_since = now
+        idle = now - self.quiet_since
         if idle < self.idle_close:
             return []
         clock = self.max_event + idle

@@ -9,6 +9,7 @@ give no second history.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def test_a_spike_at_t_fires_with_the_window_ending_after_t_then_resolves(
         ("resolved", resolved_at, resolved_at + WINDOW),
     ]
     (key, fired), (_, resolved) = run.outputs
-    assert key == fired.key == "topic:Financials"  # keyed by series for the notifier
+    assert key == fired.key == "topic:Financials"  # keyed by its notification group
     assert fired.id == resolved.id and fired.started_at == resolved.started_at == SPIKE_AT
     assert fired.neg_share == 0.8 and fired.zscore >= 3.0 and fired.count == 20
     assert 0.1 <= fired.baseline_mean < 0.2  # the quiet windows' rate (with a small prior)
@@ -88,6 +89,50 @@ def test_a_spike_at_t_fires_with_the_window_ending_after_t_then_resolves(
     ]
     [row] = store.query(alerts)
     assert (row["id"], row["state"]) == (fired.id, "resolved")
+
+
+def test_events_are_keyed_by_notification_group_so_one_notifier_holds_a_group(
+    tmp_path: Path,
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("grouping: {group_by: family}\n")
+    settings = settings_for(tmp_path, alert_rules_file=rules)
+    store = Store(settings.database_url)
+    windows = timeline() + [replace(w, key="topic:Markets") for w in timeline()]
+
+    run = run_logic(alerter(settings, store), windows, store, lambda: NOW, stage="alerter")
+
+    assert {a.key for _, a in run.outputs} == {"topic:Financials", "topic:Markets"}
+    assert {key for key, _ in run.outputs} == {"topic"}  # one family: one partition
+
+
+@pytest.mark.parametrize("batch_size", [1, 64])
+def test_an_alert_whose_series_goes_quiet_resolves_for_no_data(
+    tmp_path: Path, batch_size: int
+) -> None:
+    settings = settings_for(tmp_path, alert_no_data_windows=3)
+    store = Store(settings.database_url)
+    # Financials spikes, then falls silent; Markets goes on, moving event time.
+    spiking = [window(i, share) for i, share in enumerate([0.1] * SPIKE + [0.8])]
+    going_on = [window(i, 0.1, key="topic:Markets") for i in range(SPIKE + 6)]
+    by_time = sorted(spiking + going_on, key=lambda w: (w.window_end, w.key))
+
+    run = run_logic(
+        alerter(settings, store),
+        by_time,
+        store,
+        lambda: NOW,
+        stage="alerter",
+        batch_size=batch_size,
+    )
+
+    quiet_from = SPIKE_AT + 3 * WINDOW  # the third window with no Financials data
+    assert [(a.key, a.state, a.window_start, a.updated_at) for _, a in run.outputs] == [
+        ("topic:Financials", "firing", SPIKE_AT, SPIKE_AT + WINDOW),
+        ("topic:Financials", "resolved", quiet_from, quiet_from + WINDOW),
+    ]
+    resolved = run.outputs[1][1]
+    assert resolved.id == run.outputs[0][1].id and "no data for 3 windows" in resolved.message
 
 
 def test_with_two_pending_windows_the_alert_fires_one_window_later(tmp_path: Path) -> None:

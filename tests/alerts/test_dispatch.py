@@ -129,6 +129,20 @@ def test_repeat_interval_resends_unless_acknowledged() -> None:
     assert acked.flush(T0 + 30 * S + timedelta(hours=1), [], {"id-topic:Financials"}) == []
 
 
+def test_a_repeats_id_is_its_content_and_the_time_it_was_due_not_the_clock() -> None:
+    d = Dispatcher(RULES)
+    d.receive(alert(), T0)
+    d.flush(T0 + 30 * S, [], set())
+    saved, _ = d.take_changes()
+    due = T0 + 30 * S + timedelta(hours=1)
+    repeats = []
+    for late in (timedelta(0), timedelta(minutes=7)):  # the same state, flushed at two times
+        restored = Dispatcher(RULES, {k: Group.from_json(v) for k, v in saved.items()})
+        [repeat] = restored.flush(due + late, [], set())
+        repeats.append(repeat.notification)
+    assert repeats[0].kind == "repeat" and repeats[0].id == repeats[1].id
+
+
 def test_silenced_alerts_are_not_notified() -> None:
     d = Dispatcher(RULES)
     d.receive(alert(), T0)

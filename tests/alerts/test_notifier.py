@@ -6,7 +6,7 @@ after the group interval, and the delivery log stops a re-send after a restart."
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -20,8 +20,8 @@ from finsent.alerts.notify.model import DeliveryError, Notification
 from finsent.alerts.silences import new_silence
 from finsent.core.records import Alert
 from finsent.core.settings import Settings
-from finsent.runtime.store import Store, deliveries
-from finsent.runtime.testing import Run, run_logic
+from finsent.runtime.store import Commit, Store, deliveries, silences
+from finsent.runtime.testing import MemoryDeadLetters, Run, run_logic
 
 NOW = T0 + timedelta(minutes=20)  # the wall clock: the alerts' windows have just closed
 RULES = """
@@ -84,7 +84,7 @@ def store(settings: Settings) -> Store:
 def notify(
     settings: Settings,
     store: Store,
-    alerts: Sequence[Alert],
+    alerts: Sequence[Alert] | Mapping[int, Sequence[Alert]],
     *channels: FakeNotifier,
     clock: Callable[[], datetime] = lambda: NOW,
     batch_size: int = 64,
@@ -240,6 +240,125 @@ def test_the_delivery_log_stops_a_re_send_after_a_restart(settings: Settings) ->
     assert ops_restarted.attempts == 0  # the same notification id: logged as delivered
     assert logged(store) == [("ops", "firing", "delivered", 1)]
     assert run.offsets == {("alerts", 0): 1}
+
+
+def test_two_members_each_flush_and_save_only_the_groups_of_their_own_partition(
+    settings: Settings, store: Store
+) -> None:
+    # One member read both partitions and told both groups; the group then rebalances.
+    first = FakeNotifier("ops")
+    alerts_by_partition = {0: [alert(id="fin")], 1: [alert(id="acme", key="ticker:ACME")]}
+    notify(settings, store, alerts_by_partition, first)
+    assert sorted(told(first)) == [
+        ("ticker", "firing", ["ticker:ACME"]),
+        ("topic", "firing", ["topic:Financials"]),
+    ]
+
+    # Two members, one partition each, when both groups are due a repeat.
+    due = NOW + timedelta(hours=4, minutes=1)
+    members = {}
+    for partition in (0, 1):
+        ops = FakeNotifier("ops")
+        logic = notifier(settings, store, {"ops": ops}, sleep=_WAITS[0])
+        logic.assigned([("alerts", partition)])
+        _, commit = logic.process([], due, MemoryDeadLetters("notifier"))
+        assert commit is not None
+        members[partition] = (told(ops), sorted(commit.state_put))
+
+    assert members[0] == ([("topic", "repeat", ["topic:Financials"])], ["0/topic"])
+    assert members[1] == ([("ticker", "repeat", ["ticker:ACME"])], ["1/ticker"])
+
+
+def test_groups_saved_before_partitions_owned_them_are_adopted_by_partition_0(
+    settings: Settings, store: Store
+) -> None:
+    ops = FakeNotifier("ops")
+    notify(settings, store, [alert(id="fin")], ops)
+    [(key, value)] = store.load_state("notifier").items()
+    # The row as an older notifier saved it: under the bare group key.
+    store.commit(Commit(stage="notifier", state_put={"topic": value}, state_delete={key}))
+
+    later = NOW + timedelta(hours=4, minutes=1)
+    notify(settings, store, [alert(id="fin")], ops, clock=lambda: later)
+
+    assert [n.kind for n in ops.sent] == ["firing", "repeat"]  # the group was not lost
+    assert set(store.load_state("notifier")) == {"0/topic"}
+
+
+def test_a_repeat_sent_before_a_crash_is_not_sent_again_after_the_restart(
+    settings: Settings,
+) -> None:
+    ops = FakeNotifier("ops")
+    notify(settings, Store(settings.database_url), [alert()], ops)
+
+    # The repeat goes out, then the process dies before its batch commit; it restarts a
+    # minute later (another wall clock) from the same stored state.
+    due = NOW + timedelta(hours=4, minutes=1)
+    dying = DyingStore(settings.database_url, dies_at=1)
+    with pytest.raises(ProcessKilled):
+        notify(settings, dying, [alert()], ops, clock=lambda: due)
+    restarted = FakeNotifier("ops")
+    notify(
+        settings,
+        Store(settings.database_url),
+        [alert()],
+        restarted,
+        clock=lambda: due + timedelta(minutes=1),
+    )
+
+    assert [n.kind for n in ops.sent] == ["firing", "repeat"]
+    assert restarted.attempts == 0  # the same repeat: its id is the time it was due
+
+
+def test_a_failed_resolved_notice_is_tried_again_after_the_group_interval(
+    settings: Settings, store: Store
+) -> None:
+    ops = FakeNotifier("ops")
+    fired = alert(id="fin")
+    resolved = alert(id="fin", state="resolved", window_start=T0 + timedelta(minutes=30))
+    notify(settings, store, [fired], ops)
+    ops.failures = [permanent()]  # the resolved notice fails
+
+    notify(settings, store, [fired, resolved], ops, clock=lambda: NOW + timedelta(minutes=10))
+    assert told(ops) == [("topic", "firing", ["topic:Financials"])]
+
+    later = NOW + timedelta(minutes=16)  # past the group interval
+    notify(settings, store, [fired, resolved], ops, clock=lambda: later)
+
+    assert told(ops) == [
+        ("topic", "firing", ["topic:Financials"]),
+        ("topic", "resolved", ["topic:Financials"]),
+    ]
+    assert store.load_state("notifier") == {}  # told at last, the group is gone
+    assert logged(store) == [("ops", "firing", "delivered", 1), ("ops", "resolved", "delivered", 1)]
+
+
+def test_the_notifier_prunes_the_store_by_its_retention_at_most_hourly(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    settings = isolated_settings(tmp_path, alert_rules_file=rules, retention_days=1)
+    store = Store(settings.database_url)
+    ended = NOW - timedelta(minutes=30)
+    store.add_silence(
+        new_silence(
+            "ticker:*",
+            "1h",
+            severity=None,
+            author="ops",
+            comment="",
+            now=ended - timedelta(hours=1),
+        ).to_row()
+    )
+    logic = notifier(settings, store, {})
+    logic.assigned([("alerts", 0)])
+    dead = MemoryDeadLetters("notifier")
+
+    logic.process([], NOW + timedelta(hours=23), dead)  # ended within the retention: kept
+    assert len(store.query(silences)) == 1
+    logic.process([], NOW + timedelta(hours=23, minutes=45), dead)  # past it; not due yet
+    assert len(store.query(silences)) == 1
+    logic.process([], NOW + timedelta(hours=24, minutes=1), dead)  # an hour on: pruned
+    assert store.query(silences) == []
 
 
 def test_the_channels_secrets_come_from_the_variables_the_rules_name(tmp_path: Path) -> None:

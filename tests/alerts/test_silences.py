@@ -64,6 +64,11 @@ def test_severity_is_one_or_any(given: str | None, stored: str | None) -> None:
         ({"duration": "0m"}, "must be above 0"),
         ({"duration": "-1h"}, "not a duration"),
         ({"severity": "fatal"}, "warning or critical"),
+        ({"duration": "99999999999d"}, "too long"),  # beyond timedelta's range
+        ({"duration": "9" * 400 + "s"}, "too long"),  # an infinite float
+        ({"duration": "3000000d"}, "at most 366d"),  # would end past year 9999
+        ({"duration": "367d"}, "at most 366d"),
+        ({"duration": timedelta(days=367)}, "at most 366d"),
     ],
 )
 def test_bad_input_is_refused_with_a_reason(changes: dict, message: str) -> None:

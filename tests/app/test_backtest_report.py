@@ -197,6 +197,22 @@ def test_report_files_hold_every_alert_and_event_and_escape_headlines(tmp_path: 
     assert (out / "alert_events.jsonl").read_bytes() == alert_lines(alerts)
 
 
+def test_report_csv_cells_never_run_as_spreadsheet_formulas(tmp_path: Path) -> None:
+    formula = '=HYPERLINK("http://evil.example","click")'
+    alerts = [alert("topic:Financials", T0, title=formula), alert("ticker:ACME", T0, title="-1+2")]
+    report = ReportInput(
+        run_id="r1", feed="feed.jsonl", alerts=alerts, series=[], series_window="1d"
+    )
+
+    write_report(report, tmp_path / "out")
+
+    with (tmp_path / "out" / "alerts.csv").open(encoding="utf-8") as fh:
+        rows = {r["key"]: r for r in csv.DictReader(fh)}
+    assert rows["topic:Financials"]["headlines"] == "'" + formula
+    assert rows["ticker:ACME"]["headlines"] == "'-1+2"
+    assert float(rows["ticker:ACME"]["zscore"]) == alerts[1].zscore  # numbers stay numbers
+
+
 def test_report_without_events_or_alerts(tmp_path: Path) -> None:
     report = ReportInput(run_id="empty", feed="f", alerts=[], series=[], series_window="1d")
     page = write_report(report, tmp_path).read_text(encoding="utf-8")

@@ -31,6 +31,12 @@ def test_bad_durations_are_refused_with_an_example(text: object) -> None:
         parse_duration(text)
 
 
+@pytest.mark.parametrize("text", ["99999999999d", "9" * 400 + "s", float("inf"), 1e300])
+def test_durations_beyond_timedelta_are_refused_not_overflowing(text: object) -> None:
+    with pytest.raises(ValueError, match="too long"):
+        parse_duration(text)
+
+
 def test_positive_refuses_zero() -> None:
     assert parse_duration("0s") == timedelta(0)
     with pytest.raises(ValueError, match="above 0"):

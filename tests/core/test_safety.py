@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from finsent.core.safety import MAX_URL_CHARS, encoded_web_link, strict_web_link
+from finsent.core.safety import (
+    MAX_URL_CHARS,
+    encoded_web_link,
+    spreadsheet_cell,
+    strict_web_link,
+)
 
 NOT_WEB_LINKS = (
     "javascript:alert(1)",
@@ -59,3 +64,13 @@ def test_the_two_contracts_differ_on_a_repairable_link() -> None:
     link = "https://x.test/a b"
     assert strict_web_link(link) is None
     assert encoded_web_link(link) == "https://x.test/a%20b"
+
+
+@pytest.mark.parametrize("text", ["=1+1", "+1", "-2", "@SUM(A1)", "\tx", "\rx"])
+def test_spreadsheet_cell_quotes_what_would_run_as_a_formula(text: str) -> None:
+    assert spreadsheet_cell(text) == "'" + text
+
+
+@pytest.mark.parametrize("value", ["fine", "a=b", "", -2.5, 3, None])
+def test_spreadsheet_cell_leaves_other_values_alone(value: object) -> None:
+    assert spreadsheet_cell(value) == value

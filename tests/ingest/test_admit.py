@@ -5,7 +5,7 @@ broker acknowledged the stories."""
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -112,3 +112,21 @@ def test_a_poll_result_becomes_records_and_dead_letters_by_kind(config: IngestCo
     assert ingest.counts == {"sent": 1, "duplicates": 0, "dead": 2}
     ingest.close()
     assert sink.closed
+
+
+def test_the_dedup_memory_is_pruned_by_the_retention_at_most_hourly(settings: Settings) -> None:
+    config = IngestConfig.from_settings(settings.model_copy(update={"retention_days": 3}))
+    admission = Admission.open(config, NOW)
+    kept, _ = admission.decide([story(1)], NOW)
+    admission.send(runner(CollectingSink()), kept, consumed=1)
+    remembered = admission.tracker.store.count()
+    assert remembered > 0
+
+    later = NOW + timedelta(days=3, minutes=1)  # first seen over the retention ago
+    admission.decide([], later - timedelta(minutes=30))  # not yet past it: kept
+    assert admission.tracker.store.count() == remembered
+    admission.decide([], later)  # past it, but pruned at most hourly
+    assert admission.tracker.store.count() == remembered
+    admission.decide([], later + timedelta(minutes=31))
+    assert admission.tracker.store.count() == 0
+    admission.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka.structs import TopicPartition
 from sqlalchemy.exc import OperationalError
 from support.records import scored_item
 
@@ -20,7 +21,14 @@ from finsent.core.settings import Settings
 from finsent.core.stages import Checkpoint, StageSpec, stage
 from finsent.runtime import metrics
 from finsent.runtime.kafka_io import DeadLetterSink
-from finsent.runtime.runner import Message, Output, Partition, RunnerConfig, StageLoop
+from finsent.runtime.runner import (
+    Message,
+    Output,
+    Partition,
+    RunnerConfig,
+    StageLoop,
+    caught_up,
+)
 from finsent.runtime.store import Commit, Store
 from finsent.runtime.testing import (
     FAST_BACKOFF,
@@ -371,3 +379,17 @@ def test_the_runner_config_takes_the_run_s_topics_and_the_stage_s_checkpoint(
     assert (router.kafka.topic_prefix, router.kafka.instance_id) == ("bt1.", "a")
     with pytest.raises(ValueError, match="consumes no topic"):
         RunnerConfig.from_settings(settings, stage("ingest"))
+
+
+def test_caught_up_partitions_are_those_read_to_the_end_the_broker_reported() -> None:
+    source = MemorySource(TOPIC, {0: payloads(2), 1: payloads(1), 2: []})
+    source.poll(max_records=2)  # assigns all three; reads partition 0 to its end
+    assert caught_up(source) == {(TOPIC, 0), (TOPIC, 2)}
+
+    class NotFetchedYet(MemorySource):
+        def highwater(self, partition: TopicPartition) -> int | None:  # type: ignore[override]
+            return None  # kafka-python's answer before the first fetch returned
+
+    fresh = NotFetchedYet(TOPIC, {0: []})
+    fresh.poll()
+    assert caught_up(fresh) == set()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 import re
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -37,9 +38,18 @@ from finsent.app.kafka_local import LocalKafka
 from finsent.app.ports import free_port
 from finsent.core.records import KeyedPoint, ScoredItem, SeriesPoint, WindowStat, decode, encode
 from finsent.core.settings import Settings
+from finsent.core.stages import stage
 from finsent.runtime.kafka_io import ensure_topics
+from finsent.runtime.runner import StageLoop
 from finsent.runtime.store import Store, as_utc, late_items, scored_items, windows
-from finsent.runtime.testing import Run, run_logic
+from finsent.runtime.testing import (
+    FAST_BACKOFF,
+    CollectingSink,
+    MemoryDeadLetters,
+    MemorySource,
+    Run,
+    run_logic,
+)
 from finsent.stream.windows import WindowSpec, series_keys
 
 # -- in process ------------------------------------------------------------------------------
@@ -149,6 +159,74 @@ def test_news_later_than_the_allowed_lateness_goes_to_the_late_path(
     [audit] = store.query(late_items)
     assert (audit["item_id"], audit["action"], audit["version"]) == ("too-late", "too_late", 0)
     assert stored_windows(store) == [("overall", STORY_T0, 1, 1)]  # not restated
+
+
+class JoiningSource(MemorySource):
+    """Polls the way a kafka-python consumer does just after it (re)joined its group: the
+    partitions are assigned, but the polls of the first ``empty_batches`` batches return
+    nothing, and the partitions' ends are unknown until a fetch has returned."""
+
+    def __init__(self, *args: Any, empty_batches: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.empty_batches = empty_batches
+
+    def batch_done(self) -> None:
+        self.empty_batches = max(self.empty_batches - 1, 0)
+
+    def poll(  # type: ignore[override]
+        self, timeout_ms: int = 0, max_records: int | None = None, update_offsets: bool = True
+    ) -> dict[TopicPartition, list[Any]]:
+        if self.empty_batches:
+            if not self.assignment():
+                self.rebalance()  # joins: the partitions are assigned, nothing is read
+            return {}
+        return super().poll(timeout_ms, max_records, update_offsets)
+
+    def highwater(self, partition: TopicPartition) -> int | None:  # type: ignore[override]
+        return None if self.empty_batches else super().highwater(partition)
+
+
+def test_a_restart_with_a_backlog_closes_no_window_before_reading_it(
+    settings: Settings, store: Store
+) -> None:
+    idle = settings.model_copy(update={"idle_close_seconds": 60.0})
+    wall = NOW
+    aggregate(idle, store, [point_at(1, "p1")])  # read at ``wall``; then the stage is down
+
+    # Back an hour later (well past the idle close) with a backlog of the same window.
+    backlog = [point_at(1, "p1"), point_at(4, "p2"), point_at(7, "p3"), point_at(30, "p4")]
+    source = JoiningSource("news.keyed", {0: [encode(p) for p in backlog]}, empty_batches=2)
+    source.committed = {("news.keyed", 0): 1}
+    sink = CollectingSink()
+    later = wall + timedelta(hours=1)
+    loop = StageLoop(
+        stage("aggregator"),
+        aggregator(idle, store),
+        consumer=source,
+        producer=sink,
+        dead=MemoryDeadLetters("aggregator"),
+        store=store,
+        sink_topic="sentiment.windows",
+        max_batch=64,
+        max_wait_ms=10,
+        clock=lambda: later,
+        backoff=FAST_BACKOFF,
+    )
+    joined = loop.step  # each batch, the first ones empty, brings the first fetch nearer
+
+    def step(stop: threading.Event) -> None:
+        joined(stop)
+        source.batch_done()
+
+    loop.step = step  # type: ignore[method-assign]
+    source.subscribe(["news.keyed"], listener=loop.listener)
+    stop = threading.Event()
+    source.on_eof = stop.set
+    loop.run(stop)
+
+    emitted = [w for _, w in sink.records("sentiment.windows", WindowStat)]
+    [first] = [w for w in emitted if w.window_start == STORY_T0]
+    assert shape(first) == ("overall", STORY_T0, 3, 1, True)  # all three stories, in one final
 
 
 def test_a_redelivered_point_counts_once(settings: Settings, store: Store) -> None:

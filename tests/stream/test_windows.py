@@ -177,9 +177,28 @@ def test_quiet_period_closes_windows_on_wall_clock() -> None:
     w = engine(grace_min=2, idle=timedelta(seconds=30))
     wall = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
     w.add_item(item(1, T0 + 5 * MIN), wall)
-    assert w.advance(wall + timedelta(seconds=10)) == []  # not idle long enough
-    assert w.advance(wall + timedelta(minutes=5)) == []  # event time ~T0+8m: still open
-    closed = w.advance(wall + timedelta(minutes=13))  # event time ~T0+16m > end + grace
+    assert w.advance(wall, caught_up=True) == []  # quiet from here
+    assert w.advance(wall + timedelta(seconds=10), caught_up=True) == []  # not long enough
+    assert w.advance(wall + timedelta(minutes=5), caught_up=True) == []  # ~T0+10m: still open
+    closed = w.advance(wall + timedelta(minutes=13), caught_up=True)  # ~T0+18m > end + grace
+    assert {c.key for c in closed} == {"overall", "topic:Markets", "source:wire"}
+
+
+def test_lag_and_a_restart_are_not_quiet_news() -> None:
+    w = engine(grace_min=2, idle=timedelta(seconds=30))
+    wall = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    w.add_item(item(1, T0 + 5 * MIN), wall)
+    # Reading a backlog (or waiting for the first fetch) is not quiet, however long it takes.
+    assert w.advance(wall + timedelta(hours=1), caught_up=False) == []
+    assert w.advance(wall + timedelta(hours=2), caught_up=True) == []  # quiet starts now
+
+    # The process restarts an hour later from its saved state: quiet is measured afresh.
+    restarted = engine(grace_min=2, idle=timedelta(seconds=30))
+    restarted.restore(w.take_changes()[0])
+    later = wall + timedelta(hours=3)
+    assert restarted.advance(later, caught_up=True) == []
+    assert restarted.advance(later + timedelta(minutes=5), caught_up=True) == []
+    closed = restarted.advance(later + timedelta(minutes=13), caught_up=True)
     assert {c.key for c in closed} == {"overall", "topic:Markets", "source:wire"}
 
 

@@ -2,6 +2,10 @@
 
 The delivery log is keyed by (notification id, channel): a notification it already marks
 delivered is skipped, so a restarted notifier never re-sends (Alertmanager's ``nflog``).
+Before the first send the notification is claimed in the log ("sending"), and one the log
+cannot claim is not sent: with a read-only or full store, nothing is posted that the log could
+not then stop from being posted again. A claim left without an outcome (the process died, or
+the store failed, after sending) counts as sent: at most once per channel, never twice.
 Transient failures are retried with exponential backoff; permanent ones are logged and
 recorded at once. Recorded errors are scrubbed of every registered secret.
 """
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from sqlalchemy.exc import SQLAlchemyError
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -33,12 +38,18 @@ class DeliveryLog(Protocol):
 
     def delivery(self, notification_id: str, channel: str) -> Mapping[str, Any] | None:
         """The logged delivery of a notification to a channel, if any (its ``status`` is
-        "delivered" or "failed")."""
+        "sending", "delivered" or "failed")."""
         ...
 
     def record_delivery(self, row: Mapping[str, Any]) -> None:
-        """Upsert one attempt's outcome under (``notification_id``, ``channel``)."""
+        """Upsert one attempt's claim or outcome under (``notification_id``, ``channel``);
+        raises one of ``LOG_ERRORS`` when it cannot."""
         ...
+
+
+# What a delivery log raises when it cannot be read or written (the store's database errors,
+# a file log's I/O errors).
+LOG_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError, OSError)
 
 
 @dataclass(frozen=True)
@@ -66,20 +77,44 @@ def deliver(
 
     Transient failures are retried with exponential backoff (1, 2, 4 … s, each wait capped at
     ``max_wait_s``; a longer wait the endpoint asks for via Retry-After is honoured, or, past
-    ``max_wait_s``, ends the tries). The outcome is logged, then recorded under (id, channel);
-    a "failed" row does not block a later ``deliver`` of the same notification. ``now`` is
-    the wall clock of the attempt, as recorded.
+    ``max_wait_s``, ends the tries). The notification is claimed under (id, channel) before
+    the first send and not sent when the claim cannot be written ("failed", no attempt); the
+    outcome is logged, then recorded over the claim. A "failed" row does not block a later
+    ``deliver`` of the same notification; a "sending" claim without an outcome does. ``now``
+    is the wall clock of the attempt, as recorded.
     """
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
     channel = notifier.channel
-    logged = delivery_log.delivery(n.id, channel)
-    if logged is not None and logged["status"] == "delivered":
+
+    def row(status: str, attempts: int, error: str) -> dict[str, Any]:
+        return {
+            "notification_id": n.id,
+            "channel": channel,
+            "status": status,
+            "attempts": attempts,
+            "last_error": error,
+            "group_key": n.group_key,
+            "kind": n.kind,
+            "at": now(),
+        }
+
+    try:
+        logged = delivery_log.delivery(n.id, channel)
+        if logged is None or logged["status"] == "failed":
+            delivery_log.record_delivery(row("sending", 0, ""))
+    except LOG_ERRORS as exc:
+        error = scrub(f"delivery log unavailable: {type(exc).__name__}: {exc}", REDACTOR.secrets)
+        log.error("notification %s to %s not sent: %s", n.id, channel, error)
+        return DeliveryResult(status="failed", attempts=0, error=error)
+    if logged is not None and logged["status"] != "failed":
+        # "sending": an earlier attempt may have posted it; a second post would be a duplicate.
         log.info(
-            "notification %s (%s %s) already delivered to %s; not re-sending",
+            "notification %s (%s %s) already %s to %s; not re-sending",
             n.id,
             n.kind,
             n.group_key,
+            "delivered" if logged["status"] == "delivered" else "claimed and perhaps sent",
             channel,
         )
         return DeliveryResult(status="skipped", attempts=0)
@@ -164,16 +199,15 @@ def deliver(
             attempts,
             last_error,
         )
-    delivery_log.record_delivery(
-        {
-            "notification_id": n.id,
-            "channel": channel,
-            "status": status,
-            "attempts": attempts,
-            "last_error": last_error,
-            "group_key": n.group_key,
-            "kind": n.kind,
-            "at": now(),
-        }
-    )
+    try:
+        delivery_log.record_delivery(row(status, attempts, last_error))
+    except LOG_ERRORS as exc:
+        # The claim stays: the notification counts as sent and is never posted again here.
+        log.error(
+            "notification %s to %s: outcome %s not logged (%s); its claim stops a re-send",
+            n.id,
+            channel,
+            status,
+            scrub(f"{type(exc).__name__}: {exc}", REDACTOR.secrets),
+        )
     return DeliveryResult(status=status, attempts=attempts, error=last_error)

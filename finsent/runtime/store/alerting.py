@@ -6,7 +6,7 @@ notifier's delivery log.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +15,8 @@ from sqlalchemy import Connection, select
 from finsent.core.records import Alert, to_jsonable
 from finsent.runtime.store.engine import upsert
 from finsent.runtime.store.schema import alert_acks, alert_events, alerts, deliveries, silences
+
+_LOOKUP_CHUNK = 500  # ids per IN (...) query: well under every backend's parameter limit
 
 
 def write_alerts(conn: Connection, events: Sequence[Alert]) -> None:
@@ -67,8 +69,16 @@ def latest_alerts(conn: Connection, limit: int) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(stmt).mappings()]
 
 
-def acked_ids(conn: Connection) -> set[str]:
-    return set(conn.execute(select(alerts.c.id).where(alerts.c.acked_by.isnot(None))).scalars())
+def acked_ids(conn: Connection, among: Iterable[str]) -> set[str]:
+    """Which of the alerts ``among`` are acknowledged."""
+    wanted = sorted(set(among))
+    acked: set[str] = set()
+    for i in range(0, len(wanted), _LOOKUP_CHUNK):
+        stmt = select(alerts.c.id).where(
+            alerts.c.id.in_(wanted[i : i + _LOOKUP_CHUNK]), alerts.c.acked_by.isnot(None)
+        )
+        acked.update(conn.execute(stmt).scalars())
+    return acked
 
 
 def add_silence(conn: Connection, row: Mapping[str, Any]) -> None:

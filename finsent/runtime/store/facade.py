@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Table, func, select
 
-from finsent.runtime.store import alerting, backtests, news, offsets
+from finsent.runtime.store import alerting, backtests, news, offsets, retention
 from finsent.runtime.store.engine import make_engine
 from finsent.runtime.store.offsets import Commit, TopicPartitionKey
 from finsent.runtime.store.schema import create_schema
@@ -71,9 +71,10 @@ class Store:
         with self.engine.connect() as conn:
             return alerting.latest_alerts(conn, limit)
 
-    def acked_ids(self) -> set[str]:
+    def acked_ids(self, among: Iterable[str]) -> set[str]:
+        """Which of the alerts ``among`` are acknowledged (only those: the table grows)."""
         with self.engine.connect() as conn:
-            return alerting.acked_ids(conn)
+            return alerting.acked_ids(conn, among)
 
     def add_silence(self, row: Mapping[str, Any]) -> None:
         with self.engine.begin() as conn:
@@ -82,6 +83,11 @@ class Store:
     def active_silences(self, now: datetime) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             return alerting.active_silences(conn, now)
+
+    def prune(self, before: datetime) -> dict[str, int]:
+        """Forget what ended before ``before`` (see ``retention``); rows deleted per table."""
+        with self.engine.begin() as conn:
+            return retention.prune(conn, before)
 
     # -- backtests --------------------------------------------------------------------------
 

@@ -176,7 +176,7 @@ deliveries = Table(
     metadata,
     Column("notification_id", String(100), primary_key=True),
     Column("channel", String(100), primary_key=True),
-    Column("status", String(16), nullable=False),  # "delivered" or "failed"
+    Column("status", String(16), nullable=False),  # "sending" (claimed), "delivered", "failed"
     Column("attempts", Integer, nullable=False),
     Column("last_error", Text, nullable=False),  # scrubbed of secrets
     Column("group_key", String(200), nullable=False),

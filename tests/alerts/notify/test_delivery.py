@@ -13,7 +13,7 @@ from support.notify_loopback import Reply, WebhookServer
 
 from finsent.alerts.notify.delivery import DeliveryLog, DeliveryResult, deliver
 from finsent.alerts.notify.model import DeliveryError, Notification
-from finsent.runtime.store import Store
+from finsent.runtime.store import Store, make_engine
 
 
 class MemoryLog:
@@ -133,6 +133,52 @@ def test_slack_outage_longer_than_the_attempts_fails_then_a_later_deliver_sends(
         assert len(server.accepted) == 1
     assert sleep.waits == [1, 2]
     assert store.delivery("n-1", "slack-ops")["status"] == "delivered"  # type: ignore[index]
+
+
+def read_only(store: Store, store_path: str) -> None:
+    """Turn ``store`` read-only, as a remounted or locked-down database file is."""
+    store.engine.dispose()
+    store.engine = make_engine(
+        f"sqlite:///file:{store_path.removeprefix('sqlite:///')}?mode=ro&uri=true"
+    )
+
+
+def test_a_read_only_store_posts_nothing_however_often_the_notifier_restarts(
+    store_path: str,
+) -> None:
+    with WebhookServer([]) as server:
+        for _restart in range(3):
+            store = Store(store_path)
+            read_only(store, store_path)
+            result = deliver(
+                notification(), slack(server), store, now=lambda: NOW, sleep=FakeSleep()
+            )
+            store.close()
+            assert (result.status, result.attempts) == ("failed", 0)
+            assert "delivery log unavailable" in result.error and "readonly" in result.error
+        assert server.received == []  # not claimed, not sent: a later deliver sends it once
+
+
+def test_a_store_that_turns_read_only_after_the_send_posts_once_across_restarts(
+    store_path: str,
+) -> None:
+    store = Store(store_path)
+
+    class BreaksTheStore(Scripted):
+        def send(self, n: Notification) -> None:
+            super().send(n)
+            read_only(store, store_path)  # the outcome can no longer be recorded
+
+    notifier = BreaksTheStore()
+    first = deliver(notification(), notifier, store, now=lambda: NOW, sleep=FakeSleep())
+    assert first.status == "delivered"
+    for _restart in range(2):
+        restarted = Store(store_path)
+        again = deliver(notification(), notifier, restarted, now=lambda: NOW, sleep=FakeSleep())
+        assert again == DeliveryResult(status="skipped", attempts=0)
+        assert restarted.delivery("n-1", "scripted")["status"] == "sending"  # type: ignore[index]
+        restarted.close()
+    assert len(notifier.sent) == 1
 
 
 def test_backoff_is_capped_by_max_wait(store: Store) -> None:

@@ -50,14 +50,15 @@ def test_a_resolve_without_a_stored_firing_keeps_the_resolve(store: Store) -> No
 def test_acknowledging_records_the_latest_on_the_alert_and_every_ack(store: Store) -> None:
     assert not store.acknowledge("a1", "ana", "no such alert yet", T0)
     store.commit(Commit(stage="alerter", alerts=[alert("firing", 1, 0.8)]))
-    assert store.acked_ids() == set()
+    assert store.acked_ids({"a1"}) == set()
     assert store.acknowledge("a1", "ana", "looking", T0 + W)
     assert store.acknowledge("a1", "bo", "mine now", T0 + 2 * W)
     [row] = store.query(alerts)
     assert (row["acked_by"], row["ack_comment"]) == ("bo", "mine now")
     acks = store.query(alert_acks, order_by=[alert_acks.c.at])
     assert [(a["by"], a["comment"]) for a in acks] == [("ana", "looking"), ("bo", "mine now")]
-    assert store.acked_ids() == {"a1"}
+    assert store.acked_ids({"a1", "unknown"}) == {"a1"}
+    assert store.acked_ids(set()) == set()  # asks only about the alerts it is given
 
 
 def test_active_silences_are_those_spanning_now(store: Store) -> None:
