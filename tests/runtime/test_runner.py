@@ -587,3 +587,19 @@ def test_a_stop_while_the_broker_is_down_ends_the_pipelined_stage_promptly() -> 
 
     assert not stuck
     assert source.committed == {}  # nothing acknowledged: the batch is replayed on restart
+
+
+def test_a_tombstone_becomes_a_dead_letter_and_its_offset_passes(store: Store) -> None:
+    source = MemorySource(TOPIC, {0: payloads(2)})
+    source.append(0, None)  # type: ignore[arg-type]  # a record with no value
+    source.append(0, payloads(3)[2])
+    loop, sink, stop = make_loop(source, Echo(), store)
+
+    run_to_end(loop, stop)
+
+    dead = loop.dead
+    assert isinstance(dead, MemoryDeadLetters)
+    [letter] = dead.letters
+    assert "tombstone" in letter.reason and letter.offset == 2 and letter.payload() == b""
+    assert sent_ids(sink) == ["s0", "s1", "s2"]
+    assert store.load_offsets("echo") == {PART: 4}
