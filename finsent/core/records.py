@@ -1,7 +1,10 @@
 """Typed records that travel between stages, each with a schema version and a JSON form.
 
 Decoding an unknown version or a malformed payload raises ``RecordError``; stages route it to the
-dead-letter topic with the raw payload, so nothing is lost.
+dead-letter topic with the raw payload, so nothing is lost. Decoding also refuses what a hostile
+or broken producer can put on a topic and what would only fail later, deep in a stage or the
+store: a tombstone, NaN and infinities, times outside ``EARLIEST``..``LATEST``, counts a detector
+cannot sum over, and ids and keys longer than their store columns.
 """
 
 from __future__ import annotations
@@ -10,9 +13,9 @@ import base64
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
 from finsent.core.vocabulary import AlertState, Sentiment, Severity
 
@@ -20,14 +23,50 @@ SCHEMA_VERSION = 1
 
 T = TypeVar("T")
 
+# What a decoded record may hold. Times: window arithmetic near year 1 or 9999 overflows.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+# Stories in one window: the detector's binomial tail sums over them (a million: under 1 s).
+MAX_WINDOW_STORIES = 1_000_000
+MAX_VERSION = 2**31 - 1  # the store's integer column
+# Lengths of the store's columns (finsent.runtime.store.schema) that ids and keys land in.
+MAX_ID_CHARS = 64
+MAX_KEY_CHARS = 200  # a series key: "source:" + source, "topic:" + topic, "ticker:" + ticker
+MAX_NAME_CHARS = 100  # a source, topic, model version or rule name
+MAX_TICKER_CHARS = 32
+
+# Floats in the JSON form must be finite: NaN and Infinity are refused.
+_FINITE = ConfigDict(allow_inf_nan=False)
+
+
+def _in_range(value: datetime) -> datetime:
+    # Naive times pass here and are refused by the record's ``__post_init__``.
+    if value.tzinfo is not None and not EARLIEST <= value < LATEST:
+        raise ValueError(f"time {value.isoformat()} outside {EARLIEST.year}..{LATEST.year}")
+    return value
+
+
+Timestamp = Annotated[datetime, AfterValidator(_in_range)]
+Id = Annotated[str, Field(max_length=MAX_ID_CHARS)]
+SeriesKey = Annotated[str, Field(max_length=MAX_KEY_CHARS)]
+Name = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
+Ticker = Annotated[str, Field(max_length=MAX_TICKER_CHARS)]
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
+Novelty = Annotated[float, Field(ge=0.0, le=100.0)]
+Stories = Annotated[int, Field(ge=0, le=MAX_WINDOW_STORIES)]
+WeightedStories = Annotated[float, Field(ge=0.0, le=MAX_WINDOW_STORIES)]
+Version = Annotated[int, Field(ge=0, le=MAX_VERSION)]
+
 
 class RecordError(ValueError):
     """A payload that cannot become a record: malformed JSON, a missing field, an unknown version."""
 
-    def __init__(self, record_type: str, reason: str, payload: bytes | str = b"") -> None:
+    def __init__(self, record_type: str, reason: str, payload: bytes | str | None = b"") -> None:
         super().__init__(f"cannot decode {record_type}: {reason}")
         self.record_type = record_type
         self.reason = reason
+        if payload is None:
+            payload = b""
         self.payload = payload if isinstance(payload, bytes) else payload.encode("utf-8", "replace")
 
 
@@ -53,19 +92,21 @@ def _normalize_times(record: Any, *names: str) -> None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NewsItem:
+    __pydantic_config__ = _FINITE
+
     schema: Literal[1] = 1
-    id: str
-    source: str
+    id: Id
+    source: Name
     title: str
-    published_at: datetime
-    fetched_at: datetime
+    published_at: Timestamp
+    fetched_at: Timestamp
     url: str = ""
     body: str = ""
-    tickers: tuple[str, ...] = ()
+    tickers: tuple[Ticker, ...] = ()
     language: str = "en"
     time_inferred: bool = False  # no publish time in the source: fetch time stands in
-    novelty: float = 100.0  # 100 for a first story, less for its repeats
-    chain_id: str = ""
+    novelty: Novelty = 100.0  # 100 for a first story, less for its repeats
+    chain_id: Id = ""
     # Per ticker: 1.0 when the title names it, lower when only the body does.
     ticker_relevance: dict[str, float] = field(default_factory=dict)
 
@@ -77,16 +118,18 @@ class NewsItem:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ScoredItem:
+    __pydantic_config__ = _FINITE
+
     schema: Literal[1] = 1
     item: NewsItem
-    topic: str
+    topic: Name
     topic_probs: dict[str, float] = field(default_factory=dict)
     sentiment: Sentiment
     score: float  # P(pos) - P(neg), in [-1, 1]
-    confidence: float
+    confidence: Share
     top_tokens: tuple[str, ...] = ()  # the words that drove the prediction
-    model_version: str
-    scored_at: datetime
+    model_version: Name
+    scored_at: Timestamp
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.score <= 1.0:
@@ -98,14 +141,16 @@ class ScoredItem:
 class SeriesPoint:
     """What one story contributes to one series' windows: the aggregator's input unit."""
 
-    id: str
-    published_at: datetime
-    score: float
-    confidence: float
+    __pydantic_config__ = _FINITE
+
+    id: Id
+    published_at: Timestamp
+    score: Annotated[float, Field(ge=-1.0, le=1.0)]
+    confidence: Share
     sentiment: Sentiment
-    novelty: float = 100.0
+    novelty: Novelty = 100.0
     title: str = ""
-    source: str = ""
+    source: Name = ""
     url: str = ""
     top_tokens: tuple[str, ...] = ()
 
@@ -130,13 +175,17 @@ class KeyedPoint:
     """One point of one series, repartitioned so that one aggregator owns all of the key's
     windows (Kafka key = ``key``)."""
 
+    __pydantic_config__ = _FINITE
+
     schema: Literal[1] = 1
-    key: str
+    key: SeriesKey
     point: SeriesPoint
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Headline:
+    __pydantic_config__ = _FINITE
+
     id: str
     title: str
     score: float
@@ -147,22 +196,24 @@ class Headline:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WindowStat:
+    __pydantic_config__ = _FINITE
+
     schema: Literal[1] = 1
-    key: str  # "overall", "topic:Earnings", "ticker:AAPL", "source:wire"
-    window_start: datetime
-    window_end: datetime
-    count: int
-    weighted_count: float  # novelty-weighted: syndicated repeats count less
+    key: SeriesKey  # "overall", "topic:Earnings", "ticker:AAPL", "source:wire"
+    window_start: Timestamp
+    window_end: Timestamp
+    count: Stories
+    weighted_count: WeightedStories  # novelty-weighted: syndicated repeats count less
     mean_score: float
     weighted_mean_score: float  # confidence-weighted
-    neg_share: float
-    pos_share: float
-    weighted_neg_share: float | None = None  # novelty-weighted; None in records before it
+    neg_share: Share
+    pos_share: Share
+    weighted_neg_share: Share | None = None  # novelty-weighted; None in records before it
     top_headlines: tuple[Headline, ...] = ()
     # 0: a running update of an open window; 1: the window closed; > 1: late news restated it
-    version: int = 1
+    version: Version = 1
     final: bool = True  # False only for running updates; alerting reads final windows
-    emitted_at: datetime
+    emitted_at: Timestamp
 
     def __post_init__(self) -> None:
         _normalize_times(self, "window_start", "window_end", "emitted_at")
@@ -172,27 +223,29 @@ class WindowStat:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Alert:
+    __pydantic_config__ = _FINITE
+
     schema: Literal[1] = 1
-    id: str  # stable across the alert's lifecycle events
-    key: str
+    id: Id  # stable across the alert's lifecycle events
+    key: SeriesKey
     state: AlertState
     severity: Severity
-    rule: str
-    window_start: datetime
-    window_end: datetime
-    neg_share: float
+    rule: Name
+    window_start: Timestamp
+    window_end: Timestamp
+    neg_share: Share
     baseline_mean: float
     baseline_std: float
     zscore: float
-    count: int
+    count: Stories
     # Novelty-weighted evidence and the score baseline; None in records from before them.
-    weighted_neg_share: float | None = None
-    weighted_count: float | None = None
+    weighted_neg_share: Share | None = None
+    weighted_count: WeightedStories | None = None
     mean_score: float | None = None
     baseline_score: float | None = None
     headlines: tuple[Headline, ...] = ()
-    started_at: datetime  # event time of the window that fired it
-    updated_at: datetime  # event time of the window behind this event
+    started_at: Timestamp  # event time of the window that fired it
+    updated_at: Timestamp  # event time of the window behind this event
     message: str = ""
 
     def __post_init__(self) -> None:
@@ -201,6 +254,8 @@ class Alert:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeadLetter:
+    __pydantic_config__ = _FINITE
+
     schema: Literal[1] = 1
     stage: str
     reason: str
@@ -265,8 +320,12 @@ def to_jsonable(record: Any) -> Any:
     return _adapter(type(record)).dump_python(record, mode="json")
 
 
-def decode(cls: type[T], payload: bytes | str) -> T:
-    """Parse and validate a payload into ``cls``; any failure becomes one ``RecordError``."""
+def decode(cls: type[T], payload: bytes | str | None) -> T:
+    """Parse and validate a payload into ``cls``; any failure becomes one ``RecordError``.
+
+    ``None`` is a Kafka tombstone (a record with no value): refused like any bad payload."""
+    if payload is None:
+        raise RecordError(cls.__name__, "no value (a tombstone)", b"")
     try:
         return _adapter(cls).validate_json(payload)
     except ValidationError as exc:

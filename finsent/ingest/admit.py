@@ -72,6 +72,7 @@ class Admission:
         # Never below the horizon: the tracker needs that much to restore its chains.
         self.retention = max(retention, tracker.config.horizon) if retention else None
         self.next_prune: datetime | None = None
+        self._decided_at: datetime | None = None  # the "now" of the verdicts not yet remembered
 
     @classmethod
     def open(cls, config: IngestConfig, now: datetime | None = None) -> Admission:
@@ -82,7 +83,12 @@ class Admission:
         """The stories to send (in order, chained, with novelty) and the exact duplicates'
         number; nothing is remembered until ``send`` has them acknowledged."""
         self._prune(now)
-        return admit(self.tracker, items, now)
+        self._decided_at = now
+        try:
+            return admit(self.tracker, items, now)
+        except BaseException:
+            self.tracker.rollback(now)
+            raise
 
     def _prune(self, now: datetime) -> None:
         """Forget what was first seen over the retention ago, at most hourly."""
@@ -101,9 +107,16 @@ class Admission:
     ) -> int:
         """Send ``kept`` (keyed by story id, so a redelivered story lands in one partition),
         wait for the broker, then remember the verdicts, unless ``stop`` was set meanwhile.
-        Returns how many were sent; a failed delivery raises, remembering nothing."""
+        Returns how many were sent; a failed delivery raises, remembering nothing.
+
+        Verdicts not remembered are dropped, so the next poll decides those stories afresh:
+        kept, they would make every story of the lost poll a duplicate of itself."""
         keyed = ((item.id, item) for item in kept)
-        return runner.deliver(keyed, consumed=consumed, commit=self.tracker.commit, stop=stop)
+        try:
+            return runner.deliver(keyed, consumed=consumed, commit=self.tracker.commit, stop=stop)
+        finally:
+            if self.tracker.pending:
+                self.tracker.rollback(self._decided_at or datetime.now(UTC))
 
     def close(self) -> None:
         self.tracker.store.close()

@@ -10,13 +10,18 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import (
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAlreadyExistsError,
+)
 
 from finsent.core.records import DeadLetter, RecordError, decode, encode
 from finsent.core.settings import TOPIC_NAMES, Settings
@@ -25,6 +30,15 @@ from finsent.runtime.metrics import DEAD_LETTERS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# A record the broker (or the producer, against max_request_size) refuses for its size: no
+# retry can deliver it.
+TOO_LARGE: tuple[type[KafkaError], ...] = (MessageSizeTooLargeError, RecordListTooLargeError)
+# A dead letter carries at most this much of its payload. Kafka takes records up to 1 MiB by
+# default, and the letter's base64 adds a third: 512 KiB leaves room for the rest.
+MAX_DEAD_PAYLOAD_BYTES = 512 * 1024
+MAX_REASON_CHARS = 2000
+ACK_TIMEOUT_S = 30  # the longest wait for one acknowledgement
 
 
 @dataclass(frozen=True)
@@ -197,11 +211,23 @@ class DeadLetterSink(Protocol):
         self, reason: str, payload: bytes, record: Any = None, source: str = "", kind: str = ""
     ) -> None: ...
 
+    def settle(self) -> None:
+        """Wait until every letter sent so far is durable; raise if one is not (it is sent
+        again at the next call). Offsets must not move past a letter before this returns."""
+
 
 def dead_letter(
     stage: str, reason: str, payload: bytes, at: datetime, record: Any = None, source: str = ""
 ) -> DeadLetter:
-    """The dead letter for ``payload``; ``record`` (a consumed record, if any) says where it was."""
+    """The dead letter for ``payload``; ``record`` (a consumed record, if any) says where it was.
+
+    A payload over ``MAX_DEAD_PAYLOAD_BYTES`` is cut there, its whole size told in the reason,
+    so that the letter itself fits in a Kafka record."""
+    if len(payload) > MAX_DEAD_PAYLOAD_BYTES:
+        reason = f"{reason} (payload of {len(payload)} bytes cut to {MAX_DEAD_PAYLOAD_BYTES})"
+        payload = payload[:MAX_DEAD_PAYLOAD_BYTES]
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[: MAX_REASON_CHARS - 1] + "…"
     return DeadLetter.of(
         stage=stage,
         reason=reason,
@@ -221,25 +247,65 @@ def dead_letter_kind(reason: str, kind: str = "") -> str:
 
 
 class DeadLetters:
-    """Routes what a stage cannot process to ``news.dlq`` with the stage, the reason and the raw bytes."""
+    """Routes what a stage cannot process to ``news.dlq`` with the stage, the reason and the raw
+    bytes; ``settle`` makes sure each letter arrived."""
 
     def __init__(self, producer: KafkaProducer, stage: str, topic: str) -> None:
         self.topic = topic  # the run's news.dlq
         self.producer = producer
         self.stage = stage
         self.count = 0
+        self._in_flight: list[tuple[DeadLetter, Any]] = []  # (letter, its send's future)
+        self._unsent: list[DeadLetter] = []  # letters whose delivery failed: sent again
 
     def send(
         self, reason: str, payload: bytes, record: Any = None, source: str = "", kind: str = ""
     ) -> None:
         """Route one payload; ``kind`` labels the metric (default: the reason's first word)."""
         letter = dead_letter(self.stage, reason, payload, datetime.now(UTC), record, source)
-        self.producer.send(self.topic, key=self.stage.encode(), value=encode(letter))
+        self._produce(letter)
         self.count += 1
         DEAD_LETTERS.labels(self.stage, dead_letter_kind(reason, kind)).inc()
         log.warning(
             "dead letter from %s%s: %s", self.stage, f" ({source})" if source else "", reason
         )
+
+    def settle(self) -> None:
+        """Wait for every letter sent so far. One the broker refuses as too large goes again
+        without its payload; one whose delivery failed is kept for the next call, and the
+        failure raised, so the caller retries before moving its offsets past it."""
+        for letter in self._unsent:
+            self._produce(letter)
+        self._unsent = []
+        error: Exception | None = None
+        while self._in_flight:
+            self.producer.flush(timeout=ACK_TIMEOUT_S)
+            in_flight, self._in_flight = self._in_flight, []
+            for letter, future in in_flight:
+                try:
+                    future.get(timeout=ACK_TIMEOUT_S)
+                except TOO_LARGE as exc:
+                    if not letter.payload_b64:
+                        log.error("dead letter from %s refused even empty: %s", self.stage, exc)
+                        continue
+                    self._produce(_without_payload(letter, exc))
+                except Exception as exc:  # noqa: BLE001 - any failed delivery: send it again
+                    self._unsent.append(letter)
+                    error = error or exc
+        if error is not None:
+            raise error
+
+    def _produce(self, letter: DeadLetter) -> None:
+        future = self.producer.send(self.topic, key=self.stage.encode(), value=encode(letter))
+        self._in_flight.append((letter, future))
+
+
+def _without_payload(letter: DeadLetter, exc: Exception) -> DeadLetter:
+    """The letter without its payload, for a broker that refuses it even cut (its limit is set
+    below ``MAX_DEAD_PAYLOAD_BYTES``); the excerpt stays."""
+    size = len(letter.payload_b64) * 3 // 4
+    reason = f"{letter.reason} (payload of about {size} bytes dropped: {exc})"
+    return replace(letter, payload_b64="", reason=reason[:MAX_REASON_CHARS])
 
 
 def decode_or_dead(cls: type[T], record: Any, dead: DeadLetterSink) -> T | None:

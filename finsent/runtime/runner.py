@@ -21,11 +21,19 @@ A source (ingest) consumes no topic; ``SourceRunner`` is its entry point, with t
 dead-letter and metrics path, and the source's own commit (its dedup memory) after the
 acknowledgements.
 
+Faults that retrying cannot fix do not stop a stage: a record its logic fails on (an exception
+other than a sink's) becomes a dead letter with the error, found by running the batch again one
+record at a time, and the rest go on; an output the broker refuses as too large becomes a dead
+letter (its payload cut to fit) instead of failing the batch forever. Every dead letter is
+acknowledged before the offsets move past its record.
+
 Backpressure: when a sink (Kafka or the store) fails, the consumer pauses its partitions and the
 batch is retried with backoff; nothing more is fetched until the batch is durable. The consumer
 is polled meanwhile, so that the group keeps the member. A rebalance in that time un-pauses the
 partitions, so such a poll can return records: the consumer seeks back to them instead of
-dropping them, and once the batch is durable the stage re-syncs from the store.
+dropping them, and once the batch is durable the stage re-syncs from the store. A stop ends
+every wait on the broker within ``STOP_GRACE_S``: what is not acknowledged by then is replayed
+on restart.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from sqlalchemy.exc import OperationalError
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
@@ -49,6 +57,8 @@ from finsent.core.settings import Settings
 from finsent.core.stages import Checkpoint, StageSpec
 from finsent.runtime import metrics
 from finsent.runtime.kafka_io import (
+    ACK_TIMEOUT_S,
+    TOO_LARGE,
     DeadLetters,
     DeadLetterSink,
     KafkaConfig,
@@ -69,6 +79,8 @@ Output = tuple[str, Any]  # (Kafka key, record)
 # Failures a sink recovers from: the batch is retried, with the partitions paused.
 RETRIED_ERRORS: tuple[type[Exception], ...] = (KafkaError, OperationalError, TimeoutError)
 SETTLE_EVERY = 5000  # a bulk send waits for acknowledgements every this many records
+STOP_GRACE_S = 5.0  # after a stop, how long a wait on the broker may still take
+_FLUSH_SLICE_S = 0.5  # a flush checks for a stop this often
 
 
 def utc_now() -> datetime:
@@ -175,8 +187,7 @@ class Backoff:
 class _Pending:
     """A pipelined batch: sent, not yet acknowledged, its offsets not yet committed."""
 
-    outputs: list[Output]
-    futures: list[Any]
+    outbox: Outbox
     offsets: dict[Partition, int]
 
 
@@ -270,24 +281,111 @@ class StageLoop:
         raw = poll_batch(self.consumer, self.max_batch, self.max_wait_ms)
         started = time.perf_counter()
         batch = self._decode(raw)
+        now = self.clock()
         if isinstance(self.logic, LagAware):
             self.logic.caught_up(caught_up(self.consumer))
-        outputs, commit = self.logic.process(batch, self.clock(), self.dead)
-        if self.spec.checkpoint is Checkpoint.STORE:
-            done = self._commit_to_store(raw, outputs, commit, stop)
-        elif commit is not None:
-            raise TypeError(f"stage {self.spec.name} keeps no store, but its logic committed")
-        else:
-            done = self._pipeline(raw, outputs, stop)
-        if done:
+        try:
+            outputs, commit = self.logic.process(batch, now, self.dead)
+        except RETRIED_ERRORS:
+            raise
+        except Exception as exc:
+            if not batch:
+                raise  # time-driven work failed: no record to blame
+            log.warning(
+                "%s: its logic failed on a batch of %d (%s: %s); running it record by record",
+                self.spec.name,
+                len(batch),
+                type(exc).__name__,
+                exc,
+            )
+            self._isolate(raw, batch, now, stop, started)
+            return
+        if self._checkpoint(raw, outputs, commit, stop):
             self._count(raw, outputs, started)
 
     def finish(self, stop: threading.Event) -> None:
         """Make the pipelined batch, if any, durable: wait for it and commit its offsets."""
         if self._pending is not None:
-            self.producer.flush()
             self._settle(self._pending, stop, sync=True)
             self._pending = None
+
+    def _checkpoint(
+        self, raw: list[Any], outputs: list[Output], commit: Commit | None, stop: threading.Event
+    ) -> bool:
+        """Send and checkpoint as the stage declares; False if nothing became durable."""
+        if self.spec.checkpoint is Checkpoint.STORE:
+            return self._commit_to_store(raw, outputs, commit, stop)
+        if commit is not None:
+            raise TypeError(f"stage {self.spec.name} keeps no store, but its logic committed")
+        return self._pipeline(raw, outputs, stop)
+
+    # -- a record the logic fails on --------------------------------------------------------
+
+    def _isolate(
+        self,
+        raw: list[Any],
+        batch: Sequence[Message[Any]],
+        now: datetime,
+        stop: threading.Event,
+        started: float,
+    ) -> None:
+        """Run a batch the logic failed on again, one record at a time: each record it fails on
+        becomes a dead letter with the error, and the others go on.
+
+        A store-checkpointed stage starts from its state as last committed (the failed run may
+        have changed it half-way) and commits after each record, so that reloading the state
+        after a failure loses none of the records before it. The scorer keeps no state: its
+        outputs go out together, as one batch."""
+        stateful = self.spec.checkpoint is Checkpoint.STORE
+        if stateful:
+            self._reload_logic()
+        at = {(r.topic, r.partition, r.offset): i for i, r in enumerate(raw)}
+        kept: list[Output] = []
+        sent = 0
+        durable = 0  # raw[:durable] is checkpointed
+        for message in batch:
+            end = at[(message.topic, message.partition, message.offset)] + 1
+            try:
+                outputs, commit = self.logic.process([message], now, self.dead)
+            except RETRIED_ERRORS:
+                raise
+            except Exception as exc:
+                self._dead_letter_failure(raw[end - 1], exc)
+                outputs, commit = [], None
+                if stateful:
+                    self._reload_logic()
+            if not stateful:
+                kept.extend(outputs)
+                continue
+            if not self._commit_to_store(raw[durable:end], outputs, commit, stop):
+                return  # fenced: the partitions are another member's now
+            durable, sent = end, sent + len(outputs)
+        if not stateful:
+            if self._pipeline(raw, kept, stop):
+                self._count(raw, kept, started)
+            return
+        if durable < len(raw):  # records after the last decoded one did not decode
+            self._commit_to_store(raw[durable:], [], None, stop)
+        metrics.OUTPUTS.labels(self.spec.name).inc(sent)
+        self._count(raw, [], started)
+
+    def _dead_letter_failure(self, record: Any, exc: Exception) -> None:
+        log.error(
+            "%s: dead-lettering %s[%d]@%d, which its logic fails on",
+            self.spec.name,
+            record.topic,
+            record.partition,
+            record.offset,
+            exc_info=exc,
+        )
+        reason = f"{self.spec.name} failed on this record: {type(exc).__name__}: {exc}"
+        self.dead.send(reason, record.value or b"", record, kind="logic_error")
+
+    def _reload_logic(self) -> None:
+        """The logic's state of every owned partition, as last committed to the store."""
+        owned = [(tp.topic, tp.partition) for tp in self.consumer.assignment()]
+        self.logic.revoked(owned)
+        self.logic.assigned(owned)
 
     # -- store checkpoints ----------------------------------------------------------------
 
@@ -299,17 +397,25 @@ class StageLoop:
         name = self.spec.name
         offsets = next_offsets(raw)
         positions = self.listener.positions
+        if not positions:
+            # A commit is fenced on the partitions the member owns; owning none, it may
+            # change nothing (a timer of a member whose partitions were all revoked).
+            log.debug("%s owns no partition: its commit is dropped", name)
+            return False
         commit = replace(
             commit or Commit(stage=name),
             stage=name,
             offsets=offsets,
-            expected={part: positions.get(part) for part in offsets},
+            # Every owned partition, not just those read: a commit without offsets (an idle
+            # close, a timer) changes their state too, and must not once they are another's.
+            expected=dict(positions),
         )
         generation = self.listener.generation
         store = self.store
         assert store is not None  # a store-checkpointed stage, checked in __init__
+        outbox = self._outbox(outputs)
         try:
-            self._durably(lambda: self._send(outputs), lambda: store.commit(commit), stop)
+            self._durably(lambda: self._deliver(outbox, stop), lambda: store.commit(commit), stop)
         except FencedError as exc:
             # Another member owns these partitions now: forget them and re-sync.
             log.warning("%s: %s; re-syncing from the store", name, exc)
@@ -336,38 +442,43 @@ class StageLoop:
     def _pipeline(self, raw: list[Any], outputs: list[Output], stop: threading.Event) -> bool:
         if not raw:  # idle: no next batch to overlap with, so settle the last one now
             if self._pending is not None:
-                self.producer.flush()
                 self._settle(self._pending, stop)
                 self._pending = None
             return False
-        topic = self._sink()
-        futures = [
-            self.producer.send(topic, key=key.encode(), value=encode(record))
-            for key, record in outputs
-        ]
+        outbox = self._outbox(outputs)
+        outbox.send()
         if self._pending is not None:
             self._settle(self._pending, stop)
-        self._pending = _Pending(outputs, futures, next_offsets(raw))
+        self._pending = _Pending(outbox, next_offsets(raw))
         self.sent += len(outputs)
         return True
 
     def _settle(self, done: _Pending, stop: threading.Event, sync: bool = False) -> None:
-        """Wait for a sent batch's acknowledgements (re-sending on failure), then commit its
-        offsets (``sync``: and wait for the commit, as on the way out)."""
+        """Wait for a sent batch's acknowledgements and its dead letters (re-sending what
+        failed), then commit its offsets (``sync``: and wait for the commit, as on the way
+        out, though no longer than a stop allows)."""
         try:
-            for future in done.futures:
-                future.get(timeout=30)
+            done.outbox.settle(stop)
+            self.dead.settle()
+        except StoppedRetrying:
+            raise
         except Exception:  # noqa: BLE001 - any delivery failure: re-send with backoff below
-            self._durably(lambda: self._send(done.outputs), None, stop)
-        if done.offsets:
-            offsets = {
-                TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
-                for (topic, partition), offset in done.offsets.items()
-            }
-            if sync:
-                self.consumer.commit(offsets=offsets)
-            else:
-                self.consumer.commit_async(offsets=offsets)
+            self._durably(lambda: self._deliver(done.outbox, stop), None, stop)
+        if not done.offsets:
+            return
+        offsets = {
+            TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+            for (topic, partition), offset in done.offsets.items()
+        }
+        if not sync:
+            self.consumer.commit_async(offsets=offsets)
+            return
+        try:
+            # Without a timeout kafka-python retries until the coordinator answers: forever,
+            # with the broker down, and the process would never exit.
+            self.consumer.commit(offsets=offsets, timeout_ms=int(STOP_GRACE_S * 1000))
+        except KafkaError as exc:
+            log.warning("%s: offsets not committed (%s): replayed on restart", self.spec.name, exc)
 
     # -- shared -----------------------------------------------------------------------------
 
@@ -384,17 +495,23 @@ class StageLoop:
             raise ValueError(f"stage {self.spec.name} declares no sink, yet produced records")
         return self.sink_topic
 
-    def _send(self, outputs: list[Output]) -> None:
-        if self.sink_topic is None and not outputs:
-            self.producer.flush()  # its dead letters, before the offsets that move past them
-            return
-        send_all(self.producer, self._sink(), outputs)
+    def _outbox(self, outputs: list[Output]) -> Outbox:
+        topic = self._sink() if outputs else (self.sink_topic or "")
+        box = Outbox(self.producer, topic, self.dead)
+        box.extend(outputs)
+        return box
+
+    def _deliver(self, outbox: Outbox, stop: threading.Event) -> None:
+        """The outputs, then the dead letters, acknowledged: both before the offsets move."""
+        outbox.deliver(stop)
+        self.dead.settle()
 
     def _durably(
         self, send: Callable[[], None], then: Callable[[], None] | None, stop: threading.Event
     ) -> None:
         """``send``, then ``then``, retried with the partitions paused until both succeed; a
-        retry of ``then`` does not send again what the broker acknowledged."""
+        retry of ``then`` does not send again what the broker acknowledged (nor does a retry
+        of ``send``: an ``Outbox`` re-sends only what was not acknowledged)."""
         delivered = False
         try:
             for attempt in sink_retrying(self.consumer, self.spec.name, stop, self.backoff):
@@ -457,12 +574,20 @@ def run_stage(
         return sent
     finally:
         if producer is not None:
-            producer.flush()
-            producer.close()
+            close_producer(producer, spec.name)
         if consumer is not None:
-            consumer.close()
+            consumer.close(autocommit=False, timeout_ms=int(STOP_GRACE_S * 1000))
         if store is not None:
             store.close()
+
+
+def close_producer(producer: Any, stage: str) -> None:
+    """Flush and close, waiting no longer than ``STOP_GRACE_S``: with the broker down, what is
+    not acknowledged by then is not checkpointed either, and is replayed on restart."""
+    try:
+        producer.close(timeout=STOP_GRACE_S)
+    except KafkaError as exc:
+        log.warning("%s: closed with records not acknowledged (%s)", stage, exc)
 
 
 class SourceRunner:
@@ -505,7 +630,10 @@ class SourceRunner:
         ``consumed``: how many inputs the batch came from, for the metrics. Returns how many
         records were sent."""
         started = time.perf_counter()
-        sent = send_all(self.producer, self.sink_topic, outputs, window=SETTLE_EVERY)
+        sent = send_all(
+            self.producer, self.sink_topic, outputs, window=SETTLE_EVERY, dead=self.dead
+        )
+        self.dead.settle()
         if commit is not None and not (stop is not None and stop.is_set()):
             commit()
         name = self.spec.name
@@ -517,29 +645,134 @@ class SourceRunner:
         return sent
 
     def close(self) -> None:
-        self.producer.flush()
-        self.producer.close()
+        close_producer(self.producer, self.spec.name)
 
 
-def send_all(producer: Any, topic: str, outputs: Iterable[Output], window: int = 0) -> int:
-    """Send keyed records and wait for every acknowledgement, raising on a failed delivery
-    instead of losing it; with ``window``, waiting each time that many are in flight."""
-    futures: list[Any] = []
-    sent = 0
+class Outbox:
+    """Keyed records on their way to one topic, each encoded once.
+
+    ``settle`` waits for what was sent. A record the broker refuses as too large becomes a dead
+    letter (through ``dead``; without one, the refusal is raised) and is never sent again; on any
+    other failure the records from the first one not acknowledged on are kept, in order, for
+    the next ``deliver``, and the failure is raised. So a retry neither re-sends what the
+    broker took before the failure nor fails forever on a record it can never take.
+    """
+
+    def __init__(self, producer: Any, topic: str, dead: DeadLetterSink | None = None) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.dead = dead
+        self.acknowledged = 0
+        self.too_large = 0
+        # (key, value, the future of its send, or None while not in flight), in output order
+        self._records: list[tuple[bytes, bytes, Any]] = []
+
+    def __len__(self) -> int:
+        """Records not acknowledged yet."""
+        return len(self._records)
+
+    def add(self, key: str, record: Any) -> None:
+        """Encode and send one record, without waiting."""
+        key_bytes, value = key.encode(), encode(record)
+        self._records.append((key_bytes, value, None))
+        self._records[-1] = (key_bytes, value, self._send(key_bytes, value))
+
+    def extend(self, outputs: Iterable[Output]) -> None:
+        """Encode records, to be sent by ``send`` or ``deliver``."""
+        self._records.extend((key.encode(), encode(record), None) for key, record in outputs)
+
+    def send(self) -> None:
+        """Send every record not in flight, without waiting."""
+        self._records = [
+            (key, value, future if future is not None else self._send(key, value))
+            for key, value, future in self._records
+        ]
+
+    def deliver(self, stop: threading.Event | None = None) -> None:
+        self.send()
+        self.settle(stop)
+
+    def settle(self, stop: threading.Event | None = None) -> None:
+        """Wait for every record in flight (see the class)."""
+        if not self._records:
+            return
+        flush(self.producer, stop)
+        error: Exception | None = None
+        kept: list[tuple[bytes, bytes, Any]] = []
+        for key, value, future in self._records:
+            if future is None:  # its send raised: send it again
+                kept.append((key, value, None))
+                continue
+            try:
+                future.get(timeout=ACK_TIMEOUT_S)
+            except TOO_LARGE as exc:
+                self._refused(key, value, exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - any failed delivery: sent again
+                error = error or exc
+            else:
+                if error is None and not kept:
+                    self.acknowledged += 1
+                    continue
+            kept.append((key, value, None))
+        self._records = kept
+        if error is not None:
+            raise error
+        if kept:  # only sends that raised: nothing was waited for
+            raise KafkaTimeoutError(f"{len(kept)} records for {self.topic} not sent")
+
+    def _send(self, key: bytes, value: bytes) -> Any:
+        return self.producer.send(self.topic, key=key, value=value)
+
+    def _refused(self, key: bytes, value: bytes, exc: Exception) -> None:
+        if self.dead is None:
+            raise exc
+        self.too_large += 1
+        reason = (
+            f"too large for {self.topic}: a record of {len(value)} bytes, key "
+            f"{key.decode(errors='replace')!r} ({exc})"
+        )
+        self.dead.send(reason, value, kind="too_large")
+
+
+def send_all(
+    producer: Any,
+    topic: str,
+    outputs: Iterable[Output],
+    window: int = 0,
+    dead: DeadLetterSink | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Send keyed records (as ``outputs`` yields them) and wait for every acknowledgement,
+    raising on a failed delivery instead of losing it; with ``window``, waiting each time that
+    many are in flight. A record too large for the broker goes to ``dead`` (without it, the
+    refusal is raised). Returns how many were acknowledged."""
+    box = Outbox(producer, topic, dead)
     for key, record in outputs:
-        futures.append(producer.send(topic, key=key.encode(), value=encode(record)))
-        sent += 1
-        if window and len(futures) >= window:
-            _settle(producer, futures)
-    _settle(producer, futures)
-    return sent
+        box.add(key, record)
+        if window and len(box) >= window:
+            box.settle(stop)
+    box.settle(stop)
+    return box.acknowledged
 
 
-def _settle(producer: Any, futures: list[Any]) -> None:
-    producer.flush()
-    for future in futures:
-        future.get(timeout=30)  # surfaces delivery errors instead of losing them
-    futures.clear()
+def flush(producer: Any, stop: threading.Event | None = None) -> None:
+    """Wait until the producer's records are acknowledged or failed, at most ``ACK_TIMEOUT_S``,
+    and once ``stop`` is set at most ``STOP_GRACE_S`` more: ``StoppedRetrying`` then."""
+    deadline = time.monotonic() + ACK_TIMEOUT_S
+    stopping_at: float | None = None
+    while True:
+        try:
+            producer.flush(timeout=_FLUSH_SLICE_S)
+            return
+        except KafkaTimeoutError:
+            now = time.monotonic()
+            if stop is not None and stop.is_set():
+                stopping_at = stopping_at or now
+                if now >= stopping_at + STOP_GRACE_S:
+                    raise StoppedRetrying("stopping with records not acknowledged") from None
+            if now >= deadline:
+                raise
 
 
 def sink_retrying(

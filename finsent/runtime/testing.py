@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from kafka.errors import KafkaTimeoutError
+from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.structs import TopicPartition
 
 from finsent.core.records import DeadLetter, decode, encode
@@ -156,7 +156,9 @@ class MemorySource:
     def highwater(self, partition: TopicPartition) -> int:
         return len(self.logs[partition])
 
-    def commit(self, offsets: Mapping[TopicPartition, Any] | None = None) -> None:
+    def commit(
+        self, offsets: Mapping[TopicPartition, Any] | None = None, timeout_ms: int | None = None
+    ) -> None:
         for tp, offset in (offsets if offsets is not None else self._consumed()).items():
             self.committed[(tp.topic, tp.partition)] = getattr(offset, "offset", offset)
 
@@ -218,13 +220,17 @@ class CollectingSink:
 
     Sends are delivered at the next ``flush`` (or when a future is waited for), all at once.
     ``fail(n)`` makes the next ``n`` deliveries fail as a broker outage does: their futures
-    raise ``KafkaTimeoutError``, and nothing of them is kept.
+    raise ``KafkaTimeoutError``, and nothing of them is kept. With ``max_record_bytes`` a larger
+    record is refused as kafka-python refuses one over ``max_request_size``: its future fails
+    at once with ``MessageSizeTooLargeError``, however often it is sent.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_record_bytes: int | None = None) -> None:
         self.sent: list[tuple[str, bytes | None, bytes]] = []  # (topic, key, value)
         self.failed_deliveries = 0
         self.closed = False
+        self.max_record_bytes = max_record_bytes
+        self.refused = 0  # sends refused as too large
         self._failures = 0
         self._buffer: list[tuple[str, bytes | None, bytes, _Delivery]] = []
 
@@ -233,6 +239,15 @@ class CollectingSink:
 
     def send(self, topic: str, key: bytes | None = None, value: bytes = b"") -> _Delivery:
         future = _Delivery(self)
+        size = len(key or b"") + len(value)
+        if self.max_record_bytes is not None and size > self.max_record_bytes:
+            self.refused += 1
+            future.done = True
+            future.error = MessageSizeTooLargeError(
+                f"The message is {size} bytes when serialized which is larger than the maximum"
+                f" request size ({self.max_record_bytes})"
+            )
+            return future
         self._buffer.append((topic, key, value, future))
         return future
 
@@ -279,6 +294,9 @@ class MemoryDeadLetters:
     ) -> None:
         self.letters.append(dead_letter(self.stage, reason, payload, self.clock(), record, source))
         self.count += 1
+
+    def settle(self) -> None:
+        """Nothing to wait for: a letter is kept as it is sent."""
 
 
 @dataclass(frozen=True)

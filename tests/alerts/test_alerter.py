@@ -17,7 +17,7 @@ import pytest
 from support.records import T0, WINDOW, window_stat
 from support.stage_logic import DyingStore, ProcessKilled, alerter, isolated_settings
 
-from finsent.core.records import Alert, WindowStat
+from finsent.core.records import Alert, WindowStat, encode
 from finsent.core.settings import Settings
 from finsent.runtime.store import Store, alert_events, alerts, as_utc
 from finsent.runtime.testing import CollectingSink, run_logic
@@ -209,3 +209,23 @@ def test_a_batch_replayed_after_a_crash_leaves_one_history(settings: Settings) -
     stored = store.query(alert_events, order_by=[alert_events.c.at])
     assert [e["state"] for e in stored] == ["firing", "resolved"]
     assert restarted.offsets == {("sentiment.windows", 0): len(windows)}
+
+
+def test_a_window_claiming_a_huge_weighted_count_is_a_dead_letter_not_a_hang(
+    settings: Settings, store: Store
+) -> None:
+    """The detector's binomial tail sums over the window's (novelty-weighted) stories: a
+    hostile count of 10^12 kept it busy for good. The count is refused where the window is
+    decoded."""
+    windows = timeline()
+    claimed = window(len(windows), 0.8, weighted_neg_share=0.8, weighted_count=20.0)
+    hostile = encode(claimed).replace(b'"weighted_count":20.0', b'"weighted_count":1e12')
+    assert hostile != encode(claimed)
+
+    run = run_logic(
+        alerter(settings, store), [*windows, hostile], store, lambda: T0, stage="alerter"
+    )
+
+    [letter] = run.dead
+    assert "weighted_count" in letter.reason and letter.offset == len(windows)
+    assert run.offsets == {("sentiment.windows", 0): len(windows) + 1}

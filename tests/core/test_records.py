@@ -8,13 +8,24 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from support.records import T0, alert, headline, news_item, scored_item, window_stat
+from support.records import (
+    T0,
+    alert,
+    headline,
+    keyed_point,
+    news_item,
+    scored_item,
+    window_stat,
+)
 
 from finsent.core.records import (
+    Alert,
     DeadLetter,
+    KeyedPoint,
     NewsItem,
     RecordError,
     ScoredItem,
+    WindowStat,
     decode,
     encode,
     stable_id,
@@ -133,3 +144,79 @@ def test_stable_id_prefers_url_then_content() -> None:
     assert stable_id("https://x/a", "T", "s") == stable_id("https://x/a", "Other", "t")
     assert stable_id("", "Bank  Shares fall", "Wire") == stable_id("", "bank shares FALL", "wire")
     assert stable_id("", "Bank shares fall", "wire") != stable_id("", "Bank shares rise", "wire")
+
+
+def test_a_tombstone_is_a_typed_error() -> None:
+    with pytest.raises(RecordError, match="no value") as info:
+        decode(WindowStat, None)
+    assert info.value.payload == b""
+
+
+def with_field(record: object, path: str, raw: str) -> bytes:
+    """The record's JSON with the field at ``path`` (dotted) set to the raw JSON text ``raw``:
+    what a hostile producer can put on a topic, NaN and Infinity included."""
+    obj = json.loads(encode(record))
+    *parents, name = path.split(".")
+    holder = obj
+    for parent in parents:
+        holder = holder[parent]
+    marker = "__replaced__"
+    holder[name] = marker
+    return json.dumps(obj).replace(f'"{marker}"', raw).encode()
+
+
+@pytest.mark.parametrize(
+    ("record_type", "record", "path", "raw"),
+    [
+        (WindowStat, window_stat(), "mean_score", "NaN"),
+        (WindowStat, window_stat(), "weighted_count", "Infinity"),
+        (WindowStat, window_stat(), "weighted_count", "1e300"),  # hangs the binomial tail
+        (WindowStat, window_stat(), "count", "100000000000000000000"),
+        (WindowStat, window_stat(), "count", "-3"),
+        (WindowStat, window_stat(), "neg_share", "-Infinity"),
+        (WindowStat, window_stat(), "neg_share", "1.5"),
+        (WindowStat, window_stat(), "version", "4294967296"),
+        (WindowStat, window_stat(), "window_start", '"0001-01-01T00:00:00Z"'),
+        (WindowStat, window_stat(), "window_end", '"9999-12-31T23:59:59Z"'),
+        (WindowStat, window_stat(), "key", json.dumps("source:" + "x" * 300)),
+        (ScoredItem, scored_item(), "confidence", "NaN"),
+        (ScoredItem, scored_item(), "item.published_at", '"9999-12-31T00:00:00Z"'),
+        (ScoredItem, scored_item(), "item.novelty", "1e308"),
+        (ScoredItem, scored_item(), "item.id", json.dumps("i" * 65)),
+        (ScoredItem, scored_item(), "item.source", json.dumps("s" * 101)),
+        (ScoredItem, scored_item(), "item.tickers", json.dumps(["T" * 33])),
+        (ScoredItem, scored_item(), "topic", json.dumps("t" * 101)),
+        (ScoredItem, scored_item(**LEXICON), "topic_probs.Markets", "NaN"),
+        (KeyedPoint, keyed_point(), "point.score", "NaN"),
+        (KeyedPoint, keyed_point(), "key", json.dumps("k" * 201)),
+        (Alert, alert(), "zscore", "Infinity"),
+        (Alert, alert(), "weighted_count", "1e300"),
+        (Alert, alert(), "started_at", '"0001-01-01T00:00:00Z"'),
+        (Alert, alert(), "id", json.dumps("a" * 65)),
+    ],
+    ids=lambda v: v if isinstance(v, str) and len(v) < 40 else None,
+)
+def test_non_finite_out_of_range_and_overlong_fields_are_refused(
+    record_type: type, record: object, path: str, raw: str
+) -> None:
+    payload = with_field(record, path, raw)
+    with pytest.raises(RecordError) as info:
+        decode(record_type, payload)
+    assert path.split(".")[-1] in info.value.reason or "payload" in info.value.reason
+
+
+@pytest.mark.parametrize(
+    ("record_type", "record", "path", "raw"),
+    [
+        (WindowStat, window_stat(), "weighted_count", "0.0"),
+        (WindowStat, window_stat(), "neg_share", "1.0"),
+        (WindowStat, window_stat(), "window_start", '"1990-01-01T00:00:00Z"'),
+        (ScoredItem, scored_item(), "item.id", json.dumps("i" * 64)),
+        (ScoredItem, scored_item(), "item.novelty", "0.0"),
+        (KeyedPoint, keyed_point(), "key", json.dumps("k" * 200)),
+    ],
+)
+def test_values_at_the_bounds_decode(
+    record_type: type, record: object, path: str, raw: str
+) -> None:
+    decode(record_type, with_field(record, path, raw))

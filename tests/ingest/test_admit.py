@@ -130,3 +130,39 @@ def test_the_dedup_memory_is_pruned_by_the_retention_at_most_hourly(settings: Se
     admission.decide([], later + timedelta(minutes=31))
     assert admission.tracker.store.count() == 0
     admission.close()
+
+
+def test_a_poll_whose_delivery_failed_is_sent_whole_by_the_next_poll(config: IngestConfig) -> None:
+    sink = CollectingSink()
+    ingest = IngestSink(config, runner(sink), Admission.open(config, NOW))
+    stories = [
+        RawStory(source="wire", title=f"Harbor Trust Bank story number {n}", url=story(n).url)
+        for n in range(5)
+    ]
+    sink.fail(1)  # the broker is down for this poll
+
+    with pytest.raises(KafkaTimeoutError):
+        ingest("wire", stories, [])
+    ingest("wire", stories, [])  # the broker is back: the poller fetches the stories again
+
+    assert len(sink.records("news.raw", NewsItem)) == 5
+    assert ingest.counts == {"sent": 5, "duplicates": 0, "dead": 0}
+    ingest.close()
+
+
+def test_a_failed_delivery_forgets_its_near_duplicate_chains(config: IngestConfig) -> None:
+    admission = Admission.open(config, NOW)
+    sink = CollectingSink()
+    sink.fail(1)
+    first = news_item(id="a", title="Harbor Trust Bank halts withdrawals", url="https://a.test/1")
+    kept, _ = admission.decide([first], NOW)
+    with pytest.raises(KafkaTimeoutError):
+        admission.send(runner(sink), kept, consumed=1)
+
+    # A rewrite of the lost story is new again, not a repeat of a story nobody received.
+    rewrite = news_item(
+        id="b", title="Harbor Trust Bank halts all withdrawals", url="https://b.test/1"
+    )
+    [item], _ = admission.decide([rewrite], NOW)
+    assert (item.chain_id, item.novelty) == ("b", 100.0)
+    admission.close()

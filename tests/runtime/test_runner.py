@@ -5,6 +5,7 @@ Kafka checkpoint, and the loss that a rebalance during a sink retry used to caus
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -12,15 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka.errors import KafkaTimeoutError
 from kafka.structs import TopicPartition
 from sqlalchemy.exc import OperationalError
 from support.records import scored_item
 
-from finsent.core.records import ScoredItem, encode
+from finsent.core.records import DeadLetter, ScoredItem, decode, encode
 from finsent.core.settings import Settings
 from finsent.core.stages import Checkpoint, StageSpec, stage
 from finsent.runtime import metrics
-from finsent.runtime.kafka_io import DeadLetterSink
+from finsent.runtime.kafka_io import DeadLetters, DeadLetterSink
 from finsent.runtime.runner import (
     Message,
     Output,
@@ -393,3 +395,233 @@ def test_caught_up_partitions_are_those_read_to_the_end_the_broker_reported() ->
     fresh = NotFetchedYet(TOPIC, {0: []})
     fresh.poll()
     assert caught_up(fresh) == set()
+
+
+# -- a record the logic fails on ----------------------------------------------------------------
+
+
+class Picky(Echo):
+    """Fails on one story, as a logic does on input it cannot handle (an overflow, a bug)."""
+
+    def __init__(self, bad: str, keeps_state: bool = True) -> None:
+        super().__init__(keeps_state)
+        self.bad = bad
+
+    def process(
+        self, batch: Sequence[Message[ScoredItem]], now: datetime, dead: DeadLetterSink
+    ) -> tuple[list[Output], Commit | None]:
+        if any(m.value.item.id == self.bad for m in batch):
+            raise OverflowError("date value out of range")
+        return super().process(batch, now, dead)
+
+
+@pytest.mark.parametrize("checkpoint", [Checkpoint.STORE, Checkpoint.KAFKA])
+def test_a_record_the_logic_fails_on_is_dead_lettered_and_the_rest_go_on(
+    store: Store, checkpoint: Checkpoint
+) -> None:
+    source = MemorySource(TOPIC, {0: payloads(10)})
+    stateful = checkpoint is Checkpoint.STORE
+    loop, sink, stop = make_loop(
+        source, Picky("s5", keeps_state=stateful), store if stateful else None, None, checkpoint
+    )
+
+    run_to_end(loop, stop)
+
+    assert Counter(sent_ids(sink)) == {f"s{i}": 1 for i in range(10) if i != 5}
+    dead = loop.dead
+    assert isinstance(dead, MemoryDeadLetters)
+    [letter] = dead.letters
+    assert (letter.source_topic, letter.offset) == (TOPIC, 5)
+    assert "OverflowError" in letter.reason and "date value out of range" in letter.reason
+    assert letter.payload() == payloads(10)[5]
+    if stateful:
+        assert store.load_offsets("echo") == {PART: 10}
+        assert set(store.load_state("echo")) == {f"s{i}" for i in range(10) if i != 5}
+    else:
+        assert source.committed == {PART: 10}
+
+
+# -- records too large for the broker ------------------------------------------------------------
+
+
+def big_payloads(n: int, big: int, size: int) -> list[bytes]:
+    values = payloads(n)
+    values[big] = encode(
+        scored_item(id=f"s{big}", title="Big", body="x" * size, published_at=T0, score=0.0)
+    )
+    return values
+
+
+@pytest.mark.parametrize("checkpoint", [Checkpoint.STORE, Checkpoint.KAFKA])
+def test_an_output_over_the_broker_s_limit_is_dead_lettered_once_and_the_rest_sent_once(
+    store: Store, checkpoint: Checkpoint
+) -> None:
+    source = MemorySource(TOPIC, {0: big_payloads(8, 2, 20_000)})
+    sink = CollectingSink(max_record_bytes=10_000)
+    stateful = checkpoint is Checkpoint.STORE
+    loop, sink, stop = make_loop(
+        source, Echo(keeps_state=stateful), store if stateful else None, sink, checkpoint
+    )
+
+    run_to_end(loop, stop)
+
+    assert Counter(sent_ids(sink)) == {f"s{i}": 1 for i in range(8) if i != 2}
+    dead = loop.dead
+    assert isinstance(dead, MemoryDeadLetters)
+    [letter] = dead.letters
+    assert "too large" in letter.reason and "s2" in letter.reason
+    assert letter.payload()[:100] == big_payloads(8, 2, 20_000)[2][:100]
+    offsets = store.load_offsets("echo") if stateful else source.committed
+    assert offsets == {PART: 8}
+
+
+def test_a_dead_letter_whose_delivery_failed_is_sent_again_before_its_offset_passes(
+    store: Store,
+) -> None:
+    source = MemorySource(TOPIC, {0: [b"{not json", *payloads(3)]})
+    sink = CollectingSink()
+    sink.fail(1)  # the first delivery, dead letter and outputs alike, fails
+    loop, sink, stop = make_loop(source, Echo(), store, sink)
+    loop.dead = DeadLetters(sink, "echo", "news.dlq")
+
+    run_to_end(loop, stop)
+
+    [letter] = [decode(DeadLetter, value) for value in sink.values("news.dlq")]
+    assert letter.payload() == b"{not json"
+    assert Counter(sent_ids(sink)) == {"s0": 1, "s1": 1, "s2": 1}
+    assert store.load_offsets("echo") == {PART: 4}
+
+
+# -- fencing of commits that carry no offsets ---------------------------------------------------
+
+
+class Ticking(Echo):
+    """Commits state on idle polls too, as idle-close and timers do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ticks = 0
+
+    def process(
+        self, batch: Sequence[Message[ScoredItem]], now: datetime, dead: DeadLetterSink
+    ) -> tuple[list[Output], Commit | None]:
+        if batch:
+            return super().process(batch, now, dead)
+        self.ticks += 1
+        return [], Commit(stage="echo", state_put={"tick": self.ticks}, state_delete={"s0"})
+
+
+def test_an_idle_commit_of_a_member_that_lost_its_partition_is_fenced(store: Store) -> None:
+    source = MemorySource(TOPIC, {0: payloads(4)})
+    logic = Ticking()
+    loop, sink, stop = make_loop(source, logic, store)
+    loop.step(stop)  # stories 0-3, committed at offset 4
+
+    # Meanwhile another member owns the partition and committed past it.
+    store.commit(
+        Commit(stage="echo", offsets={PART: 9}, expected={PART: 4}, state_put={"owner": "b"})
+    )
+    loop.step(stop)  # an idle poll: the zombie's state-only commit
+
+    state = store.load_state("echo")
+    assert "tick" not in state and "s0" in state  # the new owner's state is untouched
+    assert store.load_offsets("echo") == {PART: 9}
+    assert logic.assignments == [[PART], [PART]]  # it re-synced
+
+
+def test_an_idle_commit_of_the_owner_applies(store: Store) -> None:
+    source = MemorySource(TOPIC, {0: payloads(4)})
+    loop, sink, stop = make_loop(source, Ticking(), store)
+    loop.step(stop)
+    loop.step(stop)  # idle
+
+    state = store.load_state("echo")
+    assert state["tick"] == 1 and "s0" not in state
+    assert store.load_offsets("echo") == {PART: 4}
+
+
+# -- a stop while the broker is down ------------------------------------------------------------
+
+
+class DownBroker:
+    """The broker's side of a lost connection, as kafka-python shows it: a flush without a
+    timeout waits for the records to expire, and a synchronous commit without one retries until
+    the coordinator is back. ``down`` is the outage; clearing it ends every wait."""
+
+    def __init__(self) -> None:
+        self.down = threading.Event()
+        self.up = threading.Event()
+        self.up.set()
+
+    def fail(self) -> None:
+        self.up.clear()
+        self.down.set()
+
+    def wait(self, timeout_s: float | None) -> None:
+        if not self.up.wait(timeout_s):
+            raise KafkaTimeoutError("broker unreachable (simulated)")
+
+
+class DownSink(CollectingSink):
+    def __init__(self, broker: DownBroker) -> None:
+        super().__init__()
+        self.broker = broker
+
+    def flush(self, timeout: float | None = None) -> None:
+        if self._buffer and self.broker.down.is_set():
+            self.broker.wait(timeout)
+        super().flush(timeout)
+
+
+class DownSource(MemorySource):
+    def __init__(self, broker: DownBroker, values: list[bytes]) -> None:
+        super().__init__(TOPIC, {0: values})
+        self.broker = broker
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None, **kw: Any) -> Any:
+        if self.broker.down.is_set():
+            return {}
+        return super().poll(timeout_ms, max_records)
+
+    def commit(self, offsets: Any = None, timeout_ms: int | None = None) -> None:
+        if self.broker.down.is_set():
+            self.broker.wait(None if timeout_ms is None else timeout_ms / 1000)
+        super().commit(offsets)
+
+
+def test_a_stop_while_the_broker_is_down_ends_the_pipelined_stage_promptly() -> None:
+    broker = DownBroker()
+    source = DownSource(broker, payloads(8))
+    loop, sink, stop = make_loop(
+        source, Echo(keeps_state=False), None, DownSink(broker), Checkpoint.KAFKA
+    )
+    loop.step(stop)  # batch 1 sent, not yet acknowledged
+    broker.fail()
+    runner = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    runner.start()
+    time.sleep(0.3)
+
+    stop.set()  # SIGTERM
+    runner.join(10)
+    stuck = runner.is_alive()
+    broker.up.set()  # let a stuck loop go, whatever the verdict
+    runner.join(10)
+
+    assert not stuck
+    assert source.committed == {}  # nothing acknowledged: the batch is replayed on restart
+
+
+def test_a_tombstone_becomes_a_dead_letter_and_its_offset_passes(store: Store) -> None:
+    source = MemorySource(TOPIC, {0: payloads(2)})
+    source.append(0, None)  # type: ignore[arg-type]  # a record with no value
+    source.append(0, payloads(3)[2])
+    loop, sink, stop = make_loop(source, Echo(), store)
+
+    run_to_end(loop, stop)
+
+    dead = loop.dead
+    assert isinstance(dead, MemoryDeadLetters)
+    [letter] = dead.letters
+    assert "tombstone" in letter.reason and letter.offset == 2 and letter.payload() == b""
+    assert sent_ids(sink) == ["s0", "s1", "s2"]
+    assert store.load_offsets("echo") == {PART: 4}

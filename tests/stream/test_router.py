@@ -107,3 +107,24 @@ def test_a_payload_that_is_not_a_scored_story_is_a_dead_letter(
     assert letter.stage == "router" and letter.offset == 0
     assert letter.reason == "item: Field required (+5 more)"  # what is wrong with it
     assert {record.point.id for _, record in run.outputs} == {"s1"}
+
+
+def test_a_story_too_long_for_the_store_s_columns_is_a_dead_letter_not_a_crash_loop(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """PostgreSQL enforces column lengths (SQLite does not): a source or id longer than its
+    column must not reach the store, where it would fail every retry of the batch."""
+    settings = Settings(store_url=postgres_url, cache_dir=tmp_path / "cache")
+    store = Store(settings.database_url)
+    long_source = scored_item(id="s1", source="wire " * 60)  # 300 characters
+    long_id = scored_item(id="s" * 80)
+    fine = scored_item(id="s3")
+
+    run = run_logic(
+        router(settings, store), [long_source, long_id, fine], store, lambda: T0, stage="router"
+    )
+
+    assert [letter.offset for letter in run.dead] == [0, 1]
+    assert sorted(r["id"] for r in store.query(scored_items)) == ["s3"]
+    assert run.offsets == {("news.scored", 0): 3}
+    store.close()

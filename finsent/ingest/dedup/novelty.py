@@ -9,8 +9,9 @@ similar story starts a fresh chain at 100 (as in RavenPack's event novelty score
 
 Batching: ``decide_batch`` looks up every key of a micro-batch in one query and ``commit`` writes
 all new rows in one transaction (optionally the caller's, with its offsets). Commit after the
-stories are safely produced: a crash in between re-decides them, never loses them. If a commit
-fails the in-memory index is ahead of the table; rebuild it with ``restore``. One tracker per
+stories are safely produced: a crash in between re-decides them, never loses them. If the
+delivery or the commit fails, ``rollback`` drops the pending rows and rebuilds the index from
+the table. One tracker per
 table: concurrent trackers would not see each other's near duplicates.
 """
 
@@ -129,24 +130,35 @@ class NoveltyTracker:
     ) -> NoveltyTracker:
         """A tracker whose index holds the stored stories within the horizon, as before."""
         tracker = cls(store, config)
-        cfg = tracker.config
-        newest = store.newest_signature_time()
+        tracker._index = tracker._stored_index(now)
+        return tracker
+
+    def rollback(self, now: datetime) -> None:
+        """Forget every verdict since the last ``commit``: their stories were not delivered, so
+        the next poll must find them new again, not duplicates of what nobody received. The
+        near-duplicate index is rebuilt from the table, which holds only committed stories."""
+        self._pending.clear()
+        self._index = self._stored_index(now)
+
+    def _stored_index(self, now: datetime) -> NearDupIndex:
+        """The index of the stored stories within the horizon."""
+        cfg = self.config
+        index = _index_for(cfg)
+        newest = self.store.newest_signature_time()
         if newest is None:
-            return tracker
+            return index
         watermark = min(newest, utc(now))
         skipped = 0
-        for row in store.signatures_since(watermark - cfg.horizon):
+        for row in self.store.signatures_since(watermark - cfg.horizon):
             signature = np.frombuffer(row.signature or b"", dtype="<u4").astype(np.uint32)
             if len(signature) != cfg.num_perm:
                 skipped += 1  # written under another num_perm: cannot be compared
                 continue
-            tracker._index.add(
-                row.story_id, row.chain_id, row.event_time, signature, frozenset(row.tickers)
-            )
-        tracker._index.advance(watermark)
+            index.add(row.story_id, row.chain_id, row.event_time, signature, frozenset(row.tickers))
+        index.advance(watermark)
         if skipped:
             log.warning("restore skipped %d stories signed with another num_perm", skipped)
-        return tracker
+        return index
 
     @property
     def pending(self) -> int:

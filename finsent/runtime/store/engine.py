@@ -61,14 +61,24 @@ def upsert(
 ) -> None:
     """Insert ``rows``, or update the row with the same ``keys``.
 
-    With ``only_newer`` (a version column), a stored row is only replaced by one whose version
-    is at least its own, so a replayed older version never overwrites a restatement.
+    An update sets only the columns the rows carry: a column written by someone else (an
+    alert's acknowledgement) keeps its stored value. With ``only_newer`` (a version column), a
+    stored row is only replaced by one whose version is at least its own, so a replayed older
+    version never overwrites a restatement.
     """
     rows = last_per_key(rows, keys, only_newer)
     if not rows:
         return  # an empty executemany would run the INSERT once, without values
     stmt = insert(conn, table)
-    updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+    given = set().union(*(row.keys() for row in rows))
+    updates = {
+        c.name: stmt.excluded[c.name]
+        for c in table.columns
+        if c.name not in keys and c.name in given
+    }
+    if not updates:  # the rows are all key: nothing to update
+        conn.execute(stmt.on_conflict_do_nothing(index_elements=keys), rows)
+        return
     where = table.c[only_newer] <= stmt.excluded[only_newer] if only_newer else None
     conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=updates, where=where), rows)
 

@@ -1,8 +1,10 @@
 """A stage's batch commit: its results, private state and consumed offsets in one transaction.
 
 Every write is an upsert keyed by ids, so a batch replayed after a crash has one effect. With
-``Commit.expected`` the offsets are fenced: they move only from the position the batch started
-at, so a member that lost its partition to another cannot overwrite the new owner's progress.
+``Commit.expected`` the commit is fenced: offsets move only from the position the batch started
+at, and a partition named in ``expected`` without new offsets (a commit of state alone: an idle
+close, a timer) must still be at its expected position, so a member that lost its partition to
+another cannot overwrite the new owner's progress or state.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ class Commit:
     state_put: dict[str, Any] = field(default_factory=dict)
     state_delete: set[str] = field(default_factory=set)
     late: list[dict[str, Any]] = field(default_factory=list)  # rows for late_items
-    # Fencing: per partition, the stored offset this batch started from (None: none stored).
-    # The commit applies only if the store still holds exactly these.
+    # Fencing: per partition the member owns, the stored offset this batch started from (None:
+    # none stored). The commit applies only if the store still holds exactly these.
     expected: dict[TopicPartitionKey, int | None] | None = None
 
 
@@ -63,6 +65,8 @@ def apply_commit(conn: Connection, batch: Commit) -> None:
         news.write_late(conn, batch.late)
     if batch.offsets:
         _write_offsets(conn, batch)
+    if batch.expected:
+        _check_unmoved(conn, batch)
 
 
 def _write_offsets(conn: Connection, batch: Commit) -> None:
@@ -97,6 +101,36 @@ def _write_offsets(conn: Connection, batch: Commit) -> None:
         changed = conn.execute(stmt.returning(consumer_offsets.c.partition)).all()
         if len(changed) != 1:
             # Raising inside the transaction rolls back the whole batch.
+            raise FencedError(
+                f"{batch.stage} offsets of {topic}[{partition}] moved past {expected}"
+            )
+
+
+def _check_unmoved(conn: Connection, batch: Commit) -> None:
+    """``FencedError`` unless each expected partition without new offsets is where expected."""
+    assert batch.expected is not None
+    for (topic, partition), expected in batch.expected.items():
+        if (topic, partition) in batch.offsets:
+            continue  # fenced by its write
+        where = (
+            consumer_offsets.c.stage == batch.stage,
+            consumer_offsets.c.topic == topic,
+            consumer_offsets.c.partition == partition,
+        )
+        if expected is None:
+            moved = conn.execute(select(consumer_offsets.c.next_offset).where(*where)).first()
+            unmoved = moved is None
+        else:
+            # An update to the same value, not a read: it locks the row (PostgreSQL), so a new
+            # owner's commit cannot slip in between this check and the end of the transaction.
+            stmt = (
+                consumer_offsets.update()
+                .where(*where, consumer_offsets.c.next_offset == expected)
+                .values(next_offset=expected)
+                .returning(consumer_offsets.c.partition)
+            )
+            unmoved = len(conn.execute(stmt).all()) == 1
+        if not unmoved:
             raise FencedError(
                 f"{batch.stage} offsets of {topic}[{partition}] moved past {expected}"
             )

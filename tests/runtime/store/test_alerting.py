@@ -108,3 +108,17 @@ def test_latest_alerts_are_the_most_recently_updated_first_up_to_the_limit(store
 
     assert [row["id"] for row in latest] == ["a2", "a0", "a3"]  # windows 5, 3, 2
     assert store.latest_alerts(limit=10)[-1]["id"] == "a1"
+
+
+def test_an_acknowledgement_outlives_later_and_replayed_events(store: Store) -> None:
+    store.commit(Commit(stage="alerter", alerts=[alert("pending", 1, 0.7)]))
+    assert store.acknowledge("a1", "ana", "on it", T0 + W)
+
+    store.commit(Commit(stage="alerter", alerts=[alert("firing", 2, 0.8)]))  # pending → firing
+    store.commit(Commit(stage="alerter", alerts=[alert("firing", 2, 0.8)]))  # a replayed batch
+
+    [row] = store.query(alerts)
+    assert (row["state"], row["neg_share"]) == ("firing", 0.8)
+    assert (row["acked_by"], row["ack_comment"]) == ("ana", "on it")
+    assert as_utc(row["acked_at"]) == T0 + W
+    assert store.acked_ids() == {"a1"}

@@ -79,3 +79,20 @@ def test_a_fenced_commit_changes_nothing(store: Store) -> None:
     assert store.load_state("agg") == {}
     store.commit(dataclasses.replace(stale, expected={("k", 0): 5}))
     assert store.load_offsets("agg") == {("k", 0): 9} and store.load_state("agg") == {"x": 1}
+
+
+def test_a_commit_of_state_alone_is_fenced_on_the_partitions_it_expects(store: Store) -> None:
+    """An idle close or a timer commits state without offsets: it applies only while the
+    member's partitions are still where it left them."""
+    store.commit(Commit(stage="agg", offsets={("k", 0): 5}, expected={("k", 0): None}))
+    store.commit(Commit(stage="agg", offsets={("k", 0): 9}, expected={("k", 0): 5}))  # new owner
+
+    zombie = Commit(stage="agg", expected={("k", 0): 5, ("k", 1): None}, state_put={"x": 1})
+    with pytest.raises(FencedError):
+        store.commit(zombie)
+    assert store.load_state("agg") == {}
+
+    owner = dataclasses.replace(zombie, expected={("k", 0): 9, ("k", 1): None})
+    store.commit(owner)
+    assert store.load_state("agg") == {"x": 1}
+    assert store.load_offsets("agg") == {("k", 0): 9}
