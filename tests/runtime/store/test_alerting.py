@@ -121,4 +121,4 @@ def test_an_acknowledgement_outlives_later_and_replayed_events(store: Store) -> 
     assert (row["state"], row["neg_share"]) == ("firing", 0.8)
     assert (row["acked_by"], row["ack_comment"]) == ("ana", "on it")
     assert as_utc(row["acked_at"]) == T0 + W
-    assert store.acked_ids() == {"a1"}
+    assert store.acked_ids(["a1", "a2"]) == {"a1"}
