@@ -17,7 +17,7 @@ import streamlit as st
 
 from finsent.core.settings import Settings, get_settings
 from finsent.dashboard import queries
-from finsent.dashboard.lag import Lag, consumer_lag, probe_for
+from finsent.runtime.lag import Lag, consumer_lag, probe_for
 
 LOOKBACKS: dict[str, timedelta | None] = {
     "6 hours": timedelta(hours=6),

@@ -69,6 +69,7 @@ from finsent.runtime.kafka_io import (
     poll_batch,
     subscribe,
 )
+from finsent.runtime.lag import UpstreamLag
 from finsent.runtime.store import Commit, FencedError, Store
 
 log = logging.getLogger(__name__)
@@ -123,10 +124,16 @@ class StageLogic(Protocol):
 @runtime_checkable
 class LagAware(Protocol):
     """A logic whose time-driven work needs to know whether its input is caught up (such as
-    closing quiet windows: a backlog is not quiet news). Told before each ``process``."""
+    closing quiet windows: a backlog is not quiet news). Told before each ``process``, while
+    ``watches_lag``."""
+
+    @property
+    def watches_lag(self) -> bool:
+        """Whether it wants to be told now (its time-driven work is on)."""
 
     def caught_up(self, partitions: set[Partition]) -> None:
-        """The owned partitions read to their end as the broker last reported it."""
+        """The owned partitions read to their end as the broker last reported it, and only
+        while every stage before this one has read all its input too."""
 
 
 def caught_up(consumer: Any) -> set[Partition]:
@@ -242,6 +249,7 @@ class StageLoop:
         max_wait_ms: int,
         clock: Callable[[], datetime] = utc_now,
         backoff: Backoff = Backoff(),
+        upstream_caught_up: Callable[[], bool] = lambda: True,
     ) -> None:
         if spec.input_type is None:
             raise ValueError(f"stage {spec.name} consumes no topic: run it with SourceRunner")
@@ -258,6 +266,9 @@ class StageLoop:
         self.max_wait_ms = max_wait_ms
         self.clock = clock
         self.backoff = backoff
+        # Whether the stages before this one have read all their input (``UpstreamLag``): a
+        # stall upstream leaves this stage without lag, but the news is still on its way.
+        self.upstream_caught_up = upstream_caught_up
         self.record_type: type[Any] = spec.input_type
         self.listener = _Rebalance(consumer, spec.name, store, logic)
         self.sent = 0  # records sent to the sink
@@ -282,8 +293,9 @@ class StageLoop:
         started = time.perf_counter()
         batch = self._decode(raw)
         now = self.clock()
-        if isinstance(self.logic, LagAware):
-            self.logic.caught_up(caught_up(self.consumer))
+        if isinstance(self.logic, LagAware) and self.logic.watches_lag:
+            done = caught_up(self.consumer)
+            self.logic.caught_up(done if done and self.upstream_caught_up() else set())
         try:
             outputs, commit = self.logic.process(batch, now, self.dead)
         except RETRIED_ERRORS:
@@ -548,8 +560,16 @@ def run_stage(
     store = Store(config.store_url) if config.store_url is not None else None
     consumer: Any = None
     producer: Any = None
+    upstream: UpstreamLag | None = None
     try:
         logic = make_logic(settings, store)
+        if isinstance(logic, LagAware) and logic.watches_lag:
+            upstream = UpstreamLag.kafka(
+                spec,
+                config.kafka.bootstrap_servers,
+                config.kafka.topic_prefix,
+                store.load_offsets if store is not None else lambda stage: {},
+            )
         metrics.serve(settings, spec.name)
         consumer = make_consumer(config.kafka, spec.name)
         producer = make_producer(config.kafka)
@@ -564,6 +584,7 @@ def run_stage(
             sink_topic=config.sink_topic,
             max_batch=config.max_batch,
             max_wait_ms=config.max_wait_ms,
+            upstream_caught_up=upstream.caught_up if upstream is not None else lambda: True,
         )
         subscribe(consumer, config.source_topic, loop.listener)
         log.info(
@@ -573,6 +594,8 @@ def run_stage(
         log.info("%s stopped after %d records out, %d dead letters", spec.name, sent, dead.count)
         return sent
     finally:
+        if upstream is not None:
+            upstream.close()
         if producer is not None:
             close_producer(producer, spec.name)
         if consumer is not None:

@@ -98,6 +98,10 @@ class Aggregator:
         self.last_updates: datetime | None = None
         self.no_lag: set[Partition] = set()  # told by the runner before each batch
 
+    @property
+    def watches_lag(self) -> bool:
+        return self.config.idle_close is not None
+
     def caught_up(self, partitions: set[Partition]) -> None:
         self.no_lag = set(partitions)
 

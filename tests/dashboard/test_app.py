@@ -30,7 +30,7 @@ from finsent.app.backtest_report import ALERT_COLUMNS, EVENT_COLUMNS
 from finsent.core.records import Alert, ScoredItem, WindowStat
 from finsent.core.settings import get_settings
 from finsent.dashboard import queries
-from finsent.dashboard.lag import BackgroundProbe, EndOffsetsProbe
+from finsent.runtime.lag import BackgroundProbe, EndOffsetsProbe
 from finsent.runtime.store import Commit, Store, alerts, silences
 
 APP = Path(__file__).resolve().parents[2] / "finsent" / "dashboard" / "app.py"

@@ -625,3 +625,47 @@ def test_a_tombstone_becomes_a_dead_letter_and_its_offset_passes(store: Store) -
     assert "tombstone" in letter.reason and letter.offset == 2 and letter.payload() == b""
     assert sent_ids(sink) == ["s0", "s1", "s2"]
     assert store.load_offsets("echo") == {PART: 4}
+
+
+class LagWatcher(Echo):
+    """Echo that records what the runner tells it of its lag before each batch."""
+
+    watches_lag = True
+
+    def __init__(self) -> None:
+        super().__init__(keeps_state=False)
+        self.told: list[set[Partition]] = []
+
+    def caught_up(self, partitions: set[Partition]) -> None:
+        self.told.append(set(partitions))
+
+
+@pytest.mark.parametrize("upstream_done", [True, False])
+def test_a_lag_watcher_is_caught_up_only_while_the_stages_before_it_are(
+    upstream_done: bool,
+) -> None:
+    """Its own input read to the end, but a stage before it stalled with a backlog: the news
+    is still on its way, so it must not be told it is caught up (no quiet-window close)."""
+    source = MemorySource(TOPIC, {0: payloads(2)})
+    logic = LagWatcher()
+    loop = StageLoop(
+        spec(Checkpoint.KAFKA),
+        logic,
+        consumer=source,
+        producer=CollectingSink(),
+        dead=MemoryDeadLetters("echo"),
+        store=None,
+        sink_topic=TOPIC,
+        max_batch=4,
+        max_wait_ms=10,
+        clock=lambda: T0,
+        backoff=FAST_BACKOFF,
+        upstream_caught_up=lambda: upstream_done,
+    )
+    source.subscribe([TOPIC], listener=loop.listener)
+    stop = threading.Event()
+    for _ in range(3):
+        loop.step(stop)
+
+    assert logic.seen == ["s0", "s1"]
+    assert logic.told[-1] == ({PART} if upstream_done else set())

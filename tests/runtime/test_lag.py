@@ -1,19 +1,23 @@
 """Consumer lag of every stage: the store's offsets, and the scorer's from its Kafka group;
-the probe that fetches the end offsets without ever keeping a page waiting."""
+the probe that fetches the end offsets without ever keeping a page waiting; and whether the
+stages before one stage have read all their input."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from finsent.dashboard.lag import (
+from finsent.core.stages import stage
+from finsent.runtime.lag import (
     BackgroundProbe,
     EndOffsetsProbe,
     Lag,
+    UpstreamLag,
     compute_lag,
     consumer_lag,
     held_groups,
     probe_for,
+    upstream_of,
 )
 
 
@@ -188,3 +192,67 @@ def test_an_unreachable_kafka_reads_na_within_about_a_second() -> None:
 
 def test_lag_labels_are_sorted_by_stage() -> None:
     assert Lag(3, {"router": 1, "aggregator": 2}).describe() == "aggregator 2, router 1"
+
+
+# -- what a stage asks of the stages before it ---------------------------------------------
+
+
+def test_the_stages_before_the_aggregator_are_the_router_then_the_scorer() -> None:
+    assert [s.name for s in upstream_of(stage("aggregator"))] == ["router", "scorer"]
+    assert upstream_of(stage("scorer")) == []
+
+
+def upstream_probe(
+    stored: dict[str, dict[tuple[str, int], int]], ends: int, scorer_lag: int
+) -> tuple[UpstreamLag, list[list[tuple[str, str, str]]]]:
+    asked: list[list[tuple[str, str, str]]] = []
+
+    def group_lag(groups: list[tuple[str, str, str]]) -> dict[str, int]:
+        asked.append(groups)
+        return {"scorer": scorer_lag}
+
+    probe = EndOffsetsProbe(
+        lambda partitions: {p: ends for p in partitions}, held=BackgroundProbe(group_lag)
+    )
+    upstream = UpstreamLag(
+        upstream_of(stage("aggregator")), "run-1.", lambda name: stored.get(name, {}), probe
+    )
+    return upstream, asked
+
+
+def answered(upstream: UpstreamLag) -> bool:
+    """The probe's answer once its background questions are in (a first ask never waits)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        held = upstream.probe.held
+        if upstream.probe._running is None and (held is None or held._running is None):
+            break
+        time.sleep(0.01)
+    return upstream.caught_up()
+
+
+def test_upstream_is_caught_up_only_once_every_stage_before_has_read_to_the_end() -> None:
+    router_done = {"router": {("run-1.news.scored", 0): 40}}
+
+    quiet, asked = upstream_probe(router_done, ends=40, scorer_lag=0)
+    assert quiet.caught_up() is False  # no answer yet: not known to be caught up
+    assert answered(quiet) is True
+    assert asked[0] == [("scorer", "run-1.finsent-scorer", "run-1.news.raw")]
+
+    router_behind, _ = upstream_probe(router_done, ends=55, scorer_lag=0)
+    assert answered(router_behind) is False
+    scorer_behind, _ = upstream_probe(router_done, ends=40, scorer_lag=3)
+    assert answered(scorer_behind) is False
+
+
+def test_upstream_is_not_caught_up_while_kafka_gives_no_answer() -> None:
+    def down(partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        raise ConnectionError("broker down")
+
+    upstream = UpstreamLag(
+        upstream_of(stage("aggregator")),
+        "",
+        lambda name: {("news.scored", 0): 1},
+        EndOffsetsProbe(down, held=BackgroundProbe(lambda groups: {"scorer": 0})),
+    )
+    assert answered(upstream) is False

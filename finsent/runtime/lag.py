@@ -1,5 +1,8 @@
 """Consumer lag: how far each stage's consumed offsets trail the ends of its Kafka topic.
 
+The dashboard shows it; a stage that closes quiet windows asks it of the stages before it
+(``UpstreamLag``), since news still on its way is not quiet news.
+
 Where a stage keeps its offsets is declared with the stage (``finsent.core.stages``): most in
 the store (``consumer_offsets``), the scorer in its Kafka consumer group. The topics' end
 offsets, and the groups' committed offsets, come from Kafka clients with short timeouts, asked
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
-from finsent.core.stages import STAGES, Checkpoint, consumer_group
+from finsent.core.stages import STAGES, Checkpoint, StageSpec, consumer_group
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +172,12 @@ class KafkaEndOffsets:
 
     Only ever called from the probe's one background thread at a time."""
 
-    def __init__(self, bootstrap: str, timeout_ms: int = 3000) -> None:
+    def __init__(
+        self, bootstrap: str, timeout_ms: int = 3000, client_id: str = "finsent-dashboard"
+    ) -> None:
         self.bootstrap = bootstrap
         self.timeout_ms = timeout_ms
+        self.client_id = client_id
         self._consumer: Any = None
 
     def __call__(self, partitions: list[Partition]) -> EndOffsets:
@@ -181,7 +187,7 @@ class KafkaEndOffsets:
         if self._consumer is None:
             self._consumer = KafkaConsumer(
                 bootstrap_servers=self.bootstrap,
-                client_id="finsent-dashboard",
+                client_id=self.client_id,
                 enable_auto_commit=False,
                 isolation_level="read_committed",  # what the stages' consumers can read
                 request_timeout_ms=self.timeout_ms,
@@ -208,9 +214,12 @@ class KafkaHeldLag:
     the ends of their topics, from one admin client and one consumer, kept between calls and
     rebuilt after a failure. Only ever called from its probe's one background thread."""
 
-    def __init__(self, bootstrap: str, timeout_ms: int = 3000) -> None:
+    def __init__(
+        self, bootstrap: str, timeout_ms: int = 3000, client_id: str = "finsent-dashboard"
+    ) -> None:
         self.bootstrap = bootstrap
         self.timeout_ms = timeout_ms
+        self.client_id = client_id
         self._admin: Any = None
         self._consumer: Any = None
 
@@ -221,7 +230,7 @@ class KafkaHeldLag:
             if self._admin is None:
                 self._admin = KafkaAdminClient(
                     bootstrap_servers=self.bootstrap,
-                    client_id="finsent-dashboard",
+                    client_id=self.client_id,
                     request_timeout_ms=self.timeout_ms,
                     api_version_auto_timeout_ms=min(self.timeout_ms, 2000),
                     reconnect_backoff_max_ms=1000,
@@ -229,7 +238,7 @@ class KafkaHeldLag:
             if self._consumer is None:
                 self._consumer = KafkaConsumer(
                     bootstrap_servers=self.bootstrap,
-                    client_id="finsent-dashboard",
+                    client_id=self.client_id,
                     enable_auto_commit=False,
                     isolation_level="read_committed",
                     request_timeout_ms=self.timeout_ms,
@@ -287,3 +296,74 @@ def consumer_lag(stored: Mapping[tuple[str, str, int], int], probe: EndOffsetsPr
     if probe.held is not None and groups:
         held = probe.held.get(groups, wait=max(probe.wait - (time.monotonic() - started), 0))
     return compute_lag(stored, ends, held)
+
+
+def upstream_of(spec: StageSpec) -> list[StageSpec]:
+    """The consuming stages whose output reaches ``spec``'s input, nearest first."""
+    found: list[StageSpec] = []
+    wanted = {spec.source}
+    while wanted:
+        feeding = [s for s in STAGES if s.sink in wanted and s.source and s not in found]
+        found.extend(feeding)
+        wanted = {s.source for s in feeding}
+    return found
+
+
+class UpstreamLag:
+    """Whether the stages before one stage have read all their input, as far as their
+    checkpoints tell: the store's offsets for store-checkpointed stages, the consumer group's
+    for the others. Asked in the background (``BackgroundProbe``), so a caller never waits on
+    Kafka; an answer not in yet, or a failed one, counts as not caught up."""
+
+    def __init__(
+        self,
+        upstream: list[StageSpec],
+        topic_prefix: str,
+        load_offsets: Callable[[str], Mapping[Partition, int]],
+        probe: EndOffsetsProbe,
+    ) -> None:
+        self.stored_stages = [s.name for s in upstream if s.checkpoint is Checkpoint.STORE]
+        self.groups: list[HeldGroup] = [
+            (s.name, consumer_group(topic_prefix, s.name), topic_prefix + s.source)
+            for s in upstream
+            if s.checkpoint is Checkpoint.KAFKA and s.source
+        ]
+        self.load_offsets = load_offsets
+        self.probe = probe
+
+    @classmethod
+    def kafka(
+        cls,
+        spec: StageSpec,
+        bootstrap: str,
+        topic_prefix: str,
+        load_offsets: Callable[[str], Mapping[Partition, int]],
+    ) -> UpstreamLag:
+        client_id = f"finsent-{spec.name}-upstream"
+        probe = EndOffsetsProbe(
+            KafkaEndOffsets(bootstrap, client_id=client_id),
+            held=BackgroundProbe(KafkaHeldLag(bootstrap, client_id=client_id)),
+        )
+        return cls(upstream_of(spec), topic_prefix, load_offsets, probe)
+
+    def caught_up(self) -> bool:
+        """True once the last answers (at most a few seconds old) show no upstream lag."""
+        stored = {
+            (stage, topic, partition): offset
+            for stage in self.stored_stages
+            for (topic, partition), offset in self.load_offsets(stage).items()
+        }
+        held: dict[str, int] | None = {}
+        if self.groups:
+            assert self.probe.held is not None
+            held = self.probe.held.get(self.groups, wait=0)
+        ends = self.probe.get({(topic, partition) for _, topic, partition in stored}, wait=0)
+        if held is None or ends is None:
+            return False
+        return compute_lag(stored, ends, held).total == 0
+
+    def close(self) -> None:
+        for fetch in (self.probe.fetch, self.probe.held.fetch if self.probe.held else None):
+            close = getattr(fetch, "close", None)
+            if close is not None:
+                close()
