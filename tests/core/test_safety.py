@@ -59,3 +59,17 @@ def test_the_two_contracts_differ_on_a_repairable_link() -> None:
     link = "https://x.test/a b"
     assert strict_web_link(link) is None
     assert encoded_web_link(link) == "https://x.test/a%20b"
+
+
+def test_the_secret_registry_scrubs_every_spelling() -> None:
+    from finsent.core.safety import SecretRegistry
+
+    registry = SecretRegistry()
+    registry.register(
+        "k3y/with+odd=chars", "https://hooks.slack.test/services/T0/B0/abcdefghijklmnop"
+    )
+    text = (
+        "GET https://api.test/?apiKey=k3y%2Fwith%2Bodd%3Dchars 200; "
+        "header k3y/with+odd=chars; hook /services/T0/B0/abcdefghijklmnop"
+    )
+    assert registry.scrub(text) == "GET https://api.test/?apiKey=*** 200; header ***; hook ***"
