@@ -99,7 +99,7 @@ def check_xml_safety(
         )
     except DefusedXmlException as exc:
         return None, IngestError(source_name, f"XML bomb rejected: {exc}", body)
-    except (ParseError, ValueError) as exc:
+    except (ParseError, ValueError, LookupError) as exc:  # LookupError: an unknown encoding
         log.debug("%s: not well-formed XML (%s); trying the lenient parser", source_name, exc)
     try:
         text = _as_feedparser_reads(body, headers or {})
