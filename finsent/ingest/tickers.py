@@ -57,8 +57,8 @@ def _words(text: str) -> frozenset[str]:
 
 TICKER_RE = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
 # Each ticker of a story opens a series in every window: a story names at most this many.
-# (Real market-roundup stories state up to about 70.)
-MAX_TICKERS = 64
+# (Real market-roundup stories state up to about 70: none of theirs is cut.)
+MAX_TICKERS = 100
 # How many symbols a source may state for one story before the rest are not even read.
 MAX_STATED_TICKERS = 4 * MAX_TICKERS
 TITLE_RELEVANCE = 1.0

@@ -21,6 +21,7 @@ from support.feed_server import (
 from finsent.ingest.feeds import clean_tickers, parse_feed
 from finsent.ingest.fetch import Fetcher
 from finsent.ingest.raw import EXCERPT_BYTES
+from finsent.ingest.tickers import MAX_STATED_TICKERS
 
 EXPECTED_COUNTS = {"cnbc": 30, "seekingalpha": 20, "nytimes": 50, "google": 100, "bloomberg": 16}
 
@@ -335,4 +336,9 @@ def test_a_flood_of_stated_symbols_is_cut_short_fast() -> None:
     started = time.monotonic()
     kept = clean_tickers(symbols)
     assert time.monotonic() - started < 0.5
-    assert kept == tuple(symbols[:256])
+    assert kept == tuple(symbols[:MAX_STATED_TICKERS])
+
+
+def test_an_unknown_declared_encoding_is_an_ingest_error_not_a_crash() -> None:
+    stories, errors = parse_feed("x", b'<?xml version="1.0" encoding="bogus"?><rss/>', None)
+    assert stories == [] and [e.source for e in errors] == ["x"]

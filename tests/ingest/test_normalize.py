@@ -20,7 +20,7 @@ from finsent.ingest.normalize import (
     parse_published,
 )
 from finsent.ingest.raw import RawStory
-from finsent.ingest.tickers import TICKER_RE
+from finsent.ingest.tickers import MAX_TICKERS, TICKER_RE
 
 NOW = datetime(2026, 3, 9, 12, 0, tzinfo=UTC)
 FETCHED = NOW - timedelta(minutes=1)
@@ -468,7 +468,7 @@ def test_tickers_that_are_not_a_list_are_a_normalize_error() -> None:
 def test_a_story_names_a_bounded_number_of_tickers() -> None:
     stated = tuple(f"Q{a}{b}{c}" for a in "ABCDEFGHIJ" for b in "ABCDEFGHIJ" for c in "ABCDEFGHIJ")
     item = normalize(story("Market roundup", tickers=stated * 20), fetched_at=NOW, now=NOW)
-    assert len(item.tickers) == 64 and set(item.tickers) <= set(stated)
+    assert len(item.tickers) == MAX_TICKERS and set(item.tickers) <= set(stated)
 
 
 @pytest.mark.parametrize("joiner", ["\u200d", "\u200c", "\u2063", "\u180e"])
