@@ -1,5 +1,5 @@
 # The two commands a new user needs are `make demo` and `make test`; each installs what it needs.
-.PHONY: demo test test-fast lint format bench kafka-start kafka-stop venv venv-demo lock
+.PHONY: demo test test-fast fuzz lint format bench kafka-start kafka-stop venv venv-demo lock
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -25,6 +25,12 @@ test: lint
 # The unit tests only: no broker, no PostgreSQL, no browser (under 90 s on 2 cores).
 test-fast: venv
 	.venv/bin/pytest -n 2 -m "not kafka and not postgres and not browser"
+
+# The fuzz suite's long mode: many more hostile inputs per target, with random seeds (make test
+# runs a small fixed budget of the same tests). FUZZ_EXAMPLES=N sets how many per target.
+FUZZ_EXAMPLES ?= 5000
+fuzz: venv
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) .venv/bin/pytest -m fuzz -p no:cacheprovider tests/test_fuzz.py
 
 # Style, types (mypy over finsent/), the import layers (import-linter) and the declared
 # dependencies against the package's imports (deptry).

@@ -108,7 +108,7 @@ def main() -> None:
                 url = server.add(f"/feed{n}.xml", Route(handler=handler))
                 lines.append(
                     f"  - {{name: feed{n}, url: '{url}', kind: rss, "
-                    f"interval_seconds: {args.interval}}}"
+                    f"interval_seconds: {args.interval}, allow_private_network: true}}"
                 )
             sources = work / "sources.yaml"
             sources.write_text("\n".join(lines) + "\n")

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from finsent.core.durations import WindowSpec
+from finsent.core.safety import SECRETS
 
 ENV_PREFIX = "FINSENT_"
 TOPIC_NAMES = (
@@ -44,9 +45,13 @@ def default_cache_dir() -> Path:
 
 def secret_from_env(name: str, environ: Mapping[str, str] | None = None) -> SecretStr | None:
     """The secret in the environment variable ``name`` (one a rules or sources file names),
-    or None when it is unset or empty. ``environ``: the environment to read (tests)."""
+    or None when it is unset or empty. ``environ``: the environment to read (tests). The
+    log redactor (``core.safety.SECRETS``) learns every secret read here."""
     value = (os.environ if environ is None else environ).get(name)
-    return SecretStr(value) if value else None
+    if not value:
+        return None
+    SECRETS.register(value)
+    return SecretStr(value)
 
 
 class ConfigFileError(ValueError):
@@ -224,6 +229,15 @@ class Settings(BaseSettings):
         for text in value:
             WindowSpec.parse(text)
         return value
+
+    @model_validator(mode="after")
+    def _register_secrets(self) -> Settings:
+        """The log redactor learns the settings' own secrets (webhook, SMTP password)."""
+        for name in SECRET_FIELDS:
+            value: SecretStr | None = getattr(self, name)
+            if value is not None:
+                SECRETS.register(value.get_secret_value())
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -1,8 +1,10 @@
 """JSON news APIs → `RawStory`s, following the source's `api` mapping and pagination cursor.
 
 The key is read from the environment variable the source names, at call time (through
-``finsent.core.settings.secret_from_env``), and sent as a query parameter or a header; it is
-never stored, logged or put in an error reason.
+``finsent.core.settings.secret_from_env``, which also tells the log redactor), and sent as a
+query parameter or a header; it is never stored, logged or put in an error reason. Every page
+stays on the configured origin: a redirect or a next-page URL to another one is refused, so the
+key only ever goes where the sources file sends it.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import Any
 from urllib.parse import urljoin
 
 from finsent.core.settings import secret_from_env
-from finsent.ingest.fetch import Fetcher
+from finsent.ingest.fetch import Fetcher, same_origin
 from finsent.ingest.raw import EXCERPT_BYTES, IngestError, RawStory
 from finsent.ingest.sources import ApiConfig, Source
+from finsent.ingest.tickers import MAX_STATED_TICKERS
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +68,15 @@ def _tickers(value: Any) -> tuple[str, ...]:
     if value is _MISSING or value is None:
         return ()
     parts = value if isinstance(value, list) else str(value).split(",")
-    out: list[str] = []
+    out: dict[str, None] = {}
     for part in parts:
         if isinstance(part, Mapping):  # e.g. [{"symbol": "AAPL"}]
             part = part.get("symbol") or part.get("ticker") or ""
-        symbol = str(part).strip()
-        if symbol and symbol not in out:
-            out.append(symbol)
+        symbol = str(part).strip()[:20]  # no ticker is longer; a hostile one is not copied
+        if symbol:
+            out[symbol] = None
+            if len(out) >= MAX_STATED_TICKERS:
+                break
     return tuple(out)
 
 
@@ -132,7 +137,13 @@ def fetch_api(
         try:
             # Not conditional: the state is keyed by URL and params may carry the key.
             result = fetcher.get(
-                url, source=source.name, params=params, headers=headers, conditional=False
+                url,
+                source=source.name,
+                params=params,
+                headers=headers,
+                conditional=False,
+                allow_private=source.allow_private_network,
+                keep_origin=True,
             )
         except IngestError as exc:
             if page > 1:
@@ -181,5 +192,11 @@ def fetch_api(
         if cursor.param:
             params[cursor.param] = token
         else:
-            url = urljoin(result.url, token)
+            next_url = urljoin(result.url, token)
+            if not same_origin(next_url, source.url):
+                errors.append(
+                    IngestError(source.name, f"page {page}: cursor to another origin refused")
+                )
+                break
+            url = next_url
     return stories, errors

@@ -2,8 +2,11 @@
 
 Every body first goes through defusedxml with entity declarations and external references
 forbidden, so billion-laughs and XXE payloads are rejected at the declaration, before anything
-is expanded. Only then does feedparser see the bytes. A bad entry costs that entry, not the
-feed; a feed that yields nothing usable is one `IngestError`.
+is expanded. The text feedparser will read (decoded by feedparser's own rules, so EBCDIC or
+UTF-7 cannot hide a declaration from an ASCII search) must hold no entity declaration and no
+DTD internal subset, and no element with more attributes than a feed needs. Only then does
+feedparser see the bytes. A bad entry costs that entry, not the feed; a feed that yields
+nothing usable is one `IngestError`.
 """
 
 from __future__ import annotations
@@ -17,12 +20,18 @@ from xml.etree.ElementTree import Element, ParseError
 import defusedxml.ElementTree as safe_et
 import feedparser
 from defusedxml import DefusedXmlException
+from feedparser.encodings import convert_to_utf8
 
 from finsent.ingest.raw import EXCERPT_BYTES, IngestError, RawStory
+from finsent.ingest.tickers import MAX_STATED_TICKERS
 
 log = logging.getLogger(__name__)
 
 _ENTITY_DECL = re.compile(rb"<!\s*ENTITY", re.IGNORECASE)
+_DTD_SUBSET = re.compile(rb"<!\s*DOCTYPE[^>\[]*\[", re.IGNORECASE)
+_TAG = re.compile(rb"<[^<>]*>")
+# feedparser's attribute handling is quadratic in attributes per element; a feed needs few.
+MAX_ATTRIBUTES = 256
 _TICKER = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
 _RSS_ITEM = ("item",)
 _ATOM_ENTRY = ("entry",)
@@ -45,36 +54,60 @@ def clean_tickers(values: Any) -> tuple[str, ...]:
     if values is None:
         return ()
     parts = values if isinstance(values, list | tuple) else re.split(r"[,;\s]+", str(values))
-    out: list[str] = []
+    out: dict[str, None] = {}
     for part in parts:
         symbol = str(part).strip().rsplit(":", 1)[-1].lstrip("$").upper()
-        if symbol and _TICKER.match(symbol) and symbol not in out:
-            out.append(symbol)
+        if symbol and _TICKER.match(symbol):
+            out[symbol] = None
+            if len(out) >= MAX_STATED_TICKERS:
+                break
     return tuple(out)
 
 
-def check_xml_safety(source_name: str, body: bytes) -> tuple[Element | None, IngestError | None]:
+def _as_feedparser_reads(body: bytes, headers: dict[str, str]) -> bytes:
+    """The body as UTF-8, decoded exactly as feedparser will decode it (same function, same
+    headers), so the checks below see what the lenient parser will see."""
+    return bytes(convert_to_utf8(dict(headers), body, {}))
+
+
+def _hostile_text(text: bytes) -> str | None:
+    """What makes the text feedparser reads unsafe to hand it, or None."""
+    if _ENTITY_DECL.search(text):
+        return "XML bomb rejected: entity declaration"
+    if _DTD_SUBSET.search(text):
+        return "XML bomb rejected: DTD with an internal subset"
+    for tag in _TAG.finditer(text):
+        if tag.group().count(b"=") > MAX_ATTRIBUTES:
+            return f"malformed XML: an element with more than {MAX_ATTRIBUTES} attributes"
+    return None
+
+
+def check_xml_safety(
+    source_name: str, body: bytes, headers: dict[str, str] | None = None
+) -> tuple[Element | None, IngestError | None]:
     """Parse with defusedxml; return (root or None if not well-formed, bomb error or None).
 
     Expat reports an entity declaration as soon as it reads it, so a bomb is refused before
-    any expansion and before the rest of the document is read.
+    any expansion and before the rest of the document is read. What expat cannot read (a
+    malformed document, an encoding it lacks) is checked in the text feedparser would read
+    (``headers``: the response headers it will get), whatever its encoding.
     """
+    root: Element | None = None
     try:
         root = safe_et.fromstring(
             body, forbid_dtd=False, forbid_entities=True, forbid_external=True
         )
     except DefusedXmlException as exc:
         return None, IngestError(source_name, f"XML bomb rejected: {exc}", body)
-    except (ParseError, ValueError) as exc:
-        # Not well-formed before any declaration was reached: look for one ourselves (also in
-        # UTF-16/32 text, where NULs sit between the ASCII bytes), so feedparser's lenient
-        # parser never sees an entity declaration.
-        if _ENTITY_DECL.search(body) or _ENTITY_DECL.search(body.replace(b"\x00", b"")):
-            return None, IngestError(
-                source_name, "XML bomb rejected: entity declaration in a malformed document", body
-            )
+    except (ParseError, ValueError, LookupError) as exc:  # LookupError: an unknown encoding
         log.debug("%s: not well-formed XML (%s); trying the lenient parser", source_name, exc)
-        return None, None
+    try:
+        text = _as_feedparser_reads(body, headers or {})
+    except Exception as exc:  # an encoding feedparser itself could not read: refuse it
+        return None, IngestError(source_name, f"malformed XML: unreadable encoding: {exc}", body)
+    problem = _hostile_text(text)
+    if problem is not None:
+        return None, IngestError(source_name, problem, body)
     return root, None
 
 
@@ -93,17 +126,17 @@ def parse_feed(
     """
     if not body.strip():
         return [], [IngestError(source_name, "malformed XML: empty document")]
-    root, bomb = check_xml_safety(source_name, body)
-    if bomb is not None:
-        return [], [bomb]
-    if root is not None and _local(root.tag) == "urlset":
-        return parse_news_sitemap(source_name, root)
-
     headers: dict[str, str] = {}
     if content_type:
         headers["content-type"] = content_type
     if base_url:
         headers["content-location"] = base_url  # resolves relative links
+    root, bomb = check_xml_safety(source_name, body, headers)
+    if bomb is not None:
+        return [], [bomb]
+    if root is not None and _local(root.tag) == "urlset":
+        return parse_news_sitemap(source_name, root)
+
     try:
         # bytes, never str: feedparser treats a str as a URL or path and would fetch it.
         parsed = feedparser.parse(bytes(body), response_headers=headers)

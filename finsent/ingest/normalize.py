@@ -8,19 +8,20 @@ Everything here is a pure function of its arguments: the caller passes ``fetched
 from __future__ import annotations
 
 import email.utils
+import html
 import re
 import warnings
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from functools import cache
-from html.parser import HTMLParser
+from itertools import islice
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from finsent.core.records import NewsItem, stable_id, utc
 from finsent.ingest.raw import RawStory
-from finsent.ingest.tickers import normalize_symbol, tag_tickers
+from finsent.ingest.tickers import MAX_TICKERS, normalize_symbol, tag_tickers
 
 __all__ = [
     "TRACKING_PARAMS",
@@ -137,6 +138,11 @@ def canonical_url(url: str) -> str:
     url = url.strip()
     if not url:
         return ""
+    if not url.isascii():
+        try:
+            url.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: no URL has one
+            return ""
     try:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
@@ -186,39 +192,106 @@ _INVISIBLE = re.compile(r"[\u00ad\u200b\u2060\ufeff\u202a-\u202e\u2066-\u2069\ud
 _UNESCAPE_ROUNDS = 3
 
 
-class _TextExtractor(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)  # entities in text are unescaped once
-        self.parts: list[str] = []
-        self._skipping = 0
+_TAG_NAME = re.compile(r"[a-zA-Z][^\t\n\r\f />\x00]*")
+# The rest of a tag up to its ">", quoted values honoured. Possessive: never backtracks, and it
+# is only ever run up to the next "<", so each character is read a bounded number of times.
+_TAG_REST = re.compile(r"""(?:[^>"']++|"[^"]*+"|'[^']*+')*+>""")
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _SKIP_CONTENT:
-            self._skipping += 1
-        elif tag in _BREAKING:
-            self.parts.append(" ")
 
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _BREAKING:
-            self.parts.append(" ")
+class _Finder:
+    """``find`` of one needle (a string or a pattern) for positions that only move forward:
+    an answer is reused until it is passed, and "none after p" holds for every later p, so
+    all the searches over one text cost one pass."""
 
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _SKIP_CONTENT:
-            self._skipping = max(0, self._skipping - 1)
-        elif tag in _BREAKING:
-            self.parts.append(" ")
+    def __init__(self, text: str, needle: str | re.Pattern[str]) -> None:
+        self.text = text
+        self.needle = needle
+        self._from = -1
+        self._at = -1
 
-    def handle_data(self, data: str) -> None:
-        if not self._skipping:
-            self.parts.append(data)
+    def find(self, pos: int) -> int:
+        if self._from >= 0 and self._from <= pos and (self._at < 0 or self._at >= pos):
+            return self._at
+        if isinstance(self.needle, str):
+            at = self.text.find(self.needle, pos)
+        else:
+            match = self.needle.search(self.text, pos)
+            at = match.start() if match else -1
+        self._from, self._at = pos, at
+        return at
+
+
+_CLOSERS = {
+    name: re.compile(rf"</{name}(?=[\t\n\r\f />])", re.IGNORECASE) for name in _SKIP_CONTENT
+}
+
+
+def _strip_markup(text: str) -> str:
+    """Text with tags, comments and declarations removed and entities unescaped, in one pass.
+
+    Reads well-formed markup as ``html.parser`` does (script and style dropped with their
+    content, breaking tags as a space), but in linear time: a tag must end before the next
+    "<", and a "<" that starts nothing complete is text. (``html.parser`` rescans the rest of
+    the document for every unterminated "<", which is quadratic.)
+    """
+    out: list[str] = []
+    n = len(text)
+    finders: dict[str, _Finder] = {}
+
+    def finder(key: str, needle: str | re.Pattern[str]) -> _Finder:
+        if key not in finders:
+            finders[key] = _Finder(text, needle)
+        return finders[key]
+
+    i = 0
+    while i < n:
+        lt = finder("<", "<").find(i)
+        if lt < 0:
+            out.append(html.unescape(text[i:]))
+            break
+        if lt > i:
+            out.append(html.unescape(text[i:lt]))
+        bound = finder("<", "<").find(lt + 1)
+        bound = n if bound < 0 else bound  # a tag ends before the next "<"
+        end = -1  # where the construct at lt ends (exclusive); -1: the "<" is text
+        if text.startswith("<!--", lt):
+            close = finder("-->", "-->").find(lt + 4)
+            end = close + 3 if close >= 0 else -1
+        elif text.startswith("<![CDATA[", lt):
+            close = finder("]]>", "]]>").find(lt + 9)
+            end = close + 3 if close >= 0 else -1
+        elif text.startswith(("<!", "<?", "</"), lt):
+            close = finder(">", ">").find(lt + 2)
+            if 0 <= close < bound:
+                end = close + 1
+                name = _TAG_NAME.match(text, lt + 2, close) if text[lt + 1] == "/" else None
+                if name and name.group().lower() in _BREAKING:
+                    out.append(" ")
+        else:
+            name = _TAG_NAME.match(text, lt + 1, bound)
+            rest = _TAG_REST.match(text, name.end(), bound) if name else None
+            if name and rest:
+                end = rest.end()
+                tag = name.group().lower()
+                if tag in _SKIP_CONTENT and not text.startswith("/>", end - 2):
+                    closer = finder(tag, _CLOSERS[tag]).find(end)
+                    if closer < 0:
+                        break  # an unclosed script runs to the end: all of it is dropped
+                    after = finder(">", ">").find(closer)
+                    end = n if after < 0 else after + 1
+                elif tag in _BREAKING:
+                    out.append(" ")
+        if end < 0:
+            out.append("<")
+            i = lt + 1
+        else:
+            i = end
+    return "".join(out)
 
 
 def _clean_once(text: str) -> str:
-    if "<" in text or "&" in text:  # plain text passes the parser unchanged: skip it
-        parser = _TextExtractor()
-        parser.feed(text)
-        parser.close()
-        text = "".join(parser.parts)
+    if "<" in text or "&" in text:  # plain text has nothing to strip: skip it
+        text = _strip_markup(text)
     text = _INVISIBLE.sub("", _CONTROLS.sub(" ", text))
     return " ".join(text.split())
 
@@ -239,6 +312,15 @@ def clean_text(text: str) -> str:
     if _clean_once(text) != text:
         text = text.replace("&", "\uff06").replace("<", "\uff1c")
     return text
+
+
+# Raw text is cut to this many times its field's limit before cleaning: markup may shrink it
+# that much, and no more of a hostile field is worth reading.
+_RAW_FACTOR = 8
+
+
+def _clean_field(text: object, limit: int) -> str:
+    return _truncate(clean_text(str(text or "")[: limit * _RAW_FACTOR]), limit)
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -484,11 +566,15 @@ def normalize(
     raw_title = str(story.title or "")
     if not raw_title.strip():
         raise NormalizeError("title is missing", source)
-    title = _truncate(clean_text(raw_title), max_title_chars)
+    title = _clean_field(raw_title, max_title_chars)
     if not title:
         raise NormalizeError("title is empty after cleaning", source)
-    body = _truncate(clean_text(str(story.summary or "")), max_body_chars)
+    body = _clean_field(story.summary, max_body_chars)
     url = canonical_url(str(story.url or ""))
+    if not isinstance(story.tickers, tuple | list):
+        raise NormalizeError(
+            f"tickers is a {type(story.tickers).__name__}, not a list of symbols", source
+        )
 
     published, inferred = parse_published(story.published, fetched_at)
     if not inferred and published > utc(now) + max_future:
@@ -498,7 +584,8 @@ def normalize(
             source,
         )
 
-    known = [s for s in (normalize_symbol(str(t)) for t in story.tickers or ()) if s]
+    stated = (normalize_symbol(str(t)) for t in story.tickers)
+    known = list(islice((s for s in stated if s), MAX_TICKERS))
     relevance = tag_tickers(title, body, known)
     try:
         return NewsItem(

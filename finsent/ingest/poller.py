@@ -30,6 +30,7 @@ from finsent.ingest.feeds import clean_tickers, parse_feed
 from finsent.ingest.fetch import Fetcher
 from finsent.ingest.raw import IngestError, RawStory
 from finsent.ingest.sources import Source, SourcesError, load_sources
+from finsent.ingest.tickers import MAX_STATED_TICKERS, known_symbols
 
 if TYPE_CHECKING:
     from finsent.core.settings import Settings
@@ -48,6 +49,10 @@ _REASON_KINDS = (
     ("connection refused", "connection_refused"),
     ("connection failed", "connection_failed"),
     ("too many redirects", "too_many_redirects"),
+    ("redirect to another origin", "cross_origin"),
+    ("cursor to another origin", "cross_origin"),
+    ("address refused", "address_refused"),
+    ("bad content encoding", "bad_encoding"),
     ("response larger than", "too_large"),
     ("XML bomb rejected", "xml_bomb"),
     ("malformed XML", "malformed_xml"),
@@ -297,7 +302,9 @@ class FeedPoller:
                 stories, errors = fetch_api(source, self.fetcher, environ=self._environ)
             else:
                 fetched_url = source.url
-                result = self.fetcher.get(source.url, source=source.name)
+                result = self.fetcher.get(
+                    source.url, source=source.name, allow_private=source.allow_private_network
+                )
                 if result.not_modified:
                     not_modified = True
                 else:
@@ -314,9 +321,13 @@ class FeedPoller:
             log.exception("%s: unexpected error while polling", source.name)
             errors = [IngestError(source.name, f"internal error: {type(exc).__name__}: {exc}")]
 
+        if stories and not source.trust_stated_tickers:
+            stories = [replace(s, tickers=known_symbols(s.tickers)) for s in stories]
         if source.tickers and stories:
+            room = max(0, MAX_STATED_TICKERS - len(source.tickers))  # the configured ones stay
             stories = [
-                replace(s, tickers=clean_tickers([*s.tickers, *source.tickers])) for s in stories
+                replace(s, tickers=clean_tickers([*s.tickers[:room], *source.tickers]))
+                for s in stories
             ]
 
         failed = bool(errors) and not stories

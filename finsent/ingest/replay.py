@@ -29,6 +29,7 @@ from finsent.core.stages import stage
 from finsent.ingest.admit import Admission, IngestConfig
 from finsent.ingest.normalize import NormalizeError, normalize
 from finsent.ingest.raw import RawStory
+from finsent.ingest.tickers import MAX_STATED_TICKERS
 from finsent.runtime.kafka_io import DeadLetterSink
 from finsent.runtime.runner import SourceRunner
 
@@ -48,16 +49,24 @@ class ReplayStats:
 
 
 def row_story(row: dict[str, Any], default_source: str, raw: bytes) -> RawStory:
+    """A file's row as a raw story; NormalizeError when its tickers are neither a list nor a
+    comma- or space-separated string."""
     tickers = row.get("tickers")
     if isinstance(tickers, str):
         tickers = re.split(r"[,\s]+", tickers)
+    elif tickers is not None and not isinstance(tickers, list):
+        raise NormalizeError(f"tickers is a {type(tickers).__name__}, not a list or a string")
     return RawStory(
         source=str(row.get("source") or default_source).strip() or default_source,
         title=str(row.get("title") or ""),
         url=str(row.get("url") or ""),
         summary=str(row.get("body") or ""),
         published=row.get("published_at") or None,
-        tickers=tuple(str(t).strip().lstrip("$") for t in tickers or () if str(t).strip()),
+        tickers=tuple(
+            str(t).strip().lstrip("$")
+            for t in (tickers or ())[:MAX_STATED_TICKERS]
+            if str(t).strip()
+        ),
         raw=raw,
     )
 
@@ -70,7 +79,9 @@ def load(
     now: datetime | None = None,
     max_future: timedelta = timedelta(hours=6),
 ) -> list[NewsItem]:
-    """Every readable story of `path`, normalized and in publish-time order; the rest → DLQ."""
+    """Every readable story of `path`, normalized and in publish-time order; the rest → DLQ.
+
+    One bad row costs that row: whatever it raises becomes its dead letter's reason."""
     now = now or datetime.now(UTC)
     items: list[NewsItem] = []
     for number, raw, row in read_rows(path):
@@ -81,11 +92,14 @@ def load(
             try:
                 story = row_story(row, default_source, raw)
                 item = normalize(story, fetched_at=now, now=now, max_future=max_future)
-            except NormalizeError as exc:
-                reason = f"line {number}: {exc.reason}"
-            else:
                 if row.get("id"):  # a file may carry its own stable ids
                     item = replace(item, id=str(row["id"]))
+            except NormalizeError as exc:
+                reason = f"line {number}: {exc.reason}"
+            except Exception as exc:  # a bug on odd input must not abort the replay
+                log.exception("replay %s: line %d could not be read", path.name, number)
+                reason = f"line {number}: internal error: {type(exc).__name__}: {exc}"[:500]
+            else:
                 items.append(item)
                 continue
         stats.dead += 1

@@ -103,6 +103,12 @@ class Source(_Model):
     tags: tuple[str, ...] = ()
     tickers: tuple[str, ...] | None = None
     api: ApiConfig | None = None
+    # A source on loopback or a private network (an intranet feed, a test server): without
+    # this, such addresses are refused on every hop, redirects and cursors included.
+    allow_private_network: bool = False
+    # Keep every symbol the source states; otherwise only the ones the company index knows,
+    # so a feed cannot open a window series per made-up symbol.
+    trust_stated_tickers: bool = False
 
     @field_validator("name")
     @classmethod
@@ -248,6 +254,7 @@ sources:
     kind: rss
     interval_seconds: 300        # >= 10; default 300
     tags: [markets, world]
+    # allow_private_network: true  # only for a feed on loopback or a private network
 
   - name: seekingalpha-aapl
     url: https://seekingalpha.com/api/sa/combined/AAPL.xml
@@ -256,6 +263,7 @@ sources:
     jitter_seconds: 30           # default: 10% of the interval
     tags: [equities]
     tickers: [AAPL]              # added to every story from this source
+    trust_stated_tickers: true   # keep symbols the feed states even when the index lacks them
 
   - name: nyt-business
     url: https://rss.nytimes.com/services/xml/rss/nyt/Business.xml

@@ -40,9 +40,12 @@ from typing import Any
 
 __all__ = [
     "COMMON_WORD_NAMES",
+    "MAX_STATED_TICKERS",
+    "MAX_TICKERS",
     "TICKER_RE",
     "CompanyIndex",
     "company_index",
+    "known_symbols",
     "normalize_symbol",
     "tag_tickers",
 ]
@@ -53,6 +56,11 @@ def _words(text: str) -> frozenset[str]:
 
 
 TICKER_RE = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
+# Each ticker of a story opens a series in every window: a story names at most this many.
+# (Real market-roundup stories state up to about 70: none of theirs is cut.)
+MAX_TICKERS = 100
+# How many symbols a source may state for one story before the rest are not even read.
+MAX_STATED_TICKERS = 4 * MAX_TICKERS
 TITLE_RELEVANCE = 1.0
 BODY_RELEVANCE = 0.5
 
@@ -384,18 +392,46 @@ def _symbols_in(text: str, index: CompanyIndex) -> list[str]:
     return [s for s in found if TICKER_RE.match(s)]
 
 
+def known_symbols(symbols: Iterable[str]) -> tuple[str, ...]:
+    """The source-stated symbols the company index knows (as its one symbol per company), in
+    order, deduplicated, at most ``MAX_TICKERS``: what an untrusted source may state."""
+    index = company_index()
+    out: dict[str, None] = {}
+    for symbol in symbols:
+        cleaned = normalize_symbol(str(symbol))
+        canonical = index.canonical(cleaned) if cleaned else None
+        if canonical in index.symbols:
+            out[canonical] = None
+            if len(out) >= MAX_TICKERS:
+                break
+    return tuple(out)
+
+
+def taggable(text: str) -> str:
+    """``text`` as the tagger reads it: format characters (zero-width joiners, bidi marks;
+    Unicode category Cf) dropped and NFKC applied, so "$AA\u200dPL" reads "$AAPL" and
+    full-width "＄ＡＡＰＬ" reads "$AAPL". ASCII text is returned as it is."""
+    if text.isascii():
+        return text
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    return unicodedata.normalize("NFKC", text)
+
+
 def tag_tickers(title: str, body: str = "", known: Iterable[str] = ()) -> dict[str, float]:
     """Ticker -> relevance: 1.0 when the title names it (or the source states it), 0.5 when only
-    the body does. Ordered by relevance, then symbol."""
+    the body does. Ordered by relevance, then symbol; at most ``MAX_TICKERS`` of them."""
     index = company_index()
     relevance: dict[str, float] = {}
     for symbol in known:
         cleaned = normalize_symbol(symbol)
         if cleaned:
             relevance[index.canonical(cleaned)] = TITLE_RELEVANCE
-    for symbol in _symbols_in(title, index):
+            if len(relevance) >= MAX_TICKERS:
+                break
+    for symbol in _symbols_in(taggable(title), index):
         relevance[symbol] = TITLE_RELEVANCE
     if body:
-        for symbol in _symbols_in(body, index):
+        for symbol in _symbols_in(taggable(body), index):
             relevance.setdefault(symbol, BODY_RELEVANCE)
-    return dict(sorted(relevance.items(), key=lambda kv: (-kv[1], kv[0])))
+    ranked = sorted(relevance.items(), key=lambda kv: (-kv[1], kv[0]))
+    return dict(ranked[:MAX_TICKERS])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from finsent.core.records import NewsItem
@@ -52,25 +52,20 @@ class IngestSink:
 
     def __call__(self, source: str, stories: list[RawStory], errors: list[IngestError]) -> None:
         now = datetime.now(UTC)
+        # Normalizing is pure and the slow part: done before taking the lock, so one source's
+        # hostile batch never holds up another's delivery.
+        items, bad = normalize_all(stories, now, self.max_future)
         with self._lock:
-            for error in errors:
+            for error in [*errors, *bad]:
                 self._dead(error.reason, error.raw, error.source)
-            items: list[NewsItem] = []
-            for story in stories:
-                try:
-                    items.append(
-                        normalize(story, fetched_at=now, now=now, max_future=self.max_future)
-                    )
-                except NormalizeError as exc:
-                    self._dead(exc.reason, story.raw, story.source)
             items.sort(key=lambda item: item.published_at)
             kept, duplicates = self.admission.decide(items, now)
             # A failed delivery raises: the poller backs off and fetches the stories again.
             sent = self.admission.send(self.runner, kept, consumed=len(stories))
-            bad = len(errors) + len(stories) - len(items)
-            self.counts.update(sent=sent, duplicates=duplicates, dead=bad)
+            dead = len(errors) + len(bad)
+            self.counts.update(sent=sent, duplicates=duplicates, dead=dead)
             metrics.DUPLICATES.labels(STAGE).inc(duplicates)
-        log.info("%s: %d new, %d duplicates, %d bad", source, sent, duplicates, bad)
+        log.info("%s: %d new, %d duplicates, %d bad", source, sent, duplicates, dead)
 
     def _dead(self, reason: str, raw: bytes, source: str) -> None:
         kind = reason_kind(reason)
@@ -80,6 +75,25 @@ class IngestSink:
     def close(self) -> None:
         self.runner.close()
         self.admission.close()
+
+
+def normalize_all(
+    stories: list[RawStory], now: datetime, max_future: timedelta
+) -> tuple[list[NewsItem], list[IngestError]]:
+    """Each story normalized, or its dead letter's error: whatever one story raises costs that
+    story, never its source's poll (which would fail the same way on every retry)."""
+    items: list[NewsItem] = []
+    bad: list[IngestError] = []
+    for story in stories:
+        try:
+            items.append(normalize(story, fetched_at=now, now=now, max_future=max_future))
+        except NormalizeError as exc:
+            bad.append(IngestError(story.source, exc.reason, story.raw))
+        except Exception as exc:
+            log.exception("%s: a story could not be normalized", story.source)
+            reason = f"internal error: {type(exc).__name__}: {exc}"[:500]
+            bad.append(IngestError(story.source, reason, story.raw))
+    return items, bad
 
 
 def run_poller(

@@ -63,3 +63,30 @@ def test_a_broken_archive_file_is_one_row_error_and_the_rest_is_read(tmp_path: P
 )
 def test_archive_source_is_host_and_feed_stem(url: str, name: str) -> None:
     assert archive_source(url) == name
+
+
+def test_deeply_nested_json_is_a_row_error_and_the_next_line_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "deep.jsonl"
+    path.write_bytes(b"[" * 100_000 + b"]" * 100_000 + b'\n{"title": "kept"}\n')
+    rows = list(read_rows(path))
+    assert [type(row).__name__ for _, _, row in rows] == ["RowError", "dict"]
+    assert str(rows[0][2]) == "line 1: JSON nested too deep" and len(rows[0][1]) <= 2048
+
+
+def test_a_deeply_nested_archive_is_one_row_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep_entries.json"
+    path.write_bytes(b"[" * 100_000 + b"]" * 100_000)
+    [(_, _, row)] = list(read_archive(path))
+    assert isinstance(row, RowError) and "invalid JSON" in str(row)
+
+
+def test_a_csv_field_over_the_limit_is_a_row_error_and_reading_goes_on(tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    path.write_text("title,body\nfirst,ok\nhuge," + "x" * 200_000 + "\nlast,fine\n")
+    rows = [row for _, _, row in read_rows(path)]
+    assert [r["title"] if isinstance(r, dict) else "error" for r in rows] == [
+        "first",
+        "error",
+        "last",
+    ]
+    assert str(rows[1]).startswith("record 3: unreadable CSV: field larger than field limit")

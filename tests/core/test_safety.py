@@ -74,3 +74,17 @@ def test_spreadsheet_cell_quotes_what_would_run_as_a_formula(text: str) -> None:
 @pytest.mark.parametrize("value", ["fine", "a=b", "", -2.5, 3, None])
 def test_spreadsheet_cell_leaves_other_values_alone(value: object) -> None:
     assert spreadsheet_cell(value) == value
+
+
+def test_the_secret_registry_scrubs_every_spelling() -> None:
+    from finsent.core.safety import SecretRegistry
+
+    registry = SecretRegistry()
+    registry.register(
+        "k3y/with+odd=chars", "https://hooks.slack.test/services/T0/B0/abcdefghijklmnop"
+    )
+    text = (
+        "GET https://api.test/?apiKey=k3y%2Fwith%2Bodd%3Dchars 200; "
+        "header k3y/with+odd=chars; hook /services/T0/B0/abcdefghijklmnop"
+    )
+    assert registry.scrub(text) == "GET https://api.test/?apiKey=*** 200; header ***; hook ***"

@@ -18,5 +18,6 @@ def server() -> Iterator[FeedServer]:
 
 @pytest.fixture
 def fetcher() -> Iterator[Fetcher]:
-    with Fetcher(read_timeout=5.0, trust_env=False) as f:
+    # Loopback servers: this fetcher opts in to non-public addresses.
+    with Fetcher(read_timeout=5.0, trust_env=False, allow_private=True) as f:
         yield f

@@ -180,3 +180,45 @@ def test_bad_json_shapes(server: FeedServer, fetcher: Fetcher, body: bytes, reas
     stories, errors = fetch_api(api_source(url), fetcher, environ={"TEST_API_KEY": KEY})
     assert stories == []
     assert errors[0].reason.startswith(reason)
+
+
+# -- keys stay on the configured origin ------------------------------------------------------
+
+
+def test_a_redirect_to_another_origin_never_gets_the_key(
+    server: FeedServer, fetcher: Fetcher
+) -> None:
+    with FeedServer() as other:
+        stolen = other.add("/steal", Route(body=b'{"data": {"items": []}}'))
+
+        def redirect(handler: Handler, request: RecordedRequest) -> None:
+            handler.respond(302, b"", None, {"Location": stolen})
+
+        url = server.add("/api", Route(handler=redirect))
+        stories, errors = fetch_api(api_source(url), fetcher, environ={"TEST_API_KEY": KEY})
+        assert other.hits("/steal") == []
+    assert stories == []
+    assert [e.reason for e in errors] == [
+        "redirect to another origin refused (the request has a key)"
+    ]
+
+
+def test_a_cursor_to_another_origin_is_refused_and_earlier_pages_kept(
+    server: FeedServer, fetcher: Fetcher
+) -> None:
+    with FeedServer() as other:
+        stolen = other.add("/steal", Route(body=b'{"data": {"items": []}}'))
+
+        def first_page(handler: Handler, request: RecordedRequest) -> None:
+            handler.send_json({"data": {"items": PAGES[0]}, "next": stolen})
+
+        url = server.add("/api", Route(handler=first_page))
+        source = api_source(
+            url,
+            placement="api_key_param: apiKey",
+            cursor="cursor: {response_path: next, max_pages: 3}",
+        )
+        stories, errors = fetch_api(source, fetcher, environ={"TEST_API_KEY": KEY})
+        assert other.hits("/steal") == []
+    assert [s.title for s in stories] == ["Apple beats estimates", "Oil slips"]
+    assert [e.reason for e in errors] == ["page 1: cursor to another origin refused"]

@@ -21,6 +21,7 @@ from support.feed_server import (
 from finsent.ingest.feeds import clean_tickers, parse_feed
 from finsent.ingest.fetch import Fetcher
 from finsent.ingest.raw import EXCERPT_BYTES
+from finsent.ingest.tickers import MAX_STATED_TICKERS
 
 EXPECTED_COUNTS = {"cnbc": 30, "seekingalpha": 20, "nytimes": 50, "google": 100, "bloomberg": 16}
 
@@ -277,3 +278,67 @@ def test_script_in_title_and_summary_is_data_not_a_crash() -> None:
     assert "Fed holds rates" in stories[0].title  # escaped text stays text, for normalize
     assert "<script" not in stories[0].summary and "steal" not in stories[0].summary
     assert "Stocks rise" in stories[1].title and "<script" not in stories[1].title
+
+
+# -- declarations the ASCII search cannot see, DTDs, attribute and symbol floods -------------
+
+
+def _bomb_in(encoding: str) -> bytes:
+    """Three levels of 50x entities (125,000 characters) in a document declared ``encoding``."""
+    decls = f'<!ENTITY a "{"x" * 50}"><!ENTITY b "{"&a;" * 50}"><!ENTITY c "{"&b;" * 50}">'
+    return (
+        f'<?xml version="1.0" encoding="{encoding}"?><!DOCTYPE rss [{decls}]>'
+        '<rss version="2.0"><channel><title>t</title><item><title>&c;</title>'
+        "<link>http://x.test/a</link></item></channel></rss>"
+    ).encode(encoding)
+
+
+@pytest.mark.parametrize("encoding", ["cp037", "cp500", "utf-7", "utf-16"])
+def test_a_bomb_in_an_encoding_the_ascii_search_misses_is_refused(encoding: str) -> None:
+    stories, errors = parse_feed("x", _bomb_in(encoding), "application/xml")
+    assert stories == []
+    assert [e.reason.split(":")[0] for e in errors] == ["XML bomb rejected"]
+
+
+def test_a_dtd_internal_subset_is_refused() -> None:
+    body = rss(item("Story")).replace(
+        b"<rss ", b'<!DOCTYPE rss [<!ATTLIST item x CDATA "default">]><rss ', 1
+    )
+    stories, errors = parse_feed("x", body, None)
+    assert stories == []
+    assert [e.reason for e in errors] == ["XML bomb rejected: DTD with an internal subset"]
+
+
+def test_an_external_doctype_alone_is_still_read() -> None:
+    doctype = b'<!DOCTYPE rss PUBLIC "-//Netscape Communications//DTD RSS 0.91//EN" "x.dtd">'
+    body = rss(item("Old-style feed")).replace(b"<rss ", doctype + b"<rss ", 1)
+    stories, errors = parse_feed("x", body, None)
+    assert [s.title for s in stories] == ["Old-style feed"] and errors == []
+
+
+def test_an_element_with_thousands_of_attributes_is_refused_fast() -> None:
+    attributes = " ".join(f'a{i}="x"' for i in range(20_000))
+    body = rss(f"<item {attributes}><title>Hi</title><link>http://x.test/a</link></item>")
+    started = time.monotonic()
+    stories, errors = parse_feed("x", body, None)
+    assert time.monotonic() - started < 1.0
+    assert stories == []
+    assert [e.reason for e in errors] == ["malformed XML: an element with more than 256 attributes"]
+
+
+def test_a_flood_of_stated_symbols_is_cut_short_fast() -> None:
+    symbols = [
+        f"Q{a}{b}{c}"
+        for a in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+        for b in "ABCDEFGHIJ"
+        for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    ][:20_000]
+    started = time.monotonic()
+    kept = clean_tickers(symbols)
+    assert time.monotonic() - started < 0.5
+    assert kept == tuple(symbols[:MAX_STATED_TICKERS])
+
+
+def test_an_unknown_declared_encoding_is_an_ingest_error_not_a_crash() -> None:
+    stories, errors = parse_feed("x", b'<?xml version="1.0" encoding="bogus"?><rss/>', None)
+    assert stories == [] and [e.source for e in errors] == ["x"]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import email.utils
 import re
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from urllib.parse import parse_qsl, urlsplit
 
@@ -19,7 +20,7 @@ from finsent.ingest.normalize import (
     parse_published,
 )
 from finsent.ingest.raw import RawStory
-from finsent.ingest.tickers import TICKER_RE
+from finsent.ingest.tickers import MAX_TICKERS, TICKER_RE
 
 NOW = datetime(2026, 3, 9, 12, 0, tzinfo=UTC)
 FETCHED = NOW - timedelta(minutes=1)
@@ -428,3 +429,52 @@ def test_normalize_raises_only_normalize_error(
     assert all(TICKER_RE.match(t) for t in item.tickers)
     assert set(item.tickers) == set(item.ticker_relevance)
     assert len(item.id) == 32
+
+
+# --- hostile input: linear cleaning, typed errors, fan-out, invisible characters -------------
+
+
+@pytest.mark.parametrize("unit", ["<a ", "<!--", "</a", '<a x="', "<![CDATA["])
+def test_clean_text_is_linear_on_unclosed_markup(unit: str) -> None:
+    started = time.monotonic()
+    clean_text(unit * 6000)
+    assert time.monotonic() - started < 0.5
+
+
+def test_a_huge_raw_field_is_cut_before_cleaning() -> None:
+    started = time.monotonic()
+    item = normalize(story("Fed holds", summary="<b>x</b> " * 500_000), fetched_at=NOW, now=NOW)
+    assert time.monotonic() - started < 2.0
+    assert len(item.body) <= 20_000
+
+
+@pytest.mark.parametrize("title", ["<![ x ]]>", "<!x", "</>", "<![CDATA[x", "<script>"])
+def test_markup_edge_cases_give_an_item_or_a_normalize_error(title: str) -> None:
+    try:
+        normalize(story(title), fetched_at=NOW, now=NOW)
+    except NormalizeError as exc:
+        assert exc.reason == "title is empty after cleaning"
+
+
+def test_a_lone_surrogate_in_a_url_gives_no_url() -> None:
+    assert canonical_url("https://example.com/a\ud800b") == ""
+    item = normalize(story(url="https://example.com/a\ud800b"), fetched_at=NOW, now=NOW)
+    assert item.url == ""
+
+
+def test_tickers_that_are_not_a_list_are_a_normalize_error() -> None:
+    raw = RawStory("wire", "Apple jumps", tickers=5)  # type: ignore[arg-type]
+    with pytest.raises(NormalizeError, match="tickers is a int, not a list of symbols"):
+        normalize(raw, fetched_at=NOW, now=NOW)
+
+
+def test_a_story_names_a_bounded_number_of_tickers() -> None:
+    stated = tuple(f"Q{a}{b}{c}" for a in "ABCDEFGHIJ" for b in "ABCDEFGHIJ" for c in "ABCDEFGHIJ")
+    item = normalize(story("Market roundup", tickers=stated * 20), fetched_at=NOW, now=NOW)
+    assert len(item.tickers) == MAX_TICKERS and set(item.tickers) <= set(stated)
+
+
+@pytest.mark.parametrize("joiner", ["\u200d", "\u200c", "\u2063", "\u180e"])
+def test_an_invisible_character_does_not_split_a_cashtag(joiner: str) -> None:
+    item = normalize(story(f"${'AA'}{joiner}PL surges"), fetched_at=NOW, now=NOW)
+    assert item.tickers == ("AAPL",)

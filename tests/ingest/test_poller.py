@@ -59,7 +59,7 @@ def make_fetcher() -> Iterator[Callable[..., Fetcher]]:
     made: list[Fetcher] = []
 
     def make(**options: object) -> Fetcher:
-        options = {"read_timeout": 5.0, "trust_env": False, **options}
+        options = {"read_timeout": 5.0, "trust_env": False, "allow_private": True, **options}
         fetcher = Fetcher(**options)  # type: ignore[arg-type]
         made.append(fetcher)
         return fetcher
@@ -399,7 +399,7 @@ def test_start_polls_at_once_and_shutdown_is_clean(server: FeedServer) -> None:
     poller = FeedPoller(
         [feed_source(url, name=name) for name, url in urls.items()],
         on_result,
-        fetcher=Fetcher(read_timeout=5.0, trust_env=False),
+        fetcher=Fetcher(read_timeout=5.0, trust_env=False, allow_private=True),
         close_fetcher=True,
     )
     poller.start()
@@ -422,7 +422,7 @@ def test_shutdown_waits_for_a_running_poll(server: FeedServer) -> None:
     poller = FeedPoller(
         [feed_source(url)],
         results,
-        fetcher=Fetcher(read_timeout=5.0, trust_env=False),
+        fetcher=Fetcher(read_timeout=5.0, trust_env=False, allow_private=True),
         close_fetcher=True,
     )
     poller.start()
@@ -441,7 +441,10 @@ def test_from_settings(server: FeedServer, tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.delenv("FINSENT_CONFIG", raising=False)
     url = server.add("/cnbc.xml", fixture_route("cnbc"))
     sources_file = tmp_path / "sources.yaml"
-    sources_file.write_text(f"- {{name: cnbc, url: '{url}', kind: rss, interval_seconds: 60}}\n")
+    sources_file.write_text(
+        f"- {{name: cnbc, url: '{url}', kind: rss, interval_seconds: 60,"
+        " allow_private_network: true}\n"
+    )
     settings = Settings(cache_dir=tmp_path / "cache")
     results = Results()
     poller = FeedPoller.from_config(
@@ -459,3 +462,19 @@ def test_duplicate_sources_are_refused() -> None:
     source = feed_source("http://a.test/")
     with pytest.raises(ValueError, match="duplicate source names"):
         FeedPoller([source, source], Results())
+
+
+def test_stated_symbols_are_kept_when_known_or_the_source_is_trusted(
+    server: FeedServer, make_fetcher: Callable[..., Fetcher]
+) -> None:
+    entry = (
+        "<item><title>Deal</title><link>http://e.test/1</link>"
+        '<category domain="https://e.test/symbol">AAPL</category>'
+        '<category domain="https://e.test/symbol">ZZZQX</category></item>'
+    )
+    url = server.add("/symbols.xml", Route(body=rss(entry)))
+    untrusted = feed_source(url, name="untrusted")
+    trusted = feed_source(url, name="trusted", trust_stated_tickers=True)
+    poller = FeedPoller([untrusted, trusted], Results(), fetcher=make_fetcher())
+    assert [s.tickers for s in poller.run_once("untrusted").stories] == [("AAPL",)]
+    assert [s.tickers for s in poller.run_once("trusted").stories] == [("AAPL", "ZZZQX")]

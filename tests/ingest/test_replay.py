@@ -211,3 +211,41 @@ def test_archive_replay_sends_each_story_once(pipeline_settings: Settings) -> No
     again = replay(settings, ARCHIVE, threading.Event(), progress=False)
     assert (again.sent, again.duplicates) == (0, 32_944)
     assert count_topic(settings) == expected
+
+
+def test_one_bad_row_never_aborts_a_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import finsent.ingest.replay as replay_module
+
+    real = replay_module.normalize
+
+    def buggy(story, **kwargs):  # type: ignore[no-untyped-def]
+        if story.title == "trips a bug":
+            raise RuntimeError("unexpected")
+        return real(story, **kwargs)
+
+    monkeypatch.setattr(replay_module, "normalize", buggy)
+    path = tmp_path / "feed.jsonl"
+    rows = [
+        {"title": "first", "published_at": "2023-03-10T14:00:00Z"},
+        {"title": "odd tickers", "tickers": 5},
+        {"title": "trips a bug"},
+        {"title": "last", "published_at": "2023-03-10T15:00:00Z"},
+    ]
+    path.write_text("\n".join(json.dumps(row) for row in rows))
+    dead = Letters()
+    stats = ReplayStats()
+    items = load(path, "feed", dead, stats, NOW)  # type: ignore[arg-type]
+    assert [i.title for i in items] == ["first", "last"]
+    assert (stats.read, stats.dead) == (4, 2)
+    assert [reason for reason, _ in dead.sent] == [
+        "line 2: tickers is a int, not a list or a string",
+        "line 3: internal error: RuntimeError: unexpected",
+    ]
+
+
+class Letters:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    def send(self, reason: str, raw: bytes, **_: object) -> None:
+        self.sent.append((reason, raw))

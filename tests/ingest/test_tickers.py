@@ -107,3 +107,14 @@ def test_tagging_is_fast() -> None:
         tag_tickers(headline)
     elapsed = time.perf_counter() - start
     assert elapsed < 2.0, f"10,000 headlines took {elapsed:.2f}s"
+
+
+def test_full_width_and_invisible_forms_read_as_their_ascii() -> None:
+    assert tag_tickers("\uff04\uff21\uff21\uff30\uff2c jumps") == {"AAPL": 1.0}
+    assert tag_tickers("Shares of $MS\u200bFT rise") == {"MSFT": 1.0}
+
+
+def test_known_symbols_keeps_only_what_the_index_knows() -> None:
+    from finsent.ingest.tickers import known_symbols
+
+    assert known_symbols(["aapl", "ZZZZQX", "$MSFT", "AAPL", "<b>"]) == ("AAPL", "MSFT")
