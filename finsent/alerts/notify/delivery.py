@@ -28,7 +28,7 @@ from tenacity import (
 )
 
 from finsent.alerts.notify.model import DeliveryError, Notification, Notifier
-from finsent.alerts.notify.redact import REDACTOR, redacting_logger, scrub
+from finsent.alerts.notify.redact import redacting_logger, scrub
 
 log = redacting_logger(__name__)
 
@@ -104,7 +104,7 @@ def deliver(
         if logged is None or logged["status"] == "failed":
             delivery_log.record_delivery(row("sending", 0, ""))
     except LOG_ERRORS as exc:
-        error = scrub(f"delivery log unavailable: {type(exc).__name__}: {exc}", REDACTOR.secrets)
+        error = scrub(f"delivery log unavailable: {type(exc).__name__}: {exc}")
         log.error("notification %s to %s not sent: %s", n.id, channel, error)
         return DeliveryResult(status="failed", attempts=0, error=error)
     if logged is not None and logged["status"] != "failed":
@@ -142,7 +142,7 @@ def deliver(
         except Exception as exc:  # a notifier bug: not worth retrying, and not a crash
             failure = DeliveryError(f"{type(exc).__name__}: {exc}", transient=False)
         if failure is not None:
-            last_error = scrub(str(failure), REDACTOR.secrets)
+            last_error = scrub(str(failure))
             kind = "transient" if failure.transient else "permanent"
             log.warning(
                 "notification %s to %s: attempt %d failed (%s): %s",
@@ -208,6 +208,6 @@ def deliver(
             n.id,
             channel,
             status,
-            scrub(f"{type(exc).__name__}: {exc}", REDACTOR.secrets),
+            scrub(f"{type(exc).__name__}: {exc}"),
         )
     return DeliveryResult(status=status, attempts=attempts, error=last_error)

@@ -14,7 +14,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import SecretStr
 
-from finsent.alerts.notify.redact import REDACTOR, scrub
+from finsent.alerts.notify.redact import scrub
 from finsent.core.records import Alert
 
 NotificationKind = Literal["firing", "resolved", "repeat"]
@@ -48,7 +48,7 @@ class DeliveryError(Exception):
         retry_after: float | None = None,
         secrets: Iterable[str | SecretStr | None] = (),
     ) -> None:
-        super().__init__(scrub(message, (*secrets, *REDACTOR.secrets)))
+        super().__init__(scrub(message, secrets))
         self.transient = transient
         self.retry_after = retry_after
 

@@ -1,22 +1,24 @@
 """Secrets kept out of every error message, log record and delivery-log row.
 
-A Slack webhook's URL is its credential (its path holds the token), and an SMTP password is
-one too. Notifiers ``register`` theirs with the process-wide ``REDACTOR``; ``scrub`` replaces
-every registered secret in a string, and the redactor, as a logging filter, does the same to
-the records of the notify modules' loggers and of the HTTP client's, which logs each request
-URL.
+The process keeps one list of secrets, ``core.safety.SECRETS``: the settings register the
+secrets they read, and each notifier ``register``s its own as it is made (a Slack webhook's URL
+is its credential, and an SMTP password is one too). ``scrub`` replaces them in a string, and
+``REDACTOR``, a logging filter over the same list, scrubs the records of the notify modules'
+loggers and of the HTTP client's (which logs each request URL) even where the process's
+logging was not set up by ``runtime.process.setup_logging``, such as a library user's.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable
-from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import SecretStr
 
-REDACTED = "***"
+from finsent.core.safety import REDACTED, SECRETS, SecretRegistry
+
+__all__ = ["REDACTED", "REDACTOR", "Redactor", "redacting_logger", "scrub"]
+
 # httpx and httpcore log request URLs; a logger's filters see only its own records, not its
 # children's, so each one is named.
 HTTP_CLIENT_LOGGERS = (
@@ -29,54 +31,26 @@ HTTP_CLIENT_LOGGERS = (
 )
 
 
-def scrub(text: str, secrets: Iterable[str | SecretStr | None]) -> str:
-    """``text`` with every secret, and its percent-encoded and -decoded forms, replaced."""
-    variants: set[str] = set()
-    for secret in secrets:
-        value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
-        if value:
-            variants |= {value, quote(value, safe=""), quote(value, safe="/:"), unquote(value)}
-    # Longest first, so a URL goes whole before its own path would leave the host behind.
-    for variant in sorted(variants, key=len, reverse=True):
-        if variant:
-            text = text.replace(variant, REDACTED)
-    return text
-
-
-def url_secrets(url: str) -> tuple[str, ...]:
-    """A webhook URL's credential parts: the URL, its path and query, and its long path tokens."""
-    parts = urlsplit(url)
-    tokens = [seg for seg in parts.path.split("/") if len(seg) >= 12]
-    return tuple(
-        s for s in (url, parts.path if len(parts.path) > 1 else "", parts.query, *tokens) if s
-    )
+def scrub(text: str, secrets: Iterable[str | SecretStr | None] = ()) -> str:
+    """``text`` with every registered secret, and ``secrets`` too, replaced in each of their
+    spellings (percent-encoded and -decoded, a URL's path and long path tokens)."""
+    extra = SecretRegistry()
+    extra.register(*(s.get_secret_value() if isinstance(s, SecretStr) else s for s in secrets))
+    return extra.scrub(SECRETS.scrub(text))
 
 
 class Redactor(logging.Filter):
-    """Scrubs registered secrets from log records."""
+    """Scrubs a registry's secrets (the process's, by default) from log records."""
 
-    def __init__(self) -> None:
+    def __init__(self, registry: SecretRegistry = SECRETS) -> None:
         super().__init__()
-        self._lock = threading.Lock()
-        self.secrets: tuple[str, ...] = ()  # replaced whole, so readers need no lock
+        self.registry = registry
 
-    def register(self, *secrets: str) -> None:
-        with self._lock:
-            self.secrets = tuple(sorted({*self.secrets, *(s for s in secrets if s)}))
+    def register(self, *secrets: str | None) -> None:
+        self.registry.register(*secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        secrets = self.secrets
-        if not secrets:
-            return True
-        try:
-            message = record.getMessage()
-        except Exception:  # a malformed record: leave it to the handler's own error path
-            return True
-        clean = scrub(message, secrets)
-        if clean != message:
-            record.msg, record.args = clean, ()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info), secrets)
+        self.registry.redact(record)
         return True
 
 

@@ -26,7 +26,7 @@ from finsent.alerts.notify.content import (
     window_text,
 )
 from finsent.alerts.notify.model import DeliveryError, Notification
-from finsent.alerts.notify.redact import REDACTOR, url_secrets
+from finsent.alerts.notify.redact import REDACTOR
 from finsent.core.records import Alert, Headline
 from finsent.core.safety import encoded_web_link
 
@@ -148,7 +148,7 @@ class SlackNotifier:
         self.channel = channel
         self.timeout_s = timeout_s
         self._url = webhook_url
-        self._secrets = url_secrets(url)
+        self._secrets = (url,)  # its path and tokens are scrubbed as spellings of it
         REDACTOR.register(*self._secrets)
 
     def __repr__(self) -> str:

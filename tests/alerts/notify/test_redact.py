@@ -24,15 +24,10 @@ from support.notify_loopback import CertFiles, Reply, SmtpServer, WebhookServer
 
 from finsent.alerts.notify.delivery import DeliveryResult, deliver
 from finsent.alerts.notify.model import DeliveryError, Notifier
-from finsent.alerts.notify.redact import (
-    REDACTED,
-    Redactor,
-    redacting_logger,
-    scrub,
-    url_secrets,
-)
+from finsent.alerts.notify.redact import REDACTED, REDACTOR, Redactor, redacting_logger, scrub
 from finsent.alerts.notify.slack import SlackNotifier
 from finsent.app.ports import free_port
+from finsent.core.safety import SecretRegistry
 from finsent.runtime.store import Store, deliveries
 
 
@@ -43,18 +38,19 @@ def test_scrub_replaces_secrets_in_every_encoding() -> None:
     )
 
 
-def test_a_webhook_urls_secret_parts_include_its_long_path_tokens() -> None:
+def test_a_webhook_url_scrubs_with_its_path_query_and_long_path_tokens() -> None:
     url = "https://hooks.test/services/T0/B0/abcdefghijklmnop?key=v"
-    assert set(url_secrets(url)) == {
-        url,
-        "/services/T0/B0/abcdefghijklmnop",
-        "key=v",
-        "abcdefghijklmnop",
-    }
+    text = f"{url} | /services/T0/B0/abcdefghijklmnop | key=v | abcdefghijklmnop | T0/B0"
+    assert scrub(text, [url]) == f"{REDACTED} | {REDACTED} | {REDACTED} | {REDACTED} | T0/B0"
+
+
+def test_notifiers_register_with_the_process_wide_list_the_settings_use_too() -> None:
+    REDACTOR.register("notify-registered-SeCrEt-77a1")
+    assert scrub("x notify-registered-SeCrEt-77a1 y") == f"x {REDACTED} y"
 
 
 def test_the_redactor_scrubs_log_records_and_their_tracebacks() -> None:
-    redactor = Redactor()
+    redactor = Redactor(SecretRegistry())
     redactor.register("hunter2-SeCrEt", "")
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "pw=%s", ("hunter2-SeCrEt",), None)
     try:
