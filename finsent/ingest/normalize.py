@@ -19,7 +19,7 @@ from itertools import islice
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from finsent.core.records import NewsItem, stable_id, utc
+from finsent.core.records import MAX_NAME_CHARS, NewsItem, stable_id, utc
 from finsent.ingest.raw import RawStory
 from finsent.ingest.tickers import MAX_TICKERS, normalize_symbol, tag_tickers
 
@@ -562,7 +562,9 @@ def normalize(
     be time-zone aware (a naive one is the caller's bug and raises ValueError, not
     `NormalizeError`); a publish time more than ``max_future`` after ``now`` is refused.
     """
-    source = clean_text(str(story.source or ""))
+    # Cut to what a record may carry (a series key is "source:" + it), not refused: a long
+    # configured name is no reason to lose its stories.
+    source = clean_text(str(story.source or ""))[:MAX_NAME_CHARS].strip()
     raw_title = str(story.title or "")
     if not raw_title.strip():
         raise NormalizeError("title is missing", source)

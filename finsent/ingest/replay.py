@@ -10,6 +10,7 @@ path (``finsent.ingest.admit``); each keeps its event time. A row that cannot be
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
@@ -23,7 +24,7 @@ from typing import Any
 from rich.progress import Progress
 
 from finsent.core.feed_files import RowError, read_rows
-from finsent.core.records import NewsItem
+from finsent.core.records import MAX_ID_CHARS, NewsItem
 from finsent.core.settings import Settings
 from finsent.core.stages import stage
 from finsent.ingest.admit import Admission, IngestConfig
@@ -46,6 +47,14 @@ class ReplayStats:
     outside: int = 0  # published outside the requested [since, until) period
     load_seconds: float = 0.0  # read, normalize, dedup
     send_seconds: float = 0.0  # produce and wait for every acknowledgement
+
+
+def file_id(row_id: str) -> str:
+    """A file's own story id, as it is when it fits a record, else a hash of it: still stable
+    (a re-replay keeps its ids, so dedup holds), and never a story lost to a long id."""
+    if len(row_id) <= MAX_ID_CHARS:
+        return row_id
+    return "h" + hashlib.sha256(row_id.encode("utf-8")).hexdigest()[:40]
 
 
 def row_story(row: dict[str, Any], default_source: str, raw: bytes) -> RawStory:
@@ -93,7 +102,7 @@ def load(
                 story = row_story(row, default_source, raw)
                 item = normalize(story, fetched_at=now, now=now, max_future=max_future)
                 if row.get("id"):  # a file may carry its own stable ids
-                    item = replace(item, id=str(row["id"]))
+                    item = replace(item, id=file_id(str(row["id"])))
             except NormalizeError as exc:
                 reason = f"line {number}: {exc.reason}"
             except Exception as exc:  # a bug on odd input must not abort the replay

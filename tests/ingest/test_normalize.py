@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from finsent.core.records import stable_id
+from finsent.core.records import MAX_NAME_CHARS, NewsItem, decode, encode, stable_id
 from finsent.ingest.normalize import (
     NormalizeError,
     canonical_url,
@@ -478,3 +478,13 @@ def test_a_story_names_a_bounded_number_of_tickers() -> None:
 def test_an_invisible_character_does_not_split_a_cashtag(joiner: str) -> None:
     item = normalize(story(f"${'AA'}{joiner}PL surges"), fetched_at=NOW, now=NOW)
     assert item.tickers == ("AAPL",)
+
+
+def test_a_source_name_too_long_for_a_record_is_cut_not_refused() -> None:
+    item = normalize(
+        RawStory(source="Wire " * 100, title="Harbor Trust Bank halts withdrawals"),
+        fetched_at=NOW,
+        now=NOW,
+    )
+    assert item.source.startswith("Wire Wire") and len(item.source) <= MAX_NAME_CHARS
+    assert decode(NewsItem, encode(item)) == item

@@ -17,7 +17,7 @@ from support.records import news_item
 from support.stages import read_topic
 
 from finsent.core.feed_files import archive_source
-from finsent.core.records import NewsItem, decode
+from finsent.core.records import MAX_ID_CHARS, NewsItem, decode, encode
 from finsent.core.settings import Settings
 from finsent.ingest.dedup import normalize_title
 from finsent.ingest.replay import ReplayStats, load, replay, row_story, within_period
@@ -77,6 +77,20 @@ def test_explicit_ids_are_kept(tmp_path: Path) -> None:
     path = tmp_path / "feed.jsonl"
     path.write_text(json.dumps({"id": "s-1", "title": "A", "published_at": "2023-03-10T14:00:00Z"}))
     assert [i.id for i in load(path, "f", None, ReplayStats(), NOW)] == ["s-1"]
+
+
+def test_a_file_id_too_long_for_a_record_becomes_a_stable_short_one(tmp_path: Path) -> None:
+    long_id = "https://wire.test/" + "x" * 300  # some files use the story's URL as its id
+    path = tmp_path / "f.jsonl"
+    path.write_text(
+        json.dumps({"id": long_id, "title": "Harbor Trust Bank halts withdrawals"}) + "\n"
+    )
+
+    [first] = load(path, "f", None, ReplayStats(), NOW)
+    [again] = load(path, "f", None, ReplayStats(), NOW)
+
+    assert len(first.id) <= MAX_ID_CHARS and first.id == again.id
+    assert decode(NewsItem, encode(first)) == first  # the consumers accept it
 
 
 def test_load_sorts_by_time_and_counts_bad_rows(tmp_path: Path) -> None:
