@@ -41,6 +41,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -209,6 +210,7 @@ class _Rebalance(ConsumerRebalanceListener):
         self.logic = logic
         self.positions: dict[Partition, int | None] = {}  # stored offset each batch starts from
         self.generation = 0  # assignments so far: a change means state was reloaded
+        self.owner: str | None = None  # the token this member claimed its partitions with
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         parts = [(tp.topic, tp.partition) for tp in revoked]
@@ -217,6 +219,15 @@ class _Rebalance(ConsumerRebalanceListener):
         self.logic.revoked(parts)
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        """A Kafka assignment: claim the partitions in the store (fencing off the member that
+        had them), then load their state and positions."""
+        if self.store is not None and assigned:
+            self.owner = uuid.uuid4().hex
+            self.store.claim(self.stage, [(tp.topic, tp.partition) for tp in assigned], self.owner)
+        self.reload(assigned)
+
+    def reload(self, assigned: list[TopicPartition]) -> None:
+        """Load the partitions' state and positions as stored; claims nothing."""
         self.generation += 1
         if self.store is not None:
             stored = self.store.load_offsets(self.stage)
@@ -427,7 +438,13 @@ class StageLoop:
         assert store is not None  # a store-checkpointed stage, checked in __init__
         outbox = self._outbox(outputs)
         try:
-            self._durably(lambda: self._deliver(outbox, stop), lambda: store.commit(commit), stop)
+            self._durably(
+                lambda: self._deliver(outbox, stop),
+                # The owner as of each try: a rebalance that gave this member its partitions
+                # again while it retried made it claim them anew.
+                lambda: store.commit(replace(commit, owner=self.listener.owner)),
+                stop,
+            )
         except FencedError as exc:
             # Another member owns these partitions now: forget them and re-sync.
             log.warning("%s: %s; re-syncing from the store", name, exc)
@@ -447,7 +464,8 @@ class StageLoop:
         """Reload every owned partition's state and position from the store."""
         assigned = list(self.consumer.assignment())
         self.listener.on_partitions_revoked(assigned)
-        self.listener.on_partitions_assigned(assigned)
+        # Not a new assignment: claiming again would take the partitions back from a new owner.
+        self.listener.reload(assigned)
 
     # -- Kafka checkpoints, pipelined ------------------------------------------------------
 

@@ -669,3 +669,27 @@ def test_a_lag_watcher_is_caught_up_only_while_the_stages_before_it_are(
 
     assert logic.seen == ["s0", "s1"]
     assert logic.told[-1] == ({PART} if upstream_done else set())
+
+
+def test_a_member_that_lost_its_partition_commits_nothing_before_the_new_owner_does(
+    store: Store,
+) -> None:
+    """Two members, one partition: the group moves it from the first to the second, which has
+    committed nothing yet. The first member's idle (state-only) commit must not land: its
+    stored offsets still look right, but the second member has claimed the partition."""
+    first_logic = Ticking()
+    first, _, stop = make_loop(MemorySource(TOPIC, {0: payloads(4)}), first_logic, store)
+    first.step(stop)  # stories 0-3, committed at offset 4
+
+    second_logic = Ticking()
+    second, _, _ = make_loop(MemorySource(TOPIC, {0: payloads(4)}), second_logic, store)
+    second.step(stop)  # assigned: claims the partition, loads its state; nothing new to read
+    ticks_of_second = store.load_state("echo")["tick"]
+
+    first_logic.ticks = 100  # what it would write is told apart from the owner's ticks
+    first.step(stop)  # the first member does not know yet: an idle commit, fenced
+
+    assert store.load_state("echo")["tick"] == ticks_of_second
+    assert first_logic.assignments == [[PART], [PART]]  # it re-synced instead
+    second.step(stop)  # the owner's own idle commit applies
+    assert store.load_state("echo")["tick"] == ticks_of_second + 1

@@ -35,6 +35,11 @@ class Store:
         with self.engine.begin() as conn:
             offsets.apply_commit(conn, batch)
 
+    def claim(self, stage: str, partitions: list[TopicPartitionKey], owner: str) -> None:
+        """Make ``owner`` the member whose fenced commits apply to these partitions."""
+        with self.engine.begin() as conn:
+            offsets.claim(conn, stage, partitions, owner)
+
     def load_offsets(self, stage: str) -> dict[TopicPartitionKey, int]:
         with self.engine.connect() as conn:
             return offsets.load_offsets(conn, stage)

@@ -4,7 +4,10 @@ Every write is an upsert keyed by ids, so a batch replayed after a crash has one
 ``Commit.expected`` the commit is fenced: offsets move only from the position the batch started
 at, and a partition named in ``expected`` without new offsets (a commit of state alone: an idle
 close, a timer) must still be at its expected position, so a member that lost its partition to
-another cannot overwrite the new owner's progress or state.
+another cannot overwrite the new owner's progress or state. With ``Commit.owner`` it is fenced on
+ownership too: each partition in ``expected`` must still be claimed (``claim``, at assignment)
+by that owner, which also stops a member that lost a partition before the new owner moved its
+offsets.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from sqlalchemy import Connection, select
 from finsent.core.records import Alert, ScoredItem, WindowStat
 from finsent.runtime.store import alerting, news
 from finsent.runtime.store.engine import insert, upsert
-from finsent.runtime.store.schema import consumer_offsets, stage_state
+from finsent.runtime.store.schema import consumer_offsets, partition_owners, stage_state
 
 TopicPartitionKey = tuple[str, int]
 
@@ -37,6 +40,8 @@ class Commit:
     # Fencing: per partition the member owns, the stored offset this batch started from (None:
     # none stored). The commit applies only if the store still holds exactly these.
     expected: dict[TopicPartitionKey, int | None] | None = None
+    # Ownership: the token this member claimed its partitions with (None: not checked).
+    owner: str | None = None
 
 
 class FencedError(RuntimeError):
@@ -45,6 +50,8 @@ class FencedError(RuntimeError):
 
 def apply_commit(conn: Connection, batch: Commit) -> None:
     """Write the whole batch on ``conn``; the caller's transaction makes it atomic."""
+    if batch.owner is not None and batch.expected:
+        _check_owner(conn, batch)
     if batch.scored:
         news.write_scored(conn, batch.scored)
     if batch.windows:
@@ -147,3 +154,34 @@ def load_state(conn: Connection, stage: str, prefix: str = "") -> dict[str, Any]
     if prefix:
         stmt = stmt.where(stage_state.c.key.startswith(prefix, autoescape=True))
     return {r["key"]: r["value"] for r in conn.execute(stmt).mappings()}
+
+
+def claim(conn: Connection, stage: str, partitions: list[TopicPartitionKey], owner: str) -> None:
+    """Make ``owner`` the one member whose fenced commits apply to these partitions."""
+    rows = [
+        {"stage": stage, "topic": topic, "partition": partition, "owner": owner}
+        for topic, partition in partitions
+    ]
+    if rows:
+        upsert(conn, partition_owners, rows, ["stage", "topic", "partition"])
+
+
+def _check_owner(conn: Connection, batch: Commit) -> None:
+    """``FencedError`` unless every expected partition is still claimed by ``batch.owner``."""
+    assert batch.expected is not None
+    for topic, partition in batch.expected:
+        # An update to the same value, not a read: it locks the row (PostgreSQL), so a claim
+        # cannot slip in between this check and the end of the transaction.
+        stmt = (
+            partition_owners.update()
+            .where(
+                partition_owners.c.stage == batch.stage,
+                partition_owners.c.topic == topic,
+                partition_owners.c.partition == partition,
+                partition_owners.c.owner == batch.owner,
+            )
+            .values(owner=batch.owner)
+            .returning(partition_owners.c.partition)
+        )
+        if len(conn.execute(stmt).all()) != 1:
+            raise FencedError(f"{batch.stage}: {topic}[{partition}] is claimed by another member")

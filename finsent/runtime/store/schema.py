@@ -204,6 +204,18 @@ consumer_offsets = Table(
     Column("next_offset", BigInteger, nullable=False),  # Kafka offsets are 64-bit
 )
 
+# The member that owns a store-checkpointed stage's partition: claimed at each Kafka assignment
+# and checked by every fenced commit, so a member that lost a partition commits nothing to it,
+# not even state alone (an idle close, a timer), before the new owner has moved its offsets.
+partition_owners = Table(
+    "partition_owners",
+    metadata,
+    Column("stage", String(100), primary_key=True),
+    Column("topic", String(200), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("owner", String(64), nullable=False),
+)
+
 # -- backtests ------------------------------------------------------------------------------
 
 # Backtest runs: one row per replay of a feed through the stages, with its report.

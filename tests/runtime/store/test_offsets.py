@@ -96,3 +96,22 @@ def test_a_commit_of_state_alone_is_fenced_on_the_partitions_it_expects(store: S
     store.commit(owner)
     assert store.load_state("agg") == {"x": 1}
     assert store.load_offsets("agg") == {("k", 0): 9}
+
+
+def test_a_member_whose_partition_was_claimed_by_another_commits_nothing(store: Store) -> None:
+    """Its offsets have not moved yet (the new owner has committed nothing), so only the claim
+    tells the two apart: the old member's state-only commit is fenced, the new owner's is not."""
+    store.claim("agg", [("k", 0)], "old-member")
+    store.commit(
+        Commit(stage="agg", offsets={("k", 0): 5}, expected={("k", 0): None}, owner="old-member")
+    )
+    store.claim("agg", [("k", 0)], "new-member")  # the rebalance gave it to another member
+
+    zombie = Commit(stage="agg", expected={("k", 0): 5}, state_put={"x": 1}, owner="old-member")
+    with pytest.raises(FencedError, match="claimed by another member"):
+        store.commit(zombie)
+    assert store.load_state("agg") == {}
+
+    store.commit(dataclasses.replace(zombie, owner="new-member"))
+    assert store.load_state("agg") == {"x": 1}
+    assert store.load_offsets("agg") == {("k", 0): 5}
