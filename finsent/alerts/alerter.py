@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -84,34 +85,57 @@ class AlerterConfig:
 
 
 class Alerter:
-    """Evaluates each final window it watches against its series' state; emits alert events."""
+    """Evaluates each final window it watches against its series' state; emits alert events.
+
+    State is kept per owned partition of ``sentiment.windows`` (a series' windows always come
+    through one partition, keyed by the series), so a member judges, and resolves for want of
+    data, only the series it owns: another member's quiet-looking series are not quiet."""
 
     def __init__(self, config: AlerterConfig, store: Store) -> None:
         self.config = config
         self.store = store
-        self.states: dict[str, SeriesState] = {}  # loaded on assignment
+        self.states: dict[Partition, dict[str, SeriesState]] = {}  # loaded on assignment
+        # Saved before state was kept per partition: taken up by the partition whose windows
+        # the series comes through, then deleted.
+        self.unowned: dict[str, SeriesState] = {}
+        self.adopted: set[str] = set()
 
     def assigned(self, partitions: list[Partition]) -> None:
         # Another member may have moved these series on since this process loaded them.
-        self.states = {k: SeriesState.from_json(v) for k, v in self.store.load_state(STAGE).items()}
+        for part in partitions:
+            prefix = _prefix(part)
+            self.states[part] = {
+                k.removeprefix(prefix): SeriesState.from_json(v)
+                for k, v in self.store.load_state(STAGE, prefix).items()
+            }
+        self.unowned = {
+            k: SeriesState.from_json(v)
+            for k, v in self.store.load_state(STAGE).items()
+            if not _OWNED.match(k)
+        }
 
     def revoked(self, partitions: list[Partition]) -> None:
-        pass
+        for part in partitions:
+            self.states.pop(part, None)
 
-    def _without_data(self, now_event: datetime) -> list[Evaluation]:
+    def _without_data(
+        self, states: dict[str, SeriesState], now_event: datetime
+    ) -> list[Evaluation]:
         """Resolutions of the active alerts whose series have had no window for too long."""
         found = []
-        for key in sorted(k for k, s in self.states.items() if s.active is not None):
+        for key in sorted(k for k, s in states.items() if s.active is not None):
             hop, windows = self.config.window.hop, self.config.no_data_windows
-            result = resolve_without_data(self.states[key], hop, windows, now_event)
+            result = resolve_without_data(states[key], hop, windows, now_event)
             if result is not None:
                 found.append(result)
         return found
 
-    def _record(self, result: Evaluation, changed: dict[str, SeriesState]) -> Alert:
+    def _record(
+        self, result: Evaluation, states: dict[str, SeriesState], changed: dict[str, SeriesState]
+    ) -> Alert:
         event = result.event
         assert event is not None
-        self.states[event.key] = changed[event.key] = result.state
+        states[event.key] = changed[event.key] = result.state
         log.warning("alert %s: %s", event.state, event.message)
         return event
 
@@ -131,22 +155,45 @@ class Alerter:
         if not batch:
             return [], None
         events: list[Alert] = []
-        changed: dict[str, SeriesState] = {}
+        changed: dict[Partition, dict[str, SeriesState]] = {}
         for message in batch:
             window = message.value
             if not self.watches(window):
                 continue
+            part = (message.topic, message.partition)
+            if part not in self.states:  # the rebalance callback loads it first; be safe
+                self.assigned([part])
+            states, part_changed = self.states[part], changed.setdefault(part, {})
             # Checked at each window, not each batch, so batching changes nothing.
-            for result in self._without_data(window.window_end):
-                events.append(self._record(result, changed))
-            state = self.states.get(window.key, SeriesState())
+            for result in self._without_data(states, window.window_end):
+                events.append(self._record(result, states, part_changed))
+            state = states.get(window.key)
+            if state is None:
+                state = self.unowned.pop(window.key, None)
+                if state is None:
+                    state = SeriesState()
+                else:  # saved under its old key, deleted as it is saved under the new one
+                    self.adopted.add(window.key)
             rule = self.config.rules.rule_for(window.key, self.config.rule)
             result = evaluate(rule, state, window, now)
-            self.states[window.key] = changed[window.key] = result.state
+            states[window.key] = part_changed[window.key] = result.state
             if result.event is not None:
-                events.append(self._record(result, changed))
-        state_put = {k: s.to_json() for k, s in changed.items()}
+                events.append(self._record(result, states, part_changed))
+        state_put = {
+            _prefix(part) + k: s.to_json() for part, c in changed.items() for k, s in c.items()
+        }
+        state_delete, self.adopted = self.adopted, set()
         # Keyed by notification group, so one notifier member holds all of a group's alerts.
         group_by = self.config.rules.grouping.group_by
         outputs = [(group_key(a.key, group_by), a) for a in events]
-        return outputs, Commit(stage=STAGE, alerts=events, state_put=state_put)
+        return outputs, Commit(
+            stage=STAGE, alerts=events, state_put=state_put, state_delete=state_delete
+        )
+
+
+_OWNED = re.compile(r"\d+/")  # a partition's prefix
+
+
+def _prefix(partition: Partition) -> str:
+    """Where a partition's series states are saved among the stage's state rows."""
+    return f"{partition[1]}/"

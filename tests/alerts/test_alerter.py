@@ -19,7 +19,7 @@ from support.stage_logic import DyingStore, ProcessKilled, alerter, isolated_set
 
 from finsent.core.records import Alert, WindowStat, encode
 from finsent.core.settings import Settings
-from finsent.runtime.store import Store, alert_events, alerts, as_utc
+from finsent.runtime.store import Commit, Store, alert_events, alerts, as_utc
 from finsent.runtime.testing import CollectingSink, run_logic
 
 NOW = T0 + timedelta(days=1)  # the wall clock; alerting decides on event time alone
@@ -133,6 +133,53 @@ def test_an_alert_whose_series_goes_quiet_resolves_for_no_data(
     ]
     resolved = run.outputs[1][1]
     assert resolved.id == run.outputs[0][1].id and "no data for 3 windows" in resolved.message
+
+
+def test_a_member_resolves_for_no_data_only_the_series_of_its_own_partitions(
+    tmp_path: Path,
+) -> None:
+    """Two alerters in one group: Financials comes through partition 0, Markets through 1.
+    The member of partition 1 sees Markets move on while it never sees Financials: that
+    series is not quiet, only another member's, and its firing alert must stay firing."""
+    settings = settings_for(tmp_path, alert_no_data_windows=3)
+    store = Store(settings.database_url)
+    spiking = [window(i, share) for i, share in enumerate([0.1] * SPIKE + [0.8])]
+    owner_of_financials = run_logic(
+        alerter(settings, store), {0: spiking}, store, lambda: NOW, stage="alerter"
+    )
+    assert [a.state for _, a in owner_of_financials.outputs] == ["firing"]
+
+    going_on = [window(i, 0.1, key="topic:Markets") for i in range(SPIKE + 6)]
+    owner_of_markets = run_logic(
+        alerter(settings, store), {1: going_on}, store, lambda: NOW, stage="alerter"
+    )
+
+    assert owner_of_markets.outputs == []
+
+
+def test_state_saved_before_it_was_kept_per_partition_is_taken_up_and_moved(
+    tmp_path: Path,
+) -> None:
+    settings = settings_for(tmp_path)
+    store = Store(settings.database_url)
+    history = [window(i, 0.1) for i in range(SPIKE)]
+    run_logic(alerter(settings, store), history, store, lambda: NOW, stage="alerter")
+    # As an older finsent saved it: the series key alone.
+    saved = store.load_state("alerter")
+    store.commit(
+        Commit(
+            stage="alerter",
+            state_put={k.split("/", 1)[1]: v for k, v in saved.items()},
+            state_delete=set(saved),
+        )
+    )
+    assert set(store.load_state("alerter")) == {"topic:Financials"}
+
+    spike = [*history, window(SPIKE, 0.8)]  # the history again (already read), then a spike
+    run = run_logic(alerter(settings, store), spike, store, lambda: NOW, stage="alerter")
+
+    assert [a.state for _, a in run.outputs] == ["firing"]  # its baseline was kept
+    assert set(store.load_state("alerter")) == {"0/topic:Financials"}
 
 
 def test_with_two_pending_windows_the_alert_fires_one_window_later(tmp_path: Path) -> None:
