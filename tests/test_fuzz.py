@@ -1,9 +1,10 @@
 """Hostile input against the ingest edge: feed bodies (parse_feed), raw stories (normalize),
 replay files (load) and JSON APIs behind a fake transport (fetch_api, through the Fetcher's own
-decoding, redirects and address checks).
+decoding, redirects and address checks); and Kafka payloads (valid records with hostile fields,
+raw bytes, deep nests) through the runner's decoding into each consuming stage's logic.
 
 The property, for every generated input: only the project's typed errors come out (IngestError
-inside results, NormalizeError, RowError), one input takes under 2 s, and it grows the
+inside results, NormalizeError, RowError; a stage's input ends as output or a dead letter), one input takes under 2 s, and it grows the
 process's peak memory by under 200 MB. `make test` runs a small fixed budget, derandomized;
 `make fuzz` runs the long mode (FUZZ_EXAMPLES examples per target, random seeds).
 """
@@ -381,3 +382,125 @@ def test_the_api_path_gives_only_typed_errors(
         stories, errors = fetch_api(API, fetcher, environ={"FUZZ_KEY": "fuzz-key"})
     assert all(isinstance(e, IngestError) for e in errors)
     assert all(isinstance(s, RawStory) for s in stories)
+
+
+# -- Kafka payloads: decode, then the stage that reads them ----------------------------------
+
+_HOSTILE_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.sampled_from([0, -1, 2**63, -(2**63) - 1, 10**400]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(
+        [
+            "",
+            "NaN",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "2026-03-10T14:30:00",  # naive
+            "2026-02-30T00:00:00Z",
+            "x" * 5000,
+            "\ud800",
+            "topic:\u200dFinancials",
+        ]
+    ),
+    st.text(max_size=40),
+    st.lists(st.text(max_size=8), max_size=5),
+    st.dictionaries(st.text(max_size=8), st.floats(allow_nan=True), max_size=3),
+)
+
+
+def _field_paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every key path of a decoded JSON record, nested records and lists included."""
+    paths = [path] if path else []
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            paths.extend(_field_paths(inner, (*path, key)))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            paths.extend(_field_paths(inner, (*path, index)))
+    return paths
+
+
+def _set(value: Any, path: tuple[Any, ...], new: Any) -> None:
+    for step in path[:-1]:
+        value = value[step]
+    value[path[-1]] = new
+
+
+@st.composite
+def mutated_payloads(draw: st.DrawFn, valid: bytes) -> bytes:
+    """A valid record's JSON with a few fields set to hostile values or dropped, or raw bytes,
+    a tombstone-like empty value, a deep nest, or a huge count."""
+    kind = draw(st.sampled_from(["fields", "fields", "fields", "bytes", "nest"]))
+    if kind == "bytes":
+        return draw(st.binary(max_size=200))
+    if kind == "nest":
+        depth = draw(st.integers(10, 100_000))
+        return b"[" * depth + b"]" * depth
+    record = json.loads(valid)
+    paths = _field_paths(record)
+    for path in draw(st.lists(st.sampled_from(paths), min_size=1, max_size=3)):
+        try:
+            if draw(st.booleans()):
+                _set(record, path, draw(_HOSTILE_VALUES))
+            else:
+                parent = record
+                for step in path[:-1]:
+                    parent = parent[step]
+                del parent[path[-1]]
+        except (KeyError, IndexError, TypeError):
+            continue  # an earlier mutation replaced the path's parent
+    return json.dumps(record, allow_nan=True).encode("utf-8", "surrogatepass")
+
+
+def _stage_payloads() -> dict[str, bytes]:
+    from support.records import alert, keyed_point, scored_item, window_stat
+
+    from finsent.core.records import encode
+
+    return {
+        "router": encode(scored_item()),
+        "aggregator": encode(keyed_point("topic:Financials")),
+        "alerter": encode(window_stat(count=20, neg_share=0.5)),
+        "notifier": encode(alert()),
+    }
+
+
+STAGE_PAYLOADS = _stage_payloads()
+
+
+@pytest.mark.parametrize("stage_name", sorted(STAGE_PAYLOADS))
+def test_a_stage_reads_any_payload_as_a_record_or_a_dead_letter(
+    stage_name: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Every payload is decoded by the runner's typed boundary; what passes goes through the
+    stage's logic. Each input either gives output or becomes a dead letter, the run reaches
+    the end of its input, and nothing escapes."""
+    from support import stage_logic
+
+    from finsent.core.stages import stage
+    from finsent.runtime.store import Store
+    from finsent.runtime.testing import run_logic
+
+    valid = STAGE_PAYLOADS[stage_name]
+
+    @budget(small=30)
+    @given(payloads=st.lists(mutated_payloads(valid), min_size=1, max_size=4))
+    def check(payloads: list[bytes]) -> None:
+        folder = tmp_path_factory.mktemp(stage_name)
+        settings = stage_logic.isolated_settings(folder, windows=("15m",))
+        store = Store(settings.database_url)
+        try:
+            make = getattr(stage_logic, stage_name)
+            logic = make(settings, store) if stage_name != "notifier" else make(settings, store, {})
+            records = [valid, *payloads]  # one good record first: the stage has state to lose
+            with bounded():
+                run = run_logic(logic, records, store, lambda: NOW, stage=stage_name)
+            assert run.offsets == {(stage(stage_name).source, 0): len(records)}
+            dead = {letter.offset for letter in run.dead}
+            assert 0 not in dead  # the valid record went through
+        finally:
+            store.close()
+
+    check()
