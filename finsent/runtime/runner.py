@@ -81,6 +81,7 @@ RETRIED_ERRORS: tuple[type[Exception], ...] = (KafkaError, OperationalError, Tim
 SETTLE_EVERY = 5000  # a bulk send waits for acknowledgements every this many records
 STOP_GRACE_S = 5.0  # after a stop, how long a wait on the broker may still take
 _FLUSH_SLICE_S = 0.5  # a flush checks for a stop this often
+SETTLE_MARGIN_S = 10.0  # past a producer's delivery timeout, until it has expired every record
 
 
 def utc_now() -> datetime:
@@ -602,6 +603,15 @@ class SourceRunner:
         self.producer = producer
         self.dead = dead
         self.sink_topic = sink_topic
+        # A failed delivery makes the source send its records again, so every record must
+        # be settled first: one still in the producer's buffer would be delivered once the
+        # broker is back, and then again by the re-send. The producer settles each record
+        # (acknowledged, or expired and never written) within its delivery timeout.
+        config = getattr(producer, "config", None)
+        delivery_ms = config.get("delivery_timeout_ms") if isinstance(config, dict) else None
+        self.ack_timeout_s = (
+            delivery_ms / 1000 + SETTLE_MARGIN_S if delivery_ms is not None else ACK_TIMEOUT_S
+        )
 
     @classmethod
     def kafka(cls, settings: Settings, spec: StageSpec, **producer_overrides: Any) -> SourceRunner:
@@ -631,7 +641,12 @@ class SourceRunner:
         records were sent."""
         started = time.perf_counter()
         sent = send_all(
-            self.producer, self.sink_topic, outputs, window=SETTLE_EVERY, dead=self.dead
+            self.producer,
+            self.sink_topic,
+            outputs,
+            window=SETTLE_EVERY,
+            dead=self.dead,
+            ack_timeout_s=self.ack_timeout_s,
         )
         self.dead.settle()
         if commit is not None and not (stop is not None and stop.is_set()):
@@ -658,10 +673,17 @@ class Outbox:
     broker took before the failure nor fails forever on a record it can never take.
     """
 
-    def __init__(self, producer: Any, topic: str, dead: DeadLetterSink | None = None) -> None:
+    def __init__(
+        self,
+        producer: Any,
+        topic: str,
+        dead: DeadLetterSink | None = None,
+        ack_timeout_s: float = ACK_TIMEOUT_S,
+    ) -> None:
         self.producer = producer
         self.topic = topic
         self.dead = dead
+        self.ack_timeout_s = ack_timeout_s
         self.acknowledged = 0
         self.too_large = 0
         # (key, value, the future of its send, or None while not in flight), in output order
@@ -696,7 +718,7 @@ class Outbox:
         """Wait for every record in flight (see the class)."""
         if not self._records:
             return
-        flush(self.producer, stop)
+        flush(self.producer, stop, self.ack_timeout_s)
         error: Exception | None = None
         kept: list[tuple[bytes, bytes, Any]] = []
         for key, value, future in self._records:
@@ -704,7 +726,7 @@ class Outbox:
                 kept.append((key, value, None))
                 continue
             try:
-                future.get(timeout=ACK_TIMEOUT_S)
+                future.get(timeout=self.ack_timeout_s)
             except TOO_LARGE as exc:
                 self._refused(key, value, exc)
                 continue
@@ -742,12 +764,13 @@ def send_all(
     window: int = 0,
     dead: DeadLetterSink | None = None,
     stop: threading.Event | None = None,
+    ack_timeout_s: float = ACK_TIMEOUT_S,
 ) -> int:
     """Send keyed records (as ``outputs`` yields them) and wait for every acknowledgement,
     raising on a failed delivery instead of losing it; with ``window``, waiting each time that
-    many are in flight. A record too large for the broker goes to ``dead`` (without it, the
-    refusal is raised). Returns how many were acknowledged."""
-    box = Outbox(producer, topic, dead)
+    many are in flight, each wait at most ``ack_timeout_s``. A record too large for the broker
+    goes to ``dead`` (without it, the refusal is raised). Returns how many were acknowledged."""
+    box = Outbox(producer, topic, dead, ack_timeout_s)
     for key, record in outputs:
         box.add(key, record)
         if window and len(box) >= window:
@@ -756,10 +779,12 @@ def send_all(
     return box.acknowledged
 
 
-def flush(producer: Any, stop: threading.Event | None = None) -> None:
-    """Wait until the producer's records are acknowledged or failed, at most ``ACK_TIMEOUT_S``,
+def flush(
+    producer: Any, stop: threading.Event | None = None, timeout_s: float = ACK_TIMEOUT_S
+) -> None:
+    """Wait until the producer's records are acknowledged or failed, at most ``timeout_s``,
     and once ``stop`` is set at most ``STOP_GRACE_S`` more: ``StoppedRetrying`` then."""
-    deadline = time.monotonic() + ACK_TIMEOUT_S
+    deadline = time.monotonic() + timeout_s
     stopping_at: float | None = None
     while True:
         try:
