@@ -49,8 +49,8 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata, TopicPartition
-from sqlalchemy.exc import OperationalError
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
+from sqlalchemy.exc import DBAPIError, OperationalError
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential
 
 from finsent.core.records import encode
 from finsent.core.settings import Settings
@@ -78,6 +78,10 @@ Partition = tuple[str, int]  # (topic, partition)
 Output = tuple[str, Any]  # (Kafka key, record)
 # Failures a sink recovers from: the batch is retried, with the partitions paused.
 RETRIED_ERRORS: tuple[type[Exception], ...] = (KafkaError, OperationalError, TimeoutError)
+# A PostgreSQL store turned read-only (failed over to a replica) refuses writes with this
+# SQLSTATE, which psycopg raises as an InternalError: an outage to wait out, like a lost
+# connection, not a crash of the stage nor a fault of the batch's records.
+READ_ONLY_SQLSTATE = "25006"
 SETTLE_EVERY = 5000  # a bulk send waits for acknowledgements every this many records
 STOP_GRACE_S = 5.0  # after a stop, how long a wait on the broker may still take
 _FLUSH_SLICE_S = 0.5  # a flush checks for a stop this often
@@ -287,11 +291,9 @@ class StageLoop:
             self.logic.caught_up(caught_up(self.consumer))
         try:
             outputs, commit = self.logic.process(batch, now, self.dead)
-        except RETRIED_ERRORS:
-            raise
         except Exception as exc:
-            if not batch:
-                raise  # time-driven work failed: no record to blame
+            if retried(exc) or not batch:
+                raise  # the broker or store failed, or time-driven work: no record to blame
             log.warning(
                 "%s: its logic failed on a batch of %d (%s: %s); running it record by record",
                 self.spec.name,
@@ -348,9 +350,9 @@ class StageLoop:
             end = at[(message.topic, message.partition, message.offset)] + 1
             try:
                 outputs, commit = self.logic.process([message], now, self.dead)
-            except RETRIED_ERRORS:
-                raise
             except Exception as exc:
+                if retried(exc):
+                    raise
                 self._dead_letter_failure(raw[end - 1], exc)
                 outputs, commit = [], None
                 if stateful:
@@ -800,6 +802,13 @@ def flush(
                 raise
 
 
+def retried(exc: BaseException) -> bool:
+    """A failure of the broker or the store that retrying recovers from."""
+    if isinstance(exc, RETRIED_ERRORS):
+        return True
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) == READ_ONLY_SQLSTATE
+
+
 def sink_retrying(
     consumer: Any, stage: str, stop: threading.Event, backoff: Backoff = Backoff()
 ) -> Retrying:
@@ -808,13 +817,13 @@ def sink_retrying(
 
     def paused_wait(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        sink_name = "store" if isinstance(exc, OperationalError) else "kafka"
+        sink_name = "store" if isinstance(exc, DBAPIError) else "kafka"
         metrics.SINK_RETRIES.labels(stage, sink_name).inc()
         log.warning("%s: %s sink failed (%s); pausing and retrying", stage, sink_name, exc)
         consumer.pause(*consumer.assignment())
 
     return Retrying(
-        retry=retry_if_exception_type(RETRIED_ERRORS),
+        retry=retry_if_exception(retried),
         wait=wait_exponential(multiplier=backoff.first_s, max=backoff.max_s),
         before_sleep=paused_wait,
         sleep=lambda seconds: _sleep_polling(consumer, seconds, stop),
