@@ -50,8 +50,8 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata, TopicPartition
-from sqlalchemy.exc import OperationalError
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
+from sqlalchemy.exc import DBAPIError, OperationalError
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential
 
 from finsent.core.records import encode
 from finsent.core.settings import Settings
@@ -80,9 +80,14 @@ Partition = tuple[str, int]  # (topic, partition)
 Output = tuple[str, Any]  # (Kafka key, record)
 # Failures a sink recovers from: the batch is retried, with the partitions paused.
 RETRIED_ERRORS: tuple[type[Exception], ...] = (KafkaError, OperationalError, TimeoutError)
+# A PostgreSQL store turned read-only (failed over to a replica) refuses writes with this
+# SQLSTATE, which psycopg raises as an InternalError: an outage to wait out, like a lost
+# connection, not a crash of the stage nor a fault of the batch's records.
+READ_ONLY_SQLSTATE = "25006"
 SETTLE_EVERY = 5000  # a bulk send waits for acknowledgements every this many records
 STOP_GRACE_S = 5.0  # after a stop, how long a wait on the broker may still take
 _FLUSH_SLICE_S = 0.5  # a flush checks for a stop this often
+SETTLE_MARGIN_S = 10.0  # past a producer's delivery timeout, until it has expired every record
 
 
 def utc_now() -> datetime:
@@ -309,11 +314,9 @@ class StageLoop:
             self.logic.caught_up(done if done and self.upstream_caught_up() else set())
         try:
             outputs, commit = self.logic.process(batch, now, self.dead)
-        except RETRIED_ERRORS:
-            raise
         except Exception as exc:
-            if not batch:
-                raise  # time-driven work failed: no record to blame
+            if retried(exc) or not batch:
+                raise  # the broker or store failed, or time-driven work: no record to blame
             log.warning(
                 "%s: its logic failed on a batch of %d (%s: %s); running it record by record",
                 self.spec.name,
@@ -370,9 +373,9 @@ class StageLoop:
             end = at[(message.topic, message.partition, message.offset)] + 1
             try:
                 outputs, commit = self.logic.process([message], now, self.dead)
-            except RETRIED_ERRORS:
-                raise
             except Exception as exc:
+                if retried(exc):
+                    raise
                 self._dead_letter_failure(raw[end - 1], exc)
                 outputs, commit = [], None
                 if stateful:
@@ -643,6 +646,15 @@ class SourceRunner:
         self.producer = producer
         self.dead = dead
         self.sink_topic = sink_topic
+        # A failed delivery makes the source send its records again, so every record must
+        # be settled first: one still in the producer's buffer would be delivered once the
+        # broker is back, and then again by the re-send. The producer settles each record
+        # (acknowledged, or expired and never written) within its delivery timeout.
+        config = getattr(producer, "config", None)
+        delivery_ms = config.get("delivery_timeout_ms") if isinstance(config, dict) else None
+        self.ack_timeout_s = (
+            delivery_ms / 1000 + SETTLE_MARGIN_S if delivery_ms is not None else ACK_TIMEOUT_S
+        )
 
     @classmethod
     def kafka(cls, settings: Settings, spec: StageSpec, **producer_overrides: Any) -> SourceRunner:
@@ -672,7 +684,12 @@ class SourceRunner:
         records were sent."""
         started = time.perf_counter()
         sent = send_all(
-            self.producer, self.sink_topic, outputs, window=SETTLE_EVERY, dead=self.dead
+            self.producer,
+            self.sink_topic,
+            outputs,
+            window=SETTLE_EVERY,
+            dead=self.dead,
+            ack_timeout_s=self.ack_timeout_s,
         )
         self.dead.settle()
         if commit is not None and not (stop is not None and stop.is_set()):
@@ -699,10 +716,17 @@ class Outbox:
     broker took before the failure nor fails forever on a record it can never take.
     """
 
-    def __init__(self, producer: Any, topic: str, dead: DeadLetterSink | None = None) -> None:
+    def __init__(
+        self,
+        producer: Any,
+        topic: str,
+        dead: DeadLetterSink | None = None,
+        ack_timeout_s: float = ACK_TIMEOUT_S,
+    ) -> None:
         self.producer = producer
         self.topic = topic
         self.dead = dead
+        self.ack_timeout_s = ack_timeout_s
         self.acknowledged = 0
         self.too_large = 0
         # (key, value, the future of its send, or None while not in flight), in output order
@@ -737,7 +761,7 @@ class Outbox:
         """Wait for every record in flight (see the class)."""
         if not self._records:
             return
-        flush(self.producer, stop)
+        flush(self.producer, stop, self.ack_timeout_s)
         error: Exception | None = None
         kept: list[tuple[bytes, bytes, Any]] = []
         for key, value, future in self._records:
@@ -745,7 +769,7 @@ class Outbox:
                 kept.append((key, value, None))
                 continue
             try:
-                future.get(timeout=ACK_TIMEOUT_S)
+                future.get(timeout=self.ack_timeout_s)
             except TOO_LARGE as exc:
                 self._refused(key, value, exc)
                 continue
@@ -783,12 +807,13 @@ def send_all(
     window: int = 0,
     dead: DeadLetterSink | None = None,
     stop: threading.Event | None = None,
+    ack_timeout_s: float = ACK_TIMEOUT_S,
 ) -> int:
     """Send keyed records (as ``outputs`` yields them) and wait for every acknowledgement,
     raising on a failed delivery instead of losing it; with ``window``, waiting each time that
-    many are in flight. A record too large for the broker goes to ``dead`` (without it, the
-    refusal is raised). Returns how many were acknowledged."""
-    box = Outbox(producer, topic, dead)
+    many are in flight, each wait at most ``ack_timeout_s``. A record too large for the broker
+    goes to ``dead`` (without it, the refusal is raised). Returns how many were acknowledged."""
+    box = Outbox(producer, topic, dead, ack_timeout_s)
     for key, record in outputs:
         box.add(key, record)
         if window and len(box) >= window:
@@ -797,10 +822,12 @@ def send_all(
     return box.acknowledged
 
 
-def flush(producer: Any, stop: threading.Event | None = None) -> None:
-    """Wait until the producer's records are acknowledged or failed, at most ``ACK_TIMEOUT_S``,
+def flush(
+    producer: Any, stop: threading.Event | None = None, timeout_s: float = ACK_TIMEOUT_S
+) -> None:
+    """Wait until the producer's records are acknowledged or failed, at most ``timeout_s``,
     and once ``stop`` is set at most ``STOP_GRACE_S`` more: ``StoppedRetrying`` then."""
-    deadline = time.monotonic() + ACK_TIMEOUT_S
+    deadline = time.monotonic() + timeout_s
     stopping_at: float | None = None
     while True:
         try:
@@ -816,6 +843,13 @@ def flush(producer: Any, stop: threading.Event | None = None) -> None:
                 raise
 
 
+def retried(exc: BaseException) -> bool:
+    """A failure of the broker or the store that retrying recovers from."""
+    if isinstance(exc, RETRIED_ERRORS):
+        return True
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) == READ_ONLY_SQLSTATE
+
+
 def sink_retrying(
     consumer: Any, stage: str, stop: threading.Event, backoff: Backoff = Backoff()
 ) -> Retrying:
@@ -824,13 +858,13 @@ def sink_retrying(
 
     def paused_wait(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        sink_name = "store" if isinstance(exc, OperationalError) else "kafka"
+        sink_name = "store" if isinstance(exc, DBAPIError) else "kafka"
         metrics.SINK_RETRIES.labels(stage, sink_name).inc()
         log.warning("%s: %s sink failed (%s); pausing and retrying", stage, sink_name, exc)
         consumer.pause(*consumer.assignment())
 
     return Retrying(
-        retry=retry_if_exception_type(RETRIED_ERRORS),
+        retry=retry_if_exception(retried),
         wait=wait_exponential(multiplier=backoff.first_s, max=backoff.max_s),
         before_sleep=paused_wait,
         sleep=lambda seconds: _sleep_polling(consumer, seconds, stop),

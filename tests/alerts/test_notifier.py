@@ -1,25 +1,35 @@
 """The notifier's logic in process, driven by the test kit (no broker), with fake notifiers in
 place of Slack and email: alert events are grouped, silenced alerts are held back, transient
 failures are retried with backoff and permanent ones are not, a failed channel is tried again
-after the group interval, and the delivery log stops a re-send after a restart."""
+after the group interval, and the delivery log stops a re-send after a restart. Then, against a
+real broker, two notifier processes in one group with a kill -9 between a send and its commit:
+each notification reaches each channel exactly once."""
 
 from __future__ import annotations
 
 import itertools
+import json
+import signal
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.errors import KafkaError
 from support.notifications import FakeSleep
+from support.notify_loopback import Reply, WebhookServer
 from support.records import T0, alert
 from support.stage_logic import DyingStore, ProcessKilled, isolated_settings, notifier
+from support.stages import StageProcesses, wait_until
 
 from finsent.alerts import notifier as notifier_stage
 from finsent.alerts.notify.model import DeliveryError, Notification
 from finsent.alerts.silences import new_silence
-from finsent.core.records import Alert
+from finsent.core.records import Alert, encode
 from finsent.core.settings import Settings
+from finsent.runtime.kafka_io import ensure_topics, group_id
 from finsent.runtime.store import Commit, Store, deliveries, silences
 from finsent.runtime.testing import MemoryDeadLetters, Run, run_logic
 
@@ -380,3 +390,98 @@ def test_the_channels_secrets_come_from_the_variables_the_rules_name(tmp_path: P
     assert sorted(config.secrets) == ["RISK_SMTP", "TEAM_WEBHOOK"]  # OPS_WEBHOOK is unset
     assert "team-secret" not in repr(config) and "pw-secret" not in repr(config)
     assert sorted(notifiers) == ["risk", "team"]  # a channel without its secret is left out
+
+
+# -- against a real broker -------------------------------------------------------------------
+
+TWO_CHANNELS = """
+grouping: {group_by: key, group_wait: 0s, group_interval: 5m, repeat_interval: 4h}
+channels:
+  ops: {type: slack, webhook_env: OPS_WEBHOOK}
+  risk: {type: slack, webhook_env: RISK_WEBHOOK}
+routes:
+  - {match: "*", channels: [ops, risk]}
+"""
+SERIES = [f"ticker:T{i:02d}" for i in range(12)]  # one group each
+
+
+def members_with_partitions(settings: Settings) -> int:
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    try:
+        [group] = admin.describe_consumer_groups([group_id(settings, "notifier")])
+    except KafkaError:  # a coordinator still loading
+        return 0
+    finally:
+        admin.close()
+    if group.state != "Stable":
+        return 0
+    return sum(1 for m in group.members if m.member_assignment.assignment)
+
+
+def posted(path: str, body: bytes) -> tuple[str, str]:
+    """(channel, group) of a Slack post: the header reads "FIRING (warning): <group>"."""
+    header = json.loads(body)["blocks"][0]["text"]["text"]
+    return path.split("/")[1], header.split(": ", 1)[1]
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_two_notifiers_and_a_kill_9_between_send_and_commit_notify_once_per_channel(
+    pipeline_settings: Settings, stages: StageProcesses, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(TWO_CHANNELS)
+    settings = pipeline_settings.model_copy(
+        update={
+            "alert_rules_file": rules,
+            "partitions_per_topic": {"alerts": 4},
+            "batch_max_wait_ms": 100,
+            "metrics_port": 0,
+        }
+    )
+    stages.env.update(settings.child_env())
+    ensure_topics(settings)
+    store = Store(settings.database_url)
+    # The first post is answered only after 8 s: its sender is killed while it waits, after
+    # the webhook took the message and before the batch's commit.
+    with WebhookServer(replies=[Reply(delay_s=8)]) as slack:
+        stages.env["OPS_WEBHOOK"] = slack.url("/ops/secret")
+        stages.env["RISK_WEBHOOK"] = slack.url("/risk/secret")
+        for member in ("a", "b"):
+            stages.env["FINSENT_INSTANCE_ID"] = member  # static membership
+            stages.start(f"notifier-{member}", "notifier")
+        wait_until(
+            lambda: members_with_partitions(settings) == 2, 90, "two members with partitions",
+            context=stages.tails,
+        )  # fmt: skip
+        producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+        for i, key in enumerate(SERIES):
+            event = alert(id=f"a{i}", key=key)
+            producer.send(settings.topic("alerts"), key=key.encode(), value=encode(event))
+        producer.close()
+
+        wait_until(lambda: slack.arrived, 60, "the first post", 0.05, context=stages.tails)
+        channel, group = posted(*slack.arrived[0])
+        line = f"(firing {group}) to {channel}: attempt 1"
+        [victim] = [m for m in ("a", "b") if line in stages.log(f"notifier-{m}")]
+        stages.procs[f"notifier-{victim}"].send_signal(signal.SIGKILL)
+        stages.procs[f"notifier-{victim}"].wait(10)
+        assert len(slack.received) < len(slack.arrived), "killed before the webhook answered"
+        stages.env["FINSENT_INSTANCE_ID"] = victim
+        stages.start(f"notifier-{victim}-2", "notifier")
+
+        def done() -> bool:
+            return sum(store.load_offsets("notifier").values()) == len(SERIES) and len(
+                slack.received
+            ) >= 2 * len(SERIES)
+
+        wait_until(done, 90, "every alert committed and posted", context=stages.tails)
+        got = Counter(posted(r.path, r.body) for r in slack.accepted)
+        assert len(slack.received) == len(slack.accepted)  # no post failed
+    want = Counter({(c, k): 1 for c in ("ops", "risk") for k in SERIES})
+    assert got == want, f"missing {want - got}, twice {[k for k, n in got.items() if n > 1]}"
+    rows = store.query(deliveries)
+    assert Counter((r["channel"], r["group_key"]) for r in rows) == want
+    # The killed send's claim stays: it counts as sent, so the restart skipped it.
+    assert sorted(r["status"] for r in rows) == ["delivered"] * (2 * len(SERIES) - 1) + ["sending"]
+    assert "not re-sending" in stages.log(f"notifier-{victim}-2")

@@ -1,19 +1,35 @@
 """`finsent ingest poll` as a process against loopback feeds and a real broker: real feed items
-reach news.raw once, hostile feeds become dead letters with source and reason, and after a
-kill -9 and restart nothing is sent twice. In process: a story that breaks normalization is its
-own dead letter, and normalizing one source's batch never holds up another's delivery."""
+reach news.raw once, hostile feeds become dead letters with source and reason, after a
+kill -9 and restart nothing is sent twice, and a broker down for two minutes mid-polling
+loses nothing and duplicates nothing. In process: a story that breaks normalization is its own
+dead letter, and normalizing one source's batch never holds up another's delivery."""
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
+import time
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
-from support.feed_server import FeedServer, Route, billion_laughs, fixture_bytes, fixture_route
+from support.feed_server import (
+    RSS_TYPE,
+    FeedServer,
+    Handler,
+    RecordedRequest,
+    Route,
+    billion_laughs,
+    fixture_bytes,
+    fixture_route,
+    item,
+    rss,
+)
 from support.stages import StageProcesses, read_topic, wait_until
 
+from finsent.app.kafka_local import LocalKafka
 from finsent.core.records import DeadLetter, NewsItem, decode
 from finsent.core.settings import Settings
 from finsent.ingest import worker
@@ -76,6 +92,100 @@ def test_poll_worker_end_to_end(
         assert Counter(i.id for i in items()) == Counter(i.id for i in first)
         restarted.terminate()
         assert restarted.wait(30) == 0
+
+
+class GrowingFeed:
+    """A live feed: each fetch first publishes ``per_fetch`` new stories (until frozen), then
+    serves every story published so far. ``served`` is what any fetch may have handed out."""
+
+    def __init__(self, name: str, per_fetch: int = 3) -> None:
+        self.name = name
+        self.per_fetch = per_fetch
+        self.frozen = threading.Event()
+        self.served: list[str] = []  # story URLs, in publishing order
+        self._items: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, handler: Handler, request: RecordedRequest) -> None:
+        with self._lock:
+            if not self.frozen.is_set():
+                pub = format_datetime(datetime.now(UTC), usegmt=True)
+                for _ in range(self.per_fetch):
+                    n = len(self.served)
+                    url = f"http://news.test/{self.name}/{n}"
+                    self.served.append(url)
+                    self._items.append(item(f"{self.name} desk report number {n}", url, pub))
+            body = rss("".join(self._items))
+        handler.respond(200, body, RSS_TYPE)
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_broker_down_for_two_minutes_during_live_polling_loses_and_duplicates_nothing(
+    pipeline_settings: Settings, stages: StageProcesses, kafka_broker: LocalKafka, tmp_path
+) -> None:
+    settings = pipeline_settings
+    ensure_topics(settings)
+    feeds = [GrowingFeed("wire-a"), GrowingFeed("wire-b")]
+    with FeedServer() as server:
+        sources = tmp_path / "sources.yaml"
+        sources.write_text(
+            "sources:\n"
+            + "".join(
+                f"  - {{name: {feed.name}, url: '{server.add(f'/{feed.name}.xml', Route(handler=feed))}',"
+                " kind: rss, interval_seconds: 10, allow_private_network: true}\n"
+                for feed in feeds
+            )
+        )
+        stages.start("poll", "ingest", "poll", "--sources", str(sources))
+
+        def urls() -> Counter[str]:
+            return Counter(decode(NewsItem, v).url for v in read_all(settings, "news.raw"))
+
+        def polls(feed: GrowingFeed) -> int:
+            return len(re.findall(rf"{feed.name}: \d+ new", stages.log("poll")))
+
+        # Live: each feed delivered twice (new stories and the earlier ones as duplicates).
+        wait_until(
+            lambda: all(polls(f) >= 2 for f in feeds), 60, "two polls of each feed", 0.5,
+            context=stages.tails,
+        )  # fmt: skip
+        before = sum(len(f.served) for f in feeds)
+        kafka_broker.stop()
+        try:
+            time.sleep(120)  # the outage itself; the feeds keep publishing meanwhile
+            during = sum(len(f.served) for f in feeds)
+        finally:
+            kafka_broker.start()  # the session's broker: serving again before the test ends
+
+        # Back: wait for a delivered poll of each feed, then stop publishing.
+        after = {f.name: polls(f) for f in feeds}
+        wait_until(
+            lambda: all(polls(f) > after[f.name] for f in feeds), 240, "a poll after the outage",
+            1, context=stages.tails,
+        )  # fmt: skip
+        for feed in feeds:
+            feed.frozen.set()
+        # A whole fetch after the freeze finds nothing new: everything served is on news.raw.
+        wait_until(
+            lambda: all(
+                f"{f.name}: 0 new, {len(f.served)} duplicates" in stages.log("poll") for f in feeds
+            ),
+            240,
+            "a poll of each frozen feed that finds nothing new",
+            1,
+            context=stages.tails,
+        )
+        served = Counter(url for feed in feeds for url in feed.served)
+        got = urls()
+        assert got == served, (
+            f"lost {sorted(served - got)}, duplicated {sorted(u for u, n in got.items() if n > 1)}"
+        )
+        assert during > before  # stories were published during the outage too
+        poller = stages.procs["poll"]
+        poller.terminate()
+        assert poller.wait(30) == 0
 
 
 # -- in process ------------------------------------------------------------------------------

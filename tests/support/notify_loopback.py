@@ -64,6 +64,7 @@ class WebhookServer:
         self._default = default or Reply()
         self._lock = threading.Lock()
         self.received: list[Received] = []
+        self.arrived: list[tuple[str, bytes]] = []  # (path, body) as read, before any delay
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
@@ -92,6 +93,8 @@ class WebhookServer:
             def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
+                with owner._lock:
+                    owner.arrived.append((self.path, body))
                 reply = owner._next_reply()
                 if reply.delay_s:
                     time.sleep(reply.delay_s)

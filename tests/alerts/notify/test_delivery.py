@@ -1,19 +1,31 @@
 """``deliver``: retries with backoff for transient failures only, and the delivery log that
-stops re-sends, against an in-memory log and against the store across a restart."""
+stops re-sends, against an in-memory log and against the store across a restart; then, with
+the notifier running against a real broker, a store that turns read-only posts nothing twice."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from kafka import KafkaProducer
 from support.notifications import NOW, FakeSleep, notification, slack
 from support.notify_loopback import Reply, WebhookServer
+from support.postgres_local import LocalPostgres
+from support.records import alert
+from support.stages import StageProcesses, wait_until
 
 from finsent.alerts.notify.delivery import DeliveryLog, DeliveryResult, deliver
 from finsent.alerts.notify.model import DeliveryError, Notification
-from finsent.runtime.store import Store, make_engine
+from finsent.core.records import encode
+from finsent.core.settings import Settings
+from finsent.runtime.kafka_io import ensure_topics
+from finsent.runtime.store import Store, deliveries, make_engine
 
 
 class MemoryLog:
@@ -231,3 +243,104 @@ def test_a_notifier_bug_is_a_permanent_failure(store: Store) -> None:
     result = deliver(notification(), Broken(), store, now=lambda: NOW, sleep=FakeSleep())
     assert (result.status, result.attempts) == ("failed", 1)
     assert "KeyError" in result.error
+
+
+# -- the notifier against a real broker ------------------------------------------------------
+
+ONE_CHANNEL = """
+grouping: {group_by: key, group_wait: 0s, group_interval: 10s, repeat_interval: 4h}
+channels:
+  ops: {type: slack, webhook_env: OPS_WEBHOOK}
+routes:
+  - {match: "*", channels: [ops]}
+"""
+
+
+@contextmanager
+def server_read_only(server: LocalPostgres) -> Iterator[None]:
+    """The whole server refuses writes, in the sessions already open too (a reload applies it
+    to them), as a database failed over to a read-only replica does; writable again after."""
+    conninfo = f"host={server.host} port={server.port} user=postgres dbname=postgres"
+
+    def configure(statement: str) -> None:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(statement)
+            conn.execute("SELECT pg_reload_conf()")
+
+    configure("ALTER SYSTEM SET default_transaction_read_only = on")
+    try:
+        yield
+    finally:
+        configure("ALTER SYSTEM RESET default_transaction_read_only")
+
+
+def send_alerts(settings: Settings, keys: list[str]) -> None:
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    for key in keys:
+        event = alert(id=key, key=key)
+        producer.send(settings.topic("alerts"), key=key.encode(), value=encode(event))
+    producer.close()
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_store_that_turns_read_only_while_the_notifier_runs_posts_nothing_twice(
+    pipeline_settings: Settings,
+    stages: StageProcesses,
+    postgres_server: LocalPostgres,
+    postgres_url: str,
+    tmp_path: Path,
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(ONE_CHANNEL)
+    settings = pipeline_settings.model_copy(
+        update={"alert_rules_file": rules, "store_url": postgres_url, "batch_max_wait_ms": 100}
+    )
+    stages.env.update(settings.child_env())
+    ensure_topics(settings)
+    store = Store(settings.database_url)
+    before = [f"ticker:B{i}" for i in range(4)]  # told while the store is writable
+    during = [f"ticker:R{i}" for i in range(4)]  # read while it is read-only
+
+    def committed() -> int:
+        return sum(store.load_offsets("notifier").values())
+
+    with WebhookServer() as slack:
+        stages.env["OPS_WEBHOOK"] = slack.url("/ops/secret")
+        stages.start("notifier", "notifier")
+        send_alerts(settings, before)
+        wait_until(
+            lambda: committed() == len(before) and len(slack.received) == len(before), 90,
+            "the first alerts told", context=stages.tails,
+        )  # fmt: skip
+        with server_read_only(postgres_server):
+            send_alerts(settings, during)
+            wait_until(
+                lambda: stages.log("notifier").count("delivery log unavailable") >= len(during),
+                60,
+                "the notifier to find the store read-only",
+                context=stages.tails,
+            )
+            assert len(slack.arrived) == len(before), "posted what it could not claim"
+        wait_until(
+            lambda: (
+                committed() == len(before) + len(during)
+                and len(slack.received) >= len(before) + len(during)
+            ),
+            90,
+            "the alerts read meanwhile told once the store is writable",
+            context=stages.tails,
+        )
+        groups = Counter(
+            r.json()["blocks"][0]["text"]["text"].split(": ", 1)[1] for r in slack.received
+        )
+        assert all(200 <= r.status < 300 for r in slack.received)
+    assert groups == Counter(before + during), f"posted twice: {groups - Counter(before + during)}"
+    rows = store.query(deliveries)
+    assert sorted((r["group_key"], r["status"]) for r in rows) == sorted(
+        (key, "delivered") for key in before + during
+    )
+    # It rode out the read-only store: paused and retried its commit, never exited.
+    assert stages.procs["notifier"].poll() is None
+    assert "store sink failed" in stages.log("notifier")
