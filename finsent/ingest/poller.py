@@ -31,6 +31,7 @@ from finsent.ingest.fetch import Fetcher
 from finsent.ingest.raw import IngestError, RawStory
 from finsent.ingest.sources import Source, SourcesError, load_sources
 from finsent.ingest.tickers import MAX_STATED_TICKERS, known_symbols
+from finsent.runtime.runner import StoppedRetrying
 
 if TYPE_CHECKING:
     from finsent.core.settings import Settings
@@ -335,7 +336,10 @@ class FeedPoller:
             try:
                 self.on_result(source.name, stories, errors)
             except Exception as exc:
-                log.exception("%s: on_result callback failed", source.name)
+                if isinstance(exc, StoppedRetrying):  # shutting down with the broker away
+                    log.warning("%s: stopped before the broker took the poll", source.name)
+                else:
+                    log.exception("%s: on_result callback failed", source.name)
                 errors = [*errors, IngestError(source.name, f"callback failed: {exc}")]
                 failed = True
                 if fetched_url:

@@ -32,7 +32,7 @@ from finsent.ingest.normalize import NormalizeError, normalize
 from finsent.ingest.raw import RawStory
 from finsent.ingest.tickers import MAX_STATED_TICKERS
 from finsent.runtime.kafka_io import DeadLetterSink
-from finsent.runtime.runner import SourceRunner
+from finsent.runtime.runner import SourceRunner, StoppedRetrying
 
 log = logging.getLogger(__name__)
 STAGE = "ingest"
@@ -174,7 +174,10 @@ def replay(
                             on_progress(n, len(items))
 
             # Remembered only once every story is acknowledged, and not after a stop.
-            admission.send(runner, paced(), consumed=stats.read, stop=stop)
+            try:
+                admission.send(runner, paced(), consumed=stats.read, stop=stop)
+            except StoppedRetrying:
+                log.warning("replay %s stopped before the broker took every story", path.name)
             bar.update(task, completed=stats.sent)
             if on_progress is not None:
                 on_progress(stats.sent, len(items))

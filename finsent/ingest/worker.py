@@ -32,7 +32,13 @@ STAGE = "ingest"
 class IngestSink:
     """Turns raw stories from any source into acknowledged `news.raw` records."""
 
-    def __init__(self, config: IngestConfig, runner: SourceRunner, admission: Admission) -> None:
+    def __init__(
+        self,
+        config: IngestConfig,
+        runner: SourceRunner,
+        admission: Admission,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.runner = runner
         self.admission = admission
         self.dead = runner.dead
@@ -41,14 +47,21 @@ class IngestSink:
         self.counts: Counter[str] = Counter()
         self.dead_by_kind: Counter[str] = Counter()  # e.g. "xml_bomb", "http_503"
         self._lock = threading.Lock()  # poll jobs run on scheduler threads
+        # Set on shutdown: a delivery waiting on a broker that is down gives up within seconds.
+        self.stop = stop or threading.Event()
 
     @classmethod
-    def kafka(cls, settings: Settings, admission: Admission | None = None) -> IngestSink:
+    def kafka(
+        cls,
+        settings: Settings,
+        admission: Admission | None = None,
+        stop: threading.Event | None = None,
+    ) -> IngestSink:
         """Onto this deployment's ``news.raw``; ``admission`` (default: over this deployment's
         dedup memory) is closed with the sink."""
         config = IngestConfig.from_settings(settings)
         runner = SourceRunner.kafka(settings, stage(STAGE))
-        return cls(config, runner, admission or Admission.open(config))
+        return cls(config, runner, admission or Admission.open(config), stop)
 
     def __call__(self, source: str, stories: list[RawStory], errors: list[IngestError]) -> None:
         now = datetime.now(UTC)
@@ -61,7 +74,7 @@ class IngestSink:
             items.sort(key=lambda item: item.published_at)
             kept, duplicates = self.admission.decide(items, now)
             # A failed delivery raises: the poller backs off and fetches the stories again.
-            sent = self.admission.send(self.runner, kept, consumed=len(stories))
+            sent = self.admission.send(self.runner, kept, consumed=len(stories), stop=self.stop)
             dead = len(errors) + len(bad)
             self.counts.update(sent=sent, duplicates=duplicates, dead=dead)
             metrics.DUPLICATES.labels(STAGE).inc(duplicates)
@@ -106,7 +119,7 @@ def run_poller(
 
     ``admission``: the ingest stage's logic (default: this deployment's), closed at the end.
     The entry point of live ingest: it builds the stage's configs from the settings."""
-    sink = IngestSink.kafka(settings, admission)
+    sink = IngestSink.kafka(settings, admission, stop)
     metrics.serve(settings, STAGE)
     poller = FeedPoller.from_config(PollerConfig.from_settings(settings), sink, sources_path)
     names = ", ".join(source.name for source in poller.sources)

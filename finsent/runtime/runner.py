@@ -689,6 +689,9 @@ class SourceRunner:
             outputs,
             window=SETTLE_EVERY,
             dead=self.dead,
+            # A stop cuts the long wait short (``StoppedRetrying``): what was not acknowledged
+            # is not remembered, so it is sent again after the restart (at least once).
+            stop=stop,
             ack_timeout_s=self.ack_timeout_s,
         )
         self.dead.settle()

@@ -24,11 +24,14 @@ from finsent.core.stages import Checkpoint, StageSpec, stage
 from finsent.runtime import metrics
 from finsent.runtime.kafka_io import DeadLetters, DeadLetterSink
 from finsent.runtime.runner import (
+    STOP_GRACE_S,
     Message,
     Output,
     Partition,
     RunnerConfig,
+    SourceRunner,
     StageLoop,
+    StoppedRetrying,
     caught_up,
 )
 from finsent.runtime.store import Commit, Store
@@ -693,3 +696,37 @@ def test_a_member_that_lost_its_partition_commits_nothing_before_the_new_owner_d
     assert first_logic.assignments == [[PART], [PART]]  # it re-synced instead
     second.step(stop)  # the owner's own idle commit applies
     assert store.load_state("echo")["tick"] == ticks_of_second + 1
+
+
+def test_a_stop_ends_a_source_s_long_wait_on_a_broker_that_is_down() -> None:
+    """A source waits out the producer's whole delivery timeout (minutes) so it never sends a
+    poll twice; a stop cuts that short, remembering nothing, so the restart sends it again."""
+    broker = DownBroker()
+    sink = DownSink(broker)
+    runner = SourceRunner(stage("ingest"), producer=sink, dead=MemoryDeadLetters("ingest"),
+                          sink_topic="news.raw")  # fmt: skip
+    runner.ack_timeout_s = 600.0
+    broker.fail()
+    stop = threading.Event()
+    committed: list[bool] = []
+    outcome: list[BaseException] = []
+
+    def deliver() -> None:
+        try:
+            runner.deliver([("s0", scored(0))], consumed=1, commit=lambda: committed.append(True),
+                           stop=stop)  # fmt: skip
+        except BaseException as exc:  # noqa: BLE001 - what the caller would see
+            outcome.append(exc)
+
+    thread = threading.Thread(target=deliver, daemon=True)
+    thread.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    stop.set()  # SIGTERM
+    thread.join(STOP_GRACE_S + 5)
+    took = time.monotonic() - started
+    broker.up.set()  # let a stuck delivery go, whatever the verdict
+    thread.join(10)
+
+    assert took < STOP_GRACE_S + 3
+    assert [type(e) for e in outcome] == [StoppedRetrying] and committed == []
