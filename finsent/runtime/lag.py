@@ -167,6 +167,29 @@ class EndOffsetsProbe(BackgroundProbe[Partition, Partition]):
         self.held = held
 
 
+def _client_options(bootstrap: str, client_id: str, timeout_ms: int) -> dict[str, Any]:
+    """What every lag client shares: short timeouts, and a quick reconnect to a broker back."""
+    return {
+        "bootstrap_servers": bootstrap,
+        "client_id": client_id,
+        "request_timeout_ms": timeout_ms,
+        "api_version_auto_timeout_ms": min(timeout_ms, 2000),
+        "reconnect_backoff_max_ms": 1000,
+    }
+
+
+def _offsets_consumer(bootstrap: str, client_id: str, timeout_ms: int) -> Any:
+    """A consumer in no group, only for asking end offsets."""
+    from kafka import KafkaConsumer
+
+    return KafkaConsumer(
+        **_client_options(bootstrap, client_id, timeout_ms),
+        enable_auto_commit=False,
+        isolation_level="read_committed",  # what the stages' consumers can read
+        metadata_max_age_ms=30_000,
+    )
+
+
 class KafkaEndOffsets:
     """End offsets from one Kafka client, kept between calls and rebuilt after a failure.
 
@@ -181,20 +204,10 @@ class KafkaEndOffsets:
         self._consumer: Any = None
 
     def __call__(self, partitions: list[Partition]) -> EndOffsets:
-        from kafka import KafkaConsumer
         from kafka.structs import TopicPartition
 
         if self._consumer is None:
-            self._consumer = KafkaConsumer(
-                bootstrap_servers=self.bootstrap,
-                client_id=self.client_id,
-                enable_auto_commit=False,
-                isolation_level="read_committed",  # what the stages' consumers can read
-                request_timeout_ms=self.timeout_ms,
-                api_version_auto_timeout_ms=min(self.timeout_ms, 2000),
-                reconnect_backoff_max_ms=1000,
-                metadata_max_age_ms=30_000,
-            )
+            self._consumer = _offsets_consumer(self.bootstrap, self.client_id, self.timeout_ms)
         try:
             ends = self._consumer.end_offsets([TopicPartition(t, p) for t, p in partitions])
         except Exception:
@@ -224,27 +237,15 @@ class KafkaHeldLag:
         self._consumer: Any = None
 
     def __call__(self, groups: list[HeldGroup]) -> dict[str, int]:
-        from kafka import KafkaAdminClient, KafkaConsumer
+        from kafka import KafkaAdminClient
 
         try:
             if self._admin is None:
                 self._admin = KafkaAdminClient(
-                    bootstrap_servers=self.bootstrap,
-                    client_id=self.client_id,
-                    request_timeout_ms=self.timeout_ms,
-                    api_version_auto_timeout_ms=min(self.timeout_ms, 2000),
-                    reconnect_backoff_max_ms=1000,
+                    **_client_options(self.bootstrap, self.client_id, self.timeout_ms)
                 )
             if self._consumer is None:
-                self._consumer = KafkaConsumer(
-                    bootstrap_servers=self.bootstrap,
-                    client_id=self.client_id,
-                    enable_auto_commit=False,
-                    isolation_level="read_committed",
-                    request_timeout_ms=self.timeout_ms,
-                    api_version_auto_timeout_ms=min(self.timeout_ms, 2000),
-                    reconnect_backoff_max_ms=1000,
-                )
+                self._consumer = _offsets_consumer(self.bootstrap, self.client_id, self.timeout_ms)
             lag: dict[str, int] = {}
             for stage, group, topic in groups:
                 committed = {

@@ -411,6 +411,21 @@ def store_counts(store: Store) -> Counter:
     )
 
 
+def start_router_and_aggregator(settings: Settings, stages: StageProcesses) -> Store:
+    """Both stages as processes, returned once the aggregator is well into the stream (a
+    fault injected now lands mid-stream); the store to watch them by."""
+    store = Store(settings.database_url)
+    stages.start("router", "router")
+    stages.start("aggregator", "aggregator")
+    wait_until(
+        lambda: sum(store.load_offsets("aggregator").values()) > 300,
+        90,
+        "processing under way",
+        context=stages.tails,
+    )
+    return store
+
+
 def reconcile(store: Store, items: list[ScoredItem]) -> None:
     got, want = store_counts(store), expected_counts(items)
     missing = {k: v for k, v in want.items() if got.get(k) != v}
@@ -509,15 +524,7 @@ def test_a_broker_restart_during_processing_loses_nothing(
         ensure_topics(settings)
         items = stories(1000, seed=9)
         produce(settings, items[:500])
-        store = Store(settings.database_url)
-        stages.start("router", "router")
-        stages.start("aggregator", "aggregator")
-        wait_until(
-            lambda: sum(store.load_offsets("aggregator").values()) > 300,
-            90,
-            "processing under way",
-            context=stages.tails,
-        )
+        store = start_router_and_aggregator(settings, stages)
         broker.stop()
         time.sleep(3)  # the stages see the broker gone: their sends and fetches fail meanwhile
         broker.start()
@@ -548,15 +555,7 @@ def test_a_store_outage_pauses_the_stage_and_loses_nothing(
     ensure_topics(settings)
     items = stories(900, seed=13)
     produce(settings, items)
-    store = Store(settings.database_url)
-    stages.start("router", "router")
-    stages.start("aggregator", "aggregator")
-    wait_until(
-        lambda: sum(store.load_offsets("aggregator").values()) > 300,
-        90,
-        "processing under way",
-        context=stages.tails,
-    )
+    store = start_router_and_aggregator(settings, stages)
     store.close()
     postgres_server.stop()
     try:
