@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -60,6 +61,32 @@ class KafkaConfig:
             instance_id=settings.instance_id,
             max_poll_records=settings.batch_max_size,
         )
+
+
+class BrokerUnreachable(ConnectionError):
+    """No bootstrap address accepts a connection: the one line a command prints and exits on."""
+
+
+def check_broker(bootstrap_servers: str, timeout_s: float = 5.0) -> None:
+    """Raise ``BrokerUnreachable`` unless some bootstrap address accepts a TCP connection within
+    ``timeout_s`` in all. A stage calls it once before building clients, which would otherwise
+    log connection errors for a minute before failing."""
+    deadline = time.monotonic() + timeout_s
+    addresses = [a.strip() for a in bootstrap_servers.split(",") if a.strip()]
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            with socket.create_connection((host.strip("[]") or address, int(port)), timeout=left):
+                return
+        except (OSError, ValueError):
+            continue
+    raise BrokerUnreachable(
+        f"Kafka at {bootstrap_servers} is not reachable; start it with `finsent kafka start` "
+        "or set FINSENT_KAFKA_BOOTSTRAP"
+    )
 
 
 def make_producer(kafka: KafkaConfig, **overrides: Any) -> KafkaProducer:

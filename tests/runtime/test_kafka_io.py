@@ -45,3 +45,33 @@ def test_a_dead_letter_whose_delivery_failed_is_sent_again_at_the_next_settle() 
     [letter] = letters(sink)
     assert letter.payload() == b"{bad"
     assert dead.count == 1
+
+
+def test_check_broker_names_the_address_and_the_fix_within_its_timeout() -> None:
+    import socket
+    import time
+
+    from finsent.runtime.kafka_io import BrokerUnreachable, check_broker
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(BrokerUnreachable) as raised:
+        check_broker(f"127.0.0.1:{port}", timeout_s=2)
+    assert time.monotonic() - started < 3
+    assert f"Kafka at 127.0.0.1:{port} is not reachable" in str(raised.value)
+    assert "finsent kafka start" in str(raised.value)
+    assert "FINSENT_KAFKA_BOOTSTRAP" in str(raised.value)
+
+
+def test_check_broker_passes_when_one_address_listens() -> None:
+    import socket
+
+    from finsent.runtime.kafka_io import check_broker
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        check_broker(f"127.0.0.1:1,127.0.0.1:{port}", timeout_s=2)
