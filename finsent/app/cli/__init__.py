@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from finsent.app.cli import alerts, ingest, kafka, model, runs, stages
+from finsent.app.cli import alerts, check, ingest, kafka, model, runs, stages
 from finsent.app.cli.common import new_app
 
 app = new_app("finsent: streaming financial-news sentiment monitor.")
@@ -41,7 +41,7 @@ def _main(
 
 
 # In the order of the help's panels: the pipeline's stages first, then its tools.
-for group in (stages, ingest, kafka, alerts, runs, model):
+for group in (stages, ingest, kafka, alerts, runs, model, check):
     group.register(app)
 
 
