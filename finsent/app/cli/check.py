@@ -27,9 +27,11 @@ def check(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Check the set-up: print the effective settings (secrets masked), then ✓ or ✗ with the
-    fix for the broker, store, model, sources, rules, Slack, email, partitions and disk.
-    Exit code 1 if anything is ✗."""
+    """Check the whole set-up, and say how to fix what is wrong.
+
+    Prints the effective settings (secrets masked), then ✓ or ✗ with the fix for the broker,
+    store, model, sources, rules, Slack, email, partitions and disk. Exit code 1 if anything
+    is ✗."""
     from rich.console import Console
     from rich.markup import escape
 
