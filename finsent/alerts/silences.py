@@ -2,16 +2,18 @@
 
 A silenced alert is still detected and stored; only its notifications are held back. The CLI
 (``finsent alerts silence``) and the dashboard's silence form both make one with
-``new_silence``, so they accept and refuse the same input with the same messages. Pure, with
-"now" passed in.
+``new_silence``, so they accept and refuse the same input with the same messages; both list
+them with ``active_silences`` and end one early with ``expire_silence``. Pure, with "now"
+passed in.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
-from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from finsent.core.durations import format_duration, parse_duration
@@ -45,9 +47,46 @@ class Silence:
             and (self.severity is None or self.severity == alert.severity)
         )
 
+    def active(self, now: datetime) -> bool:
+        return self.starts_at <= now < self.ends_at
+
     def to_row(self) -> dict[str, Any]:
         """The row for ``Store.add_silence`` (the columns of the ``silences`` table)."""
         return asdict(self)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Silence:
+        """A silence from its stored row (SQLite hands back naive times: the store keeps UTC)."""
+        return cls(
+            id=row["id"],
+            matcher=row["matcher"],
+            severity=row["severity"],
+            starts_at=_utc(row["starts_at"]),
+            ends_at=_utc(row["ends_at"]),
+            created_by=row["created_by"],
+            comment=row["comment"],
+        )
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def active_silences(rows: Iterable[Mapping[str, Any]], now: datetime) -> list[Silence]:
+    """The stored silences in force at ``now``, ending soonest first (ties by id)."""
+    silences = (Silence.from_row(row) for row in rows)
+    return sorted((s for s in silences if s.active(now)), key=lambda s: (s.ends_at, s.id))
+
+
+def expire_silence(rows: Iterable[Mapping[str, Any]], silence_id: str, now: datetime) -> Silence:
+    """The silence ``silence_id`` among the stored ``rows``, ended at ``now``: upserted with
+    ``Store.add_silence`` (same id), it mutes nothing from then on and leaves the active list.
+    Text is trimmed. Raises ``SilenceError`` when no silence with that id is in force."""
+    silence_id = silence_id.strip()
+    for silence in active_silences(rows, now):
+        if silence.id == silence_id:
+            return replace(silence, ends_at=now)
+    raise SilenceError(f"No active silence has the id {silence_id!r}.")
 
 
 def new_silence(

@@ -1,5 +1,6 @@
-"""Alerts: the timeline of alert states, one alert's evidence against its baseline, and the
-forms to acknowledge an alert and to silence a family of series."""
+"""Alerts: the timeline of alert states, one alert's evidence against its baseline, the
+forms to acknowledge an alert and to silence a family of series, and the silences in force,
+each of which can be ended early."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from finsent.alerts.silences import ANY_SEVERITY, SilenceError, new_silence
+from finsent.alerts.silences import ANY_SEVERITY, SilenceError, expire_silence, new_silence
 from finsent.core.vocabulary import SEVERITIES
 from finsent.dashboard import common as ui
 from finsent.dashboard.figures import alert_labels, alert_segments, alert_timeline, sentiment_trend
@@ -150,18 +151,43 @@ def show_stored_headlines(headlines: list[dict[str, Any]]) -> None:
     st.markdown(headlines_html(lines), unsafe_allow_html=True)  # escaped by dashboard.safe
 
 
+SILENCE_COLUMNS = (3, 1, 2, 2, 3, 1)  # match, severity, until, by, comment, the button
+
+
 def show_silences(url: str) -> None:
+    """The silences in force, each with a button that ends it now."""
     silences = ui.cached_silences(url)
     if silences.empty:
         return
     st.subheader("Active silences")
-    ui.table(
-        silences_table(silences),
-        "silences",
-        column_config={
-            "Until (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
-        },
-    )
+    shown = silences_table(silences)
+    with st.container(key="silences"):
+        for cell, name in zip(st.columns(SILENCE_COLUMNS), [*shown.columns, ""], strict=True):
+            cell.caption(name)
+        for silence_id, row in zip(silences["id"], shown.itertuples(index=False), strict=True):
+            *cells, button = st.columns(SILENCE_COLUMNS)
+            for cell, value in zip(cells, row, strict=True):
+                # Matchers and comments are typed by people: shown as typed.
+                cell.markdown(
+                    f"{value:%Y-%m-%d %H:%M}" if isinstance(value, datetime) else escape_text(value)
+                )
+            if button.button("Expire", key=f"expire_{silence_id}", help="End this silence now."):
+                expire(url, silence_id)
+
+
+def expire(url: str, silence_id: str) -> None:
+    now = datetime.now(UTC)
+    store = Store(url)
+    try:
+        ended = expire_silence(store.active_silences(now), silence_id, now)
+    except SilenceError:  # someone else ended it, or it ran out, since the page was drawn
+        ui.forget_alerts()
+        st.warning("This silence has already ended.")
+        return
+    store.add_silence(ended.to_row())
+    ui.forget_alerts()
+    ui.flash(f"Expired the silence of {ended.matcher}.")
+    st.rerun()
 
 
 def picked_key(url: str) -> str | None:

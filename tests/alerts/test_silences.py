@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 from support.records import alert as make_alert
 
-from finsent.alerts.silences import Silence, SilenceError, new_silence
+from finsent.alerts.silences import (
+    Silence,
+    SilenceError,
+    active_silences,
+    expire_silence,
+    new_silence,
+)
 from finsent.core.records import Alert
 from finsent.runtime.store import Store, silences
 
@@ -100,5 +106,52 @@ def test_its_row_is_what_the_store_keeps(tmp_path: Path) -> None:
             "dana",
         )
         assert [r["id"] for r in store.active_silences(NOW + timedelta(hours=1))] == [made.id]
+    finally:
+        store.close()
+
+
+def test_the_active_ones_come_from_stored_rows_ending_soonest_first() -> None:
+    later, sooner = make(duration="2h"), make(duration="30m", comment="other")
+    ended = make(now=NOW - timedelta(hours=3))
+    coming = make(now=NOW + timedelta(hours=1))
+    # As SQLite hands them back: naive UTC times.
+    rows = [
+        {**s.to_row(), "starts_at": s.starts_at.replace(tzinfo=None)}
+        for s in (later, ended, sooner, coming)
+    ]
+
+    assert active_silences(rows, NOW) == [sooner, later]
+    assert active_silences(rows, NOW + timedelta(hours=5)) == []
+
+
+def test_expiring_a_silence_ends_it_now() -> None:
+    silence = make()
+    later = NOW + timedelta(minutes=10)
+
+    ended = expire_silence([silence.to_row()], f" {silence.id} ", later)
+
+    assert ended == Silence(**{**silence.to_row(), "ends_at": later})
+    assert not ended.mutes(alert(), later) and active_silences([ended.to_row()], later) == []
+    assert ended.mutes(alert(), later - timedelta(seconds=1))  # its past stays as it was
+
+
+def test_only_an_active_silence_can_be_expired() -> None:
+    silence = make()
+    with pytest.raises(SilenceError, match="No active silence has the id 'nope'"):
+        expire_silence([silence.to_row()], "nope", NOW)
+    with pytest.raises(SilenceError, match="No active silence"):
+        expire_silence([silence.to_row()], silence.id, NOW + timedelta(hours=2))
+
+
+def test_an_expired_silence_upserts_over_its_stored_row(tmp_path: Path) -> None:
+    made = make()
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        store.add_silence(made.to_row())
+        later = NOW + timedelta(minutes=10)
+        store.add_silence(expire_silence(store.active_silences(later), made.id, later).to_row())
+        [row] = store.query(silences)
+        assert row["ends_at"].replace(tzinfo=UTC) == later
+        assert store.active_silences(later) == []
     finally:
         store.close()

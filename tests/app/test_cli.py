@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from datetime import timedelta
+from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
 from support.records import T0, alert
 from typer.testing import CliRunner
 
+import finsent.app.cli.common
+from finsent.alerts.silences import ANY_SEVERITY
 from finsent.app.cli import app, main
+from finsent.app.cli.choices import Backend, LogLevel, ScorerName, SilenceSeverity
+from finsent.app.cli.common import PANELS
 from finsent.app.ports import free_port
+from finsent.core.vocabulary import SEVERITIES
+from finsent.model.infer import BACKENDS
+from finsent.model.scorer import SCORERS
 from finsent.runtime.store import Commit, Store
 
 runner = CliRunner()
@@ -152,3 +164,108 @@ def test_acknowledging_an_unknown_alert_is_a_clear_error(
     result = runner.invoke(app, ["alerts", "ack", "nope", "--by", "ana"])
     assert result.exit_code == 1
     assert "no alert with id nope" in one_error_line(result.output)
+
+
+# -- conventions: version, help, panels, choices, the root's options -----------------------
+
+
+def commands(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Every command and group below ``command``, with its path of names."""
+    for name, sub in getattr(command, "commands", {}).items():
+        yield (*path, name), sub
+        yield from commands(sub, (*path, name))
+
+
+ROOT = typer.main.get_command(app)
+
+
+def test_version_is_the_installed_packages() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output == f"finsent {version('finsent')}\n"
+
+
+def test_every_command_option_and_argument_has_help() -> None:
+    missing = [
+        " ".join(("finsent", *path, param.name or ""))
+        for path, command in [((), ROOT), *commands(ROOT)]
+        for param in command.params
+        if not (getattr(param, "help", None) or "").strip()
+    ]
+    missing += [" ".join(path) for path, command in commands(ROOT) if not command.help]
+
+    assert len(list(commands(ROOT))) > 25  # the walk sees the whole tree
+    assert missing == []
+
+
+def test_every_command_sits_in_a_panel_and_the_help_lists_them_in_order() -> None:
+    panels = {
+        name: getattr(command, "rich_help_panel", None) for name, command in ROOT.commands.items()
+    }
+    assert {name: p for name, p in panels.items() if p not in PANELS} == {}
+    assert set(panels.values()) == set(PANELS)
+
+    output = runner.invoke(app, ["--help"], env={"COLUMNS": "120"}).output
+    assert [output.index(f"─ {panel} ") for panel in PANELS] == sorted(
+        output.index(f"─ {panel} ") for panel in PANELS
+    )
+
+
+def test_the_choices_are_the_librarys() -> None:
+    assert tuple(ScorerName) == SCORERS
+    assert tuple(Backend) == BACKENDS
+    assert set(SilenceSeverity) == {ANY_SEVERITY, *SEVERITIES}
+    assert all(logging.getLevelName(level.value) != f"Level {level.value}" for level in LogLevel)
+
+
+@pytest.mark.parametrize(
+    ("args", "choices"),
+    [
+        (["scorer", "--scorer", "bert"], "'attention', 'lexicon'"),
+        (["evaluate", "--backend", "gpu"], "'auto', 'onnx-int8', 'torch-int8', 'torch-fp32'"),
+        (["alerts", "silence", "--match", "x", "--by", "a", "--severity", "fatal"], "'any'"),
+        (["alerts", "export", "--format", "xml"], "'csv', 'json'"),
+        (["--log-level", "loud", "kafka", "status"], "'debug', 'info'"),
+    ],
+)
+def test_a_value_outside_the_choices_is_refused_before_the_command_runs(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], choices: str
+) -> None:
+    def no_settings(*_: object, **__: object) -> None:
+        raise AssertionError("the command ran")
+
+    monkeypatch.setattr(finsent.app.cli.common.Settings, "load", no_settings)
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 2
+    assert "is not one of" in result.output and choices in result.output
+
+
+def test_the_roots_config_and_log_level_reach_the_commands_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    config = tmp_path / "finsent.yaml"
+    config.write_text(f"kafka_port: {port}\ncache_dir: {tmp_path}\n", encoding="utf-8")
+    levels: list[str] = []
+    monkeypatch.setattr(
+        finsent.app.cli.common, "setup_logging", lambda level, kafka: levels.append(level)
+    )
+    monkeypatch.setenv("FINSENT_LOG_LEVEL", "ERROR")
+
+    result = runner.invoke(
+        app, ["--config", str(config), "--log-level", "debug", "kafka", "status"]
+    )
+    assert f"Kafka not running at 127.0.0.1:{port}" in result.output
+    assert levels == ["DEBUG"]  # the option beats the environment
+
+    result = runner.invoke(app, ["kafka", "status"])  # nothing is left over from the last run
+    assert f"127.0.0.1:{port}" not in result.output and levels[-1] == "ERROR"
+
+
+def test_a_missing_config_file_is_one_line(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["--config", str(tmp_path / "nope.yaml"), "kafka", "status"])
+    assert result.exit_code == 1
+    assert (
+        one_error_line(result.output)
+        == f"error: config file {tmp_path / 'nope.yaml'} does not exist"
+    )

@@ -6,6 +6,7 @@ and test_lag.py).
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import re
@@ -26,6 +27,7 @@ from support.records import alert as make_alert
 from support.records import headline, scored_item, window_stat
 
 import finsent.dashboard.common
+from finsent.alerts.silences import expire_silence, new_silence
 from finsent.app.backtest_report import ALERT_COLUMNS, EVENT_COLUMNS
 from finsent.core.records import Alert, ScoredItem, WindowStat
 from finsent.core.settings import get_settings
@@ -782,7 +784,7 @@ def test_a_series_is_silenced_from_the_dashboard(store_url: str) -> None:
     assert length == timedelta(hours=2)
     assert row["starts_at"].replace(tzinfo=UTC) >= before - timedelta(seconds=1)
     assert at.toast[0].value.startswith("Silenced ticker:* until ")
-    assert dataframe(at, "silences")["Match"].tolist() == ["ticker:*"]
+    assert shown_silences(at) == [["ticker:*", "critical", "dana", "earnings season"]]
 
 
 def test_a_silence_defaults_to_the_picked_alerts_series_and_checks_its_duration(
@@ -803,6 +805,52 @@ def test_a_silence_defaults_to_the_picked_alerts_series_and_checks_its_duration(
     [row] = Store(store_url).query(silences)
     assert row["matcher"] == "overall"  # the picked alert's series
     assert row["ends_at"] - row["starts_at"] == timedelta(minutes=30)
+
+
+def shown_silences(at: AppTest) -> list[list[str]]:
+    """The rows of the active silences as shown: match, severity, by, comment (the until
+    column and the button left out)."""
+    [block] = [b for b in keyed_blocks(at.main) if getattr(b.proto, "id", "").endswith("-silences")]
+    rows = [row for row in block.children.values() if isinstance(row, Block)][1:]  # no header
+    texts = [[html.unescape(e.value) for e in leaves(row) if e.type == "markdown"] for row in rows]
+    return [[match, severity, by, comment] for match, severity, _, by, comment in texts]
+
+
+def test_a_silence_is_expired_from_the_dashboard(store_url: str) -> None:
+    store = Store(store_url)
+    now = datetime.now(UTC)
+    made = [
+        new_silence(match, length, severity=None, author="dana", comment=XSS, now=now)
+        for match, length in (("ticker:*", "1h"), ("topic:*", "2h"))
+    ]
+    for silence in made:
+        store.add_silence(silence.to_row())
+    at = open_page("alerts")
+    assert shown_silences(at) == [[m, "any", "dana", XSS] for m in ("ticker:*", "topic:*")]
+
+    at.button(key=f"expire_{made[0].id}").click().run()
+
+    assert not at.exception
+    assert shown_silences(at) == [["topic:*", "any", "dana", XSS]]
+    assert [t.value for t in at.toast] == ["Expired the silence of ticker:*."]
+    ended = {r["id"]: r["ends_at"].replace(tzinfo=UTC) for r in store.query(silences)}
+    assert now < ended[made[0].id] <= datetime.now(UTC) < ended[made[1].id]
+
+
+def test_expiring_a_silence_that_ended_meanwhile_says_so(store_url: str) -> None:
+    store = Store(store_url)
+    now = datetime.now(UTC)
+    made = new_silence("ticker:*", "1h", severity=None, author="dana", comment="", now=now)
+    store.add_silence(made.to_row())
+    at = open_page("alerts")
+    store.add_silence(expire_silence(store.active_silences(now), made.id, now).to_row())
+
+    at.button(key=f"expire_{made.id}").click().run()
+
+    assert not at.exception
+    assert [w.value for w in at.main.warning] == ["This silence has already ended."]
+    at.run()
+    assert not has_block(at, "silences")
 
 
 def test_headlines_table_filters_and_csv(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,8 +2,9 @@
 system Chromium (headless, driven by Playwright) loads its pages.
 
 Checks that the charts render, that a filter changes what is shown, that acknowledging an alert
-persists, and that a headline carrying a script tag stays text. Screenshots of every page go to
-$FINSENT_TEST_ARTIFACTS (default test-artifacts/) under dashboard/.
+and expiring a silence persist, and that a headline carrying a script tag stays text.
+Screenshots of every page go to $FINSENT_TEST_ARTIFACTS (default test-artifacts/) under
+dashboard/.
 
 Skips when Playwright or a chromium binary is missing (scripts/ensure_chromium.sh installs
 Debian's chromium; Playwright never downloads a browser here).
@@ -25,6 +26,7 @@ from support.records import alert as make_alert
 from support.records import headline, scored_item, window_stat
 from support.stages import lookalike_folder
 
+from finsent.alerts.silences import new_silence
 from finsent.core.records import Alert, WindowStat
 from finsent.runtime.store import Commit, Store, alerts
 
@@ -277,6 +279,27 @@ def test_acknowledging_an_alert_persists(page: Any, dashboard: Any) -> None:
     bs.wait_idle(page, TIMEOUT_MS)
     expect(page.locator('[data-testid="stApp"]')).to_contain_text("dana")
     screenshot(page, "alerts-acknowledged")
+
+
+def test_expiring_a_silence_persists(page: Any, dashboard: Any) -> None:
+    made = new_silence(
+        "ticker:*", "1h", severity=None, author="dana", comment="", now=datetime.now(UTC)
+    )
+    store = Store(dashboard.store_url)
+    store.add_silence(made.to_row())
+    open_page(page, dashboard, "alerts")
+    # A button with a tooltip is drawn twice, once hidden: the visible one has the role.
+    expire = page.locator(f".st-key-expire_{made.id}").get_by_role("button", name="Expire")
+    expect(expire).to_be_visible()  # by the next refresh at the latest
+    screenshot(page, "alerts-silences")
+    expire.click()
+
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while store.active_silences(datetime.now(UTC)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert store.active_silences(datetime.now(UTC)) == []
+    store.close()
+    expect(expire).to_have_count(0)
 
 
 def test_a_script_tag_headline_is_shown_as_text(

@@ -6,14 +6,36 @@ commands on ``app``. A user error is one line on stderr and exit code 1, never a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from finsent.app.cli import alerts, check, ingest, kafka, model, runs, stages
-from finsent.app.cli.common import new_app
+from finsent.app.cli.choices import LogLevel
+from finsent.app.cli.common import PANELS, FinsentGroup, GlobalOptions
 
-app = new_app("finsent: streaming financial-news sentiment monitor.")
+if TYPE_CHECKING:
+    from typer._click import Context as ClickContext
+
+
+class RootGroup(FinsentGroup):
+    """Lists its commands panel by panel, in the order of ``PANELS``, whatever order the
+    modules register them in (typer lists commands before groups)."""
+
+    def list_commands(self, ctx: ClickContext) -> list[str]:
+        def panel(name: str) -> int:
+            found = getattr(self.commands[name], "rich_help_panel", None)
+            return PANELS.index(found) if found in PANELS else len(PANELS)
+
+        return sorted(super().list_commands(ctx), key=panel)  # stable: keeps each panel's order
+
+
+app = typer.Typer(
+    help="finsent: streaming financial-news sentiment monitor.",
+    no_args_is_help=True,
+    cls=RootGroup,
+)
 
 
 def _version(value: bool) -> None:
@@ -30,6 +52,20 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Settings YAML for this command and the processes it starts "
+            "(instead of FINSENT_CONFIG).",
+            dir_okay=False,
+        ),
+    ] = None,
+    log_level: Annotated[
+        LogLevel | None,
+        typer.Option(case_sensitive=False, help="Log level (instead of FINSENT_LOG_LEVEL)."),
+    ] = None,
     _version_: Annotated[
         bool,
         typer.Option(
@@ -38,9 +74,11 @@ def _main(
     ] = False,
 ) -> None:
     """finsent: streaming financial-news sentiment monitor."""
+    # Read by load_settings, which every command builds its settings with.
+    ctx.obj = GlobalOptions(config=config, log_level=log_level.value if log_level else None)
 
 
-# In the order of the help's panels: the pipeline's stages first, then its tools.
+# The help lists them panel by panel (RootGroup); within a panel, in this order.
 for group in (stages, ingest, kafka, alerts, runs, model, check):
     group.register(app)
 

@@ -1,17 +1,55 @@
-"""``finsent alerts list|ack|silence`` and ``finsent evaluate-detector``."""
+"""``finsent alerts list|export|ack|silence|silences|unsilence`` and ``finsent
+evaluate-detector``."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from finsent.app.cli.common import fail, load_settings, new_app
+from finsent.app.cli.choices import ExportFormat, SilenceSeverity
+from finsent.app.cli.common import BACKTEST_PANEL, OPERATE_PANEL, fail, load_settings, new_app
+from finsent.core.safety import spreadsheet_cell
 
-PANEL = "Alerts"
-alerts_app = new_app("List, acknowledge and silence alerts.")
+if TYPE_CHECKING:
+    from finsent.alerts.silences import Silence
+    from finsent.runtime.store import Store
+
+alerts_app = new_app("List, export, acknowledge and silence alerts.")
+
+# The columns of an exported alert, in order: its identity and state, the evidence, the ack.
+EXPORT_COLUMNS = (
+    "id",
+    "key",
+    "state",
+    "severity",
+    "rule",
+    "window_start",
+    "window_end",
+    "neg_share",
+    "weighted_neg_share",
+    "weighted_count",
+    "mean_score",
+    "baseline_score",
+    "baseline_mean",
+    "baseline_std",
+    "zscore",
+    "count",
+    "started_at",
+    "updated_at",
+    "acked_by",
+    "acked_at",
+    "ack_comment",
+    "message",
+    "headlines",
+)
+JSON_OPTION = typer.Option("--json", help="Print JSON (an array of objects) instead of lines.")
 
 
 def alert_line(row: dict[str, Any]) -> str:
@@ -23,26 +61,85 @@ def alert_line(row: dict[str, Any]) -> str:
     )
 
 
-@alerts_app.command("list")
-def alerts_list(limit: int = 20) -> None:
-    """The latest alerts: state, key, window, and who acknowledged them."""
+def alert_record(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored alert as plain JSON values: times in ISO 8601 UTC, headlines as stored."""
+    from finsent.runtime.store import as_utc
+
+    return {
+        name: as_utc(row[name]).isoformat() if isinstance(row[name], datetime) else row[name]
+        for name in EXPORT_COLUMNS
+    }
+
+
+def alerts_json(rows: Iterable[dict[str, Any]]) -> str:
+    return json.dumps([alert_record(row) for row in rows], indent=2, ensure_ascii=False)
+
+
+def alerts_csv(rows: Iterable[dict[str, Any]]) -> str:
+    """The alerts as CSV, one row each; headlines as their titles joined by `` | ``."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(EXPORT_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        record = alert_record(row)
+        record["headlines"] = " | ".join(str(h.get("title", "")) for h in record["headlines"])
+        # Keys, comments and headlines come from outside: a cell must never run as a formula.
+        writer.writerow({k: "" if v is None else spreadsheet_cell(v) for k, v in record.items()})
+    return out.getvalue()
+
+
+def open_store() -> Store:
     from finsent.runtime.store import Store
 
-    for row in Store(load_settings().database_url).latest_alerts(limit):
-        typer.echo(alert_line(row))
+    return Store(load_settings().database_url)
+
+
+@alerts_app.command("list")
+def alerts_list(
+    limit: Annotated[int, typer.Option(help="How many, the latest first.")] = 20,
+    as_json: Annotated[bool, JSON_OPTION] = False,
+) -> None:
+    """The latest alerts: state, key, window, and who acknowledged them."""
+    rows = open_store().latest_alerts(limit)
+    if as_json:
+        typer.echo(alerts_json(rows))
+    elif not rows:
+        typer.echo("no alerts")
+    else:
+        typer.echo("\n".join(alert_line(row) for row in rows))
+
+
+@alerts_app.command("export")
+def alerts_export(
+    format_: Annotated[
+        ExportFormat, typer.Option("--format", help="csv (headlines as titles) or json.")
+    ] = ExportFormat.csv,
+    out: Annotated[
+        Path | None, typer.Option(help="Write to this file (default: standard output).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="How many, the latest first.")] = 10_000,
+) -> None:
+    """Every stored alert with its evidence and acknowledgement, as CSV or JSON."""
+    rows = open_store().latest_alerts(limit)
+    text = alerts_csv(rows) if format_ is ExportFormat.csv else alerts_json(rows) + "\n"
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror or exc}")
+    typer.echo(f"wrote {len(rows)} alerts to {out}")
 
 
 @alerts_app.command("ack")
 def alerts_ack(
-    alert_id: str,
+    alert_id: Annotated[str, typer.Argument(help="The alert's id (see `alerts list`).")],
     by: str = typer.Option(..., "--by", help="Who takes it on."),
-    comment: str = typer.Option("", "--comment"),
+    comment: str = typer.Option("", "--comment", help="Why, or what is being done."),
 ) -> None:
     """Acknowledge an alert: no repeat notifications while it fires."""
-    from finsent.runtime.store import Store
-
-    store = Store(load_settings().database_url)
-    if not store.acknowledge(alert_id, by=by, comment=comment, at=datetime.now(UTC)):
+    if not open_store().acknowledge(alert_id, by=by, comment=comment, at=datetime.now(UTC)):
         fail(f"no alert with id {alert_id}")
     typer.echo(f"acknowledged {alert_id} as {by}")
 
@@ -51,22 +148,80 @@ def alerts_ack(
 def alerts_silence(
     match: str = typer.Option(..., "--match", help="Glob over series keys, e.g. 'ticker:*'."),
     duration: str = typer.Option("2h", "--for", help="How long, e.g. 30m, 2h, 1d."),
-    severity: str | None = typer.Option(None, help="Only this severity (warning, critical)."),
-    by: str = typer.Option(..., "--by"),
-    comment: str = typer.Option("", "--comment"),
+    severity: SilenceSeverity = typer.Option(
+        SilenceSeverity.any, help="Only alerts of this severity."
+    ),
+    by: str = typer.Option(..., "--by", help="Who silences it."),
+    comment: str = typer.Option("", "--comment", help="Why."),
 ) -> None:
     """Mute notifications of matching alerts for a while (they are still detected and stored)."""
     from finsent.alerts.silences import SilenceError, new_silence
-    from finsent.runtime.store import Store
 
     try:
         made = new_silence(
-            match, duration, severity=severity, author=by, comment=comment, now=datetime.now(UTC)
+            match,
+            duration,
+            severity=severity.value,
+            author=by,
+            comment=comment,
+            now=datetime.now(UTC),
         )
     except SilenceError as exc:
         fail(str(exc))
-    Store(load_settings().database_url).add_silence(made.to_row())
+    open_store().add_silence(made.to_row())
     typer.echo(f"silence {made.id}: {made.matcher} until {made.ends_at:%Y-%m-%d %H:%M} UTC")
+
+
+def silence_line(silence: Silence) -> str:
+    """One active silence as a line of ``finsent alerts silences``."""
+    comment = f"  {silence.comment}" if silence.comment else ""
+    return (
+        f"{silence.id}  {silence.matcher:<30} {silence.severity or 'any':<8} "
+        f"until {silence.ends_at:%Y-%m-%d %H:%M} UTC  by {silence.created_by}{comment}"
+    )
+
+
+def silence_records(silences: Sequence[Silence]) -> str:
+    return json.dumps(
+        [
+            {**s.to_row(), "starts_at": s.starts_at.isoformat(), "ends_at": s.ends_at.isoformat()}
+            for s in silences
+        ],
+        indent=2,
+        ensure_ascii=False,
+    )
+
+
+@alerts_app.command("silences")
+def alerts_silences(as_json: Annotated[bool, JSON_OPTION] = False) -> None:
+    """The silences in force, ending soonest first."""
+    from finsent.alerts.silences import active_silences
+
+    now = datetime.now(UTC)
+    silences = active_silences(open_store().active_silences(now), now)
+    if as_json:
+        typer.echo(silence_records(silences))
+    elif not silences:
+        typer.echo("no active silences")
+    else:
+        typer.echo("\n".join(silence_line(silence) for silence in silences))
+
+
+@alerts_app.command("unsilence")
+def alerts_unsilence(
+    silence_id: Annotated[str, typer.Argument(help="The silence's id (see `alerts silences`).")],
+) -> None:
+    """Expire a silence now: matching alerts are notified again."""
+    from finsent.alerts.silences import SilenceError, expire_silence
+
+    now = datetime.now(UTC)
+    store = open_store()
+    try:
+        ended = expire_silence(store.active_silences(now), silence_id, now)
+    except SilenceError as exc:
+        fail(str(exc))
+    store.add_silence(ended.to_row())
+    typer.echo(f"expired silence {ended.id}: {ended.matcher}")
 
 
 def evaluate_detector(
@@ -81,5 +236,5 @@ def evaluate_detector(
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(alerts_app, name="alerts", rich_help_panel=PANEL)
-    app.command("evaluate-detector", rich_help_panel=PANEL)(evaluate_detector)
+    app.add_typer(alerts_app, name="alerts", rich_help_panel=OPERATE_PANEL)
+    app.command("evaluate-detector", rich_help_panel=BACKTEST_PANEL)(evaluate_detector)

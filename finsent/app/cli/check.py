@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from finsent.app.cli.common import load_settings
+from finsent.app.cli.common import OPERATE_PANEL, load_settings
 
-PANEL = "Set-up"
+PANEL = OPERATE_PANEL
 
 
 def check(

@@ -1,13 +1,16 @@
 """What the command groups share: the group class that turns a missing extra or a bad setting
-into one line, the settings every command starts from, and the one way a command fails."""
+into one line, the help's panels, the settings every command starts from (with the root's
+``--config`` and ``--log-level``), and the one way a command fails."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
+from typer._click.globals import get_current_context
 from typer.core import TyperGroup
 
 from finsent.app.extras import missing_extra
@@ -65,10 +68,42 @@ def new_app(help: str) -> typer.Typer:
     return typer.Typer(help=help, no_args_is_help=True, cls=FinsentGroup)
 
 
+# The help's panels, in this order; every command sits in one (tests/app/test_cli.py).
+STAGES_PANEL = "Pipeline stages"
+OPERATE_PANEL = "Operate"
+MODEL_PANEL = "Model"
+BACKTEST_PANEL = "Backtest"
+PANELS = (STAGES_PANEL, OPERATE_PANEL, MODEL_PANEL, BACKTEST_PANEL)
+
+
+@dataclass(frozen=True)
+class GlobalOptions:
+    """The root's ``--config`` and ``--log-level`` (None: not given), kept on the root
+    context for ``load_settings``: the library never reads the command line."""
+
+    config: Path | None = None
+    log_level: str | None = None
+
+
+def global_options() -> GlobalOptions:
+    """The options the running ``finsent`` command line gave its root (none outside one)."""
+    ctx = get_current_context(silent=True)
+    given = ctx.find_root().obj if ctx is not None else None
+    return given if isinstance(given, GlobalOptions) else GlobalOptions()
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """This process's settings, with the options a command was given (None: not given) and
-    its config file (default: the one FINSENT_CONFIG names, if any)."""
+    """This process's settings, with the options a command was given (None: not given), the
+    root's ``--log-level``, and its config file: ``config_file``, else the root's
+    ``--config``, else the one FINSENT_CONFIG names, if any. Child processes get the same
+    through ``Settings.child_env``."""
+    root = global_options()
     given = {k: v for k, v in overrides.items() if v is not None}
+    if root.log_level is not None:
+        given.setdefault("log_level", root.log_level)
+    config_file = config_file or root.config
+    if config_file is not None and not config_file.is_file():
+        fail(f"config file {config_file} does not exist")
     settings = Settings.load(config_file, **given)
     setup_logging(settings.log_level, settings.kafka_log_level)
     return settings

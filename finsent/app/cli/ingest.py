@@ -9,17 +9,23 @@ from typing import Annotated
 
 import typer
 
-from finsent.app.cli.common import fail, load_settings, new_app, parse_speed
+from finsent.app.cli.common import (
+    BACKTEST_PANEL,
+    STAGES_PANEL,
+    fail,
+    load_settings,
+    new_app,
+    parse_speed,
+)
 from finsent.core.stages import stage
 from finsent.runtime.process import install_stop_handlers
 
-PANEL = "Ingest"
 ingest_app = new_app(stage("ingest").summary)
 
 
 @ingest_app.command("replay")
 def ingest_replay(
-    path: Path,
+    path: Annotated[Path, typer.Argument(help="The feed: CSV or JSONL.")],
     speed: str = typer.Option("max", help="'max', or how many times faster than real time."),
     source: str | None = typer.Option(None, help="Source name for rows that lack one."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
@@ -73,9 +79,9 @@ def ingest_poll(
 
 
 def sample_feed(
-    out: Path,
+    out: Annotated[Path, typer.Argument(help="The JSONL file to write.")],
     hours: float = typer.Option(6.0, help="Span of the feed, ending now."),
-    seed: int = 7,
+    seed: int = typer.Option(7, help="Seed of the generator: the same seed, the same stories."),
 ) -> None:
     """Write the generated sample feed (JSONL) with its scripted negative episode."""
     from finsent.ingest.sample_feed import generate, write_jsonl
@@ -86,5 +92,5 @@ def sample_feed(
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(ingest_app, name="ingest", rich_help_panel=PANEL)
-    app.command("sample-feed", rich_help_panel=PANEL)(sample_feed)
+    app.add_typer(ingest_app, name="ingest", rich_help_panel=STAGES_PANEL)
+    app.command("sample-feed", rich_help_panel=BACKTEST_PANEL)(sample_feed)

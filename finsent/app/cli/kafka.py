@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from finsent.app.cli.common import fail, load_settings, new_app
+from finsent.app.cli.common import OPERATE_PANEL, fail, load_settings, new_app
 
-PANEL = "Kafka"
 kafka_app = new_app("Run the local single-node Kafka broker.")
 
 
@@ -55,5 +54,5 @@ def topics() -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(kafka_app, name="kafka", rich_help_panel=PANEL)
-    app.command(rich_help_panel=PANEL)(topics)
+    app.add_typer(kafka_app, name="kafka", rich_help_panel=OPERATE_PANEL)
+    app.command(rich_help_panel=OPERATE_PANEL)(topics)

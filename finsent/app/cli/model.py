@@ -7,10 +7,9 @@ from typing import Annotated
 
 import typer
 
-from finsent.app.cli.common import fail, load_settings
+from finsent.app.cli.choices import Backend
+from finsent.app.cli.common import MODEL_PANEL, fail, load_settings
 from finsent.app.extras import extra_modules, require
-
-PANEL = "Model"
 
 
 def train(
@@ -18,11 +17,12 @@ def train(
         "runs/finsent-attn"
     ),
     data: Annotated[
-        Path | None, typer.Option(help="Datasets root (default ../shared/datasets).")
+        Path | None,
+        typer.Option(help="Datasets root (default: datasets_dir, else ../shared/datasets)."),
     ] = None,
-    seed: int = 0,
-    epochs: int = 4,
-    batch_size: int = 32,
+    seed: Annotated[int, typer.Option(help="Training seed (initial weights, batch order).")] = 0,
+    epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = 4,
+    batch_size: Annotated[int, typer.Option(help="Examples per training step.")] = 32,
     encoder_lr: Annotated[float, typer.Option(help="AdamW learning rate of the encoder.")] = 1.5e-4,
     max_minutes: Annotated[
         float | None, typer.Option(help="Stop fine-tuning after this long, keeping the best.")
@@ -30,13 +30,13 @@ def train(
     domain_adapt: Annotated[
         bool, typer.Option("--domain-adapt", help="MLM pretraining on unlabelled headlines first.")
     ] = False,
-    adapt_steps: int = 600,
+    adapt_steps: Annotated[int, typer.Option(help="Steps of --domain-adapt pretraining.")] = 600,
     limit: Annotated[int | None, typer.Option(help="Train on the first N examples only.")] = None,
     extra_data: Annotated[
         list[Path] | None,
         typer.Option(help="Your own labelled CSV/JSONL, added to training (repeatable)."),
     ] = None,
-    text_column: str = "text",
+    text_column: Annotated[str, typer.Option(help="Column of the text in --extra-data.")] = "text",
     sentiment_column: Annotated[
         str | None, typer.Option(help="Column of negative/neutral/positive in --extra-data.")
     ] = "sentiment",
@@ -44,7 +44,7 @@ def train(
         str | None, typer.Option(help="Column of analyst topics in --extra-data.")
     ] = None,
     threads: Annotated[int, typer.Option(help="CPU threads (0: all cores).")] = 0,
-    progress: bool = True,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train the attention topic-and-sentiment model and save an artifact with its model card."""
     import json
@@ -54,7 +54,8 @@ def train(
     from finsent.model.train import TrainConfig
     from finsent.model.train import train as run_training
 
-    load_settings()
+    settings = load_settings()
+    data = data or settings.datasets_dir  # the --config file's, too
     config = TrainConfig(
         seed=seed,
         epochs=epochs,
@@ -95,16 +96,17 @@ def evaluate(
         Path | None, typer.Option(help="Artifact folder (default: shipped).")
     ] = None,
     data: Annotated[
-        Path | None, typer.Option(help="Datasets root (default ../shared/datasets).")
+        Path | None,
+        typer.Option(help="Datasets root (default: datasets_dir, else ../shared/datasets)."),
     ] = None,
     backend: Annotated[
-        str, typer.Option(help="Optimized form: auto, onnx-int8, torch-int8.")
-    ] = "auto",
+        Backend, typer.Option(help="The optimized form to score beside the reference.")
+    ] = Backend.auto,
     baselines: Annotated[bool, typer.Option(help="Also run the baselines.")] = True,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write every figure here.")
     ] = None,
-    threads: int = 0,
+    threads: Annotated[int, typer.Option(help="CPU threads (0: all cores).")] = 0,
 ) -> None:
     """Accuracy, macro-F1 and confusion matrices: the model beside the baselines, same splits."""
     import json
@@ -113,7 +115,8 @@ def evaluate(
     from finsent.model.evaluate import evaluate as run_evaluation
     from finsent.model.evaluate import render
 
-    load_settings()  # a bad setting fails before the long load
+    settings = load_settings()  # a bad setting fails before the long load
+    data = data or settings.datasets_dir  # the --config file's, too
     try:
         corpus = standard_corpus(data)
     except DataError as exc:
@@ -121,7 +124,7 @@ def evaluate(
     result = run_evaluation(
         corpus,
         artifact_path=artifact,
-        backend=backend,
+        backend=backend.value,
         baselines=baselines,
         threads=threads,
         say=lambda line: typer.echo(line, err=True),
@@ -132,5 +135,5 @@ def evaluate(
 
 
 def register(app: typer.Typer) -> None:
-    app.command(rich_help_panel=PANEL)(train)
-    app.command(rich_help_panel=PANEL)(evaluate)
+    app.command(rich_help_panel=MODEL_PANEL)(train)
+    app.command(rich_help_panel=MODEL_PANEL)(evaluate)

@@ -9,16 +9,20 @@ from typing import Annotated
 
 import typer
 
-from finsent.app.cli.common import fail, load_settings, parse_speed
+from finsent.app.cli.common import (
+    BACKTEST_PANEL,
+    OPERATE_PANEL,
+    fail,
+    load_settings,
+    parse_speed,
+)
 from finsent.app.extras import require, require_scorer, require_store
 from finsent.runtime.process import install_stop_handlers
-
-PANEL = "Runs"
 
 
 def dashboard(
     host: str | None = typer.Option(None, help="Bind address (default 127.0.0.1)."),
-    port: int | None = typer.Option(None),
+    port: int | None = typer.Option(None, help="Port (default 8501)."),
 ) -> None:
     """Serve the Streamlit dashboard."""
     from finsent.app.demo import dashboard_command
@@ -70,7 +74,9 @@ def backtest(
     ] = None,
     config: Annotated[
         Path | None,
-        typer.Option(help="Settings YAML for this run (as FINSENT_CONFIG), e.g. alert windows."),
+        typer.Option(
+            help="Settings YAML for this run, e.g. alert windows (as the global --config)."
+        ),
     ] = None,
     keep_topics: Annotated[bool, typer.Option(help="Keep the run's Kafka topics.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -95,8 +101,6 @@ def backtest(
         events=events,
         keep_topics=keep_topics,
     )
-    if config is not None and not config.is_file():
-        fail(f"config file {config} does not exist")
     settings = load_settings(config_file=config)  # the stages get it through child_env()
     require_scorer(settings.scorer)  # the scorer stage's, before minutes of replay
     require_store(settings.database_url)
@@ -114,6 +118,6 @@ def backtest(
 
 
 def register(app: typer.Typer) -> None:
-    app.command(rich_help_panel=PANEL)(demo)
-    app.command(rich_help_panel=PANEL)(dashboard)
-    app.command(rich_help_panel=PANEL)(backtest)
+    app.command(rich_help_panel=OPERATE_PANEL)(demo)
+    app.command(rich_help_panel=OPERATE_PANEL)(dashboard)
+    app.command(rich_help_panel=BACKTEST_PANEL)(backtest)

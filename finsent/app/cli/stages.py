@@ -10,13 +10,12 @@ from collections.abc import Callable
 
 import typer
 
-from finsent.app.cli.common import fail, load_settings
+from finsent.app.cli.choices import ScorerName
+from finsent.app.cli.common import STAGES_PANEL, fail, load_settings
 from finsent.app.extras import require_scorer
 from finsent.core.settings import Settings
 from finsent.core.stages import StageSpec, consumers
 from finsent.runtime.process import install_stop_handlers
-
-PANEL = "Pipeline stages"
 
 
 def run_stage(name: str, settings: Settings) -> None:
@@ -32,9 +31,11 @@ def run_stage(name: str, settings: Settings) -> None:
 
 
 def scorer(
-    name: str | None = typer.Option(None, "--scorer", help="attention (default) or lexicon"),
+    name: ScorerName | None = typer.Option(
+        None, "--scorer", help="The model (default: FINSENT_SCORER, else attention)."
+    ),
 ) -> None:
-    settings = load_settings(scorer=name)
+    settings = load_settings(scorer=name.value if name else None)
     require_scorer(settings.scorer)  # the scorer's extra, before the broker is asked
     run_stage("scorer", settings)
 
@@ -53,4 +54,4 @@ def _command(spec: StageSpec) -> Callable[..., None]:
 
 def register(app: typer.Typer) -> None:
     for spec in consumers():  # in pipeline order
-        app.command(spec.name, help=spec.summary, rich_help_panel=PANEL)(_command(spec))
+        app.command(spec.name, help=spec.summary, rich_help_panel=STAGES_PANEL)(_command(spec))
