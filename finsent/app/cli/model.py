@@ -18,7 +18,10 @@ def train(
         "runs/finsent-attn"
     ),
     data: Annotated[
-        Path | None, typer.Option(help="Datasets root (default ../shared/datasets).")
+        Path | None,
+        typer.Option(
+            help="Datasets folder (default FINSENT_DATASETS_DIR, else the user data dir)."
+        ),
     ] = None,
     seed: int = 0,
     epochs: int = 4,
@@ -95,7 +98,10 @@ def evaluate(
         Path | None, typer.Option(help="Artifact folder (default: shipped).")
     ] = None,
     data: Annotated[
-        Path | None, typer.Option(help="Datasets root (default ../shared/datasets).")
+        Path | None,
+        typer.Option(
+            help="Datasets folder (default FINSENT_DATASETS_DIR, else the user data dir)."
+        ),
     ] = None,
     backend: Annotated[
         str, typer.Option(help="Optimized form: auto, onnx-int8, torch-int8.")
