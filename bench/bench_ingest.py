@@ -33,6 +33,9 @@ from finsent.ingest.replay import replay
 from finsent.ingest.sample_feed import write_jsonl
 from finsent.runtime.kafka_io import ensure_topics
 
+# The workspace's datasets beside the checkout (the product's default is the user data dir).
+SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
 
 def feed_rows(n: int, seed: int = 0) -> list[dict]:
     """Distinct synthetic stories (our own words), one every 2 s of event time.
@@ -166,9 +169,7 @@ def main() -> None:
             print(f"  of which the producer (send + acks, last run)  {send:10,.0f} items/s")
             print(f"ratio end to end: {got / ref:.2f}×, producer: {send / ref:.2f}×   {stats}")
             if args.archive:
-                from finsent.model.data import datasets_dir
-
-                archive = datasets_dir() / "rss_link_db_2023_business_h1" / "2023"
+                archive = SHARED_DATASETS / "rss_link_db_2023_business_h1" / "2023"
                 rate, stats = run_replay(settings, archive)
                 print(
                     f"RSS 2023 H1 archive: {rate:,.0f} items/s end to end, producer "

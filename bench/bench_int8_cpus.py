@@ -27,9 +27,12 @@ from finsent.model.artifact import read_artifact
 from finsent.model.data import standard_corpus
 from finsent.model.infer import make_predictor
 
+# The workspace's datasets beside the checkout (the product's default is the user data dir).
+SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
 
 def fixed_set(items: int) -> tuple[list[str], np.ndarray]:
-    rows = standard_corpus().tests["phrasebank-50agree"][:items]
+    rows = standard_corpus(SHARED_DATASETS).tests["phrasebank-50agree"][:items]
     return [r.text for r in rows], np.array([r.sentiment for r in rows])
 
 

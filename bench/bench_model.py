@@ -20,14 +20,17 @@ from _machine import machine_line  # bench/_machine.py: CPU model, vector flags,
 
 from finsent.model.artifact import quiet_transformers, read_artifact, set_threads
 from finsent.model.backbone import backbone_dir
-from finsent.model.data import datasets_dir, unlabelled_headlines
+from finsent.model.data import unlabelled_headlines
 from finsent.model.infer import make_predictor
+
+# The workspace's datasets beside the checkout (the product's default is the user data dir).
+SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 def headlines(n: int, seed: int = 0) -> list[str]:
     """A seeded sample of real headlines from the replay corpora (what the scorer sees in
     backtests); our own generated feed where the shared datasets are absent."""
-    texts = unlabelled_headlines(datasets_dir())
+    texts = unlabelled_headlines(SHARED_DATASETS)
     if not texts:
         from datetime import UTC, datetime
 

@@ -43,6 +43,13 @@ def default_cache_dir() -> Path:
     return Path(base) / "finsent"
 
 
+def default_datasets_dir() -> Path:
+    """Where training and evaluation data live unless ``FINSENT_DATASETS_DIR`` says: the
+    user's data folder (XDG), like the cache beside it."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "finsent" / "datasets"
+
+
 def secret_from_env(name: str, environ: Mapping[str, str] | None = None) -> SecretStr | None:
     """The secret in the environment variable ``name`` (one a rules or sources file names),
     or None when it is unset or empty. ``environ``: the environment to read (tests). The
@@ -114,7 +121,7 @@ class Settings(BaseSettings):
     # Backtests: the registry of runs the dashboard lists. Runs never write the live store;
     # empty: a SQLite file under cache_dir/backtests.
     backtest_registry_url: str = ""
-    # Training and evaluation data; None: ../shared/datasets beside the checkout (model/data.py)
+    # Training and evaluation data; None: default_datasets_dir(), the user's data folder
     datasets_dir: Path | None = None
 
     # -- Kafka (runtime/kafka_io.py, the local broker)

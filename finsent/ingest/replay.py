@@ -6,6 +6,10 @@ Reads CSV or JSONL (fields ``title``, ``published_at``, ``source``, ``url``, ``b
 through the same normalization, dedup and novelty as live polling, and the same admit-and-send
 path (``finsent.ingest.admit``); each keeps its event time. A row that cannot become a
 ``NewsItem`` goes to the dead-letter topic with the reason.
+
+Progress (loading, dedup, sending) is drawn on stderr, so stdout keeps only the result line a
+script reads; rich redraws it live on a terminal only, and elsewhere (a log, a pipe) prints
+each bar's final state once instead of a stream of control characters.
 """
 
 from __future__ import annotations
@@ -13,15 +17,26 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from rich.progress import Progress
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from sqlalchemy.engine import make_url
 
 from finsent.core.feed_files import RowError, read_rows
 from finsent.core.records import MAX_ID_CHARS, NewsItem
@@ -36,6 +51,9 @@ from finsent.runtime.runner import SourceRunner, StoppedRetrying
 
 log = logging.getLogger(__name__)
 STAGE = "ingest"
+# Rows read, and stories deduplicated, between two progress updates: the dedup memory is asked
+# once per chunk, so each chunk's stories see the ones before them as if decided in one call.
+PROGRESS_EVERY = 1024
 
 
 @dataclass
@@ -87,14 +105,18 @@ def load(
     stats: ReplayStats,
     now: datetime | None = None,
     max_future: timedelta = timedelta(hours=6),
+    on_read: Callable[[int], None] | None = None,
 ) -> list[NewsItem]:
     """Every readable story of `path`, normalized and in publish-time order; the rest → DLQ.
 
-    One bad row costs that row: whatever it raises becomes its dead letter's reason."""
+    One bad row costs that row: whatever it raises becomes its dead letter's reason.
+    ``on_read(rows)`` is told how many rows are read so far, every ``PROGRESS_EVERY`` rows."""
     now = now or datetime.now(UTC)
     items: list[NewsItem] = []
     for number, raw, row in read_rows(path):
         stats.read += 1
+        if on_read is not None and stats.read % PROGRESS_EVERY == 0:
+            on_read(stats.read)
         if isinstance(row, RowError):
             reason = str(row)
         else:
@@ -146,16 +168,33 @@ def replay(
     admission = admission or Admission.open(config)
     stats = ReplayStats()
     try:
-        now = datetime.now(UTC)
-        started = time.perf_counter()
-        items = load(path, source or path.stem, runner.dead, stats, now, config.max_future)
-        items, stats.outside = within_period(items, since, until)
-        items, stats.duplicates = admission.decide(items, now)
-        stats.load_seconds = round(time.perf_counter() - started, 3)
-        wall0 = time.monotonic()
-        event0 = items[0].published_at if items else None
-        with Progress(disable=not progress, transient=False) as bar:
-            task = bar.add_task(f"replay {path.name}", total=len(items))
+        with progress_bars(progress) as bar:
+            now = datetime.now(UTC)
+            started = time.perf_counter()
+            loading = bar.add_task(f"load {path.name}", total=None, unit="rows")
+            items = load(
+                path,
+                source or path.stem,
+                runner.dead,
+                stats,
+                now,
+                config.max_future,
+                on_read=lambda rows: bar.update(loading, completed=rows),
+            )
+            bar.update(loading, total=stats.read, completed=stats.read)
+            items, stats.outside = within_period(items, since, until)
+            deduplicating = bar.add_task("dedup", total=len(items), unit="stories")
+            kept: list[NewsItem] = []
+            for first in range(0, len(items), PROGRESS_EVERY):
+                chunk, duplicates = admission.decide(items[first : first + PROGRESS_EVERY], now)
+                kept.extend(chunk)
+                stats.duplicates += duplicates
+                bar.update(deduplicating, completed=min(first + PROGRESS_EVERY, len(items)))
+            items = kept
+            stats.load_seconds = round(time.perf_counter() - started, 3)
+            wall0 = time.monotonic()
+            event0 = items[0].published_at if items else None
+            task = bar.add_task(f"send {path.name}", total=len(items), unit="stories")
 
             def paced() -> Iterator[NewsItem]:
                 """The stories at their pace, counted and shown as the runner sends them."""
@@ -200,3 +239,56 @@ def within_period(
         if (since is None or i.published_at >= since) and (until is None or i.published_at < until)
     ]
     return kept, len(items) - len(kept)
+
+
+def progress_bars(enabled: bool) -> Progress:
+    """The replay's bars (load, dedup, send) on stderr; see the module's docstring."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[unit]}"),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def memory_location(url: str) -> str:
+    """Where a dedup memory is, for a message: a SQLite file's path, or the database URL with
+    any password hidden."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        return parsed.database
+    return parsed.render_as_string(hide_password=True)
+
+
+def nothing_sent_reason(stats: ReplayStats, memory: str) -> str | None:
+    """Why a replay that read stories sent none of them, when the dedup memory is why (a file
+    replayed before); None when it sent something or the reason lies elsewhere."""
+    if stats.sent or not stats.duplicates:
+        return None
+    share = "all were" if stats.duplicates == stats.read else f"{stats.duplicates:,} were"
+    others = [
+        f"{count:,} {what}"
+        for count, what in ((stats.dead, "unreadable"), (stats.outside, "outside the period"))
+        if count
+    ]
+    rest = f", {' and '.join(others)}" if others else ""
+    return (
+        f"sent 0 of {stats.read:,} stories: {share} seen before (dedup memory at {memory})"
+        f"{rest}; use --fresh to replay them again"
+    )
+
+
+@contextmanager
+def throwaway_admission(settings: Settings) -> Iterator[Admission]:
+    """The ingest logic over an empty dedup memory of its own, deleted afterwards: a replay
+    with it (``--fresh``) sends every story of the file again, and this deployment's memory
+    is neither read nor changed. Duplicates within the file are still dropped."""
+    config = IngestConfig.from_settings(settings)
+    with tempfile.TemporaryDirectory(prefix="finsent-fresh-") as folder:
+        memory = replace(config, state_url=f"sqlite:///{Path(folder) / 'dedup.db'}")
+        yield Admission.open(memory)

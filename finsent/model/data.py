@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finsent.core.settings import Settings
+from finsent.core.settings import Settings, default_datasets_dir
 from finsent.core.vocabulary import SENTIMENTS
 from finsent.model.topics import TOPICS
 
@@ -67,12 +67,21 @@ def text_key(text: str) -> str:
 
 
 def datasets_dir() -> Path:
-    """`FINSENT_DATASETS_DIR` (settings.datasets_dir), else `../shared/datasets` beside the
-    repository."""
+    """`FINSENT_DATASETS_DIR` (settings.datasets_dir), else the user's data folder
+    (`~/.local/share/finsent/datasets`)."""
     configured = Settings.load().datasets_dir
-    if configured is not None:
-        return configured
-    return Path(__file__).resolve().parents[3] / "shared" / "datasets"
+    return configured if configured is not None else default_datasets_dir()
+
+
+def require_datasets(root: Path) -> Path:
+    """``root`` when it is a folder, else a DataError that says how to name the right one."""
+    if not root.is_dir():
+        raise DataError(
+            f"datasets folder {root} not found: pass --data DIR or set FINSENT_DATASETS_DIR"
+            " to the folder that holds financial_phrasebank/, twitter_financial_news_sentiment/"
+            " and headline_labels_silver/"
+        )
+    return root
 
 
 def _require(path: Path) -> Path:
@@ -268,14 +277,15 @@ SPLIT_SEED = 0  # fixed: evaluation splits must not move between runs or seeds
 
 
 def standard_corpus(root: Path | None = None, valid_fraction: float = 0.1) -> Corpus:
-    """Train/valid/test over the shared datasets, with no test text in train or valid.
+    """Train/valid/test over the datasets under ``root`` (default ``datasets_dir()``), with no
+    test text in train or valid.
 
     - PhraseBank 50Agree and AllAgree each get a stratified 80/20 split (seed 0); the
       files are nested, so any sentence in either test part is removed from training.
     - Twitter: `sent_valid.csv` is the test set; validation is carved out of train.
     - Silver headlines: the dataset's own train/valid/test column.
     """
-    root = root or datasets_dir()
+    root = require_datasets(root or datasets_dir())
     pb_dir = root / "financial_phrasebank"
     pb50 = load_phrasebank(pb_dir, "50Agree")
     pb_all = load_phrasebank(pb_dir, "AllAgree")

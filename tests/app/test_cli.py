@@ -61,6 +61,51 @@ def test_replay_of_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     assert "does not exist" in one_error_line(result.output)
 
 
+def test_a_second_replay_says_why_it_sent_nothing_and_fresh_sends_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    import finsent.ingest.replay as replay_module
+    from finsent.core.stages import stage
+    from finsent.runtime.runner import SourceRunner
+    from finsent.runtime.testing import CollectingSink, MemoryDeadLetters
+
+    sent = CollectingSink()
+    monkeypatch.setattr(
+        replay_module.SourceRunner,
+        "kafka",
+        lambda *_, **__: SourceRunner(
+            stage("ingest"), producer=sent, dead=MemoryDeadLetters("ingest"), sink_topic="raw"
+        ),
+    )
+    monkeypatch.setenv("FINSENT_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    monkeypatch.setenv("FINSENT_CACHE_DIR", str(tmp_path))
+    feed = tmp_path / "feed.jsonl"
+    feed.write_text(
+        "\n".join(
+            json.dumps({"title": f"Bank story {n}", "url": f"https://n.test/{n}"}) for n in (1, 2)
+        )
+    )
+    replay = ["ingest", "replay", str(feed), "--no-progress"]
+
+    first = runner.invoke(app, replay)
+    assert first.exit_code == 0 and "sent 2," in first.output
+    assert "seen before" not in first.output
+
+    again = runner.invoke(app, replay)
+    assert again.exit_code == 0 and "sent 0," in again.output
+    memory = tmp_path / "store-ingest.db"
+    assert (
+        f"sent 0 of 2 stories: all were seen before (dedup memory at {memory}); "
+        "use --fresh to replay them again"
+    ) in again.output
+
+    fresh = runner.invoke(app, [*replay, "--fresh"])
+    assert fresh.exit_code == 0 and "sent 2," in fresh.output
+    assert len(sent.values("raw")) == 4  # the first replay's two, and the fresh one's
+
+
 @pytest.mark.parametrize(
     ("speed", "message"),
     [("fast", "--speed takes 'max' or a number"), ("0", "'max' or a positive number")],
@@ -269,3 +314,20 @@ def test_a_missing_config_file_is_one_line(tmp_path: Path) -> None:
         one_error_line(result.output)
         == f"error: config file {tmp_path / 'nope.yaml'} does not exist"
     )
+
+
+@pytest.mark.parametrize("command", ["evaluate", "train"])
+def test_a_missing_datasets_folder_is_one_line_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    # No --data and no FINSENT_DATASETS_DIR: the user's data folder, which is not there yet.
+    monkeypatch.delenv("FINSENT_DATASETS_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    result = runner.invoke(app, [command])
+    assert result.exit_code == 1
+    line = one_error_line(result.output)
+    assert f"datasets folder {tmp_path / 'finsent' / 'datasets'} not found" in line
+    assert "--data DIR or set FINSENT_DATASETS_DIR" in line
+
+    result = runner.invoke(app, [command, "--data", str(tmp_path / "nope")])
+    assert f"datasets folder {tmp_path / 'nope'} not found" in one_error_line(result.output)

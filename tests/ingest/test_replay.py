@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support import SHARED_DATASETS
 from support.records import news_item
 from support.stages import read_topic
 
@@ -22,7 +23,6 @@ from finsent.core.settings import Settings
 from finsent.ingest.dedup import normalize_title
 from finsent.ingest.replay import ReplayStats, load, replay, row_story, within_period
 from finsent.ingest.sample_feed import COMPANIES, EPISODE, generate
-from finsent.model.data import datasets_dir
 from finsent.runtime.kafka_io import ensure_topics
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -170,7 +170,7 @@ def test_a_period_keeps_what_was_published_in_it_in_order(
 
 # -- the whole archive through a real broker ------------------------------------
 
-ARCHIVE = datasets_dir() / "rss_link_db_2023_business_h1" / "2023"
+ARCHIVE = SHARED_DATASETS / "rss_link_db_2023_business_h1" / "2023"
 
 
 def expected_after_dedup(items: list[NewsItem], horizon: timedelta) -> int:
@@ -263,3 +263,118 @@ class Letters:
 
     def send(self, reason: str, raw: bytes, **_: object) -> None:
         self.sent.append((reason, raw))
+
+
+# -- re-replaying a file, --fresh, and the progress bars (no broker: the test kit's sink) -----
+
+
+@pytest.fixture
+def memory_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings over a store in tmp_path, and a replay whose runner sends to the test kit."""
+    import finsent.ingest.replay as replay_module
+    from finsent.core.stages import stage
+    from finsent.runtime.runner import SourceRunner
+    from finsent.runtime.testing import CollectingSink, MemoryDeadLetters
+
+    def memory_runner(settings: Settings, spec: object, **_: object) -> SourceRunner:
+        return SourceRunner(
+            stage("ingest"),
+            producer=CollectingSink(),
+            dead=MemoryDeadLetters("ingest"),
+            sink_topic="news.raw",
+        )
+
+    monkeypatch.setattr(replay_module.SourceRunner, "kafka", memory_runner)
+    return Settings(store_url=f"sqlite:///{tmp_path / 'store.db'}", cache_dir=tmp_path)
+
+
+def feed_file(tmp_path: Path, stories: int = 3) -> Path:
+    path = tmp_path / "feed.jsonl"
+    rows = [
+        {
+            "title": f"Harbor Trust Bank story number {n}",
+            "url": f"https://news.test/{n}",
+            "published_at": f"2023-03-10T1{n}:00:00Z",
+        }
+        for n in range(stories)
+    ]
+    path.write_text("\n".join(json.dumps(row) for row in rows), encoding="utf-8")
+    return path
+
+
+def test_a_file_replayed_again_sends_nothing_and_says_why(
+    memory_settings: Settings, tmp_path: Path
+) -> None:
+    from finsent.ingest.replay import memory_location, nothing_sent_reason
+
+    feed = feed_file(tmp_path)
+    first = replay(memory_settings, feed, threading.Event(), progress=False)
+    assert (first.read, first.sent) == (3, 3)
+    assert nothing_sent_reason(first, "x") is None
+
+    again = replay(memory_settings, feed, threading.Event(), progress=False)
+    assert (again.read, again.sent, again.duplicates) == (3, 0, 3)
+    memory = memory_location(memory_settings.ingest_database_url)
+    assert memory == str(tmp_path / "store-ingest.db")
+    assert nothing_sent_reason(again, memory) == (
+        f"sent 0 of 3 stories: all were seen before (dedup memory at {memory}); "
+        "use --fresh to replay them again"
+    )
+
+
+def test_nothing_sent_names_what_else_was_not_sent() -> None:
+    from finsent.ingest.replay import nothing_sent_reason
+
+    stats = ReplayStats(read=1_500, duplicates=1_234, dead=200, outside=66)
+    assert nothing_sent_reason(stats, "m.db") == (
+        "sent 0 of 1,500 stories: 1,234 were seen before (dedup memory at m.db), "
+        "200 unreadable and 66 outside the period; use --fresh to replay them again"
+    )
+    # Nothing sent for another reason than the memory: no advice about --fresh.
+    assert nothing_sent_reason(ReplayStats(read=2, dead=2), "m.db") is None
+
+
+def test_the_memory_location_hides_a_database_password() -> None:
+    from finsent.ingest.replay import memory_location
+
+    shown = memory_location("postgresql+psycopg://finsent:hunter2@db.test/finsent")
+    assert "hunter2" not in shown and "db.test/finsent" in shown
+
+
+def test_fresh_replays_every_story_and_leaves_the_memory_alone(
+    memory_settings: Settings, tmp_path: Path
+) -> None:
+    from finsent.ingest.replay import throwaway_admission
+
+    feed = feed_file(tmp_path)
+    replay(memory_settings, feed, threading.Event(), progress=False)
+    with throwaway_admission(memory_settings) as admission:
+        fresh = replay(
+            memory_settings, feed, threading.Event(), progress=False, admission=admission
+        )
+    assert (fresh.sent, fresh.duplicates) == (3, 0)
+    # The deployment's memory still holds the file: a plain replay sends nothing.
+    assert replay(memory_settings, feed, threading.Event(), progress=False).sent == 0
+
+
+def test_progress_goes_to_stderr_with_a_bar_per_phase(
+    memory_settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    replay(memory_settings, feed_file(tmp_path, 5), threading.Event(), progress=True)
+    out, err = capsys.readouterr()
+    assert out == ""  # stdout stays for the result line
+    for phase in ("load feed.jsonl", "dedup", "send feed.jsonl"):
+        assert phase in err
+    assert "5/5" in err
+
+
+def test_load_reports_the_rows_read_as_it_goes(tmp_path: Path) -> None:
+    from finsent.ingest.replay import PROGRESS_EVERY
+
+    path = tmp_path / "big.jsonl"
+    path.write_text(
+        "\n".join(json.dumps({"title": f"story {n}"}) for n in range(2 * PROGRESS_EVERY + 5))
+    )
+    seen: list[int] = []
+    load(path, "big", None, ReplayStats(), NOW, on_read=seen.append)
+    assert seen == [PROGRESS_EVERY, 2 * PROGRESS_EVERY]

@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from support import SHARED_DATASETS
 from support.records import news_item
 
 from finsent.core.records import NewsItem
@@ -203,7 +204,7 @@ def test_int8_scoring_matches_fp32_where_a_user_would_look() -> None:
     from finsent.model.infer import BackboneText, OnnxPredictor, make_predictor
 
     try:
-        corpus = standard_corpus()
+        corpus = standard_corpus(SHARED_DATASETS)
     except DataError as exc:
         pytest.skip(f"shared datasets absent: {exc}")
     rows = corpus.tests["phrasebank-50agree"]

@@ -28,29 +28,45 @@ def ingest_replay(
     path: Annotated[Path, typer.Argument(help="The feed: CSV or JSONL.")],
     speed: str = typer.Option("max", help="'max', or how many times faster than real time."),
     source: str | None = typer.Option(None, help="Source name for rows that lack one."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    progress: bool = typer.Option(True, help="Show progress bars on stderr."),
+    fresh: bool = typer.Option(
+        False, help="Ignore the dedup memory: send stories replayed before again."
+    ),
 ) -> None:
     """Replay a CSV or JSONL file into news.raw in publish-time order."""
+    from contextlib import nullcontext
+
     from finsent.app.stages import SOURCES
-    from finsent.ingest.replay import replay
+    from finsent.ingest.replay import (
+        memory_location,
+        nothing_sent_reason,
+        replay,
+        throwaway_admission,
+    )
 
     if not path.exists():
         fail(f"{path} does not exist")
     factor = parse_speed(speed)
     settings = load_settings()
-    stats = replay(
-        settings,
-        path,
-        install_stop_handlers(),
-        speed=factor,
-        source=source,
-        progress=progress,
-        admission=SOURCES["ingest"](settings),
-    )
+    # --fresh: an empty dedup memory of its own, so nothing counts as replayed before.
+    logic = throwaway_admission(settings) if fresh else nullcontext(SOURCES["ingest"](settings))
+    with logic as admission:
+        stats = replay(
+            settings,
+            path,
+            install_stop_handlers(),
+            speed=factor,
+            source=source,
+            progress=progress,
+            admission=admission,
+        )
     typer.echo(
         f"read {stats.read}, sent {stats.sent}, duplicates {stats.duplicates}, dead letters "
         f"{stats.dead} (load {stats.load_seconds:.1f} s, send {stats.send_seconds:.1f} s)"
     )
+    reason = nothing_sent_reason(stats, memory_location(settings.ingest_database_url))
+    if reason:
+        typer.echo(reason)
 
 
 @ingest_app.command("poll")

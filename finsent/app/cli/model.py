@@ -18,7 +18,9 @@ def train(
     ),
     data: Annotated[
         Path | None,
-        typer.Option(help="Datasets root (default: datasets_dir, else ../shared/datasets)."),
+        typer.Option(
+            help="Datasets folder (default FINSENT_DATASETS_DIR, else the user data dir)."
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Training seed (initial weights, batch order).")] = 0,
     epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = 4,
@@ -97,7 +99,9 @@ def evaluate(
     ] = None,
     data: Annotated[
         Path | None,
-        typer.Option(help="Datasets root (default: datasets_dir, else ../shared/datasets)."),
+        typer.Option(
+            help="Datasets folder (default FINSENT_DATASETS_DIR, else the user data dir)."
+        ),
     ] = None,
     backend: Annotated[
         Backend, typer.Option(help="The optimized form to score beside the reference.")
