@@ -65,7 +65,9 @@ def secret_variables() -> set[str]:
         channel.webhook_env if isinstance(channel, SlackChannel) else channel.password_env
         for channel in rules.channels.values()
     }
-    sources = load_sources(EXAMPLES / "sources.yaml", environ={"NEWSAPI_KEY": "x"})
+    sources = load_sources(
+        EXAMPLES / "sources.yaml", environ={"NEWSAPI_KEY": "example-newsapi-key-0123"}
+    )
     return names | {s.api.api_key_env for s in sources if s.api and s.api.api_key_env}
 
 
