@@ -147,16 +147,17 @@ def beat(stage: str) -> None:
 def make_app(
     stage: str,
     registry: CollectorRegistry = REGISTRY,
-    heartbeats: Heartbeats = HEARTBEATS,
+    heartbeats: Heartbeats | None = None,
     stale_after_s: float = STALE_AFTER_S,
 ) -> WSGIApplication:
-    """The stage's HTTP app: ``/healthz`` from its heartbeat, anything else the metrics."""
+    """The stage's HTTP app: ``/healthz`` from its heartbeat (default: this process's
+    ``HEARTBEATS``, as ``beat`` records them), anything else the metrics."""
     metrics_app = make_wsgi_app(registry)
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != HEALTH_PATH:
             return metrics_app(environ, start_response)
-        health = heartbeats.health(stage, stale_after_s)
+        health = (heartbeats or HEARTBEATS).health(stage, stale_after_s)
         body = json.dumps(asdict(health)).encode()
         status = "200 OK" if health.ok else "503 Service Unavailable"
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
