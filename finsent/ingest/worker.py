@@ -27,6 +27,7 @@ from finsent.runtime.runner import SourceRunner
 
 log = logging.getLogger(__name__)
 STAGE = "ingest"
+HEARTBEAT_EVERY_S = 5.0
 
 
 class IngestSink:
@@ -126,7 +127,13 @@ def run_poller(
     log.info("polling %d sources into %s: %s", len(poller.sources), sink.topic, names)
     poller.start()
     try:
-        stop.wait()
+        # /healthz: alive while the scheduler that runs the polls is (a source's own interval
+        # may be many minutes, too long to wait for a poll as the heartbeat).
+        while True:
+            if poller.scheduler.running:
+                metrics.beat(STAGE)
+            if stop.wait(HEARTBEAT_EVERY_S):
+                break
     finally:
         poller.shutdown()
         sink.close()

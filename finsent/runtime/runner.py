@@ -305,6 +305,7 @@ class StageLoop:
 
     def step(self, stop: threading.Event) -> None:
         """One poll, its batch processed, sent and checkpointed."""
+        metrics.beat(self.spec.name)  # /healthz: the loop goes round
         raw = poll_batch(self.consumer, self.max_batch, self.max_wait_ms)
         started = time.perf_counter()
         batch = self._decode(raw)
@@ -863,6 +864,7 @@ def sink_retrying(
         exc = state.outcome.exception() if state.outcome else None
         sink_name = "store" if isinstance(exc, DBAPIError) else "kafka"
         metrics.SINK_RETRIES.labels(stage, sink_name).inc()
+        metrics.beat(stage)  # waiting out a sink is the loop at work, not a stalled one
         log.warning("%s: %s sink failed (%s); pausing and retrying", stage, sink_name, exc)
         consumer.pause(*consumer.assignment())
 

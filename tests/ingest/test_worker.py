@@ -267,3 +267,47 @@ def test_normalizing_one_source_does_not_hold_up_another(monkeypatch: pytest.Mon
         release.set()
         first.join(10)
     assert runner.delivered == ["Fast story", "Slow story"]
+
+
+def test_live_polling_beats_while_its_scheduler_runs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """/healthz of `finsent ingest poll`: the beat comes from the scheduler being alive, not
+    from a poll, whose interval may be many minutes."""
+    from finsent.runtime import metrics
+
+    class ClosingRunner(FakeRunner):
+        def close(self) -> None:
+            pass
+
+    class ClosingAdmission(PassAdmission):
+        def close(self) -> None:
+            pass
+
+    config = IngestConfig(
+        state_url="", dedup_horizon=timedelta(hours=1), max_future=timedelta(hours=6)
+    )
+    ingest = IngestSink(config, ClosingRunner(), ClosingAdmission())  # type: ignore[arg-type]
+    monkeypatch.setattr(IngestSink, "kafka", classmethod(lambda cls, *args: ingest))
+    heartbeats = metrics.Heartbeats()
+    monkeypatch.setattr(metrics, "HEARTBEATS", heartbeats)
+    monkeypatch.setattr(worker, "HEARTBEAT_EVERY_S", 0.01)
+    sources = tmp_path / "sources.yaml"
+    # Nothing listens there: each poll fails fast, and the heartbeat does not depend on it.
+    sources.write_text(
+        "sources:\n"
+        "  - {name: quiet, url: 'http://127.0.0.1:9/feed.xml', kind: rss,\n"
+        "     interval_seconds: 3600, allow_private_network: true}\n"
+    )
+    stop = threading.Event()
+    settings = Settings(metrics_port=None)
+    done = threading.Thread(
+        target=worker.run_poller, args=(settings, stop, sources, ingest.admission)
+    )
+    done.start()
+    try:
+        wait_until(lambda: heartbeats.health("ingest").ok, 10, "a heartbeat from ingest poll")
+    finally:
+        stop.set()
+        done.join(10)
+    assert not done.is_alive()

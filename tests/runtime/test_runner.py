@@ -291,6 +291,42 @@ def test_a_failing_kafka_sink_pauses_retries_and_loses_nothing(store: Store) -> 
     assert store.load_offsets("echo") == {PART: 10}
 
 
+class CountingHeartbeats(metrics.Heartbeats):
+    def __init__(self) -> None:
+        super().__init__()
+        self.beats: Counter[str] = Counter()
+
+    def beat(self, stage: str) -> None:
+        self.beats[stage] += 1
+        super().beat(stage)
+
+
+def test_the_loop_beats_each_iteration_and_each_wait_on_a_failing_sink(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/healthz reads these beats: a stage waiting out a failing sink is alive, not stalled."""
+    heartbeats = CountingHeartbeats()
+    monkeypatch.setattr(metrics, "HEARTBEATS", heartbeats)
+    sink = CollectingSink()
+    sink.fail(3)
+    loop, sink, stop = make_loop(MemorySource(TOPIC, {0: payloads(4)}), Echo(), store, sink)
+    steps = 0
+    step = loop.step
+
+    def counted(stop: threading.Event) -> None:
+        nonlocal steps
+        steps += 1
+        step(stop)
+
+    monkeypatch.setattr(loop, "step", counted)
+
+    loop.run(stop)
+
+    assert steps >= 1
+    assert heartbeats.beats == {"echo": steps + 3}  # one per iteration, one per retry wait
+    assert heartbeats.health("echo").ok
+
+
 def test_a_failing_store_is_retried_without_sending_the_batch_again(tmp_path: Path) -> None:
     class Flaky(Store):
         failures = 2
