@@ -24,6 +24,7 @@ from finsent.runtime.kafka_io import (
     active_groups,
     end_offsets,
     ensure_topics,
+    grow_topics,
     partition_counts,
     partition_of,
 )
@@ -90,7 +91,9 @@ def grow(settings: Settings, store: Store) -> list[Growth]:
         moved = _move_state(store, spec.name, after) if spec is not None else 0
         stage = spec.name if spec is not None else None
         growths.append(Growth(settings.topic(name), now, after, stage, moved))
-    ensure_topics(settings)  # grows them (the keyed ones match their state now) and waits
+    if larger:
+        grow_topics(settings, larger)
+    ensure_topics(settings)  # creates what is missing, and waits for every partition's leader
     for growth in growths:
         log.info("%s", growth.describe())
     return growths
@@ -102,7 +105,8 @@ def _check_stopped(settings: Settings) -> None:
         names = ", ".join(f"{stage} ({n})" for stage, n in sorted(running.items()))
         raise GrowError(
             f"stages still run (members per group: {names}); stop every stage first, "
-            "then run `finsent kafka grow` again"
+            "then run `finsent kafka grow` again (a stopped member with FINSENT_INSTANCE_ID "
+            "stays listed for FINSENT_SESSION_TIMEOUT_MS)"
         )
 
 

@@ -257,6 +257,16 @@ def _partition_counts(admin: KafkaAdminClient, topics: list[str]) -> dict[str, i
     return counts
 
 
+def grow_topics(settings: Settings, counts: dict[str, int]) -> None:
+    """Grow each of these pipeline topics (by logical name) to its count of partitions, keyed
+    or not: for ``finsent kafka grow``, once it has moved the keyed topics' state."""
+    admin = _admin(settings.bootstrap_servers, time.monotonic() + 30)
+    try:
+        grow_partitions(admin, {settings.topic(name): n for name, n in counts.items()})
+    finally:
+        admin.close()
+
+
 def grow_partitions(admin: KafkaAdminClient, counts: dict[str, int]) -> None:
     """Grow each topic to its count of partitions (a sibling process may have done it)."""
     try:
