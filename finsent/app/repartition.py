@@ -12,7 +12,6 @@ depends only on its key and the new count), so a grow cut short is finished by r
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,8 +29,6 @@ from finsent.runtime.kafka_io import (
 )
 from finsent.runtime.store import Commit, Store
 from finsent.stream import aggregation
-
-log = logging.getLogger(__name__)
 
 StateMover = Callable[[Mapping[str, Any], Callable[[str], int]], dict[str, Any]]
 # The stage logic that keeps state per partition of each keyed topic, by its stage name.
@@ -94,8 +91,6 @@ def grow(settings: Settings, store: Store) -> list[Growth]:
     if larger:
         grow_topics(settings, larger)
     ensure_topics(settings)  # creates what is missing, and waits for every partition's leader
-    for growth in growths:
-        log.info("%s", growth.describe())
     return growths
 
 
