@@ -9,10 +9,10 @@ from __future__ import annotations
 import fnmatch
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from finsent.alerts.detector import (
     Evaluation,
@@ -27,7 +27,7 @@ from finsent.core.durations import EPOCH, WindowSpec
 from finsent.core.records import Alert, WindowStat
 from finsent.runtime.kafka_io import DeadLetterSink
 from finsent.runtime.runner import Message, Partition
-from finsent.runtime.store import Commit, Store
+from finsent.runtime.store import Commit, Store, move_state_rows
 
 if TYPE_CHECKING:
     from finsent.core.settings import Settings
@@ -192,6 +192,14 @@ class Alerter:
 
 
 _OWNED = re.compile(r"\d+/")  # a partition's prefix
+
+
+def repartition_state(
+    rows: Mapping[str, Any], partition_of: Callable[[str], int]
+) -> dict[str, Any]:
+    """The alerter's state rows once sentiment.windows has more partitions: each series'
+    baseline and alert go to the partition ``partition_of`` its key now goes to."""
+    return move_state_rows(rows, partition_of)[0]
 
 
 def _prefix(partition: Partition) -> str:

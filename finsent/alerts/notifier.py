@@ -35,7 +35,7 @@ from finsent.core.records import Alert
 from finsent.runtime import metrics
 from finsent.runtime.kafka_io import DeadLetterSink
 from finsent.runtime.runner import Message, Output, Partition, utc_now
-from finsent.runtime.store import Commit, Store, as_utc
+from finsent.runtime.store import Commit, Store, as_utc, move_state_rows
 
 if TYPE_CHECKING:
     from finsent.core.settings import Settings
@@ -227,6 +227,14 @@ class NotifierLogic:
 
 
 _OWNED = re.compile(r"\d+/")  # a partition's prefix
+
+
+def repartition_state(
+    rows: Mapping[str, Any], partition_of: Callable[[str], int]
+) -> dict[str, Any]:
+    """The notifier's state rows once alerts has more partitions: each notification group
+    goes to the partition ``partition_of`` its group key now goes to."""
+    return move_state_rows(rows, partition_of)[0]
 
 
 def _prefix(partition: Partition) -> str:

@@ -35,6 +35,11 @@ TOPIC_NAMES = (
     "alerts",
     "news.dlq",
 )
+# The topics keyed by what their consumer keeps state for: news.keyed and sentiment.windows by
+# series (the aggregator's windows, the alerter's baselines), alerts by notification group (the
+# notifier's groups). Each consumer keeps that state per partition, so growing one of these
+# topics moves keys to other partitions: `finsent kafka grow` moves the state with them.
+KEYED_TOPICS = frozenset({"news.keyed", "sentiment.windows", "alerts"})
 SECRET_FIELDS = frozenset({"slack_webhook_url", "smtp_password"})
 
 

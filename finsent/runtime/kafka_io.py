@@ -16,17 +16,20 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.admin import NewTopic
+from kafka.admin import NewPartitions, NewTopic
 from kafka.errors import (
+    InvalidPartitionsError,
     KafkaError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
     TopicAlreadyExistsError,
 )
+from kafka.partitioner import DefaultPartitioner
+from kafka.structs import TopicPartition
 
 from finsent.core.records import DeadLetter, RecordError, decode, encode
-from finsent.core.settings import TOPIC_NAMES, Settings
-from finsent.core.stages import consumer_group
+from finsent.core.settings import KEYED_TOPICS, TOPIC_NAMES, Settings
+from finsent.core.stages import STAGES, consumer_group
 from finsent.runtime.metrics import DEAD_LETTERS
 
 log = logging.getLogger(__name__)
@@ -156,20 +159,52 @@ def subscribe(
         consumer.subscribe([topic], listener=listener)
 
 
+class PartitionCountError(ValueError):
+    """A keyed topic has fewer partitions than the settings ask for: growing it would move
+    series to other partitions, away from their state. The message is the one line to print."""
+
+
 def ensure_topics(
     settings: Settings, names: Iterable[str] = TOPIC_NAMES, timeout_s: float = 60
 ) -> None:
-    """Create the pipeline topics that do not exist yet, and wait until they are usable."""
-    wanted = {settings.topic(name): settings.partitions_for(name) for name in names}
+    """Create the pipeline topics that do not exist yet, and wait until they are usable.
+
+    An existing topic with fewer partitions than asked for: an unkeyed one grows (its
+    consumers keep no state per key); a keyed one (``KEYED_TOPICS``) raises
+    ``PartitionCountError`` at once, since growing it needs ``finsent kafka grow``. One with
+    more keeps them: Kafka cannot take partitions away.
+    """
+    logical = {settings.topic(name): name for name in names}
+    wanted = {topic: settings.partitions_for(name) for topic, name in logical.items()}
     deadline = time.monotonic() + timeout_s
     admin = _admin(settings.bootstrap_servers, deadline)
     try:
         existing = set(admin.list_topics())
+        counts = _partition_counts(admin, [t for t in wanted if t in existing])
+        # Refused before anything changes, and at once: not after a wait for partitions
+        # that will never come.
+        for topic, asked in wanted.items():  # in pipeline order: news.keyed first
+            name, count = logical[topic], counts.get(topic, asked)
+            if count < asked and name in KEYED_TOPICS:
+                raise PartitionCountError(keyed_growth_message(settings, name, count, asked))
         missing = [NewTopic(t, n, 1) for t, n in wanted.items() if t not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # a sibling process won the race
                 admin.create_topics(missing)
             log.info("created topics %s", ", ".join(t.name for t in missing))
+        grow = {t: wanted[t] for t, count in counts.items() if count < wanted[t]}
+        if grow:
+            grow_partitions(admin, grow)
+        for topic, count in counts.items():
+            if count > wanted[topic]:
+                log.warning(
+                    "%s keeps its %d partitions (%s asks for %d): Kafka cannot remove any",
+                    topic,
+                    count,
+                    partitions_variable(settings, logical[topic]),
+                    wanted[topic],
+                )
+                wanted[topic] = count
         # Consumers that subscribe before a topic's partitions have leaders get no assignment
         # until their next metadata refresh, so wait for the leaders here.
         while not _all_led(admin, wanted):
@@ -180,6 +215,99 @@ def ensure_topics(
             time.sleep(0.2)
     finally:
         admin.close()
+
+
+def partitions_variable(settings: Settings, name: str) -> str:
+    """The variable that gives topic ``name`` its partition count."""
+    if name in settings.partitions_per_topic:
+        return "FINSENT_PARTITIONS_PER_TOPIC"
+    return "FINSENT_PARTITIONS"
+
+
+def keyed_growth_message(settings: Settings, name: str, count: int, asked: int) -> str:
+    """The one line a stage refuses to start on when keyed topic ``name`` is to grow."""
+    consumer = next((s.name for s in STAGES if s.source == name), "its consumer")
+    return (
+        f"{partitions_variable(settings, name)} asks for {asked} partitions but "
+        f"{settings.topic(name)} has {count}; it is keyed and the {consumer} keeps its state "
+        f"per partition, so stop all stages and run `finsent kafka grow` (grows the topics "
+        f"and moves that state), or ask for {count} again"
+    )
+
+
+def partition_counts(settings: Settings, names: Iterable[str] = TOPIC_NAMES) -> dict[str, int]:
+    """The partition count of each of these pipeline topics that exists, by logical name."""
+    physical = {settings.topic(name): name for name in names}
+    admin = _admin(settings.bootstrap_servers, time.monotonic() + 30)
+    try:
+        existing = set(admin.list_topics())
+        counts = _partition_counts(admin, [t for t in physical if t in existing])
+    finally:
+        admin.close()
+    return {physical[topic]: count for topic, count in counts.items()}
+
+
+def _partition_counts(admin: KafkaAdminClient, topics: list[str]) -> dict[str, int]:
+    if not topics:
+        return {}
+    counts = {}
+    for topic in admin.describe_topics(topics):
+        name = str(topic.get("topic", topic.get("name")))
+        counts[name] = len(topic.get("partitions") or [])
+    return counts
+
+
+def grow_topics(settings: Settings, counts: dict[str, int]) -> None:
+    """Grow each of these pipeline topics (by logical name) to its count of partitions, keyed
+    or not: for ``finsent kafka grow``, once it has moved the keyed topics' state."""
+    admin = _admin(settings.bootstrap_servers, time.monotonic() + 30)
+    try:
+        grow_partitions(admin, {settings.topic(name): n for name, n in counts.items()})
+    finally:
+        admin.close()
+
+
+def grow_partitions(admin: KafkaAdminClient, counts: dict[str, int]) -> None:
+    """Grow each topic to its count of partitions (a sibling process may have done it)."""
+    try:
+        admin.create_partitions({t: NewPartitions(n) for t, n in counts.items()})
+    except InvalidPartitionsError:  # already grown by a sibling: the leader wait checks it
+        log.info("partitions of %s were grown already", ", ".join(counts))
+        return
+    log.info("grew %s", ", ".join(f"{t} to {n} partitions" for t, n in counts.items()))
+
+
+def partition_of(key: str, count: int) -> int:
+    """The partition the producers' default partitioner (murmur2, as the Java client's) sends
+    a record keyed ``key`` to, on a topic of ``count`` partitions."""
+    return int(DefaultPartitioner()(key.encode(), list(range(count)), list(range(count))))
+
+
+def active_groups(settings: Settings, stages: Iterable[str]) -> dict[str, int]:
+    """Of these stages, those whose consumer group has members now: how many, by stage."""
+    groups = {group_id(settings, stage): stage for stage in stages}
+    admin = _admin(settings.bootstrap_servers, time.monotonic() + 30)
+    try:
+        known = {g[0] for g in admin.list_consumer_groups()} & set(groups)
+        described = admin.describe_consumer_groups(sorted(known)) if known else []
+    finally:
+        admin.close()
+    return {groups[g.group]: len(g.members) for g in described if g.members}
+
+
+def end_offsets(settings: Settings, names: Iterable[str]) -> dict[tuple[str, int], int]:
+    """The end offset of every partition of these pipeline topics, by (topic, partition)."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    try:
+        parts = [
+            TopicPartition(topic, p)
+            for topic in (settings.topic(name) for name in names)
+            for p in consumer.partitions_for_topic(topic) or ()
+        ]
+        ends = consumer.end_offsets(parts) if parts else {}
+        return {(tp.topic, tp.partition): int(o) for tp, o in ends.items()}
+    finally:
+        consumer.close()
 
 
 def _all_led(admin: KafkaAdminClient, wanted: dict[str, int]) -> bool:

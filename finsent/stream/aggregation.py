@@ -13,7 +13,7 @@ from the store and the consumer seeks to its offsets.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,7 +23,7 @@ from finsent.core.records import KeyedPoint, WindowStat, encode
 from finsent.runtime import metrics
 from finsent.runtime.kafka_io import DeadLetterSink
 from finsent.runtime.runner import Message, Partition
-from finsent.runtime.store import Commit, Store
+from finsent.runtime.store import Commit, Store, move_state_rows
 from finsent.stream.windows import Late, WindowEngine
 
 if TYPE_CHECKING:
@@ -72,6 +72,28 @@ def make_engine(config: AggregatorConfig) -> WindowEngine:
 
 def _prefix(partition: Partition) -> str:
     return f"{partition[1]}/"
+
+
+def repartition_state(
+    rows: Mapping[str, Any], partition_of: Callable[[str], int]
+) -> dict[str, Any]:
+    """The aggregator's state rows once news.keyed has more partitions: every window of a
+    series, with the story ids it counted, moves to the partition ``partition_of`` its series
+    key now goes to, so that partition's owner carries its open windows on.
+
+    A partition's watermark becomes the latest of its own and those of the partitions its
+    windows come from: a moved window that is already behind it closes with the next story
+    there, and a story for a window closed by it is restated or late as any other there.
+    """
+    moved, sources = move_state_rows(
+        rows,
+        lambda row: None if (key := WindowEngine.series_of(row)) is None else partition_of(key),
+    )
+    for target, parts in sources.items():
+        clocks = [rows[c] for p in parts | {target} if (c := f"{p}/{WindowEngine.CLOCK}") in rows]
+        if clocks:
+            moved[f"{target}/{WindowEngine.CLOCK}"] = WindowEngine.latest_clock(clocks)
+    return moved
 
 
 def _late_row(late: Late, action: str, version: int, now: datetime) -> dict[str, Any]:

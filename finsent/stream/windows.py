@@ -361,6 +361,23 @@ class WindowEngine:
         self._removed.clear()
         return put, delete
 
+    @classmethod
+    def series_of(cls, row: str) -> str | None:
+        """The series key a saved state row belongs to; None for the engine's clock."""
+        if row == cls.CLOCK:
+            return None
+        return _parse_slot(row.split("#ids", 1)[0])[0]
+
+    @staticmethod
+    def latest_clock(clocks: Iterable[dict[str, Any]]) -> dict[str, Any]:
+        """One saved clock that is the latest of these, field by field: for an engine that
+        takes over the windows of engines with these clocks."""
+        merged: dict[str, Any] = {}
+        for field_name in ("max_event", "event_clock", "last_arrival"):
+            times = [t for c in clocks if (t := _parse(c.get(field_name))) is not None]
+            merged[field_name] = _iso(max(times)) if times else None
+        return merged
+
     def restore(self, state: dict[str, Any]) -> None:
         clock = state.get(self.CLOCK)
         if clock:

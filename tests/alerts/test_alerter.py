@@ -17,6 +17,7 @@ import pytest
 from support.records import T0, WINDOW, window_stat
 from support.stage_logic import DyingStore, ProcessKilled, alerter, isolated_settings
 
+from finsent.alerts.alerter import repartition_state
 from finsent.core.records import Alert, WindowStat, encode
 from finsent.core.settings import Settings
 from finsent.runtime.store import Commit, Store, alert_events, alerts, as_utc
@@ -276,3 +277,13 @@ def test_a_window_claiming_a_huge_weighted_count_is_a_dead_letter_not_a_hang(
     [letter] = run.dead
     assert "weighted_count" in letter.reason and letter.offset == len(windows)
     assert run.offsets == {("sentiment.windows", 0): len(windows) + 1}
+
+
+def test_growing_sentiment_windows_moves_each_series_state_to_its_new_partition() -> None:
+    rows = {"0/ticker:AAA": {"n": 1}, "1/overall": {"n": 2}, "ticker:OLD": {"n": 3}}
+    new_partition = {"ticker:AAA": 2, "overall": 1}
+
+    moved = repartition_state(rows, new_partition.__getitem__)
+
+    # a row saved before state was kept per partition stays for its adopter
+    assert moved == {"2/ticker:AAA": {"n": 1}, "1/overall": {"n": 2}, "ticker:OLD": {"n": 3}}

@@ -485,3 +485,13 @@ def test_two_notifiers_and_a_kill_9_between_send_and_commit_notify_once_per_chan
     # The killed send's claim stays: it counts as sent, so the restart skipped it.
     assert sorted(r["status"] for r in rows) == ["delivered"] * (2 * len(SERIES) - 1) + ["sending"]
     assert "not re-sending" in stages.log(f"notifier-{victim}-2")
+
+
+def test_growing_alerts_moves_each_notification_group_to_its_new_partition() -> None:
+    rows = {"0/ticker:AAA": {"g": 1}, "0/overall": {"g": 2}}
+    new_partition = {"ticker:AAA": 0, "overall": 2}
+
+    assert notifier_stage.repartition_state(rows, new_partition.__getitem__) == {
+        "0/ticker:AAA": {"g": 1},
+        "2/overall": {"g": 2},
+    }

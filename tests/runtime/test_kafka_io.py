@@ -1,13 +1,27 @@
 """Dead letters on their way to Kafka, over the test kit's producer (no broker): none may
-vanish, neither one too large for the broker nor one whose delivery failed."""
+vanish, neither one too large for the broker nor one whose delivery failed. The broker probe.
+Partition counts against a real broker: a keyed topic asked to grow is refused at once, an
+unkeyed one grows, none shrinks."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 from kafka.errors import KafkaTimeoutError
 
 from finsent.core.records import DeadLetter, decode
-from finsent.runtime.kafka_io import MAX_DEAD_PAYLOAD_BYTES, DeadLetters
+from finsent.core.settings import TOPIC_NAMES, Settings
+from finsent.runtime.kafka_io import (
+    MAX_DEAD_PAYLOAD_BYTES,
+    DeadLetters,
+    KafkaConfig,
+    PartitionCountError,
+    ensure_topics,
+    make_producer,
+    partition_counts,
+    partition_of,
+)
 from finsent.runtime.testing import CollectingSink
 
 DLQ = "news.dlq"
@@ -75,3 +89,62 @@ def test_check_broker_passes_when_one_address_listens() -> None:
         listening.listen()
         port = listening.getsockname()[1]
         check_broker(f"127.0.0.1:1,127.0.0.1:{port}", timeout_s=2)
+
+
+# -- partition counts, against a real broker -------------------------------------------------
+
+
+def test_a_keyed_topic_asked_to_grow_is_refused_at_once_in_one_line(
+    pipeline_settings: Settings,
+) -> None:
+    ensure_topics(pipeline_settings)  # the first run: one partition each
+    more = pipeline_settings.model_copy(update={"partitions": 3})
+
+    started = time.monotonic()
+    with pytest.raises(PartitionCountError) as refused:
+        ensure_topics(more)
+
+    assert time.monotonic() - started < 10  # not the 60 s wait for partitions that never come
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith(
+        f"FINSENT_PARTITIONS asks for 3 partitions but {more.topic('news.keyed')} has 1;"
+    )
+    assert "`finsent kafka grow`" in message and "ask for 1 again" in message
+    assert partition_counts(more) == dict.fromkeys(TOPIC_NAMES, 1)  # refused: nothing changed
+
+
+def test_unkeyed_topics_grow_and_no_topic_shrinks(pipeline_settings: Settings) -> None:
+    ensure_topics(pipeline_settings.model_copy(update={"partitions": 2}))
+    unkeyed = {"news.raw": 4, "news.scored": 3, "news.dlq": 1}
+    settings = pipeline_settings.model_copy(update={"partitions_per_topic": unkeyed})
+
+    started = time.monotonic()
+    ensure_topics(settings)
+
+    assert time.monotonic() - started < 10
+    assert partition_counts(settings) == {
+        "news.raw": 4,
+        "news.scored": 3,
+        "news.keyed": 2,
+        "sentiment.windows": 2,
+        "alerts": 2,
+        "news.dlq": 2,  # asked for 1: kept at 2, Kafka cannot remove partitions
+    }
+
+
+def test_partition_of_is_where_the_producer_sends_a_key(pipeline_settings: Settings) -> None:
+    settings = pipeline_settings.model_copy(update={"partitions": 5})
+    ensure_topics(settings, ["news.keyed"])
+    producer = make_producer(KafkaConfig.from_settings(settings))
+    keys = ["overall", "topic:Earnings", "ticker:AAPL", "source:Reuters", "ticker:Ö"]
+    sent = {
+        k: producer.send(settings.topic("news.keyed"), key=k.encode(), value=b"{}") for k in keys
+    }
+    producer.flush()
+
+    landed = {k: future.get(timeout=30).partition for k, future in sent.items()}
+
+    assert landed == {k: partition_of(k, 5) for k in keys}
+    assert len(set(landed.values())) > 1
+    producer.close()

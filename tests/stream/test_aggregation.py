@@ -41,7 +41,7 @@ from finsent.core.settings import Settings
 from finsent.core.stages import stage
 from finsent.runtime.kafka_io import ensure_topics
 from finsent.runtime.runner import StageLoop
-from finsent.runtime.store import Store, as_utc, late_items, scored_items, windows
+from finsent.runtime.store import Commit, Store, as_utc, late_items, scored_items, windows
 from finsent.runtime.testing import (
     FAST_BACKOFF,
     CollectingSink,
@@ -50,6 +50,7 @@ from finsent.runtime.testing import (
     Run,
     run_logic,
 )
+from finsent.stream.aggregation import repartition_state
 from finsent.stream.windows import WindowSpec, series_keys
 
 # -- in process ------------------------------------------------------------------------------
@@ -308,6 +309,76 @@ def test_partitions_handed_to_other_members_give_the_windows_of_one_uninterrupte
             ("news.keyed", 1): len(stream[1]),
         }
     )
+
+
+def in_order_stream(n: int = 200, seed: int = 5) -> list[KeyedPoint]:
+    """Stories a minute apart, some up to 20 minutes behind (within the allowed lateness of
+    ``grown_settings``), fanned out to ``overall`` and one or two other series."""
+    rng = random.Random(seed)
+    points = []
+    for i in range(n):
+        minutes = i - rng.choice([0, 0, 0, 3, 20])
+        for key in ("overall", *rng.sample(KEYS[1:], rng.randint(1, 2))):
+            points.append(point_at(minutes, f"g{i}", key))
+    return points
+
+
+def window_counts(points: Sequence[KeyedPoint], specs: Sequence[str]) -> Counter:
+    """The count of each (series, window start, window end), each story once."""
+    counts: Counter = Counter()
+    for p in {(p.key, p.point.id): p for p in points}.values():
+        for spec in specs:
+            for start, end in WindowSpec.parse(spec).bounds(p.point.published_at):
+                counts[(p.key, start, end)] += 1
+    return counts
+
+
+def by_partition(points: Sequence[KeyedPoint], count: int) -> dict[int, list[KeyedPoint]]:
+    """The points as the router sends them to ``count`` partitions (a stand-in partitioner)."""
+    partitions: dict[int, list[KeyedPoint]] = {p: [] for p in range(count)}
+    for point in points:
+        partitions[KEYS.index(point.key) % count].append(point)
+    return partitions
+
+
+@pytest.mark.parametrize("move_state", [True, False], ids=["moved", "left-behind"])
+def test_growing_news_keyed_moves_each_series_open_windows_to_its_new_partition(
+    tmp_path: Path, move_state: bool
+) -> None:
+    """The first half goes to two partitions, the second to three; in between the state moves
+    (``repartition_state``) as `finsent kafka grow` moves it. Every window's count is then that
+    of its stories, each once: none is split between two engines. Left behind, they are."""
+    specs = ("15m", "1h")
+    settings = isolated_settings(
+        tmp_path,
+        windows=specs,
+        grace_seconds=120,
+        allowed_lateness_seconds=3600,
+        window_emit="updates",  # open windows too are written, so every window reconciles
+        window_update_seconds=0,
+    )
+    store = Store(settings.database_url)
+    points = in_order_stream()
+    first, second = points[: len(points) // 2], points[len(points) // 2 :]
+    before = by_partition(first, 2)
+    aggregate(settings, store, before)
+    rows = store.load_state("aggregator")
+    if move_state:
+        moved = repartition_state(rows, lambda key: KEYS.index(key) % 3)
+        store.commit(
+            Commit(stage="aggregator", state_put=moved, state_delete=set(rows) - set(moved))
+        )
+        assert moved.keys() != rows.keys() and any(k.startswith("2/") for k in moved)
+    after = by_partition(second, 3)
+    run = aggregate(settings, store, {p: before.get(p, []) + after[p] for p in range(3)})
+
+    got = store_counts(store)
+    want = window_counts(points, specs)
+    assert not run.dead  # nothing was too late, so every story counts
+    if move_state:
+        assert got == want
+    else:
+        assert got != want  # the hazard the move prevents: series split between engines
 
 
 # -- against a real broker -------------------------------------------------------------------

@@ -109,6 +109,16 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     return settings
 
 
+def ready_topics(settings: Settings) -> None:
+    """Create (or grow) the pipeline topics, or fail with the one line that says why not."""
+    from finsent.runtime.kafka_io import PartitionCountError, ensure_topics
+
+    try:
+        ensure_topics(settings)
+    except PartitionCountError as exc:
+        fail(str(exc))
+
+
 def fail(message: str) -> NoReturn:
     """A user error: one red line on stderr, exit code 1."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)

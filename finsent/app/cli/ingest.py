@@ -16,6 +16,7 @@ from finsent.app.cli.common import (
     load_settings,
     new_app,
     parse_speed,
+    ready_topics,
 )
 from finsent.core.stages import stage
 from finsent.runtime.process import install_stop_handlers
@@ -78,7 +79,6 @@ def ingest_poll(
 ) -> None:
     """Poll RSS/Atom feeds and JSON news APIs into news.raw, each on its own interval."""
     from finsent.ingest.sources import SourcesError, example_sources_yaml
-    from finsent.runtime.kafka_io import ensure_topics
 
     if example:
         typer.echo(example_sources_yaml())
@@ -87,7 +87,7 @@ def ingest_poll(
     from finsent.ingest.worker import run_poller
 
     settings = load_settings()
-    ensure_topics(settings)
+    ready_topics(settings)
     try:
         run_poller(settings, install_stop_handlers(), sources, SOURCES["ingest"](settings))
     except SourcesError as exc:

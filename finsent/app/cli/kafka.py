@@ -1,10 +1,11 @@
-"""``finsent kafka start|stop|status`` (the local broker) and ``finsent topics``."""
+"""``finsent kafka start|stop|status`` (the local broker), ``finsent kafka grow`` (more
+partitions) and ``finsent topics``."""
 
 from __future__ import annotations
 
 import typer
 
-from finsent.app.cli.common import OPERATE_PANEL, fail, load_settings, new_app
+from finsent.app.cli.common import OPERATE_PANEL, fail, load_settings, new_app, ready_topics
 
 kafka_app = new_app("Run the local single-node Kafka broker.")
 
@@ -13,14 +14,13 @@ kafka_app = new_app("Run the local single-node Kafka broker.")
 def kafka_start() -> None:
     """Start the broker (idempotent) and create the pipeline topics."""
     from finsent.app.kafka_local import KafkaLaunchError, LocalKafka
-    from finsent.runtime.kafka_io import ensure_topics
 
     settings = load_settings()
     try:
         status = LocalKafka(settings).start()
     except KafkaLaunchError as exc:
         fail(str(exc))
-    ensure_topics(settings)
+    ready_topics(settings)
     typer.echo(status.describe())
 
 
@@ -31,6 +31,24 @@ def kafka_stop() -> None:
 
     stopped = LocalKafka(load_settings()).stop()
     typer.echo("Kafka stopped" if stopped else "Kafka was not running")
+
+
+@kafka_app.command("grow")
+def kafka_grow() -> None:
+    """Grow the topics to FINSENT_PARTITIONS (and FINSENT_PARTITIONS_PER_TOPIC), moving the
+    keyed topics' window, baseline and group state with their keys. Stop every stage first."""
+    from finsent.app.repartition import GrowError, grow
+    from finsent.runtime.store import Store
+
+    settings = load_settings()
+    try:
+        growths = grow(settings, Store(settings.database_url))
+    except GrowError as exc:
+        fail(str(exc))
+    for growth in growths:
+        typer.echo(growth.describe())
+    if not growths:
+        typer.echo("every topic has the partitions the settings ask for")
 
 
 @kafka_app.command("status")
@@ -45,10 +63,10 @@ def kafka_status() -> None:
 
 def topics() -> None:
     """Create any missing pipeline topics and list them."""
-    from finsent.runtime.kafka_io import ensure_topics, list_topics
+    from finsent.runtime.kafka_io import list_topics
 
     settings = load_settings()
-    ensure_topics(settings)
+    ready_topics(settings)
     for name in list_topics(settings):
         typer.echo(name)
 

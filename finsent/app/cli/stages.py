@@ -11,7 +11,7 @@ from collections.abc import Callable
 import typer
 
 from finsent.app.cli.choices import ScorerName
-from finsent.app.cli.common import STAGES_PANEL, fail, load_settings
+from finsent.app.cli.common import STAGES_PANEL, fail, load_settings, ready_topics
 from finsent.app.extras import require_scorer
 from finsent.core.settings import Settings
 from finsent.core.stages import StageSpec, consumers
@@ -21,9 +21,8 @@ from finsent.runtime.process import install_stop_handlers
 def run_stage(name: str, settings: Settings) -> None:
     """Run one consuming stage until SIGTERM or Ctrl-C (``finsent.app.stages``)."""
     from finsent.app.stages import StageError, run
-    from finsent.runtime.kafka_io import ensure_topics
 
-    ensure_topics(settings)
+    ready_topics(settings)  # at once, before any client waits on a topic
     try:
         run(name, settings, install_stop_handlers())
     except StageError as exc:

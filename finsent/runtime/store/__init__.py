@@ -11,7 +11,12 @@ memory's too, and the one schema version), ``engine`` (backends and dialect SQL)
 
 from finsent.runtime.store.engine import as_utc, make_engine
 from finsent.runtime.store.facade import Store
-from finsent.runtime.store.offsets import Commit, FencedError, TopicPartitionKey
+from finsent.runtime.store.offsets import (
+    Commit,
+    FencedError,
+    TopicPartitionKey,
+    move_state_rows,
+)
 from finsent.runtime.store.schema import (
     SCHEMA_VERSION,
     StoreSchemaError,
@@ -51,6 +56,7 @@ __all__ = [
     "late_items",
     "make_engine",
     "metadata",
+    "move_state_rows",
     "scored_items",
     "silences",
     "stage_state",

@@ -12,6 +12,7 @@ offsets.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,6 +155,27 @@ def load_state(conn: Connection, stage: str, prefix: str = "") -> dict[str, Any]
     if prefix:
         stmt = stmt.where(stage_state.c.key.startswith(prefix, autoescape=True))
     return {r["key"]: r["value"] for r in conn.execute(stmt).mappings()}
+
+
+def move_state_rows(
+    rows: Mapping[str, Any], partition_of: Callable[[str], int | None]
+) -> tuple[dict[str, Any], dict[int, set[int]]]:
+    """A stage's state rows, each saved under its partition's prefix (``<partition>/<row>``),
+    moved to ``partition_of(row)``: the partition that owns the row now (None: it stays).
+
+    Returns the rows and, per partition that now holds moved or kept rows, the partitions they
+    come from (itself included). Rows without a partition prefix stay as they are."""
+    moved: dict[str, Any] = {}
+    sources: dict[int, set[int]] = {}
+    for name, value in rows.items():
+        prefix, slash, row = name.partition("/")
+        target = partition_of(row) if slash and prefix.isdigit() else None
+        if target is None:
+            moved[name] = value
+            continue
+        moved[f"{target}/{row}"] = value
+        sources.setdefault(target, set()).add(int(prefix))
+    return moved, sources
 
 
 def claim(conn: Connection, stage: str, partitions: list[TopicPartitionKey], owner: str) -> None:
