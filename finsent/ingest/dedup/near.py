@@ -42,6 +42,8 @@ from datasketch.storage import DictSetStorage
 
 SCHEME = "affine32"  # datasketch >= 2.0: uint32 hash values, stored as 4 bytes each
 BAND_ROWS = 4
+# Ids per LSH bucket: a query meets at most bands x BUCKET_CAP candidates.
+BUCKET_CAP = 8
 
 
 @cache
@@ -64,10 +66,16 @@ def _lean(signature: np.ndarray, seed: int) -> LeanMinHash:
 
 
 class _CompactBuckets(DictSetStorage):
-    """An LSH band table whose bucket is its one story id, or a set only once it holds two.
+    """An LSH band table whose bucket is its one story id, or an insertion-ordered dict of ids
+    once it holds two, holding at most ``BUCKET_CAP`` ids: the newest, the oldest evicted.
 
     Nearly every bucket holds a single story, and datasketch's set per bucket (216 bytes, times
-    32 bands) was two thirds of the index's memory; the id string itself is shared.
+    32 bands) was two thirds of the index's memory; the id string itself is shared. The cap
+    bounds a query's candidates, hence its cost, however alike headlines get: templated titles
+    ("Stock X rises 2% after earnings") that differ only in their company fill the same buckets
+    without ever joining a chain, and a query once compared itself with all of them. A long
+    chain of true copies keeps its newest members in every band, and they are what the next
+    copy matches.
     """
 
     def __init__(self) -> None:
@@ -83,9 +91,12 @@ class _CompactBuckets(DictSetStorage):
             if not bucket or bucket == val:
                 self._dict[key] = val
             elif isinstance(bucket, str):
-                self._dict[key] = {bucket, val}
+                self._dict[key] = {bucket: None, val: None}
             else:
-                bucket.add(val)
+                bucket.pop(val, None)  # re-inserted: it becomes the newest
+                if len(bucket) >= BUCKET_CAP:
+                    del bucket[next(iter(bucket))]
+                bucket[val] = None
 
     def remove_val(self, key: Any, val: Any, **_: Any) -> None:
         bucket = self._dict[key]
@@ -93,7 +104,7 @@ class _CompactBuckets(DictSetStorage):
             if bucket == val:
                 self._dict[key] = ()  # emptied: the LSH sees it empty and removes the key
             return
-        bucket.discard(val)
+        bucket.pop(val, None)  # absent when the cap evicted it
         if len(bucket) == 1:
             self._dict[key] = next(iter(bucket))
 
