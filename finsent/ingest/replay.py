@@ -27,6 +27,7 @@ from finsent.core.feed_files import RowError, read_rows
 from finsent.core.records import MAX_ID_CHARS, NewsItem
 from finsent.core.settings import Settings
 from finsent.core.stages import stage
+from finsent.core.watchlist import NO_WATCHLIST, Watchlist
 from finsent.ingest.admit import Admission, IngestConfig
 from finsent.ingest.normalize import NormalizeError, normalize
 from finsent.ingest.raw import RawStory
@@ -87,6 +88,7 @@ def load(
     stats: ReplayStats,
     now: datetime | None = None,
     max_future: timedelta = timedelta(hours=6),
+    watchlist: Watchlist = NO_WATCHLIST,
 ) -> list[NewsItem]:
     """Every readable story of `path`, normalized and in publish-time order; the rest → DLQ.
 
@@ -100,7 +102,9 @@ def load(
         else:
             try:
                 story = row_story(row, default_source, raw)
-                item = normalize(story, fetched_at=now, now=now, max_future=max_future)
+                item = normalize(
+                    story, fetched_at=now, now=now, max_future=max_future, watchlist=watchlist
+                )
                 if row.get("id"):  # a file may carry its own stable ids
                     item = replace(item, id=file_id(str(row["id"])))
             except NormalizeError as exc:
@@ -148,7 +152,9 @@ def replay(
     try:
         now = datetime.now(UTC)
         started = time.perf_counter()
-        items = load(path, source or path.stem, runner.dead, stats, now, config.max_future)
+        items = load(
+            path, source or path.stem, runner.dead, stats, now, config.max_future, config.watchlist
+        )
         items, stats.outside = within_period(items, since, until)
         items, stats.duplicates = admission.decide(items, now)
         stats.load_seconds = round(time.perf_counter() - started, 3)
