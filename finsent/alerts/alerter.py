@@ -25,6 +25,7 @@ from finsent.alerts.dispatch import group_key
 from finsent.alerts.rules import AlertRules, load_rules
 from finsent.core.durations import EPOCH, WindowSpec
 from finsent.core.records import Alert, WindowStat
+from finsent.core.watchlist import load_watchlist
 from finsent.runtime.kafka_io import DeadLetterSink
 from finsent.runtime.runner import Message, Partition
 from finsent.runtime.store import Commit, Store, move_state_rows
@@ -42,19 +43,21 @@ def watched(key: str, patterns: tuple[str, ...]) -> bool:
 
 def load_alert_rules(settings: Settings) -> AlertRules:
     """The rules file named by the settings, or defaults that route every alert to Slack
-    when a webhook is configured."""
+    when a webhook is configured; bound to the settings' watchlist (``watchlist: true``)."""
+    watchlist = load_watchlist(settings.watchlist_file).keys
     if settings.alert_rules_file is not None:
-        return load_rules(settings.alert_rules_file)
+        return load_rules(settings.alert_rules_file).with_watchlist(watchlist)
     if settings.slack_webhook_url is not None:
         return AlertRules.model_validate(
             {"channels": {"slack": {"type": "slack"}}, "routes": [{"channels": ["slack"]}]}
-        )
-    return AlertRules()
+        ).with_watchlist(watchlist)
+    return AlertRules().with_watchlist(watchlist)
 
 
 @dataclass(frozen=True)
 class AlerterConfig:
-    """What the alerter watches, and the thresholds it starts from."""
+    """What the alerter watches, and the thresholds it starts from. The watchlist's series
+    (``rules.watchlist``) are watched whatever ``keys`` says."""
 
     rule: SpikeRule  # the thresholds of every series, before the rules file's overrides
     rules: AlertRules  # the rules file: per-series overrides (and the notifier's routing)
@@ -64,7 +67,8 @@ class AlerterConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AlerterConfig:
-        """Reads the rules file, if the settings name one (``RulesError`` if it is bad)."""
+        """Reads the rules file and the watchlist, if the settings name them (``RulesError``,
+        ``WatchlistError`` if bad)."""
         rule = SpikeRule(
             min_count=settings.alert_min_count,
             pending_windows=settings.alert_pending_windows,
@@ -140,13 +144,14 @@ class Alerter:
         return event
 
     def watches(self, window: WindowStat) -> bool:
-        """Final windows of the alert window size, on the series keys it watches."""
+        """Final windows of the alert window size, on the series keys it watches and the
+        watchlist's."""
         spec = self.config.window
         return (
             window.final
             and window.window_end - window.window_start == spec.size
             and (window.window_start - EPOCH) % spec.hop == timedelta(0)
-            and watched(window.key, self.config.keys)
+            and (watched(window.key, self.config.keys) or window.key in self.config.rules.watchlist)
         )
 
     def process(

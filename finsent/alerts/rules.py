@@ -6,6 +6,7 @@ names the environment variable that holds its webhook URL or password.
     defaults: {fire_z: 3.0, resolve_z: 1.0, min_count: 5, floor: 0.4, pending_windows: 1}
     series:                      # per-key overrides; the first matching glob wins
       - {match: "topic:Financials", fire_z: 2.5}
+      - {watchlist: true, min_count: 2}   # the watchlist's tickers (core/watchlist.py)
       - {match: "ticker:*", min_count: 3}
     grouping: {group_by: key, group_wait: 30s, group_interval: 5m, repeat_interval: 4h}
     inhibit_market_wide: true    # a firing `overall` alert mutes topic alerts of its window
@@ -16,6 +17,7 @@ names the environment variable that holds its webhook URL or password.
                    username: alerts, password_env: FINSENT_SMTP_PASSWORD,
                    sender: alerts@example.com, to: [risk@example.com]}
     routes:                      # the first matching route picks the channels
+      - {watchlist: true, channels: [email-risk]}
       - {match: "*", severity: [critical], channels: [slack-ops, email-risk]}
       - {match: "*", channels: [slack-ops]}
 """
@@ -24,12 +26,21 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from finsent.alerts.detector import SpikeRule
 from finsent.core.durations import parse_duration
@@ -62,7 +73,15 @@ class Thresholds(_Model):
 
 
 class SeriesRule(Thresholds):
-    match: str
+    match: str  # a glob of series keys; "*" when only ``watchlist`` is given
+    watchlist: bool = False  # true: only the watchlist's series (of those ``match`` takes)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _watchlist_matches_all(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("watchlist") is True and "match" not in data:
+            return {**data, "match": "*"}
+        return data
 
 
 class Grouping(_Model):
@@ -95,6 +114,7 @@ class EmailChannel(_Model):
 
 class Route(_Model):
     match: str = "*"
+    watchlist: bool = False  # true: only alerts on the watchlist's series
     severity: tuple[Severity, ...] = SEVERITIES
     channels: tuple[str, ...] = Field(min_length=1)
 
@@ -107,6 +127,8 @@ class AlertRules(_Model):
     dashboard_url: str = "http://127.0.0.1:8501"
     channels: dict[str, SlackChannel | EmailChannel] = {}
     routes: tuple[Route, ...] = ()
+    # The watchlist's series keys (``ticker:ACME``): not in the file, bound by with_watchlist.
+    _watchlist: frozenset[str] = PrivateAttr(default_factory=frozenset)
 
     @model_validator(mode="after")
     def _routes_name_known_channels(self) -> AlertRules:
@@ -116,16 +138,29 @@ class AlertRules(_Model):
                 raise ValueError(f"routes.{i}: unknown channel(s) {unknown}")
         return self
 
+    def with_watchlist(self, keys: Iterable[str]) -> AlertRules:
+        """These rules, where ``watchlist: true`` matches the series ``keys``."""
+        bound = self.model_copy()
+        bound._watchlist = frozenset(keys)
+        return bound
+
+    @property
+    def watchlist(self) -> frozenset[str]:
+        return self._watchlist
+
+    def _matches(self, key: str, match: str, watchlist: bool) -> bool:
+        return fnmatch.fnmatchcase(key, match) and (not watchlist or key in self._watchlist)
+
     def rule_for(self, key: str, base: SpikeRule) -> SpikeRule:
         rule = self.defaults.apply(base)
         for series in self.series:
-            if fnmatch.fnmatchcase(key, series.match):
+            if self._matches(key, series.match, series.watchlist):
                 return series.apply(rule)
         return rule
 
     def channels_for(self, key: str, severity: str) -> tuple[str, ...]:
         for route in self.routes:
-            if fnmatch.fnmatchcase(key, route.match) and severity in route.severity:
+            if self._matches(key, route.match, route.watchlist) and severity in route.severity:
                 return route.channels
         return ()
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -204,6 +205,10 @@ class Settings(BaseSettings):
     retention_days: float = Field(default=90.0, ge=0)
     alert_rules_file: Path | None = None  # YAML thresholds, grouping, channels and routes
 
+    # -- Watchlist (core/watchlist.py): the analyst's own tickers and company aliases (YAML),
+    # read by the tagger, the alerter and the dashboard through their configs
+    watchlist_file: Path | None = None
+
     # -- Notifications (alerts/notifier.py): the default channels' secrets, environment only.
     # A rules file's channels may name other variables (``secret``).
     slack_webhook_url: SecretStr | None = None
@@ -220,8 +225,11 @@ class Settings(BaseSettings):
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8501
     dashboard_refresh_seconds: float = 5.0
+    # The time zone (an IANA name such as Europe/London) the dashboard shows times in; the
+    # store and the records stay UTC
+    dashboard_tz: str = "UTC"
 
-    @field_validator("config", "datasets_dir", mode="before")
+    @field_validator("config", "datasets_dir", "watchlist_file", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value  # FINSENT_CONFIG= (empty) names no file
@@ -231,6 +239,17 @@ class Settings(BaseSettings):
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("dashboard_tz")
+    @classmethod
+    def _check_tz(cls, value: str) -> str:
+        if not value.strip():
+            return "UTC"  # FINSENT_DASHBOARD_TZ= (empty): the default
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("not a time zone name such as UTC or Europe/London") from None
         return value
 
     @field_validator("windows")

@@ -58,7 +58,18 @@ with st.sidebar:
         key="lookback",
         help="Counted back from the newest story, so a replayed feed reads like a live one.",
     )
-    st.caption(f"Refreshes every {ui.refresh_seconds():g} s. Times are UTC.")
+    configured = ui.settings().dashboard_tz
+    zones = ui.time_zones()
+    zones = zones if configured in zones else [configured, *zones]
+    st.selectbox(
+        "Time zone",
+        zones,
+        index=zones.index(configured),
+        key=ui.TZ_KEY,
+        help="Times on every page are shown in this zone (default: FINSENT_DASHBOARD_TZ); "
+        "the stored data stays UTC.",
+    )
+    st.caption(f"Refreshes every {ui.refresh_seconds():g} s. Times are {ui.zone_name()}.")
     # `finsent dashboard` binds FINSENT_DASHBOARD_HOST (127.0.0.1 by default); a bare
     # `streamlit run` listens on every interface unless told otherwise. Say so.
     address = st.get_option("server.address")

@@ -1,4 +1,5 @@
-"""What every page shares: settings, the look-back and resolution, cached queries, messages.
+"""What every page shares: settings, the look-back and resolution, cached queries, messages,
+the time zone times are shown in and the watchlist.
 
 Settings are read on each script run (``get_settings()`` is cached per process), never frozen
 at import, so a test can point the dashboard at another store. Queries are cached with a TTL of
@@ -10,13 +11,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, available_timezones
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from finsent.core.settings import Settings, get_settings
+from finsent.core.watchlist import NO_WATCHLIST, Watchlist, WatchlistError, load_watchlist
 from finsent.dashboard import queries
+from finsent.dashboard.figures import in_time_zone
+from finsent.dashboard.safe import escape_text
+from finsent.dashboard.tables import zoned
 from finsent.runtime.lag import Lag, consumer_lag, probe_for
 
 LOOKBACKS: dict[str, timedelta | None] = {
@@ -30,6 +39,7 @@ DEFAULT_LOOKBACK = "24 hours"
 MAX_POINTS = 500  # windows per series on a trend chart
 MAX_COLUMNS = 200  # windows across the heatmap
 FLASH = "_finsent_flash"
+TZ_KEY = "tz"  # the sidebar's time zone selector
 
 
 def settings() -> Settings:
@@ -231,6 +241,124 @@ def current_view(window: timedelta | None, max_points: int = MAX_POINTS) -> View
     return View(since=anchor - window, until=None, size_seconds=size, anchor=anchor)
 
 
+# -- time zone ------------------------------------------------------------------------------
+
+
+@cache
+def time_zones() -> list[str]:
+    """Every IANA zone name this system knows, UTC first."""
+    return ["UTC", *sorted(available_timezones() - {"UTC"})]
+
+
+def zone_name() -> str:
+    """The zone times are shown in: the sidebar's choice, else ``FINSENT_DASHBOARD_TZ``. The
+    store and the records stay UTC; only what is shown moves."""
+    chosen = st.session_state.get(TZ_KEY)
+    return chosen if chosen in time_zones() else settings().dashboard_tz
+
+
+def time_label(label: str) -> str:
+    """A time column's or metric's label with the zone: ``Time (Europe/London)``."""
+    return zoned(label, zone_name())
+
+
+def local(value: datetime) -> datetime:
+    """A UTC time (aware, or naive meaning UTC) on the wall clock of the shown zone."""
+    return _aware(value).astimezone(ZoneInfo(zone_name()))
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def chart(fig: go.Figure) -> go.Figure:
+    """A figure with its time axis in the shown zone, for ``st.plotly_chart``."""
+    return in_time_zone(fig, zone_name())
+
+
+# -- watchlist ------------------------------------------------------------------------------
+
+
+@cached(4)
+def cached_watchlist(path: str | None) -> Watchlist | str:
+    try:
+        return load_watchlist(Path(path) if path else None)
+    except WatchlistError as exc:
+        return str(exc)
+
+
+def watchlist() -> Watchlist:
+    """The settings' watchlist (``FINSENT_WATCHLIST_FILE``); a bad file shows its one-line
+    error on the page and counts as none."""
+    path = settings().watchlist_file
+    found = cached_watchlist(str(path) if path else None)
+    if isinstance(found, str):
+        st.error(escape_text(found), icon=":material/error:")
+        return NO_WATCHLIST
+    return found
+
+
+def watchlist_only(key: str, found: Watchlist | None = None) -> Watchlist | None:
+    """A "Watchlist only" toggle, shown when a watchlist is configured (``found``, default:
+    the settings'): the watchlist while it is on, else None (no filter)."""
+    found = watchlist() if found is None else found
+    if not found:
+        return None
+    on = st.toggle(
+        "Watchlist only",
+        key=key,
+        help=f"Only the {len(found.companies)} companies of the watchlist file.",
+    )
+    return found if on else None
+
+
+# -- links to one series' window (an alert's, on the Headlines page) ------------------------
+
+
+@dataclass(frozen=True)
+class SeriesWindow:
+    """One series' stories published in ``[start, end)``: what a link from an alert to the
+    Headlines page asks for, as ``?series=topic:Energy&from=...&to=...`` (UTC, ISO 8601)."""
+
+    key: str
+    start: datetime
+    end: datetime
+
+    def query_params(self) -> dict[str, str]:
+        return {"series": self.key, "from": _iso(self.start), "to": _iso(self.end)}
+
+    @classmethod
+    def from_params(cls, params: Any) -> SeriesWindow | None:
+        """The window a page's query parameters name, None when they name none; ValueError
+        saying what is wrong with them otherwise."""
+        key, start, end = (params.get(name) for name in ("series", "from", "to"))
+        if not key and not start and not end:
+            return None
+        if not key or not start or not end:
+            raise ValueError("a link to headlines needs series, from and to")
+        queries.series_filters(key)  # a key that is no series raises
+        window = cls(key, _parse_utc(start), _parse_utc(end))
+        if window.end <= window.start:
+            raise ValueError("the link's window ends before it starts")
+        return window
+
+    def filters(self) -> dict[str, Any]:
+        """Its ``load_headlines`` filters."""
+        return {"since": self.start, "until": self.end, **queries.series_filters(self.key)}
+
+
+def _iso(value: datetime) -> str:
+    return _aware(value).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_utc(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.strip().replace(" ", "+"))  # "+" read as a space
+    except ValueError:
+        raise ValueError(f"not an ISO 8601 time: {text[:40]!r}") from None
+    return _aware(value).astimezone(UTC)
+
+
 def duration_label(seconds: float) -> str:
     for unit, length in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= length and seconds % length == 0:
@@ -238,10 +366,12 @@ def duration_label(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
-def format_time(value: datetime | None, now: datetime) -> str:
-    """Short enough for a metric: the time alone today, the date too otherwise (all UTC)."""
+def format_time(value: datetime | None, now: datetime, tz: str = "UTC") -> str:
+    """Short enough for a metric: the time alone today, the date too otherwise (in ``tz``)."""
     if value is None:
         return "—"
+    zone = ZoneInfo(tz)
+    value, now = _aware(value).astimezone(zone), _aware(now).astimezone(zone)
     return value.strftime("%H:%M:%S" if value.date() == now.date() else "%b %d %H:%M")
 
 
@@ -261,7 +391,7 @@ def show_flash() -> None:
 
 def headline_columns() -> dict[str, Any]:
     return {
-        "Time (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
+        time_label("Time"): st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
         "Score": st.column_config.NumberColumn(format="%.2f"),
         "Title": st.column_config.TextColumn(width="large"),
         "Link": st.column_config.LinkColumn(display_text="open"),

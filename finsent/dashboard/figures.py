@@ -4,6 +4,9 @@ No I/O and no Streamlit, so each chart is unit-tested on its own. Every builder 
 with a "no data yet" annotation when there is nothing to draw, so a new store still renders.
 Feed text reaches a figure only as data (hover text, category labels), which plotly draws as
 text; titles and templates here are our own.
+
+The builders draw UTC; ``in_time_zone`` moves a finished figure's time axis to the dashboard's
+zone for display (plotly draws a time as the wall clock it is given).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -460,11 +464,12 @@ def _timestamp(value: Any) -> pd.Timestamp | None:
 
 
 def alert_segments(
-    alerts: pd.DataFrame, events: pd.DataFrame, now: datetime | pd.Timestamp
+    alerts: pd.DataFrame, events: pd.DataFrame, now: datetime | pd.Timestamp, tz: str = "UTC"
 ) -> pd.DataFrame:
     """Each alert's life as segments: one per state it went through, from the event that
     entered it to the next event (or ``now`` while it is still open). A resolution is a
-    zero-length segment. Alerts without stored events get one from their own row.
+    zero-length segment. Alerts without stored events get one from their own row. ``tz``: the
+    zone of the labels' window start.
 
     Columns: alert_id, label, key, severity, state, start, end."""
     columns = ["alert_id", "label", "key", "severity", "state", "start", "end"]
@@ -473,7 +478,9 @@ def alert_segments(
     now = pd.Timestamp(now)
     now = now.tz_localize("UTC") if now.tzinfo is None else now
     by_alert = {aid: group for aid, group in events.groupby("alert_id")} if not events.empty else {}
-    labels = {aid: _text(label) for aid, label in alert_labels(alerts, with_state=False).items()}
+    labels = {
+        aid: _text(label) for aid, label in alert_labels(alerts, with_state=False, tz=tz).items()
+    }
     rows: list[tuple[str, str, str, str, str, pd.Timestamp, pd.Timestamp]] = []
     for alert in _alert_rows(alerts):
         length = alert.window_end - alert.window_start
@@ -577,8 +584,10 @@ def alert_timeline(segments: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def alert_labels(alerts: pd.DataFrame, *, with_state: bool = True) -> dict[str, str]:
-    """Readable, unique labels per alert id: ``key · state · window start`` (UTC)."""
+def alert_labels(
+    alerts: pd.DataFrame, *, with_state: bool = True, tz: str = "UTC"
+) -> dict[str, str]:
+    """Readable, unique labels per alert id: ``key · state · window start`` (in ``tz``)."""
     labels: dict[str, str] = {}
     if alerts.empty:  # it may have no columns either
         return labels
@@ -590,12 +599,56 @@ def alert_labels(alerts: pd.DataFrame, *, with_state: bool = True) -> dict[str, 
         strict=True,
     ):
         parts = [key, state] if with_state else [key]
-        parts.append(f"{window_start:%Y-%m-%d %H:%M}")
+        parts.append(f"{_wall(window_start, ZoneInfo(tz)):%Y-%m-%d %H:%M}")
         labels[alert_id] = " · ".join(parts)
     counts = pd.Series(list(labels.values())).value_counts()
     return {
         aid: f"{label} · {aid[:8]}" if counts[label] > 1 else label for aid, label in labels.items()
     }
+
+
+# -- time zone ------------------------------------------------------------------------------
+
+
+def in_time_zone(fig: go.Figure, tz: str) -> go.Figure:
+    """``fig`` with its times (trace x values, bar bases, vertical lines) moved from UTC to the
+    wall clock of ``tz``, in place; hover text follows. ``customdata`` keeps UTC, so a clicked
+    heatmap cell is still found by it."""
+    if tz == "UTC":
+        return fig
+    zone = ZoneInfo(tz)
+    for trace in fig.data:
+        for name in ("x", "base"):
+            if name in trace:
+                moved = _zoned_values(trace[name], zone)
+                if moved is not None:
+                    trace[name] = moved
+    for shape in fig.layout.shapes or ():
+        for name in ("x0", "x1"):
+            value = shape[name]
+            if isinstance(value, datetime):
+                shape[name] = _wall(pd.Timestamp(value), zone)
+    return fig
+
+
+def _wall(stamp: pd.Timestamp, zone: ZoneInfo) -> pd.Timestamp:
+    """A UTC time (aware, or naive meaning UTC) as the naive wall-clock time in ``zone``."""
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
+    return stamp.tz_convert(zone).tz_localize(None)
+
+
+def _zoned_values(values: Any, zone: ZoneInfo) -> Any:
+    """A trace's time values in ``zone``, or None when they are not times. Plotly keeps a
+    datetime column as naive UTC datetime64, and a list of datetimes as it was given."""
+    if values is None:
+        return None
+    array = getattr(values, "dtype", None)
+    if array is not None and array.kind == "M":
+        index = pd.DatetimeIndex(values).tz_localize("UTC")
+        return index.tz_convert(zone).tz_localize(None).to_numpy()
+    if isinstance(values, list | tuple) and values and all(isinstance(v, datetime) for v in values):
+        return [_wall(pd.Timestamp(v), zone) for v in values]
+    return None
 
 
 # -- helpers --------------------------------------------------------------------------------

@@ -34,16 +34,20 @@ def live(lookback: timedelta | None) -> None:
     url = ui.store_url()
     view = ui.current_view(lookback)
     alerts = ui.cached_alerts(url, view.since if view else None)
+    watchlist = ui.watchlist()
+    if ui.watchlist_only("alerts_watchlist", watchlist) is not None and not alerts.empty:
+        alerts = alerts[alerts["key"].isin(watchlist.keys)]
     if view is None or alerts.empty:
         st.info("No alerts in this period. This page refreshes by itself.")
         show_silences(url)
         return
 
+    tz = ui.zone_name()
     events = ui.cached_events(url, tuple(alerts["id"]))
-    segments = alert_segments(alerts, events, view.anchor)
-    st.plotly_chart(alert_timeline(segments), key="alert_timeline")
+    segments = alert_segments(alerts, events, view.anchor, tz)
+    st.plotly_chart(ui.chart(alert_timeline(segments)), key="alert_timeline")
     ui.table(
-        alerts_table(alerts),
+        alerts_table(alerts, tz, watchlist.keys if watchlist else None),
         "alerts_table",
         column_config={
             "Neg share": st.column_config.NumberColumn(format="percent"),
@@ -52,7 +56,7 @@ def live(lookback: timedelta | None) -> None:
         },
     )
 
-    labels = alert_labels(alerts)
+    labels = alert_labels(alerts, tz=tz)
     picked = st.selectbox("Alert", list(labels), format_func=labels.__getitem__, key="alert_pick")
     if picked is not None:
         show_detail(url, picked, alerts)
@@ -100,13 +104,21 @@ def show_detail(url: str, alert_id: str, alerts: pd.DataFrame) -> None:
     )
     same_key = alerts[alerts["key"] == detail["key"]]
     st.plotly_chart(
-        sentiment_trend(
-            history, same_key, detail["key"], span=ui.settings().alert_baseline_windows
+        ui.chart(
+            sentiment_trend(
+                history, same_key, detail["key"], span=ui.settings().alert_baseline_windows
+            )
         ),
         key="alert_trend",
     )
 
     st.subheader("Contributing headlines")
+    st.page_link(
+        "page_headlines.py",
+        label="All headlines of this window",
+        icon=":material/newspaper:",
+        query_params=ui.SeriesWindow(detail["key"], start, end).query_params(),
+    )
     rows = ui.cached_window_headlines(url, detail["key"], start, end, WINDOW_ITEMS)
     if rows.empty:
         show_stored_headlines(detail["headlines"])
@@ -128,7 +140,7 @@ def show_detail(url: str, alert_id: str, alerts: pd.DataFrame) -> None:
     st.markdown(headlines_html(lines), unsafe_allow_html=True)
     with st.expander(f"All {len(rows):,} stories of the window"):
         ui.table(
-            headlines_table(rows),
+            headlines_table(rows, ui.zone_name()),
             "alert_headlines",
             column_config=ui.headline_columns(),
         )

@@ -41,11 +41,11 @@ def live() -> None:
         st.info("No backtest runs yet")
         return
     ui.table(
-        backtests_table(runs),
+        backtests_table(runs, ui.zone_name()),
         "backtests",
         column_config={
-            "Started (UTC)": st.column_config.DatetimeColumn(format=TIME_FORMAT),
-            "Finished (UTC)": st.column_config.DatetimeColumn(format=TIME_FORMAT),
+            ui.time_label("Started"): st.column_config.DatetimeColumn(format=TIME_FORMAT),
+            ui.time_label("Finished"): st.column_config.DatetimeColumn(format=TIME_FORMAT),
             "Report": st.column_config.TextColumn(help="The run's report file"),
         },
     )
@@ -54,7 +54,7 @@ def live() -> None:
     picked = st.selectbox(
         "Run",
         ids,
-        format_func=lambda rid: f"{rid} · {started[rid]:%Y-%m-%d %H:%M}",
+        format_func=lambda rid: f"{rid} · {ui.local(started[rid]):%Y-%m-%d %H:%M}",
         key="backtest_pick",
     )
     if picked is None:
@@ -116,13 +116,13 @@ def show_folder(run_id: str, html_path: Path) -> None:
     report_table(
         "Known events",
         folder / "events.csv",
-        backtest_events_table,
+        partial(backtest_events_table, tz=ui.zone_name()),
         "backtest_events",
         "No known events were given for this run.",
         {
-            "First alert (UTC)": st.column_config.DatetimeColumn(format=TIME_FORMAT),
-            "Start (UTC)": st.column_config.DatetimeColumn(format=TIME_FORMAT),
-            "End (UTC)": st.column_config.DatetimeColumn(format=TIME_FORMAT),
+            ui.time_label("First alert"): st.column_config.DatetimeColumn(format=TIME_FORMAT),
+            ui.time_label("Start"): st.column_config.DatetimeColumn(format=TIME_FORMAT),
+            ui.time_label("End"): st.column_config.DatetimeColumn(format=TIME_FORMAT),
             "Lead (h)": st.column_config.NumberColumn(
                 format="%.2f", help="Hours from the first alert to the event's start"
             ),
@@ -131,13 +131,13 @@ def show_folder(run_id: str, html_path: Path) -> None:
     report_table(
         "Alerts fired",
         folder / "alerts.csv",
-        backtest_alerts_table,
+        partial(backtest_alerts_table, tz=ui.zone_name()),
         "backtest_alerts",
         "This run fired no alerts.",
         {
-            "Fired (UTC)": st.column_config.DatetimeColumn(format=TIME_FORMAT),
-            "Window (UTC)": st.column_config.DatetimeColumn(format=TIME_FORMAT),
-            "Resolved (UTC)": st.column_config.DatetimeColumn(format=TIME_FORMAT),
+            ui.time_label("Fired"): st.column_config.DatetimeColumn(format=TIME_FORMAT),
+            ui.time_label("Window"): st.column_config.DatetimeColumn(format=TIME_FORMAT),
+            ui.time_label("Resolved"): st.column_config.DatetimeColumn(format=TIME_FORMAT),
             "Z-score": st.column_config.NumberColumn(format="%.2f"),
             "Neg share": st.column_config.NumberColumn(format="percent"),
             "Headlines": st.column_config.TextColumn(width="large"),

@@ -29,14 +29,15 @@ def live(lookback: timedelta | None) -> None:
         return
     st.caption(f"{view.size_label} windows, {len(matrix.topics)} topics, busiest at the top.")
     event = st.plotly_chart(
-        heatmap(matrix), key="heatmap", on_select="rerun", selection_mode="points"
+        ui.chart(heatmap(matrix)), key="heatmap", on_select="rerun", selection_mode="points"
     )
     cell = selected_cell(event.selection if event else None, matrix)
     if cell is None:
         st.caption("Click a cell to see the headlines of that topic in that window.")
         return
 
-    st.subheader(f"{cell.topic}: {cell.start:%Y-%m-%d %H:%M} – {cell.end:%H:%M} UTC")
+    start, end = ui.local(cell.start.to_pydatetime()), ui.local(cell.end.to_pydatetime())
+    st.subheader(f"{cell.topic}: {start:%Y-%m-%d %H:%M} – {end:%H:%M} {ui.zone_name()}")
     st.caption(
         f"{cell.count:,} items, {cell.neg_share:.0%} negative; most negative first"
         + (f", the first {DRILL_LIMIT}." if cell.count > DRILL_LIMIT else ".")
@@ -45,7 +46,7 @@ def live(lookback: timedelta | None) -> None:
         url, cell.key, cell.start.to_pydatetime(), cell.end.to_pydatetime(), DRILL_LIMIT
     )
     ui.table(
-        headlines_table(rows),
+        headlines_table(rows, ui.zone_name()),
         "heatmap_headlines",
         column_config=ui.headline_columns(),
     )

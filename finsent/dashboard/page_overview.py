@@ -25,8 +25,8 @@ def live(lookback: timedelta | None) -> None:
     n_windows.metric("Windows", f"{summary.windows:,}")
     firing.metric("Firing alerts", f"{summary.firing_alerts:,}")
     updated.metric(
-        "Last update (UTC)",
-        ui.format_time(summary.last_update, datetime.now(UTC)),
+        ui.time_label("Last update"),
+        ui.format_time(summary.last_update, datetime.now(UTC), ui.zone_name()),
         help=summary.last_update.isoformat() if summary.last_update else None,
     )
     lag = ui.current_lag()
@@ -55,13 +55,13 @@ def live(lookback: timedelta | None) -> None:
     )
 
     st.plotly_chart(
-        sentiment_trend(overall, alerts, span=config.alert_baseline_windows),
+        ui.chart(sentiment_trend(overall, alerts, span=config.alert_baseline_windows)),
         key="trend",
         width="stretch",
     )
     volume_col, topic_col = st.columns(2)
     with volume_col:
-        st.plotly_chart(volume_bars(overall), key="volume", width="stretch")
+        st.plotly_chart(ui.chart(volume_bars(overall)), key="volume", width="stretch")
     with topic_col:
         names = topic_names(topics)
         # A key keeps the selection while new topics appear in the options.
@@ -69,7 +69,9 @@ def live(lookback: timedelta | None) -> None:
             "Topics", names, default=names[:DEFAULT_TOPICS], key="topics", placeholder="all"
         )
         st.plotly_chart(
-            topic_lines(topics, chosen or None, alerts), key="topic_lines", width="stretch"
+            ui.chart(topic_lines(topics, chosen or None, alerts)),
+            key="topic_lines",
+            width="stretch",
         )
 
 

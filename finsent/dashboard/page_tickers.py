@@ -24,8 +24,12 @@ def live(lookback: timedelta | None) -> None:
         st.info("Waiting for data: nothing has been scored yet. This page refreshes by itself.")
         return
     totals = ui.cached_series(url, "ticker:", view.size_seconds, view.since, OPTIONS)
+    watched = ui.watchlist_only("ticker_watchlist")
+    if watched is not None and not totals.empty:
+        totals = totals[totals["name"].isin(watched.tickers)]
     if totals.empty:
-        st.info("No ticker has been mentioned in this period.")
+        where = " of the watchlist" if watched is not None else ""
+        st.info(f"No ticker{where} has been mentioned in this period.")
         return
     counts = dict(zip(totals["name"], totals["items"], strict=True))
     shares = dict(zip(totals["name"], totals["neg_share"], strict=True))
@@ -41,7 +45,7 @@ def live(lookback: timedelta | None) -> None:
     windows = ui.cached_windows(url, key, None, view.since, view.until, view.size_seconds)
     alerts = ui.cached_alerts(url, view.since)
     st.plotly_chart(
-        ticker_trend(windows, key, alerts, span=ui.settings().alert_baseline_windows),
+        ui.chart(ticker_trend(windows, key, alerts, span=ui.settings().alert_baseline_windows)),
         key="ticker_trend",
     )
     rows = ui.cached_headlines(url, since=view.since, ticker=ticker, limit=LIMIT)
@@ -50,7 +54,7 @@ def live(lookback: timedelta | None) -> None:
         + (f" (the newest {LIMIT})." if len(rows) == LIMIT else ".")
     )
     ui.table(
-        headlines_table(rows),
+        headlines_table(rows, ui.zone_name()),
         "ticker_headlines",
         column_config=ui.headline_columns(),
     )

@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import ColumnElement, Engine, Text, case, cast, false, func, select
+from sqlalchemy import ColumnElement, Engine, Text, case, cast, false, func, or_, select
 
 from finsent.core.vocabulary import ALERT_STATES, STATE_ORDER
 from finsent.runtime.store import (
@@ -291,6 +291,7 @@ def load_headlines(
     sources: Sequence[str] = (),
     sentiments: Sequence[str] = (),
     ticker: str | None = None,
+    tickers: Sequence[str] = (),
     order: str = "newest",
     limit: int = 50,
 ) -> pd.DataFrame:
@@ -298,7 +299,8 @@ def load_headlines(
     passes everything), newest first (or most negative first with ``order="negative"``).
 
     At most ``limit`` rows (capped at ``MAX_HEADLINES``). A ticker matches the stored list of
-    tickers exactly, case-insensitively."""
+    tickers exactly, case-insensitively; ``tickers`` (a watchlist's) passes a story that
+    names any of them."""
     where: list[Any] = []
     if since is not None:
         where.append(scored_items.c.published_at >= _utc(since))
@@ -315,6 +317,10 @@ def load_headlines(
         # symbol is an exact element match, and autoescape keeps "_" and "%" literal.
         symbol = json.dumps(ticker.strip().upper())
         where.append(cast(scored_items.c.tickers, Text).contains(symbol, autoescape=True))
+    if tickers:
+        stored = cast(scored_items.c.tickers, Text)
+        symbols = sorted({json.dumps(t.strip().upper()) for t in tickers if t.strip()})
+        where.append(or_(*(stored.contains(symbol, autoescape=True) for symbol in symbols)))
     ordering: tuple[ColumnElement[Any], ...]
     if order == "negative":
         ordering = (scored_items.c.score, scored_items.c.published_at.desc(), scored_items.c.id)
@@ -339,17 +345,23 @@ def window_headlines(
 ) -> pd.DataFrame:
     """The stories behind one window of one series (``overall``, ``topic:…``, ``source:…``,
     ``ticker:…``), most negative first."""
-    family, _, name = key.partition(":")
-    filters: dict[str, Any] = {}
-    if family == "topic":
-        filters["topics"] = [name]
-    elif family == "source":
-        filters["sources"] = [name]
-    elif family == "ticker":
-        filters["ticker"] = name
-    elif key != "overall":
-        raise ValueError(f"unknown series key {key!r}")
+    filters = series_filters(key)
     return load_headlines(url, since=start, until=end, order="negative", limit=limit, **filters)
+
+
+def series_filters(key: str) -> dict[str, Any]:
+    """The ``load_headlines`` filters that select one series' stories; ValueError for a key
+    that is no series."""
+    family, _, name = key.partition(":")
+    if family == "topic" and name:
+        return {"topics": (name,)}
+    if family == "source" and name:
+        return {"sources": (name,)}
+    if family == "ticker" and name:
+        return {"ticker": name}
+    if key == "overall":
+        return {}
+    raise ValueError(f"unknown series key {key!r}")
 
 
 def active_silences(url: str, now: datetime, *, limit: int = 100) -> pd.DataFrame:

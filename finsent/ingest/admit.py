@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from finsent.core.records import NewsItem
+from finsent.core.watchlist import NO_WATCHLIST, Watchlist, load_watchlist
 from finsent.ingest.dedup import NoveltyConfig, NoveltyTracker, SeenStore, apply_verdict
 from finsent.runtime.runner import SourceRunner
 
@@ -30,14 +31,17 @@ class IngestConfig:
     dedup_horizon: timedelta  # near-duplicate and same-title horizon
     max_future: timedelta  # publish times further ahead than this are rejected
     retention: timedelta | None = None  # dedup memory first seen longer ago is pruned
+    watchlist: Watchlist = NO_WATCHLIST  # the analyst's companies, tagged at normalization
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngestConfig:
+        """Reads the watchlist file, if the settings name one (``WatchlistError`` if bad)."""
         return cls(
             state_url=settings.ingest_database_url,
             dedup_horizon=timedelta(hours=settings.dedup_horizon_hours),
             max_future=timedelta(minutes=settings.max_future_minutes),
             retention=timedelta(days=settings.retention_days) if settings.retention_days else None,
+            watchlist=load_watchlist(settings.watchlist_file),
         )
 
 

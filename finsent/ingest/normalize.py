@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from finsent.core.records import MAX_NAME_CHARS, NewsItem, stable_id, utc
+from finsent.core.watchlist import NO_WATCHLIST, Watchlist
 from finsent.ingest.raw import RawStory
 from finsent.ingest.tickers import MAX_TICKERS, normalize_symbol, tag_tickers
 
@@ -554,6 +555,7 @@ def normalize(
     max_future: timedelta = timedelta(hours=6),
     max_title_chars: int = 1000,
     max_body_chars: int = 20000,
+    watchlist: Watchlist = NO_WATCHLIST,
 ) -> NewsItem:
     """Clean a raw story into a `NewsItem`, or raise `NormalizeError` saying why not.
 
@@ -561,6 +563,7 @@ def normalize(
     through two tracking links, or polled twice, keeps one id. ``fetched_at`` and ``now`` must
     be time-zone aware (a naive one is the caller's bug and raises ValueError, not
     `NormalizeError`); a publish time more than ``max_future`` after ``now`` is refused.
+    ``watchlist``: the analyst's companies, tagged beside the built-in ones.
     """
     # Cut to what a record may carry (a series key is "source:" + it), not refused: a long
     # configured name is no reason to lose its stories.
@@ -588,7 +591,7 @@ def normalize(
 
     stated = (normalize_symbol(str(t)) for t in story.tickers)
     known = list(islice((s for s in stated if s), MAX_TICKERS))
-    relevance = tag_tickers(title, body, known)
+    relevance = tag_tickers(title, body, known, watchlist)
     try:
         return NewsItem(
             id=stable_id(url, title, source),

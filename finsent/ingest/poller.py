@@ -25,6 +25,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from finsent.core.watchlist import NO_WATCHLIST, Watchlist, load_watchlist
 from finsent.ingest.api_source import fetch_api
 from finsent.ingest.feeds import clean_tickers, parse_feed
 from finsent.ingest.fetch import Fetcher
@@ -88,15 +89,19 @@ class PollerConfig:
     fetch_timeout_seconds: float  # per read; connecting gets at most 5 s of it
     fetch_max_bytes: int  # a larger response is refused
     http_state_path: Path  # the ETag/Last-Modified memory, kept across restarts
+    # The analyst's companies: symbols a source may state beside the built-in index's
+    watchlist: Watchlist = NO_WATCHLIST
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> PollerConfig:
+    def from_settings(cls, settings: Settings, watchlist: Watchlist | None = None) -> PollerConfig:
+        """``watchlist``: the one already read (default: read the settings' file)."""
         return cls(
             sources_file=settings.sources_file,
             user_agent=settings.user_agent,
             fetch_timeout_seconds=settings.fetch_timeout_seconds,
             fetch_max_bytes=settings.fetch_max_bytes,
             http_state_path=settings.cache_dir / "ingest" / STATE_FILE_NAME,
+            watchlist=load_watchlist(settings.watchlist_file) if watchlist is None else watchlist,
         )
 
 
@@ -151,6 +156,7 @@ class FeedPoller:
         clock: Callable[[], datetime] | None = None,
         environ: Mapping[str, str] | None = None,
         close_fetcher: bool | None = None,
+        watchlist: Watchlist = NO_WATCHLIST,
     ) -> None:
         names = [s.name for s in sources]
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -160,6 +166,7 @@ class FeedPoller:
         self.max_backoff_seconds = max_backoff_seconds
         self._clock = clock or (lambda: datetime.now(UTC))
         self._environ = environ
+        self.watchlist = watchlist
         # shutdown() closes the fetcher if the poller built it, unless told otherwise.
         self._owns_fetcher = fetcher is None if close_fetcher is None else close_fetcher
         self.fetcher = fetcher or Fetcher()
@@ -206,6 +213,7 @@ class FeedPoller:
             scheduler=scheduler,
             environ=environ,
             close_fetcher=True,
+            watchlist=config.watchlist,
         )
 
     # -- scheduling ------------------------------------------------------------------------
@@ -323,7 +331,9 @@ class FeedPoller:
             errors = [IngestError(source.name, f"internal error: {type(exc).__name__}: {exc}")]
 
         if stories and not source.trust_stated_tickers:
-            stories = [replace(s, tickers=known_symbols(s.tickers)) for s in stories]
+            stories = [
+                replace(s, tickers=known_symbols(s.tickers, self.watchlist)) for s in stories
+            ]
         if source.tickers and stories:
             room = max(0, MAX_STATED_TICKERS - len(source.tickers))  # the configured ones stay
             stories = [

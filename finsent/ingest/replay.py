@@ -42,6 +42,7 @@ from finsent.core.feed_files import RowError, read_rows
 from finsent.core.records import MAX_ID_CHARS, NewsItem
 from finsent.core.settings import Settings
 from finsent.core.stages import stage
+from finsent.core.watchlist import NO_WATCHLIST, Watchlist
 from finsent.ingest.admit import Admission, IngestConfig
 from finsent.ingest.normalize import NormalizeError, normalize
 from finsent.ingest.raw import RawStory
@@ -106,6 +107,7 @@ def load(
     now: datetime | None = None,
     max_future: timedelta = timedelta(hours=6),
     on_read: Callable[[int], None] | None = None,
+    watchlist: Watchlist = NO_WATCHLIST,
 ) -> list[NewsItem]:
     """Every readable story of `path`, normalized and in publish-time order; the rest → DLQ.
 
@@ -122,7 +124,9 @@ def load(
         else:
             try:
                 story = row_story(row, default_source, raw)
-                item = normalize(story, fetched_at=now, now=now, max_future=max_future)
+                item = normalize(
+                    story, fetched_at=now, now=now, max_future=max_future, watchlist=watchlist
+                )
                 if row.get("id"):  # a file may carry its own stable ids
                     item = replace(item, id=file_id(str(row["id"])))
             except NormalizeError as exc:
@@ -180,6 +184,7 @@ def replay(
                 now,
                 config.max_future,
                 on_read=lambda rows: bar.update(loading, completed=rows),
+                watchlist=config.watchlist,
             )
             bar.update(loading, total=stats.read, completed=stats.read)
             items, stats.outside = within_period(items, since, until)

@@ -27,16 +27,25 @@ alias table adds the common short forms):
 * the text's first matched token must carry a capital letter (or be a digit, as in "3M"), and
   all-capital names such as "IBM" or "BP" match only in capitals, so "apple pie" or "bp"
   never count.
+
+A watchlist (``finsent.core.watchlist``) adds the analyst's own companies: its names go through
+the same stripping as the package's, its aliases are matched as written (like the curated
+ones), under the same case rules; where a watchlist name or alias and a built-in one are the
+same words, the watchlist's ticker wins. Its tickers are known symbols, so a source may state
+them.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from functools import cache
+from dataclasses import dataclass, field, replace
+from functools import cache, lru_cache
 from typing import Any
+
+from finsent.core.watchlist import NO_WATCHLIST, Watchlist
 
 __all__ = [
     "COMMON_WORD_NAMES",
@@ -321,9 +330,7 @@ def _build(stocks: Iterable[Mapping[str, Any]]) -> CompanyIndex:
             return
         single = len(keys) == 1
         needs_suffix = single and keys[0] in COMMON_WORD_NAMES
-        word = tokens[0]
-        upper_only = word.isalpha() and word.isupper() and len(word) <= 5
-        candidates.setdefault(keys, {})[symbol] = (needs_suffix, upper_only)
+        candidates.setdefault(keys, {})[symbol] = (needs_suffix, _upper_only(tokens))
 
     for stock in stocks:
         symbol = _chosen_symbol(stock)
@@ -357,6 +364,29 @@ def _build(stocks: Iterable[Mapping[str, Any]]) -> CompanyIndex:
     return index
 
 
+def _upper_only(tokens: list[str]) -> bool:
+    """An all-capitals name ("IBM", "ACME Corp") matches only in capitals."""
+    word = tokens[0]
+    return word.isalpha() and word.isupper() and len(word) <= 5
+
+
+def _with_watchlist(base: CompanyIndex, watchlist: Watchlist) -> CompanyIndex:
+    """A copy of ``base`` that also knows the watchlist's companies: each name stripped as the
+    package's are, each alias as written, both under the usual case rules but never needing a
+    legal suffix (the analyst chose them); the watchlist wins a name both hold."""
+    index = replace(base, trie=copy.deepcopy(base.trie))
+    for company in watchlist.companies:
+        forms = [_name_tokens(company.name)] if company.name else []
+        forms += [_TOKEN.findall(alias) for alias in company.aliases]
+        for tokens in forms:
+            keys = tuple(_key(t) for t in tokens)
+            if keys and len("".join(keys)) >= 2:
+                _insert(index.trie, keys, _Entry(company.ticker, False, _upper_only(tokens)))
+    index.symbols = base.symbols | frozenset(watchlist.tickers)
+    index.names = _count(index.trie)
+    return index
+
+
 def _insert(trie: dict[str, Any], keys: tuple[str, ...], entry: _Entry) -> None:
     node = trie
     for key in keys:
@@ -369,11 +399,18 @@ def _count(node: dict[str, Any]) -> int:
 
 
 @cache
-def company_index() -> CompanyIndex:
-    """The name index, built once on first use (about 0.1 s) and shared."""
+def _package_index() -> CompanyIndex:
     from pytickersymbols import PyTickerSymbols
 
     return _build(PyTickerSymbols().get_all_stocks())
+
+
+@lru_cache(maxsize=8)
+def company_index(watchlist: Watchlist = NO_WATCHLIST) -> CompanyIndex:
+    """The name index, with ``watchlist``'s companies merged in; built once per watchlist on
+    first use (about 0.1 s) and shared."""
+    base = _package_index()
+    return _with_watchlist(base, watchlist) if watchlist else base
 
 
 def _symbols_in(text: str, index: CompanyIndex) -> list[str]:
@@ -392,10 +429,11 @@ def _symbols_in(text: str, index: CompanyIndex) -> list[str]:
     return [s for s in found if TICKER_RE.match(s)]
 
 
-def known_symbols(symbols: Iterable[str]) -> tuple[str, ...]:
-    """The source-stated symbols the company index knows (as its one symbol per company), in
-    order, deduplicated, at most ``MAX_TICKERS``: what an untrusted source may state."""
-    index = company_index()
+def known_symbols(symbols: Iterable[str], watchlist: Watchlist = NO_WATCHLIST) -> tuple[str, ...]:
+    """The source-stated symbols the company index (with ``watchlist``) knows (as its one
+    symbol per company), in order, deduplicated, at most ``MAX_TICKERS``: what an untrusted
+    source may state."""
+    index = company_index(watchlist)
     out: dict[str, None] = {}
     for symbol in symbols:
         cleaned = normalize_symbol(str(symbol))
@@ -417,10 +455,13 @@ def taggable(text: str) -> str:
     return unicodedata.normalize("NFKC", text)
 
 
-def tag_tickers(title: str, body: str = "", known: Iterable[str] = ()) -> dict[str, float]:
+def tag_tickers(
+    title: str, body: str = "", known: Iterable[str] = (), watchlist: Watchlist = NO_WATCHLIST
+) -> dict[str, float]:
     """Ticker -> relevance: 1.0 when the title names it (or the source states it), 0.5 when only
-    the body does. Ordered by relevance, then symbol; at most ``MAX_TICKERS`` of them."""
-    index = company_index()
+    the body does. Ordered by relevance, then symbol; at most ``MAX_TICKERS`` of them.
+    ``watchlist``: the analyst's own companies, tagged as the built-in ones are."""
+    index = company_index(watchlist)
     relevance: dict[str, float] = {}
     for symbol in known:
         cleaned = normalize_symbol(symbol)

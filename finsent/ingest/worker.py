@@ -18,6 +18,7 @@ from pathlib import Path
 from finsent.core.records import NewsItem
 from finsent.core.settings import Settings
 from finsent.core.stages import stage
+from finsent.core.watchlist import NO_WATCHLIST, Watchlist
 from finsent.ingest.admit import Admission, IngestConfig
 from finsent.ingest.normalize import NormalizeError, normalize
 from finsent.ingest.poller import FeedPoller, PollerConfig, reason_kind
@@ -45,6 +46,7 @@ class IngestSink:
         self.dead = runner.dead
         self.topic = runner.sink_topic
         self.max_future = config.max_future
+        self.watchlist = config.watchlist
         self.counts: Counter[str] = Counter()
         self.dead_by_kind: Counter[str] = Counter()  # e.g. "xml_bomb", "http_503"
         self._lock = threading.Lock()  # poll jobs run on scheduler threads
@@ -68,7 +70,7 @@ class IngestSink:
         now = datetime.now(UTC)
         # Normalizing is pure and the slow part: done before taking the lock, so one source's
         # hostile batch never holds up another's delivery.
-        items, bad = normalize_all(stories, now, self.max_future)
+        items, bad = normalize_all(stories, now, self.max_future, self.watchlist)
         with self._lock:
             for error in [*errors, *bad]:
                 self._dead(error.reason, error.raw, error.source)
@@ -92,7 +94,10 @@ class IngestSink:
 
 
 def normalize_all(
-    stories: list[RawStory], now: datetime, max_future: timedelta
+    stories: list[RawStory],
+    now: datetime,
+    max_future: timedelta,
+    watchlist: Watchlist = NO_WATCHLIST,
 ) -> tuple[list[NewsItem], list[IngestError]]:
     """Each story normalized, or its dead letter's error: whatever one story raises costs that
     story, never its source's poll (which would fail the same way on every retry)."""
@@ -100,7 +105,11 @@ def normalize_all(
     bad: list[IngestError] = []
     for story in stories:
         try:
-            items.append(normalize(story, fetched_at=now, now=now, max_future=max_future))
+            items.append(
+                normalize(
+                    story, fetched_at=now, now=now, max_future=max_future, watchlist=watchlist
+                )
+            )
         except NormalizeError as exc:
             bad.append(IngestError(story.source, exc.reason, story.raw))
         except Exception as exc:
@@ -122,7 +131,8 @@ def run_poller(
     The entry point of live ingest: it builds the stage's configs from the settings."""
     sink = IngestSink.kafka(settings, admission, stop)
     metrics.serve(settings, STAGE)
-    poller = FeedPoller.from_config(PollerConfig.from_settings(settings), sink, sources_path)
+    poller_config = PollerConfig.from_settings(settings, watchlist=sink.watchlist)
+    poller = FeedPoller.from_config(poller_config, sink, sources_path)
     names = ", ".join(source.name for source in poller.sources)
     log.info("polling %d sources into %s: %s", len(poller.sources), sink.topic, names)
     poller.start()

@@ -223,6 +223,30 @@ def test_quiet_series_and_windows_it_does_not_watch_never_alert(
     assert run.offsets == {("sentiment.windows", 0): len(unwatched)}
 
 
+def test_the_watchlists_series_are_watched_with_their_own_thresholds(tmp_path: Path) -> None:
+    watchlist = tmp_path / "watchlist.yaml"
+    watchlist.write_text("companies:\n  - {ticker: ACME, name: Acme Corp}\n")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("series:\n  - {watchlist: true, fire_z: 50.0}\n")
+    spiking = [replace(w, key="ticker:ACME") for w in timeline()]
+    others = [replace(w, key="ticker:BETA") for w in timeline()]
+
+    # alert_keys watches topics only: the watchlist's ticker is watched all the same.
+    settings = settings_for(tmp_path, watchlist_file=watchlist)
+    store = Store(settings.database_url)
+    run = run_logic(alerter(settings, store), spiking + others, store, lambda: NOW, stage="alerter")
+    assert [(a.key, a.state) for _, a in run.outputs] == [
+        ("ticker:ACME", "firing"),
+        ("ticker:ACME", "resolved"),
+    ]
+
+    # A rules file's `watchlist: true` thresholds apply to it (here: too high to fire).
+    settings = settings_for(tmp_path / "strict", watchlist_file=watchlist, alert_rules_file=rules)
+    store = Store(settings.database_url)
+    run = run_logic(alerter(settings, store), spiking, store, lambda: NOW, stage="alerter")
+    assert run.outputs == []
+
+
 def test_windows_delivered_again_raise_no_second_event(settings: Settings, store: Store) -> None:
     windows = timeline()
     # The aggregator is at-least-once: a stretch of windows, spike included, comes twice.

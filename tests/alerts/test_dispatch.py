@@ -65,6 +65,29 @@ def test_rules_file_loads_and_applies_per_series_thresholds(tmp_path: Path) -> N
     assert rules.channels_for("ticker:SIVB", "critical") == ()
 
 
+def test_rules_match_the_watchlist_series_with_watchlist_true(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "series:\n"
+        "  - {watchlist: true, fire_z: 2.0}\n"
+        "  - {match: 'ticker:*', watchlist: true, min_count: 2}\n"
+        "  - {match: 'ticker:*', fire_z: 4.0}\n"
+        "channels: {desk: {type: slack, webhook_env: DESK_HOOK}, ops: {type: slack}}\n"
+        "routes: [{watchlist: true, channels: [desk]}, {channels: [ops]}]\n"
+    )
+    unbound = load_rules(path)
+    rules = unbound.with_watchlist({"ticker:ACME"})
+
+    assert rules.watchlist == {"ticker:ACME"} and unbound.watchlist == frozenset()
+    assert rules.rule_for("ticker:ACME", SpikeRule()).fire_z == 2.0  # the first that matches
+    assert rules.rule_for("ticker:BETA", SpikeRule()).fire_z == 4.0
+    assert rules.channels_for("ticker:ACME", "warning") == ("desk",)
+    assert rules.channels_for("ticker:BETA", "warning") == ("ops",)
+    # Unbound (no watchlist file), a watchlist rule matches nothing.
+    assert unbound.rule_for("ticker:ACME", SpikeRule()).fire_z == 4.0
+    assert unbound.channels_for("ticker:ACME", "warning") == ("ops",)
+
+
 @pytest.mark.parametrize(
     ("text", "line", "fragment"),
     [

@@ -4,7 +4,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from finsent.core.settings import Settings, secret_from_env
 
@@ -139,3 +139,16 @@ def test_the_default_secret_names_are_the_settings_own() -> None:
     assert default is not None and default.get_secret_value() == "from-settings"
     assert other is not None and other.get_secret_value() == "other"
     assert s.secret("FINSENT_SLACK_WEBHOOK_URL", environ) is None
+
+
+def test_the_dashboard_time_zone_is_a_zone_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FINSENT_CONFIG", raising=False)
+    assert Settings().dashboard_tz == "UTC"
+    monkeypatch.setenv("FINSENT_DASHBOARD_TZ", "Europe/London")
+    assert Settings().dashboard_tz == "Europe/London"
+    monkeypatch.setenv("FINSENT_DASHBOARD_TZ", "")
+    assert Settings().dashboard_tz == "UTC"
+    for bad in ("Mars/Olympus", "../etc/passwd"):
+        monkeypatch.setenv("FINSENT_DASHBOARD_TZ", bad)
+        with pytest.raises(ValidationError, match="not a time zone name"):
+            Settings()

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pandas as pd
 import pytest
@@ -33,7 +34,7 @@ from finsent.core.records import Alert, ScoredItem, WindowStat
 from finsent.core.settings import get_settings
 from finsent.dashboard import queries
 from finsent.runtime.lag import BackgroundProbe, EndOffsetsProbe
-from finsent.runtime.store import Commit, Store, alerts, silences
+from finsent.runtime.store import Commit, Store, alerts, as_utc, scored_items, silences
 
 APP = Path(__file__).resolve().parents[2] / "finsent" / "dashboard" / "app.py"
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
@@ -1076,3 +1077,141 @@ def test_the_queries_read_a_postgresql_store_alike(postgres_url: str, store_url:
         ]
 
     assert answers(postgres_url) == answers(store_url)
+
+
+# -- time zone, watchlist, alert → headlines ---------------------------------------------------
+
+
+def test_times_show_in_the_configured_zone_and_the_store_stays_utc(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    populate(store_url)
+    monkeypatch.setenv("FINSENT_DASHBOARD_TZ", "Asia/Tokyo")  # UTC+9
+    get_settings.cache_clear()
+
+    at = open_page("headlines")
+    assert at.selectbox(key="tz").value == "Asia/Tokyo"
+    assert "Times are Asia/Tokyo" in at.sidebar.caption[0].value
+    shown = dataframe(at, "hl_table")["Time (Asia/Tokyo)"]
+    tokyo = pd.Timestamp(T0.replace(tzinfo=None)) + timedelta(hours=9)
+    assert shown.min() == tokyo  # item-0, published at T0 (09:00 UTC): 18:00 in Tokyo
+    stored = [as_utc(r["published_at"]) for r in Store(store_url).query(scored_items)]
+    assert min(stored) == T0  # the store keeps UTC
+
+    at = open_page("alerts", at)
+    assert at.selectbox(key="alert_pick").options[0] == "overall · firing · 2025-03-03 18:00"
+    assert dataframe(at, "alerts_table")["Window (Asia/Tokyo)"].iloc[0] == (
+        "2025-03-03 18:00 – 18:15"
+    )
+    # The sidebar's choice wins over the setting, on every page.
+    at.selectbox(key="tz").set_value("Europe/London").run()  # UTC+0 in March
+    assert at.selectbox(key="alert_pick").options[0] == "overall · firing · 2025-03-03 09:00"
+    at = open_page("heatmap", at)
+    assert at.selectbox(key="tz").value == "Europe/London"
+
+
+def test_an_unknown_dashboard_time_zone_is_a_settings_error(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FINSENT_DASHBOARD_TZ", "Mars/Olympus")
+    get_settings.cache_clear()
+    with pytest.raises(ValueError, match="not a time zone name"):
+        get_settings()
+
+
+def write_watchlist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> Path:
+    path = tmp_path / "watchlist.yaml"
+    path.write_text(text, encoding="utf-8")
+    monkeypatch.setenv("FINSENT_WATCHLIST_FILE", str(path))
+    get_settings.cache_clear()
+    return path
+
+
+def test_watchlist_only_filters_tickers_headlines_and_alerts(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    populate(store_url)
+    Store(store_url).commit(Commit(stage="test", alerts=[alert("ticker:BETA", 0)]))
+    write_watchlist(tmp_path, monkeypatch, "companies:\n  - {ticker: BETA, name: Beta Inc}\n")
+
+    at = open_page("tickers")
+    assert len(at.selectbox(key="ticker_pick").options) == 2
+    at.toggle(key="ticker_watchlist").set_value(True).run()
+    assert at.selectbox(key="ticker_pick").options == ["BETA · 1 items · 0% negative"]
+
+    at = open_page("headlines", at)
+    assert len(dataframe(at, "hl_table")) == 4
+    at.toggle(key="hl_watchlist").set_value(True).run()
+    # BETA's story only: BETA_CORP is another ticker.
+    assert dataframe(at, "hl_table")["Title"].tolist() == ["Acme beats estimates"]
+
+    at = open_page("alerts", at)
+    table = dataframe(at, "alerts_table")
+    assert dict(zip(table["Key"], table["Watchlist"], strict=True)) == {
+        "overall": False,
+        "ticker:BETA": True,
+        "topic:Markets": False,
+    }
+    at.toggle(key="alerts_watchlist").set_value(True).run()
+    assert dataframe(at, "alerts_table")["Key"].tolist() == ["ticker:BETA"]
+
+
+def test_without_a_watchlist_there_is_no_watchlist_switch(store_url: str) -> None:
+    populate(store_url)
+    for page in ("tickers", "headlines", "alerts"):
+        at = open_page(page)
+        assert not at.toggle, page
+
+
+def test_a_bad_watchlist_is_one_line_on_the_page(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    populate(store_url)
+    path = write_watchlist(tmp_path, monkeypatch, "companies:\n  - {ticker: '<b>bad</b>'}\n")
+
+    at = open_page("tickers")
+
+    [error] = at.error
+    assert "<b>" not in error.value  # the file's text is escaped, character by character
+    text = html.unescape(error.value)
+    assert text.startswith(f"watchlist {path}: companies[0] (ticker '<b>bad</b>') ticker:")
+    assert "\n" not in text
+    assert len(at.selectbox(key="ticker_pick").options) == 2  # the page works without it
+
+
+def test_an_alert_links_to_the_headlines_of_its_series_and_window(store_url: str) -> None:
+    populate(store_url)
+    at = open_page("alerts")
+    at.selectbox(key="alert_pick").set_value("alert-overall").run()
+
+    [link] = [e for e in at.get("page_link") if "headlines" in e.proto.page]
+    assert link.proto.label == "All headlines of this window"
+    params = dict(parse_qsl(link.proto.query_string))
+    assert params == {
+        "series": "overall",
+        "from": "2025-03-03T09:00:00Z",
+        "to": "2025-03-03T09:15:00Z",
+    }
+
+    at.query_params.update(params)
+    at = open_page("headlines", at)
+    assert "overall" in at.info[0].value and "as linked from an alert" in at.info[0].value
+    assert "hl_range" not in element_keys(at, "selectbox")  # the link's window instead
+    assert dataframe(at, "hl_table")["Title"].tolist() == [
+        "Beta_Corp rallies",
+        "Acme cut to sell on loss warning",
+        "Acme beats estimates",
+        XSS,
+    ]  # every story of [09:00, 09:15), newest first
+
+    # A topic alert's window: its topic's stories alone.
+    at.query_params.update(
+        {"series": "topic:Markets", "from": "2025-03-03T09:00:00Z", "to": "2025-03-03T09:02:00Z"}
+    )
+    at.run()
+    assert dataframe(at, "hl_table")["Title"].tolist() == ["Acme beats estimates"]
+
+    at.query_params.update({"series": "fund:X"})
+    at.run()
+    assert "ignored" in at.warning[0].value
+    assert len(dataframe(at, "hl_table")) == 4  # the usual page

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from support import browser as bs
@@ -354,3 +355,72 @@ def test_pages_render_when_started_beside_lookalike_modules(tmp_path: Path, brow
     finally:
         server.stop()
     assert "shadowed" not in server.log()
+
+
+def test_an_alert_links_to_the_headlines_of_its_window(tmp_path: Path, browser: Any) -> None:
+    """On the Alerts page the picked alert links to the Headlines page, which shows that
+    series' stories of that window alone (its own server and store, shown in Tokyo time)."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    start = T0 + 4 * W
+    stories = [  # (title, topic, published at)
+        ("Inside the alert window", "Earnings", start + timedelta(minutes=5)),
+        ("Another topic, same time", "Markets", start + timedelta(minutes=6)),
+        ("The same topic, earlier", "Earnings", T0),
+    ]
+    inside = [
+        scored_item(
+            id=f"linked-{n}",
+            source="wire",
+            title=title,
+            published_at=at,
+            tickers=("ACME",),
+            topic=topic,
+            sentiment="negative",
+            score=-0.5,
+        )
+        for n, (title, topic, at) in enumerate(stories)
+    ]
+    windows = [_window("topic:Earnings", i, W, 0.2 + 0.1 * i) for i in range(6)]
+    alert = _alert("alert-linked", "topic:Earnings", 4, "firing")
+    Store(url).commit(Commit(stage="test", scored=inside, windows=windows, alerts=[alert]))
+    server = bs.Dashboard(
+        url,
+        tmp_path,
+        env={"FINSENT_CACHE_DIR": str(tmp_path), "FINSENT_DASHBOARD_TZ": "Asia/Tokyo"},
+    )
+    try:
+        server.start()
+        page = browser.new_page(accept_downloads=True)
+        page.set_default_timeout(TIMEOUT_MS)
+        try:
+            open_page(page, server, "alerts")
+            link = page.get_by_role("link", name="All headlines of this window")
+            expect(link).to_be_visible()
+            link.click()
+            page.wait_for_url("**/headlines?series=topic*")
+            bs.wait_idle(page, TIMEOUT_MS)
+            assert not bs.app_errors(page), server.log()
+
+            assert "from=" in page.url and "to=" in page.url
+            local_start = start.astimezone(ZoneInfo("Asia/Tokyo"))
+            expect(page.locator('[data-testid="stAlert"]').first).to_contain_text(
+                f"topic:Earnings published from {local_start:%Y-%m-%d %H:%M}"
+            )
+            table = page.locator(".st-key-hl_table")
+            expect(table).to_contain_text("Inside the alert window")
+            expect(table).not_to_contain_text("Another topic, same time")
+            expect(table).not_to_contain_text("The same topic, earlier")
+            rows = headline_rows(page)  # the CSV: the same filter, in UTC
+            assert titles(rows) == {"Inside the alert window"}
+            published = (start + timedelta(minutes=5)).replace(tzinfo=None)
+            assert rows[0]["Time (UTC)"] == str(published)
+            screenshot(page, "alert-linked-headlines")
+
+            # "Show all headlines" drops the link's filter.
+            page.get_by_role("link", name="Show all headlines").click()
+            bs.wait_idle(page, TIMEOUT_MS)
+            expect(table).to_contain_text("The same topic, earlier")
+        finally:
+            page.close()
+    finally:
+        server.stop()

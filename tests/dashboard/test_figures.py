@@ -22,6 +22,7 @@ from finsent.dashboard.figures import (
     baseline_band,
     heatmap,
     heatmap_matrix,
+    in_time_zone,
     selected_cell,
     sentiment_trend,
     ticker_trend,
@@ -426,6 +427,44 @@ def test_alert_labels_are_unique_and_name_key_state_and_window() -> None:
     assert labels["abcdef123"] == "overall · firing · 2025-03-03 09:15 · abcdef12"
     assert len(set(labels.values())) == 3
     assert alert_labels(frame, with_state=False)["other"] == "topic:IPO · 2025-03-03 09:15"
+
+
+# -- time zone ------------------------------------------------------------------------------
+
+
+def test_a_figure_moves_to_the_shown_time_zone_and_its_data_stays_utc() -> None:
+    alerts_frame = alerts([("overall", 2, "critical", 0.6)])
+    fig = in_time_zone(sentiment_trend(OVERALL, alerts_frame), "Asia/Tokyo")  # UTC+9
+
+    tokyo = [t + pd.Timedelta(hours=9) for t in at(0, 1, 2)]
+    assert xs(trace(fig, "mean score")) == tokyo
+    assert xs(trace(fig, "alerts")) == [tokyo[2]]
+    assert [pd.Timestamp(s.x0) for s in fig.layout.shapes] == [tokyo[2]]  # the alert's line
+    assert OVERALL["window_start"].min() == T0  # the frame it was drawn from is untouched
+    assert in_time_zone(sentiment_trend(OVERALL), "UTC").data[0].x[0] == at(0)[0]
+
+
+def test_the_timeline_and_the_heatmap_move_but_a_cell_is_still_found() -> None:
+    segments = alert_segments(ALERT_ROWS, EVENTS, T0 + 10 * WINDOW, "America/New_York")
+    timeline = in_time_zone(alert_timeline(segments), "America/New_York")  # UTC-5 in March
+    firing = trace(timeline, "firing")
+    assert list(pd.to_datetime(firing.base)) == [t - pd.Timedelta(hours=5) for t in at(3, 3)]
+    assert list(firing.x) == [2 * 15 * 60 * 1000, 7 * 15 * 60 * 1000]  # spans, not times
+    assert list(trace(timeline, "resolved").y) == ["overall · 2025-03-03 04:15"]
+
+    matrix = heatmap_matrix(TOPICS)
+    fig = in_time_zone(heatmap(matrix), "Asia/Tokyo")
+    cells = trace(fig, "cells")
+    assert pd.Timestamp(cells.x[0]) == matrix.cells[0].start.tz_localize(None) + pd.Timedelta(
+        hours=9
+    )
+    point = {"curve_number": 1, "point_index": 0, "customdata": list(cells.customdata[0])}
+    assert selected_cell({"points": [point]}, matrix) == matrix.cells[0]
+
+
+def test_alert_labels_in_a_time_zone() -> None:
+    frame = alert_rows([("a", "overall", "firing", 1, 1)])
+    assert alert_labels(frame, tz="Europe/Berlin") == {"a": "overall · firing · 2025-03-03 10:15"}
 
 
 # -- tickers --------------------------------------------------------------------------------

@@ -6,11 +6,13 @@ import pandas as pd
 
 from finsent.dashboard.tables import (
     HEADLINE_TABLE_COLUMNS,
+    alerts_table,
     backtest_alerts_table,
     backtest_events_table,
     backtest_summary,
     backtests_table,
     headlines_table,
+    silences_table,
 )
 
 XSS = "<script>alert(1)</script>"
@@ -102,3 +104,59 @@ def test_a_backtest_report_reads_as_data() -> None:
     assert table["Stories"].tolist()[0] == 12
     assert pd.isna(table["Stories"].iloc[1])
     assert table["Resolved (UTC)"].isna().all()
+
+
+def test_tables_show_times_in_the_chosen_zone_and_name_it() -> None:
+    frame = pd.DataFrame(
+        {
+            "published_at": pd.to_datetime(["2025-07-01 09:00"], utc=True),
+            "source": ["wire"],
+            "topic": ["Earnings"],
+            "sentiment": ["negative"],
+            "score": [-0.5],
+            "title": ["Acme cut"],
+            "url": [""],
+            "tickers": [("ACME",)],
+            "top_tokens": [()],
+        }
+    )
+    table = headlines_table(frame, "Europe/London")  # BST: UTC+1
+    assert table.columns[0] == "Time (Europe/London)"
+    assert table["Time (Europe/London)"].tolist() == [pd.Timestamp("2025-07-01 10:00")]
+    assert frame["published_at"].iloc[0] == pd.Timestamp("2025-07-01 09:00", tz="UTC")
+
+    alerts = pd.DataFrame(
+        {
+            "key": ["ticker:ACME", "overall"],
+            "state": ["firing", "resolved"],
+            "severity": ["critical", "warning"],
+            "neg_share": [0.8, 0.5],
+            "baseline_mean": [0.2, 0.2],
+            "zscore": [6.0, 3.1],
+            "window_start": pd.to_datetime(["2025-07-01 23:45"] * 2, utc=True),
+            "window_end": pd.to_datetime(["2025-07-02 00:00"] * 2, utc=True),
+            "acked_by": [None, "dana"],
+        }
+    )
+    shown = alerts_table(alerts, "Asia/Tokyo", frozenset({"ticker:ACME"}))
+    assert shown["Window (Asia/Tokyo)"].tolist() == ["2025-07-02 08:45 – 09:00"] * 2
+    assert shown["Watchlist"].tolist() == [True, False]
+    assert "Watchlist" not in alerts_table(alerts).columns  # no watchlist: no column
+    assert alerts_table(alerts)["Window (UTC)"].iloc[0] == "2025-07-01 23:45 – 00:00"
+
+    silences = pd.DataFrame(
+        {
+            "matcher": ["ticker:*"],
+            "severity": [None],
+            "ends_at": pd.to_datetime(["2025-01-10 12:00"], utc=True),
+            "created_by": ["dana"],
+            "comment": [""],
+        }
+    )
+    until = silences_table(silences, "America/New_York")["Until (America/New_York)"]
+    assert until.tolist() == [pd.Timestamp("2025-01-10 07:00")]
+
+    events = pd.DataFrame({"name": ["crash"], "start": ["2025-01-10T12:00:00+00:00"]})
+    assert backtest_events_table(events, "Asia/Tokyo")["Start (Asia/Tokyo)"].tolist() == [
+        pd.Timestamp("2025-01-10 21:00")
+    ]

@@ -15,6 +15,7 @@ from support.records import news_item
 from finsent.core.records import NewsItem
 from finsent.core.settings import Settings
 from finsent.core.stages import stage
+from finsent.core.watchlist import WatchlistError
 from finsent.ingest.admit import Admission, IngestConfig
 from finsent.ingest.raw import IngestError, RawStory
 from finsent.ingest.worker import IngestSink
@@ -166,3 +167,29 @@ def test_a_failed_delivery_forgets_its_near_duplicate_chains(config: IngestConfi
     [item], _ = admission.decide([rewrite], NOW)
     assert (item.chain_id, item.novelty) == ("b", 100.0)
     admission.close()
+
+
+def test_the_watchlist_reaches_the_tagger_through_the_stage_config(
+    settings: Settings, tmp_path: Path
+) -> None:
+    watchlist = tmp_path / "watchlist.yaml"
+    watchlist.write_text("companies:\n  - {ticker: ACME, name: Acme Corp}\n", encoding="utf-8")
+    config = IngestConfig.from_settings(settings.model_copy(update={"watchlist_file": watchlist}))
+    assert config.watchlist.tickers == ("ACME",)
+    sink = CollectingSink()
+    ingest = IngestSink(config, runner(sink), Admission.open(config, NOW))
+
+    ingest("wire", [RawStory(source="wire", title="Acme shares plunge", url="https://a.test/")], [])
+
+    [(_, item)] = sink.records("news.raw", NewsItem)
+    assert item.tickers == ("ACME",)
+    ingest.close()
+
+
+def test_a_bad_watchlist_stops_the_stage_config_with_one_line(
+    settings: Settings, tmp_path: Path
+) -> None:
+    watchlist = tmp_path / "watchlist.yaml"
+    watchlist.write_text("companies:\n  - {ticker: 'not a ticker'}\n", encoding="utf-8")
+    with pytest.raises(WatchlistError, match=r"companies\[0\] \(ticker 'not a ticker'\)"):
+        IngestConfig.from_settings(settings.model_copy(update={"watchlist_file": watchlist}))

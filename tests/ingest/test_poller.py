@@ -22,6 +22,7 @@ from support.feed_server import (
 import finsent.ingest.poller as poller_module
 from finsent.app.ports import free_port
 from finsent.core.settings import Settings
+from finsent.core.watchlist import WatchedCompany, Watchlist
 from finsent.ingest.fetch import Fetcher
 from finsent.ingest.poller import FeedPoller, PollerConfig, reason_kind
 from finsent.ingest.raw import IngestError, RawStory
@@ -478,3 +479,16 @@ def test_stated_symbols_are_kept_when_known_or_the_source_is_trusted(
     poller = FeedPoller([untrusted, trusted], Results(), fetcher=make_fetcher())
     assert [s.tickers for s in poller.run_once("untrusted").stories] == [("AAPL",)]
     assert [s.tickers for s in poller.run_once("trusted").stories] == [("AAPL", "ZZZQX")]
+    # A watchlist ticker is a known symbol.
+    watching = Watchlist((WatchedCompany("ZZZQX"),))
+    poller = FeedPoller([untrusted], Results(), fetcher=make_fetcher(), watchlist=watching)
+    assert [s.tickers for s in poller.run_once("untrusted").stories] == [("AAPL", "ZZZQX")]
+
+
+def test_the_poller_config_reads_the_watchlist_once(tmp_path: Path) -> None:
+    watchlist = tmp_path / "watchlist.yaml"
+    watchlist.write_text("companies:\n  - {ticker: ACME}\n", encoding="utf-8")
+    settings = Settings(cache_dir=tmp_path / "cache", watchlist_file=watchlist)
+    assert PollerConfig.from_settings(settings).watchlist.tickers == ("ACME",)
+    given = Watchlist((WatchedCompany("ZETA"),))  # the one the ingest sink already read
+    assert PollerConfig.from_settings(settings, watchlist=given).watchlist is given

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from finsent.core.watchlist import WatchedCompany, Watchlist, load_watchlist
 from finsent.ingest.tickers import TICKER_RE, company_index, normalize_symbol, tag_tickers
 
 
@@ -118,3 +120,63 @@ def test_known_symbols_keeps_only_what_the_index_knows() -> None:
     from finsent.ingest.tickers import known_symbols
 
     assert known_symbols(["aapl", "ZZZZQX", "$MSFT", "AAPL", "<b>"]) == ("AAPL", "MSFT")
+
+
+# -- the watchlist ----------------------------------------------------------------------------
+
+WATCHLIST = Watchlist(
+    (
+        WatchedCompany("ACME", "Acme Corp", ("ACME Corp.", "Roadrunner Traps")),
+        WatchedCompany("ZETA", aliases=("ZETA",)),  # all capitals: only in capitals
+        WatchedCompany("SHOP", aliases=("Shell",)),  # a built-in name, taken over
+    )
+)
+
+
+@pytest.mark.parametrize(
+    ("title", "expected"),
+    [
+        ("Acme shares plunge", {"ACME": 1.0}),  # the name, stripped of "Corp"
+        ("Acme's warehouse burns", {"ACME": 1.0}),
+        ("ACME Corp. misses estimates", {"ACME": 1.0}),  # an alias as written
+        ("Roadrunner Traps recalled", {"ACME": 1.0}),
+        ("ZETA raises guidance", {"ZETA": 1.0}),
+        ("Shell sells a refinery", {"SHOP": 1.0}),  # the watchlist wins a name
+        ("Apple and Acme team up", {"AAPL": 1.0, "ACME": 1.0}),  # the built-in index stays
+    ],
+)
+def test_the_watchlist_tags_its_names_and_aliases(title: str, expected: dict[str, float]) -> None:
+    assert tag_tickers(title, watchlist=WATCHLIST) == expected
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        "acme shares plunge",  # lower case is not a name
+        "Zeta raises guidance",  # an all-capitals alias matches only in capitals
+        "Acmeville floods",  # whole words only
+        "roadrunner traps recalled",
+    ],
+)
+def test_the_watchlist_keeps_the_case_and_word_rules(title: str) -> None:
+    assert tag_tickers(title, watchlist=WATCHLIST) == {}
+
+
+def test_the_watchlist_touches_no_other_index() -> None:
+    assert tag_tickers("Acme shares plunge") == {}
+    assert tag_tickers("Shell sells a refinery") == {"SHEL": 1.0}
+    assert company_index(WATCHLIST) is company_index(WATCHLIST)  # built once per watchlist
+    assert "ACME" not in company_index().symbols
+
+
+def test_a_source_may_state_a_watchlist_ticker() -> None:
+    from finsent.ingest.tickers import known_symbols
+
+    assert known_symbols(["acme", "AAPL"]) == ("AAPL",)
+    assert known_symbols(["acme", "AAPL"], WATCHLIST) == ("ACME", "AAPL")
+
+
+def test_the_example_watchlist_tags_its_companies() -> None:
+    example = load_watchlist(Path(__file__).resolve().parents[2] / "examples" / "watchlist.yaml")
+    assert tag_tickers("Acme shares plunge", watchlist=example) == {"ACME": 1.0}
+    assert tag_tickers("Instagram outage hits millions", watchlist=example) == {"META": 1.0}
