@@ -24,6 +24,7 @@ from kafka.errors import (
     TopicAlreadyExistsError,
 )
 
+from finsent.core.errors import UserError
 from finsent.core.records import DeadLetter, RecordError, decode, encode
 from finsent.core.settings import TOPIC_NAMES, Settings
 from finsent.core.stages import consumer_group
@@ -63,7 +64,7 @@ class KafkaConfig:
         )
 
 
-class BrokerUnreachable(ConnectionError):
+class BrokerUnreachable(UserError, ConnectionError):
     """No bootstrap address accepts a connection: the one line a command prints and exits on."""
 
 

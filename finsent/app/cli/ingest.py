@@ -27,11 +27,14 @@ def ingest_replay(
     """Replay a CSV or JSONL file into news.raw in publish-time order."""
     from finsent.app.stages import SOURCES
     from finsent.ingest.replay import replay
+    from finsent.runtime.kafka_io import check_broker
 
     if not path.exists():
         fail(f"{path} does not exist")
     factor = parse_speed(speed)
     settings = load_settings()
+    admission = SOURCES["ingest"](settings)  # the dedup memory: a store, checked before Kafka
+    check_broker(settings.bootstrap_servers)
     stats = replay(
         settings,
         path,
@@ -39,7 +42,7 @@ def ingest_replay(
         speed=factor,
         source=source,
         progress=progress,
-        admission=SOURCES["ingest"](settings),
+        admission=admission,
     )
     typer.echo(
         f"read {stats.read}, sent {stats.sent}, duplicates {stats.duplicates}, dead letters "
@@ -55,8 +58,8 @@ def ingest_poll(
     example: Annotated[bool, typer.Option(help="Print an example sources file and exit.")] = False,
 ) -> None:
     """Poll RSS/Atom feeds and JSON news APIs into news.raw, each on its own interval."""
-    from finsent.ingest.sources import SourcesError, example_sources_yaml
-    from finsent.runtime.kafka_io import ensure_topics
+    from finsent.ingest.sources import example_sources_yaml, load_sources
+    from finsent.runtime.kafka_io import check_broker, ensure_topics
 
     if example:
         typer.echo(example_sources_yaml())
@@ -65,11 +68,17 @@ def ingest_poll(
     from finsent.ingest.worker import run_poller
 
     settings = load_settings()
+    path = sources or settings.sources_file
+    if path is None:
+        fail(
+            "no sources file: pass --sources or set FINSENT_SOURCES_FILE "
+            "(`finsent ingest poll --example` prints one)"
+        )
+    load_sources(path)  # the file's problems (SourcesError: one line), before the broker
+    admission = SOURCES["ingest"](settings)  # the dedup memory: a store, checked before Kafka
+    check_broker(settings.bootstrap_servers)
     ensure_topics(settings)
-    try:
-        run_poller(settings, install_stop_handlers(), sources, SOURCES["ingest"](settings))
-    except SourcesError as exc:
-        fail(str(exc))
+    run_poller(settings, install_stop_handlers(), path, admission)
 
 
 def sample_feed(

@@ -46,9 +46,10 @@ def kafka_status() -> None:
 
 def topics() -> None:
     """Create any missing pipeline topics and list them."""
-    from finsent.runtime.kafka_io import ensure_topics, list_topics
+    from finsent.runtime.kafka_io import check_broker, ensure_topics, list_topics
 
     settings = load_settings()
+    check_broker(settings.bootstrap_servers)
     ensure_topics(settings)
     for name in list_topics(settings):
         typer.echo(name)

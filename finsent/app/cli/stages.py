@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import typer
 
-from finsent.app.cli.common import fail, load_settings
+from finsent.app.cli.common import load_settings
 from finsent.app.extras import require_scorer
 from finsent.core.settings import Settings
 from finsent.core.stages import StageSpec, consumers
@@ -20,15 +20,12 @@ PANEL = "Pipeline stages"
 
 
 def run_stage(name: str, settings: Settings) -> None:
-    """Run one consuming stage until SIGTERM or Ctrl-C (``finsent.app.stages``)."""
-    from finsent.app.stages import StageError, run
-    from finsent.runtime.kafka_io import ensure_topics
+    """Run one consuming stage until SIGTERM or Ctrl-C (``finsent.app.stages``). It checks its
+    store, model and rules before the broker, and the broker before making its topics; what is
+    wrong is one line (``FinsentGroup``)."""
+    from finsent.app.stages import run
 
-    ensure_topics(settings)
-    try:
-        run(name, settings, install_stop_handlers())
-    except StageError as exc:
-        fail(str(exc))
+    run(name, settings, install_stop_handlers())
 
 
 def scorer(
