@@ -369,7 +369,8 @@ def check_database_url(url: str, cache_dir: Path | None, create_dirs: bool) -> N
         raise ValueError(f"{what}: use {DATABASE_URL_FORMS}") from exc
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return
-    folder = Path(parsed.database).absolute().parent
+    path = parsed.database.removeprefix("file:")  # a URI filename (?uri=true) names a file too
+    folder = Path(path).absolute().parent
     if folder.is_dir() or create_dirs:
         return
     if cache_dir is not None and folder.is_relative_to(Path(cache_dir).absolute()):
