@@ -3,15 +3,20 @@ sample-feed``."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from finsent.app.cli.common import fail, load_settings, new_app, parse_speed
 from finsent.core.stages import stage
 from finsent.runtime.process import install_stop_handlers
+
+if TYPE_CHECKING:
+    from finsent.ingest.admit import Admission
 
 PANEL = "Ingest"
 ingest_app = new_app(stage("ingest").summary)
@@ -34,7 +39,8 @@ def ingest_replay(
     factor = parse_speed(speed)
     settings = load_settings()
     admission = SOURCES["ingest"](settings)  # the dedup memory: a store, checked before Kafka
-    check_broker(settings.bootstrap_servers)
+    with closed_on_error(admission):
+        check_broker(settings.bootstrap_servers)
     stats = replay(
         settings,
         path,
@@ -76,9 +82,20 @@ def ingest_poll(
         )
     load_sources(path)  # the file's problems (SourcesError: one line), before the broker
     admission = SOURCES["ingest"](settings)  # the dedup memory: a store, checked before Kafka
-    check_broker(settings.bootstrap_servers)
-    ensure_topics(settings)
+    with closed_on_error(admission):
+        check_broker(settings.bootstrap_servers)
+        ensure_topics(settings)
     run_poller(settings, install_stop_handlers(), path, admission)
+
+
+@contextmanager
+def closed_on_error(admission: Admission) -> Iterator[None]:
+    """Close ``admission`` (its store) if the block raises; else the feed closes it at its end."""
+    try:
+        yield
+    except BaseException:
+        admission.close()
+        raise
 
 
 def sample_feed(

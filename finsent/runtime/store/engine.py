@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from finsent.core.errors import UserError, hide_password
@@ -32,11 +33,12 @@ class StoreError(UserError, RuntimeError):
 
 def make_engine(url: str) -> Engine:
     """An engine for `url`; a SQLite file gets its folder and the pragmas every writer needs."""
-    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ""
-    if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
     try:
-        engine = create_engine(url, future=True)  # imports the driver, connects to nothing
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            # A URI filename (sqlite:///file:/path?mode=ro&uri=true) names a file too.
+            Path(parsed.database.removeprefix("file:")).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, future=True)  # imports the driver, connects to nothing
     except ArgumentError as exc:  # also an unknown dialect (NoSuchModuleError)
         raise StoreError(
             f"the store URL {hide_password(url)} is not one finsent can open ({exc}): fix "

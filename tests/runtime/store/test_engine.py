@@ -126,3 +126,15 @@ def test_a_missing_driver_is_a_store_error_but_finsents_own_is_left_to_the_cli(
     monkeypatch.setitem(sys.modules, "psycopg", None)
     with pytest.raises(ModuleNotFoundError):  # the CLI names the 'postgres' extra for it
         make_engine("postgresql+psycopg://me@db/x")
+
+
+def test_a_uri_filename_gets_its_folder_and_no_folder_named_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    engine = make_engine(f"sqlite:///file:{tmp_path / 'deep' / 'x.db'}?mode=rwc&uri=true")
+    with engine.connect():
+        pass
+    engine.dispose()
+    assert (tmp_path / "deep" / "x.db").is_file()
+    assert not (tmp_path / "file:").exists()
