@@ -44,11 +44,13 @@ from pydantic import (
 
 from finsent.alerts.detector import SpikeRule
 from finsent.core.durations import parse_duration
+from finsent.core.errors import UserError, yaml_problem
 from finsent.core.vocabulary import SEVERITIES, Severity
 
 
-class RulesError(ValueError):
-    pass
+class RulesError(UserError, ValueError):
+    """The rules file (FINSENT_ALERT_RULES_FILE) cannot be read or is not valid; the message
+    names the file, and the line and field of each problem."""
 
 
 class _Model(BaseModel):
@@ -167,12 +169,18 @@ class AlertRules(_Model):
 
 def load_rules(path: Path) -> AlertRules:
     """Read and validate a rules file; errors say which line is wrong and why."""
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise RulesError(
+            f"rules file {path} cannot be read ({reason}): fix FINSENT_ALERT_RULES_FILE or the file"
+        ) from None
     try:
         root = yaml.compose(text)
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise RulesError(f"{path}: not valid YAML: {exc}") from None
+        raise RulesError(f"rules file {path} is not valid YAML{yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise RulesError(f"{path}:1: the rules file must hold a mapping")
     try:

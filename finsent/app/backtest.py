@@ -45,6 +45,7 @@ from finsent.core.stages import Checkpoint, StageSpec, consumers
 from finsent.core.stages import stage as stage_spec
 from finsent.runtime.kafka_io import (
     KafkaConfig,
+    check_broker,
     delete_topics,
     ensure_topics,
     group_id,
@@ -357,6 +358,7 @@ def run_backtest(
             kafka.start()
             started_kafka = True
         phases["kafka"] = round(time.perf_counter() - t0, 2)
+        check_broker(bt.bootstrap_servers)  # a remote FINSENT_KAFKA_BOOTSTRAP that is down
         ensure_topics(bt)
         store = Store(bt.database_url)
         for stage in STAGES:

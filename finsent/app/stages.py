@@ -21,6 +21,7 @@ from collections.abc import Callable
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from finsent.core.errors import UserError
 from finsent.core.settings import Settings
 from finsent.core.stages import stage
 from finsent.runtime.runner import LogicFactory, StageLogic, run_stage
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 SourceFactory = Callable[[Settings], "Admission"]
 
 
-class StageError(RuntimeError):
+class StageError(UserError, RuntimeError):
     """A stage cannot start as configured; the message says why (e.g. a bad rules file)."""
 
 

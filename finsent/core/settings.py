@@ -21,10 +21,11 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from finsent.core.durations import WindowSpec
+from finsent.core.errors import UserError, yaml_problem
 from finsent.core.safety import SECRETS
 
 ENV_PREFIX = "FINSENT_"
@@ -67,16 +68,8 @@ def secret_from_env(name: str, environ: Mapping[str, str] | None = None) -> Secr
     return SecretStr(value)
 
 
-class ConfigFileError(ValueError):
+class ConfigFileError(UserError, ValueError):
     """The config file is missing, unreadable, not a YAML mapping, or holds what it may not."""
-
-
-def _where(exc: yaml.YAMLError) -> str:
-    """Where a YAML error is and what it is, in one line (PyYAML's own text spans several)."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or ""
-    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    return f"{at}: {problem}" if problem else at
 
 
 class _YamlConfigSource(PydanticBaseSettingsSource):
@@ -96,9 +89,14 @@ class _YamlConfigSource(PydanticBaseSettingsSource):
         try:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigFileError(f"config file {path} cannot be read: {exc}") from exc
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ConfigFileError(
+                f"config file {path} cannot be read ({reason}): fix FINSENT_CONFIG or the file"
+            ) from exc
         except yaml.YAMLError as exc:
-            raise ConfigFileError(f"config file {path} is not valid YAML{_where(exc)}") from exc
+            raise ConfigFileError(
+                f"config file {path} is not valid YAML{yaml_problem(exc)}"
+            ) from exc
         if not isinstance(data, dict):
             raise ConfigFileError(f"config file {path} must hold a mapping")
         leaked = SECRET_FIELDS & set(data)
@@ -123,6 +121,9 @@ class Settings(BaseSettings):
 
     # -- Paths and the store
     cache_dir: Path = Field(default_factory=default_cache_dir)
+    # A SQLite store URL whose folder does not exist is refused (a typo would otherwise start
+    # an empty store), unless the folder is under cache_dir or this is set.
+    store_create_dirs: bool = False
     store_url: str = ""  # empty: SQLite under cache_dir
     # Backtests: the registry of runs the dashboard lists. Runs never write the live store;
     # empty: a SQLite file under cache_dir/backtests.
@@ -233,6 +234,15 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value  # FINSENT_CONFIG= (empty) names no file
+
+    @field_validator("store_url", "backtest_registry_url", "ingest_state_url")
+    @classmethod
+    def _check_database_url(cls, value: str, info: ValidationInfo) -> str:
+        if value:
+            check_database_url(
+                value, info.data.get("cache_dir"), bool(info.data.get("store_create_dirs"))
+            )
+        return value
 
     @field_validator("alert_keys", "windows", mode="before")
     @classmethod
@@ -366,6 +376,40 @@ class Settings(BaseSettings):
             else:
                 env[key] = str(value)
         return env
+
+
+DATABASE_URL_FORMS = (
+    "sqlite:///relative/path.db, sqlite:////absolute/path.db or "
+    "postgresql+psycopg://user:password@host:5432/database"
+)
+
+
+def check_database_url(url: str, cache_dir: Path | None, create_dirs: bool) -> None:
+    """Raise ValueError unless ``url`` names a database SQLAlchemy knows and, for a SQLite file,
+    a folder that exists (or may be made: under ``cache_dir``, or ``create_dirs``). The driver
+    is not imported here: a missing one is the store's error, when it opens."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect()  # the dialect's module, not its driver
+    except ArgumentError as exc:
+        scheme = url.split(":", 1)[0] if "://" in url else ""
+        what = f"unknown database {scheme!r}" if scheme else "not a database URL"
+        raise ValueError(f"{what}: use {DATABASE_URL_FORMS}") from exc
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    path = parsed.database.removeprefix("file:")  # a URI filename (?uri=true) names a file too
+    folder = Path(path).absolute().parent
+    if folder.is_dir() or create_dirs:
+        return
+    if cache_dir is not None and folder.is_relative_to(Path(cache_dir).absolute()):
+        return  # finsent's own folder: made on first use, as for the default store
+    raise ValueError(
+        f"the folder {folder} does not exist: fix the path, create the folder, or set "
+        "FINSENT_STORE_CREATE_DIRS=true to have it made"
+    )
 
 
 @lru_cache(maxsize=1)

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from finsent.core.errors import UserError, yaml_problem
 from finsent.core.settings import secret_from_env
 
 SLUG = re.compile(r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$")
@@ -28,7 +29,7 @@ _SECRET_EXACT = frozenset({"authorization", "bearer", "key", "apikey", "token", 
 _SECRET_SUFFIXES = ("apikey", "token", "secret", "password", "passwd")
 
 
-class SourcesError(ValueError):
+class SourcesError(UserError, ValueError):
     """The sources file is unreadable or invalid; the message says where and why."""
 
 
@@ -183,7 +184,7 @@ def parse_sources(
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise SourcesError(f"{origin}: not valid YAML: {exc}") from exc
+        raise SourcesError(f"{origin}: not valid YAML{yaml_problem(exc)}") from exc
     if isinstance(data, Mapping):
         extra = set(data) - {"sources"}
         if extra:
@@ -240,7 +241,11 @@ def load_sources(path: str | Path, environ: Mapping[str, str] | None = None) -> 
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise SourcesError(f"{path}: cannot read sources file: {exc}") from exc
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise SourcesError(
+            f"sources file {path} cannot be read ({reason}): fix --sources or "
+            "FINSENT_SOURCES_FILE, or see `finsent ingest poll --example`"
+        ) from exc
     return parse_sources(text, origin=str(path), environ=environ)
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from finsent.core.errors import UserError
 from finsent.core.vocabulary import SENTIMENTS, Sentiment
 from finsent.model.backbone import backbone_dir, backbone_fingerprint
 
@@ -38,7 +39,7 @@ DELTA, SCALE = ".delta_int8", ".delta_scale"
 SHIPPED_ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "finsent-attn"
 
 
-class ArtifactError(RuntimeError):
+class ArtifactError(UserError, RuntimeError):
     """An artifact is missing, from another format, or was trained on another backbone."""
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from finsent.core.errors import UserError
 from finsent.core.records import NewsItem, ScoredItem
 from finsent.core.settings import Settings
 from finsent.core.vocabulary import Sentiment
@@ -75,6 +76,10 @@ class LexiconScorer:
 SCORERS = ("attention", "lexicon")
 
 
+class ScorerError(UserError, ValueError):
+    """The settings name a scorer that does not exist."""
+
+
 @dataclass(frozen=True)
 class ScorerConfig:
     """The attention model's options (the lexicon scorer has none)."""
@@ -102,16 +107,27 @@ def load_scorer(name: str, config: ScorerConfig | None = None) -> Scorer:
     if name == "lexicon":
         return LexiconScorer()
     if name == "attention":
+        from finsent.model.artifact import ArtifactError
         from finsent.model.infer import (
             AttentionScorer,  # the model extra: only import it when asked
         )
 
         config = config or ScorerConfig.from_settings(Settings.load())
-        return AttentionScorer(
-            artifact_path=config.artifact,
-            backend=config.backend,
-            threads=config.threads,
-            batch_size=config.batch_size,
-            batch_invariant=config.batch_invariant,
-        )
-    raise ValueError(f"unknown scorer {name!r}; choose one of {', '.join(SCORERS)}")
+        try:
+            return AttentionScorer(
+                artifact_path=config.artifact,
+                backend=config.backend,
+                threads=config.threads,
+                batch_size=config.batch_size,
+                batch_invariant=config.batch_invariant,
+            )
+        except ArtifactError as exc:
+            if config.artifact is None:
+                raise  # the shipped artifact: a broken install, not a setting
+            raise ArtifactError(
+                f"FINSENT_MODEL_ARTIFACT: {exc}; point it at a folder `finsent train` wrote, "
+                "or unset it for the shipped model"
+            ) from exc
+    raise ScorerError(
+        f"unknown scorer {name!r}: set FINSENT_SCORER (or --scorer) to one of {', '.join(SCORERS)}"
+    )

@@ -27,6 +27,7 @@ from kafka.errors import (
 from kafka.partitioner import DefaultPartitioner
 from kafka.structs import TopicPartition
 
+from finsent.core.errors import UserError
 from finsent.core.records import DeadLetter, RecordError, decode, encode
 from finsent.core.settings import KEYED_TOPICS, TOPIC_NAMES, Settings
 from finsent.core.stages import STAGES, consumer_group
@@ -66,7 +67,7 @@ class KafkaConfig:
         )
 
 
-class BrokerUnreachable(ConnectionError):
+class BrokerUnreachable(UserError, ConnectionError):
     """No bootstrap address accepts a connection: the one line a command prints and exits on."""
 
 
@@ -159,7 +160,7 @@ def subscribe(
         consumer.subscribe([topic], listener=listener)
 
 
-class PartitionCountError(ValueError):
+class PartitionCountError(UserError, ValueError):
     """A keyed topic has fewer partitions than the settings ask for: growing it would move
     series to other partitions, away from their state. The message is the one line to print."""
 

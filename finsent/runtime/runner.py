@@ -63,7 +63,9 @@ from finsent.runtime.kafka_io import (
     DeadLetters,
     DeadLetterSink,
     KafkaConfig,
+    check_broker,
     decode_or_dead,
+    ensure_topics,
     make_consumer,
     make_producer,
     next_offsets,
@@ -585,6 +587,10 @@ def run_stage(
     upstream: UpstreamLag | None = None
     try:
         logic = make_logic(settings, store)
+        # Every local input (store, model, rules) is checked by now; the broker is next: one
+        # line within seconds when it is not there, instead of a minute of client errors.
+        check_broker(config.kafka.bootstrap_servers)
+        ensure_topics(settings)
         if isinstance(logic, LagAware) and logic.watches_lag:
             upstream = UpstreamLag.kafka(
                 spec,

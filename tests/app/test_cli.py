@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import sys
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from importlib.metadata import version
@@ -331,3 +333,176 @@ def test_a_missing_datasets_folder_is_one_line_naming_it(
 
     result = runner.invoke(app, [command, "--data", str(tmp_path / "nope")])
     assert f"datasets folder {tmp_path / 'nope'} not found" in one_error_line(result.output)
+
+
+# -- One line per user error, before the broker is asked (issue 19) --------------------------
+# Each stage command runs in process against a port nothing listens on: a local mistake must
+# be reported before the broker is, and the missing broker within seconds.
+
+
+@pytest.fixture
+def no_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Settings for a run with nothing on the bootstrap address; returns that address."""
+    port = free_port()
+    monkeypatch.setenv("FINSENT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("FINSENT_KAFKA_PORT", str(port))
+    return f"127.0.0.1:{port}"
+
+
+def fails_in_one_line(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    return one_error_line(result.output)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["router"], ["notifier"], ["topics"], ["ingest", "replay", "FEED"]],
+    ids=["stage", "stage-with-rules", "topics", "replay"],
+)
+def test_no_broker_is_one_line_within_seconds(
+    no_broker: str, tmp_path: Path, args: list[str]
+) -> None:
+    feed = tmp_path / "feed.jsonl"
+    feed.write_text("", encoding="utf-8")
+    started = time.monotonic()
+    line = fails_in_one_line([str(feed) if a == "FEED" else a for a in args])
+    assert time.monotonic() - started < 10  # was a minute of client errors, then a traceback
+    assert line == (
+        f"error: Kafka at {no_broker} is not reachable; start it with `finsent kafka start` "
+        "or set FINSENT_KAFKA_BOOTSTRAP"
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "command", "says"),
+    [
+        ("FINSENT_WINDOWS", "15x", "aggregator", "bad window '15x'"),
+        ("FINSENT_STORE_URL", "foo://x/y", "router", "unknown database 'foo'"),
+        ("FINSENT_SCORER", "nope", "scorer", "unknown scorer 'nope': set FINSENT_SCORER"),
+    ],
+)
+def test_a_bad_setting_of_a_stage_is_one_line_naming_it(
+    no_broker: str,
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+    command: str,
+    says: str,
+) -> None:
+    monkeypatch.setenv(variable, value)
+    line = fails_in_one_line([command])
+    assert variable in line and says in line
+    assert "Kafka" not in line
+
+
+def test_a_config_file_that_is_not_there_names_its_variable(
+    no_broker: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FINSENT_CONFIG", str(tmp_path / "finsent.yml"))
+    line = fails_in_one_line(["router"])
+    assert f"config file {tmp_path / 'finsent.yml'} cannot be read" in line
+    assert "fix FINSENT_CONFIG" in line
+
+
+def test_a_store_folder_that_is_not_there_is_refused_unless_asked(
+    no_broker: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "typo" / "dir"
+    monkeypatch.setenv("FINSENT_STORE_URL", f"sqlite:///{folder / 'x.db'}")
+    for args in (["router"], ["alerts", "list"]):
+        line = fails_in_one_line(args)
+        assert line.startswith("error: invalid settings: FINSENT_STORE_URL: ")
+        assert f"the folder {folder} does not exist" in line
+        assert "FINSENT_STORE_CREATE_DIRS=true" in line
+    assert not folder.exists()  # no empty store where the user did not mean one
+
+    monkeypatch.setenv("FINSENT_STORE_CREATE_DIRS", "true")
+    result = runner.invoke(app, ["alerts", "list"])
+    assert result.exit_code == 0, result.output
+    assert (folder / "x.db").is_file()
+
+
+def test_an_unreachable_postgres_store_is_one_line_without_its_password(
+    no_broker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"postgresql+psycopg://finsent:hunter2@127.0.0.1:{free_port()}/finsent"
+    monkeypatch.setenv("FINSENT_STORE_URL", url)
+    line = fails_in_one_line(["router"])
+    assert line.startswith("error: the store at postgresql+psycopg://finsent:***@127.0.0.1:")
+    assert "cannot be opened" in line and "Check FINSENT_STORE_URL" in line
+    assert "hunter2" not in line
+
+
+def test_a_store_driver_that_is_not_installed_is_one_line(
+    no_broker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg2", None)  # as if it were not installed
+    monkeypatch.setenv("FINSENT_STORE_URL", "postgresql+psycopg2://me:hunter2@db/finsent")
+    line = fails_in_one_line(["router"])
+    assert "needs the driver 'psycopg2', which is not installed" in line
+    assert "postgresql+psycopg://" in line and "hunter2" not in line
+
+
+def test_a_missing_extra_of_a_stage_is_named_before_the_broker(
+    no_broker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    monkeypatch.setenv("FINSENT_STORE_URL", "postgresql+psycopg://me@db/finsent")
+    line = fails_in_one_line(["router"])
+    assert line == (
+        "error: finsent router needs the 'postgres' extra (no module named 'psycopg'): "
+        "pip install 'finsent[postgres]'"
+    )
+
+
+def test_a_bad_model_artifact_names_its_variable(
+    no_broker: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FINSENT_MODEL_ARTIFACT", str(tmp_path))
+    line = fails_in_one_line(["scorer"])
+    assert line.startswith(f"error: FINSENT_MODEL_ARTIFACT: no model artifact at {tmp_path}")
+    assert "`finsent train`" in line
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (None, "cannot be read (No such file or directory): fix FINSENT_ALERT_RULES_FILE"),
+        ("channels: [unclosed\n", "is not valid YAML at line 2, column 1"),
+        ("routes: [{channels: [nowhere]}]\n", "unknown channel"),
+    ],
+)
+def test_a_bad_rules_file_is_one_line_naming_it(
+    no_broker: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str | None, says: str
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    if content is not None:
+        rules.write_text(content, encoding="utf-8")
+    monkeypatch.setenv("FINSENT_ALERT_RULES_FILE", str(rules))
+    line = fails_in_one_line(["alerter"])
+    assert str(rules) in line and says in line
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (None, "cannot be read (No such file or directory): fix --sources"),
+        ("just a string\n", "expected a list of sources"),
+        ("sources: [unclosed\n", "not valid YAML at line 2, column 1"),
+    ],
+)
+def test_a_bad_sources_file_is_one_line_before_the_broker(
+    no_broker: str, tmp_path: Path, content: str | None, says: str
+) -> None:
+    sources = tmp_path / "sources.yaml"
+    if content is not None:
+        sources.write_text(content, encoding="utf-8")
+    line = fails_in_one_line(["ingest", "poll", "--sources", str(sources)])
+    assert str(sources) in line and says in line
+
+
+def test_ingest_poll_without_a_sources_file_says_how_to_name_one(no_broker: str) -> None:
+    line = fails_in_one_line(["ingest", "poll"])
+    assert "pass --sources or set FINSENT_SOURCES_FILE" in line

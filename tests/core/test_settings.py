@@ -152,3 +152,34 @@ def test_the_dashboard_time_zone_is_a_zone_name(monkeypatch: pytest.MonkeyPatch)
         monkeypatch.setenv("FINSENT_DASHBOARD_TZ", bad)
         with pytest.raises(ValidationError, match="not a time zone name"):
             Settings()
+
+
+def test_a_sqlite_store_in_a_missing_folder_is_refused_unless_asked(tmp_path: Path) -> None:
+    missing = tmp_path / "typo" / "dir"
+    for field in ("store_url", "ingest_state_url", "backtest_registry_url"):
+        with pytest.raises(ValidationError, match=f"the folder {missing} does not exist"):
+            Settings(**{field: f"sqlite:///{missing / 'x.db'}"})
+    asked = Settings(store_url=f"sqlite:///{missing / 'x.db'}", store_create_dirs=True)
+    assert asked.database_url == f"sqlite:///{missing / 'x.db'}"
+    assert not missing.exists()  # the store makes it when it opens, not the settings
+
+
+def test_a_store_under_the_cache_dir_and_one_in_an_existing_folder_are_fine(
+    tmp_path: Path,
+) -> None:
+    cache = tmp_path / "cache"  # not made yet: finsent's own, made on first use
+    Settings(cache_dir=cache, store_url=f"sqlite:///{cache / 'backtests' / 'run1' / 'x.db'}")
+    Settings(store_url=f"sqlite:///{tmp_path / 'x.db'}")
+    Settings(store_url="sqlite:///:memory:")
+    Settings(store_url="postgresql+psycopg://me:pw@db.example:5432/finsent")
+    Settings(store_url="postgresql+psycopg2://me@db/finsent")  # a driver is the store's concern
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [("foo://x/y", "unknown database 'foo'"), ("not a url", "not a database URL")],
+)
+def test_a_store_url_sqlalchemy_does_not_know_is_refused(url: str, says: str) -> None:
+    with pytest.raises(ValidationError, match=says) as raised:
+        Settings(store_url=url)
+    assert "postgresql+psycopg://user:password@host:5432/database" in str(raised.value)

@@ -126,6 +126,7 @@ def store_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 def registry_url(store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh backtest registry, made the dashboard's through FINSENT_BACKTEST_REGISTRY_URL:
     a database apart from the live store, as the backtests use."""
+    (tmp_path / "registry").mkdir()  # a URL outside the cache dir names an existing folder
     url = f"sqlite:///{tmp_path / 'registry' / 'runs.db'}"
     monkeypatch.setenv("FINSENT_BACKTEST_REGISTRY_URL", url)
     get_settings.cache_clear()

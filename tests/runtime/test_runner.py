@@ -766,3 +766,32 @@ def test_a_stop_ends_a_source_s_long_wait_on_a_broker_that_is_down() -> None:
 
     assert took < STOP_GRACE_S + 3
     assert [type(e) for e in outcome] == [StoppedRetrying] and committed == []
+
+
+def test_a_stage_checks_its_logic_then_the_broker_before_any_kafka_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from finsent.app.ports import free_port
+    from finsent.runtime import runner
+    from finsent.runtime.kafka_io import BrokerUnreachable
+
+    made: list[str] = []
+    monkeypatch.setattr(runner, "make_consumer", lambda *a, **k: made.append("consumer"))
+    settings = Settings(cache_dir=tmp_path, kafka_port=free_port())
+
+    def logic(settings: Settings, store: Store | None) -> Any:
+        made.append("logic")
+        raise ValueError("a bad rules file")  # local inputs first: the broker is not asked
+
+    with pytest.raises(ValueError, match="a bad rules file"):
+        runner.run_stage(settings, stage("router"), logic, threading.Event())
+
+    def good(settings: Settings, store: Store | None) -> Any:
+        made.append("logic")
+        return object()
+
+    started = time.monotonic()
+    with pytest.raises(BrokerUnreachable, match=f"Kafka at {settings.bootstrap_servers}"):
+        runner.run_stage(settings, stage("router"), good, threading.Event())
+    assert time.monotonic() - started < 6
+    assert made == ["logic", "logic"]  # no consumer was made

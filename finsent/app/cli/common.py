@@ -1,6 +1,7 @@
-"""What the command groups share: the group class that turns a missing extra or a bad setting
-into one line, the help's panels, the settings every command starts from (with the root's
-``--config`` and ``--log-level``), and the one way a command fails."""
+"""What the command groups share: the group class that turns a user error (a missing extra, a
+bad setting, any ``UserError`` the library raises) into one line, the help's panels, the
+settings every command starts from (with the root's ``--config`` and ``--log-level``), and the
+one way a command fails."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from typer._click.globals import get_current_context
 from typer.core import TyperGroup
 
 from finsent.app.extras import missing_extra
-from finsent.core.settings import ConfigFileError, Settings
+from finsent.core.errors import UserError, hide_password
+from finsent.core.settings import Settings
 from finsent.runtime.process import setup_logging
 
 if TYPE_CHECKING:
@@ -23,8 +25,9 @@ if TYPE_CHECKING:
 
 
 class FinsentGroup(TyperGroup):
-    """Turns a missing optional extra, or a setting that does not validate, in any command
-    below it into one line on stderr and exit code 1 instead of a traceback."""
+    """Turns a missing optional extra, a setting that does not validate, or a ``UserError``
+    (a bad file, setting or address, named with its fix) in any command below it into one line
+    on stderr and exit code 1 instead of a traceback."""
 
     def invoke(self, ctx: ClickContext) -> Any:
         try:
@@ -38,8 +41,8 @@ class FinsentGroup(TyperGroup):
             if exc.title != Settings.__name__:
                 raise
             fail(f"invalid settings: {settings_problems(exc)}")
-        except ConfigFileError as exc:
-            fail(str(exc))
+        except UserError as exc:
+            fail(exc.line)
 
 
 def _command_line(ctx: ClickContext) -> str:
@@ -54,12 +57,14 @@ def _command_line(ctx: ClickContext) -> str:
 
 def settings_problems(exc: ValidationError) -> str:
     """Each invalid setting as its environment variable, the problem and the value given, in
-    one line."""
+    one line. A database URL's password is not shown."""
     problems = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else ""
         name = f"FINSENT_{field.upper()}" if field else "settings"
-        problems.append(f"{name}: {error['msg']} (got {error.get('input')!r})")
+        given = error.get("input")
+        shown = hide_password(given) if isinstance(given, str) else given
+        problems.append(f"{name}: {error['msg']} (got {shown!r})")
     return "; ".join(problems)
 
 
@@ -110,13 +115,12 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 
 
 def ready_topics(settings: Settings) -> None:
-    """Create (or grow) the pipeline topics, or fail with the one line that says why not."""
-    from finsent.runtime.kafka_io import PartitionCountError, ensure_topics
+    """Check the broker (one line within 5 s when it is not there), then create or grow the
+    pipeline topics; a keyed topic asked to grow is a ``PartitionCountError``, one line too."""
+    from finsent.runtime.kafka_io import check_broker, ensure_topics
 
-    try:
-        ensure_topics(settings)
-    except PartitionCountError as exc:
-        fail(str(exc))
+    check_broker(settings.bootstrap_servers)
+    ensure_topics(settings)
 
 
 def fail(message: str) -> NoReturn:

@@ -3,9 +3,11 @@ sample-feed``."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,6 +22,9 @@ from finsent.app.cli.common import (
 )
 from finsent.core.stages import stage
 from finsent.runtime.process import install_stop_handlers
+
+if TYPE_CHECKING:
+    from finsent.ingest.admit import Admission
 
 ingest_app = new_app(stage("ingest").summary)
 
@@ -44,6 +49,7 @@ def ingest_replay(
         replay,
         throwaway_admission,
     )
+    from finsent.runtime.kafka_io import check_broker
 
     if not path.exists():
         fail(f"{path} does not exist")
@@ -52,6 +58,8 @@ def ingest_replay(
     # --fresh: an empty dedup memory of its own, so nothing counts as replayed before.
     logic = throwaway_admission(settings) if fresh else nullcontext(SOURCES["ingest"](settings))
     with logic as admission:
+        with closed_on_error(admission):  # the dedup memory is checked before Kafka
+            check_broker(settings.bootstrap_servers)
         stats = replay(
             settings,
             path,
@@ -78,7 +86,8 @@ def ingest_poll(
     example: Annotated[bool, typer.Option(help="Print an example sources file and exit.")] = False,
 ) -> None:
     """Poll RSS/Atom feeds and JSON news APIs into news.raw, each on its own interval."""
-    from finsent.ingest.sources import SourcesError, example_sources_yaml
+    from finsent.ingest.sources import example_sources_yaml, load_sources
+    from finsent.runtime.kafka_io import check_broker
 
     if example:
         typer.echo(example_sources_yaml())
@@ -87,11 +96,28 @@ def ingest_poll(
     from finsent.ingest.worker import run_poller
 
     settings = load_settings()
-    ready_topics(settings)
+    path = sources or settings.sources_file
+    if path is None:
+        fail(
+            "no sources file: pass --sources or set FINSENT_SOURCES_FILE "
+            "(`finsent ingest poll --example` prints one)"
+        )
+    load_sources(path)  # the file's problems (SourcesError: one line), before the broker
+    admission = SOURCES["ingest"](settings)  # the dedup memory: a store, checked before Kafka
+    with closed_on_error(admission):
+        check_broker(settings.bootstrap_servers)
+        ready_topics(settings)
+    run_poller(settings, install_stop_handlers(), path, admission)
+
+
+@contextmanager
+def closed_on_error(admission: Admission) -> Iterator[None]:
+    """Close ``admission`` (its store) if the block raises; else the feed closes it at its end."""
     try:
-        run_poller(settings, install_stop_handlers(), sources, SOURCES["ingest"](settings))
-    except SourcesError as exc:
-        fail(str(exc))
+        yield
+    except BaseException:
+        admission.close()
+        raise
 
 
 def sample_feed(

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import typer
 
 from finsent.app.cli.choices import ScorerName
-from finsent.app.cli.common import STAGES_PANEL, fail, load_settings, ready_topics
+from finsent.app.cli.common import STAGES_PANEL, load_settings
 from finsent.app.extras import require_scorer
 from finsent.core.settings import Settings
 from finsent.core.stages import StageSpec, consumers
@@ -19,14 +19,12 @@ from finsent.runtime.process import install_stop_handlers
 
 
 def run_stage(name: str, settings: Settings) -> None:
-    """Run one consuming stage until SIGTERM or Ctrl-C (``finsent.app.stages``)."""
-    from finsent.app.stages import StageError, run
+    """Run one consuming stage until SIGTERM or Ctrl-C (``finsent.app.stages``). It checks its
+    store, model and rules before the broker, and the broker before making its topics; what is
+    wrong is one line (``FinsentGroup``)."""
+    from finsent.app.stages import run
 
-    ready_topics(settings)  # at once, before any client waits on a topic
-    try:
-        run(name, settings, install_stop_handlers())
-    except StageError as exc:
-        fail(str(exc))
+    run(name, settings, install_stop_handlers())
 
 
 def scorer(

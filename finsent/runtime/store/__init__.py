@@ -9,7 +9,7 @@ memory's too, and the one schema version), ``engine`` (backends and dialect SQL)
 ``facade`` (``Store``, which opens the transactions and delegates to them).
 """
 
-from finsent.runtime.store.engine import as_utc, make_engine
+from finsent.runtime.store.engine import StoreError, as_utc, make_engine
 from finsent.runtime.store.facade import Store
 from finsent.runtime.store.offsets import (
     Commit,
@@ -42,6 +42,7 @@ __all__ = [
     "Commit",
     "FencedError",
     "Store",
+    "StoreError",
     "StoreSchemaError",
     "TopicPartitionKey",
     "alert_acks",

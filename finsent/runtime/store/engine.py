@@ -15,14 +15,43 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from finsent.core.errors import UserError, hide_password
+from finsent.core.settings import DATABASE_URL_FORMS
+
+# The PostgreSQL driver finsent installs (the 'postgres' extra); the CLI names the extra when
+# it is missing, so only other drivers are this module's error.
+OWN_DRIVERS = ("psycopg",)
+
+
+class StoreError(UserError, RuntimeError):
+    """The store's URL names no database SQLAlchemy knows, a driver that is not installed, or a
+    database that does not answer."""
 
 
 def make_engine(url: str) -> Engine:
     """An engine for `url`; a SQLite file gets its folder and the pragmas every writer needs."""
-    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ""
-    if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, future=True)
+    try:
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            # A URI filename (sqlite:///file:/path?mode=ro&uri=true) names a file too.
+            Path(parsed.database.removeprefix("file:")).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, future=True)  # imports the driver, connects to nothing
+    except ArgumentError as exc:  # also an unknown dialect (NoSuchModuleError)
+        raise StoreError(
+            f"the store URL {hide_password(url)} is not one finsent can open ({exc}): fix "
+            f"FINSENT_STORE_URL; use {DATABASE_URL_FORMS}"
+        ) from exc
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] in OWN_DRIVERS:
+            raise
+        raise StoreError(
+            f"the store URL {hide_password(url)} needs the driver {exc.name!r}, which is not "
+            "installed: finsent talks to PostgreSQL through psycopg, so use "
+            "postgresql+psycopg://... in FINSENT_STORE_URL (pip install 'finsent[postgres]')"
+        ) from exc
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine

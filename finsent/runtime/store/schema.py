@@ -32,9 +32,10 @@ from sqlalchemy import (
     inspect,
     select,
 )
-from sqlalchemy.exc import DatabaseError
+from sqlalchemy.exc import DatabaseError, OperationalError
 
-from finsent.runtime.store.engine import insert
+from finsent.core.errors import UserError, one_line
+from finsent.runtime.store.engine import StoreError, insert
 
 # 2: windows keyed by (key, start, end); late_items; acks; silences. ingest_seen joined this
 # schema unchanged, so dedup databases made before it are adopted as they are.
@@ -263,7 +264,7 @@ store_meta = Table(
 )
 
 
-class StoreSchemaError(RuntimeError):
+class StoreSchemaError(UserError, RuntimeError):
     """The database was made by a finsent with another schema version."""
 
 
@@ -283,9 +284,17 @@ def create_schema(engine: Engine, attempts: int = 5) -> None:
         except DatabaseError as exc:
             message = str(exc.orig).lower()
             raced = "already exists" in message or "duplicate key" in message
-            if not raced or attempt == attempts - 1:
-                raise
-            time.sleep(0.05 * (attempt + 1))
+            if raced and attempt < attempts - 1:
+                time.sleep(0.05 * (attempt + 1))
+                continue
+            if isinstance(exc, OperationalError) and not raced:
+                # No answer (not there, refused, wrong password), or a file it cannot open.
+                raise StoreError(
+                    f"the store at {engine.url.render_as_string(hide_password=True)} cannot "
+                    f"be opened ({one_line(str(exc.orig))}): is the database up and "
+                    "reachable? Check FINSENT_STORE_URL"
+                ) from exc
+            raise
 
 
 def stored_schema_version(engine: Engine) -> str | None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -15,7 +16,15 @@ from support.postgres import server_home
 from support.postgres_local import LocalPostgres, PostgresLaunchError
 
 from finsent.core.records import ScoredItem, WindowStat
-from finsent.runtime.store import Commit, Store, as_utc, make_engine, scored_items, windows
+from finsent.runtime.store import (
+    Commit,
+    Store,
+    StoreError,
+    as_utc,
+    make_engine,
+    scored_items,
+    windows,
+)
 from finsent.runtime.store.engine import last_per_key
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -100,3 +109,32 @@ def test_missing_server_binaries_raise_a_clear_error(
     monkeypatch.setattr(postgres_local, "find_bindir", lambda: None)
     with pytest.raises(PostgresLaunchError, match="ensure_postgres.sh"):
         LocalPostgres(tmp_path, 5432).start()
+
+
+def test_a_url_of_no_known_database_is_a_store_error() -> None:
+    with pytest.raises(StoreError, match="unknown database|Can't load plugin") as raised:
+        make_engine("foo://me:hunter2@x/y")
+    assert "FINSENT_STORE_URL" in str(raised.value) and "hunter2" not in str(raised.value)
+
+
+def test_a_missing_driver_is_a_store_error_but_finsents_own_is_left_to_the_cli(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg2", None)  # as if it were not installed
+    with pytest.raises(StoreError, match="needs the driver 'psycopg2'"):
+        make_engine("postgresql+psycopg2://me@db/x")
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    with pytest.raises(ModuleNotFoundError):  # the CLI names the 'postgres' extra for it
+        make_engine("postgresql+psycopg://me@db/x")
+
+
+def test_a_uri_filename_gets_its_folder_and_no_folder_named_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    engine = make_engine(f"sqlite:///file:{tmp_path / 'deep' / 'x.db'}?mode=rwc&uri=true")
+    with engine.connect():
+        pass
+    engine.dispose()
+    assert (tmp_path / "deep" / "x.db").is_file()
+    assert not (tmp_path / "file:").exists()

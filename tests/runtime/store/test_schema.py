@@ -3,6 +3,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, inspect, update
@@ -10,6 +11,7 @@ from sqlalchemy import Engine, inspect, update
 from finsent.runtime.store import (
     SCHEMA_VERSION,
     Store,
+    StoreError,
     StoreSchemaError,
     create_schema,
     ingest_seen,
@@ -143,3 +145,9 @@ def test_stages_opening_a_fresh_store_together_all_get_the_schema(store_url: str
     errors = [err for _, err in results if err.strip()]
     assert [p.returncode for p in procs] == [0] * 6, errors[0][-2000:] if errors else ""
     assert [out.strip() for out, _ in results] == ["ok"] * 6
+
+
+def test_a_database_that_cannot_be_opened_is_a_store_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="cannot be opened") as raised:
+        Store(f"sqlite:///{tmp_path}")  # a folder, not a database file
+    assert str(tmp_path) in str(raised.value) and "FINSENT_STORE_URL" in str(raised.value)
