@@ -50,6 +50,7 @@ def settings_for(tmp_path: Path, **overrides: object) -> Settings:
         "alert_resolve_z": 1.0,
         "alert_floor": 0.4,
     }
+    tmp_path.mkdir(parents=True, exist_ok=True)  # a store folder must exist (or be asked for)
     return isolated_settings(tmp_path, **{**values, **overrides})
 
 

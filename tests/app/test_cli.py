@@ -83,6 +83,8 @@ def test_a_second_replay_says_why_it_sent_nothing_and_fresh_sends_again(
     )
     monkeypatch.setenv("FINSENT_STORE_URL", f"sqlite:///{tmp_path / 'store.db'}")
     monkeypatch.setenv("FINSENT_CACHE_DIR", str(tmp_path))
+    # The sink is in memory: no broker to check.
+    monkeypatch.setattr("finsent.runtime.kafka_io.check_broker", lambda *_, **__: None)
     feed = tmp_path / "feed.jsonl"
     feed.write_text(
         "\n".join(

@@ -293,7 +293,7 @@ def test_a_missing_sources_file_is_a_cross(tmp_path: Path) -> None:
 
     (result,) = doctor.check_sources(settings, fetch_once=False, now=NOW)
 
-    assert "--example" in failed(result) and "cannot read" in result.detail
+    assert "--example" in failed(result) and "cannot be read" in result.detail
 
 
 def test_a_sources_file_with_a_literal_key_is_a_cross(tmp_path: Path) -> None:
