@@ -255,16 +255,7 @@ def build_notifiers(config: NotifierConfig) -> dict[str, Notifier]:
                 notifiers[name] = SlackNotifier(name, url)
             elif isinstance(channel, EmailChannel):
                 password = config.secrets.get(channel.password_env) if channel.username else None
-                notifiers[name] = EmailNotifier(
-                    name,
-                    host=channel.host,
-                    port=channel.port,
-                    security=channel.security,
-                    username=channel.username,
-                    password=password,
-                    sender=channel.sender,
-                    recipients=channel.to,
-                )
+                notifiers[name] = EmailNotifier.for_channel(name, channel, password)
         except ValueError as exc:  # the notifiers' messages never carry the secret
             log.error("channel %s is not usable: %s", name, exc)
     return notifiers

@@ -725,16 +725,8 @@ def check_email(
             )
             continue
         try:
-            notifier = EmailNotifier(
-                name,
-                host=channel.host,
-                port=channel.port,
-                security=channel.security,
-                username=channel.username,
-                password=password,
-                sender=channel.sender,
-                recipients=channel.to,
-                timeout_s=PROBE_TIMEOUT_S * 2,
+            notifier = EmailNotifier.for_channel(
+                name, channel, password, timeout_s=PROBE_TIMEOUT_S * 2
             )
         except ValueError as exc:
             results.append(

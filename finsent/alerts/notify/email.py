@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import formatdate
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import SecretStr
 
@@ -33,6 +33,9 @@ from finsent.alerts.notify.model import DeliveryError, Notification
 from finsent.alerts.notify.redact import REDACTOR, redacting_logger, scrub
 from finsent.core.records import Headline
 from finsent.core.safety import encoded_web_link
+
+if TYPE_CHECKING:
+    from finsent.alerts.rules import EmailChannel
 
 log = redacting_logger(__name__)
 
@@ -214,6 +217,23 @@ class EmailNotifier:
         self._tls = tls_context
         self._secrets = (password.get_secret_value(),) if password else ()
         REDACTOR.register(*self._secrets)
+
+    @classmethod
+    def for_channel(
+        cls, name: str, channel: EmailChannel, password: SecretStr | None, timeout_s: float = 10
+    ) -> EmailNotifier:
+        """The notifier of a rules file's email channel, its password from the environment."""
+        return cls(
+            name,
+            host=channel.host,
+            port=channel.port,
+            security=channel.security,
+            username=channel.username,
+            password=password,
+            sender=channel.sender,
+            recipients=channel.to,
+            timeout_s=timeout_s,
+        )
 
     def __repr__(self) -> str:
         return f"EmailNotifier(channel={self.channel!r}, host={self.host!r}, port={self.port})"
