@@ -64,7 +64,8 @@ def settings_problems(exc: ValidationError) -> str:
         name = f"FINSENT_{field.upper()}" if field else "settings"
         given = error.get("input")
         shown = hide_password(given) if isinstance(given, str) else given
-        problems.append(f"{name}: {error['msg']} (got {shown!r})")
+        message = str(error["msg"]).removeprefix("Value error, ")  # pydantic's own prefix
+        problems.append(f"{name}: {message} (got {shown!r})")
     return "; ".join(problems)
 
 
