@@ -37,8 +37,7 @@ from functools import cache
 from typing import Any
 
 import numpy as np
-from datasketch import LeanMinHash, MinHash, MinHashLSH
-from datasketch.storage import DictSetStorage
+from datasketch import MinHash
 
 SCHEME = "affine32"  # datasketch >= 2.0: uint32 hash values, stored as 4 bytes each
 BAND_ROWS = 4
@@ -61,68 +60,78 @@ def minhash_signature(grams: Iterable[str], num_perm: int, seed: int) -> np.ndar
     return np.asarray(mh.hashvalues, dtype=np.uint32)
 
 
-def _lean(signature: np.ndarray, seed: int) -> LeanMinHash:
-    return LeanMinHash(seed=seed, hashvalues=signature, scheme=SCHEME)
+class BandIndex:
+    """MinHash LSH: a story is a candidate for another when all ``BAND_ROWS`` values of one of
+    their bands agree. One dict per band maps a band's bytes to its bucket: the one story id,
+    or an insertion-ordered dict of ids once it holds two, at most ``BUCKET_CAP`` of them (the
+    newest; the oldest is evicted).
 
-
-class _CompactBuckets(DictSetStorage):
-    """An LSH band table whose bucket is its one story id, or an insertion-ordered dict of ids
-    once it holds two, holding at most ``BUCKET_CAP`` ids: the newest, the oldest evicted.
-
-    Nearly every bucket holds a single story, and datasketch's set per bucket (216 bytes, times
-    32 bands) was two thirds of the index's memory; the id string itself is shared. The cap
-    bounds a query's candidates, hence its cost, however alike headlines get: templated titles
-    ("Stock X rises 2% after earnings") that differ only in their company fill the same buckets
-    without ever joining a chain, and a query once compared itself with all of them. A long
-    chain of true copies keeps its newest members in every band, and they are what the next
-    copy matches.
+    The candidates are datasketch's ``MinHashLSH`` with ``(bands, BAND_ROWS)`` params while no
+    bucket overflows (a test holds them side by side); its per-band byte swaps and storage
+    layers were two thirds of dedup's time. Nearly every bucket holds a single story, so one
+    string per bucket instead of a set keeps memory down. The cap bounds a query's candidates,
+    hence its cost, however alike headlines get: templated titles ("Stock X rises 2% after
+    earnings") that differ only in their company fill the same buckets without ever joining a
+    chain, and a query once compared itself with all of them. A long chain of true copies keeps
+    its newest members in every band, and they are what the next copy matches.
     """
 
-    def __init__(self) -> None:
-        self._dict: dict[Any, Any] = {}
+    def __init__(self, num_perm: int) -> None:
+        if num_perm % BAND_ROWS:
+            raise ValueError(f"num_perm must be a multiple of {BAND_ROWS}")
+        self.bands = num_perm // BAND_ROWS
+        self.tables: list[dict[bytes, Any]] = [{} for _ in range(self.bands)]
+        self._keys: dict[str, list[bytes]] = {}
 
-    def get(self, key: Any) -> Any:
-        bucket = self._dict.get(key, ())
-        return (bucket,) if isinstance(bucket, str) else bucket
+    def band_keys(self, signature: np.ndarray) -> list[bytes]:
+        rows = np.ascontiguousarray(signature, dtype="<u4").reshape(self.bands, BAND_ROWS)
+        return [band.tobytes() for band in rows]
 
-    def insert(self, key: Any, *vals: Any, **_: Any) -> None:
-        for val in vals:
-            bucket = self._dict.get(key)
-            if not bucket or bucket == val:
-                self._dict[key] = val
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def insert(self, story_id: str, signature: np.ndarray) -> None:
+        if story_id in self._keys:
+            self.remove(story_id)
+        keys = self.band_keys(signature)
+        self._keys[story_id] = keys
+        for table, key in zip(self.tables, keys, strict=True):
+            bucket = table.get(key)
+            if bucket is None:
+                table[key] = story_id
             elif isinstance(bucket, str):
-                self._dict[key] = {bucket: None, val: None}
+                table[key] = {bucket: None, story_id: None}
             else:
-                bucket.pop(val, None)  # re-inserted: it becomes the newest
                 if len(bucket) >= BUCKET_CAP:
                     del bucket[next(iter(bucket))]
-                bucket[val] = None
+                bucket[story_id] = None
 
-    def remove_val(self, key: Any, val: Any, **_: Any) -> None:
-        bucket = self._dict[key]
-        if isinstance(bucket, str):
-            if bucket == val:
-                self._dict[key] = ()  # emptied: the LSH sees it empty and removes the key
-            return
-        bucket.pop(val, None)  # absent when the cap evicted it
-        if len(bucket) == 1:
-            self._dict[key] = next(iter(bucket))
+    def query(self, signature: np.ndarray) -> set[str]:
+        found: set[str] = set()
+        for table, key in zip(self.tables, self.band_keys(signature), strict=True):
+            bucket = table.get(key)
+            if bucket is None:
+                continue
+            if isinstance(bucket, str):
+                found.add(bucket)
+            else:
+                found.update(bucket)
+        return found
 
-    def remove(self, *keys: Any, **_: Any) -> None:
-        for key in keys:
-            self._dict.pop(key, None)
-
-    def itemcounts(self, **_: Any) -> dict[Any, int]:
-        return {k: len(self.get(k)) for k in self._dict}
-
-
-def new_lsh(num_perm: int) -> MinHashLSH:
-    """A MinHash LSH of ``BAND_ROWS``-row bands with compact in-memory buckets."""
-    lsh = MinHashLSH(num_perm=num_perm, params=(num_perm // BAND_ROWS, BAND_ROWS))
-    # Only the in-memory dict storage is swapped; anything else is left as datasketch made it.
-    if all(type(table) is DictSetStorage for table in lsh.hashtables):
-        lsh.hashtables = [_CompactBuckets() for _ in lsh.hashtables]
-    return lsh
+    def remove(self, story_id: str) -> None:
+        for table, key in zip(self.tables, self._keys.pop(story_id), strict=True):
+            bucket = table.get(key)
+            if bucket is None:
+                continue
+            if isinstance(bucket, str):
+                if bucket == story_id:
+                    del table[key]
+                continue
+            bucket.pop(story_id, None)  # absent when the cap evicted it
+            if len(bucket) == 1:
+                table[key] = next(iter(bucket))
+            elif not bucket:
+                del table[key]
 
 
 @dataclass(slots=True)
@@ -145,7 +154,7 @@ class NearDupIndex:
         self.seed = seed
         self.horizon = horizon
         self.threshold = threshold
-        self.lsh = new_lsh(num_perm)
+        self.lsh = BandIndex(num_perm)
         self.entries: dict[str, IndexedStory] = {}
         self.chain_sizes: Counter[str] = Counter()
         self.watermark: datetime | None = None  # the newest event time indexed
@@ -172,7 +181,7 @@ class NearDupIndex:
         """The closest indexed story at or above the threshold: (id, entry, similarity)."""
         best: tuple[float, float, str] | None = None
         n = len(signature)
-        for story_id in self.lsh.query(_lean(signature, self.seed)):
+        for story_id in self.lsh.query(signature):
             entry = self.entries[story_id]
             if tickers and entry.tickers and not tickers & entry.tickers:
                 continue  # both name companies, different ones: a template headline
@@ -203,7 +212,7 @@ class NearDupIndex:
         self.entries[story_id] = IndexedStory(chain_id, event_time, signature, tickers, self._seq)
         self.chain_sizes[chain_id] += 1
         heapq.heappush(self._heap, (event_time, self._seq, story_id))
-        self.lsh.insert(story_id, _lean(signature, self.seed), check_duplication=False)
+        self.lsh.insert(story_id, signature)
 
     def _drop(self, story_id: str, entry: IndexedStory) -> None:
         del self.entries[story_id]

@@ -7,7 +7,7 @@ import numpy as np
 from datasketch import LeanMinHash, MinHashLSH
 
 from finsent.ingest.dedup import shingles
-from finsent.ingest.dedup.near import BUCKET_CAP, NearDupIndex, minhash_signature, new_lsh
+from finsent.ingest.dedup.near import BUCKET_CAP, BandIndex, NearDupIndex, minhash_signature
 
 T0 = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)
 FED = "Fed holds rates steady, signals patience"
@@ -52,65 +52,67 @@ def test_advance_evicts_behind_the_horizon_and_shrinks_chains() -> None:
     assert idx.best_match(sig(FED), frozenset()) is None
 
 
-def test_compact_lsh_buckets_answer_like_datasketchs_own() -> None:
-    rng = random.Random(3)
-    words = [f"w{i}" for i in range(20)]
-    lean = {
-        f"s{i}": LeanMinHash(
-            seed=1,
-            hashvalues=minhash_signature(shingles(" ".join(rng.sample(words, 6))), 64, 1),
-            scheme="affine32",
-        )
-        for i in range(300)
+def random_signatures(vocabulary: int, n: int, seed: int) -> dict[str, np.ndarray]:
+    rng = random.Random(seed)
+    words = [f"w{i}" for i in range(vocabulary)]
+    return {
+        f"s{i}": minhash_signature(shingles(" ".join(rng.sample(words, 6))), 64, 1)
+        for i in range(n)
     }
-    compact, plain = new_lsh(64), MinHashLSH(num_perm=64, params=(16, 4))
-    assert type(compact.hashtables[0]).__name__ == "_CompactBuckets"
-    for key, mh in lean.items():
-        compact.insert(key, mh)
-        plain.insert(key, mh)
-    for key in list(lean)[::2]:
-        compact.remove(key)
-        plain.remove(key)
-    for mh in lean.values():
-        found, everything = set(compact.query(mh)), set(plain.query(mh))
-        # Each band's bucket keeps only its newest BUCKET_CAP ids, so crowded buckets lose some.
-        assert found <= everything
-        assert len(found) <= len(compact.hashtables) * BUCKET_CAP
-    assert sum(len(plain.query(mh)) > 1 for mh in lean.values()) > 20  # buckets were shared
 
 
-def test_compact_lsh_buckets_match_datasketchs_own_below_the_cap() -> None:
-    rng = random.Random(4)
-    words = [f"w{i}" for i in range(400)]
-    lean = {
-        f"s{i}": LeanMinHash(
-            seed=1,
-            hashvalues=minhash_signature(shingles(" ".join(rng.sample(words, 6))), 64, 1),
-            scheme="affine32",
-        )
-        for i in range(300)
-    }
-    compact, plain = new_lsh(64), MinHashLSH(num_perm=64, params=(16, 4))
-    for key, mh in lean.items():
-        compact.insert(key, mh)
-        plain.insert(key, mh)
-    for key in list(lean)[::3]:
-        compact.remove(key)
+def datasketch_lsh(signatures: dict[str, np.ndarray]) -> MinHashLSH:
+    plain = MinHashLSH(num_perm=64, params=(16, 4))
+    for key, signature in signatures.items():
+        plain.insert(key, lean(signature))
+    return plain
+
+
+def lean(signature: np.ndarray) -> LeanMinHash:
+    return LeanMinHash(seed=1, hashvalues=signature, scheme="affine32")
+
+
+def test_band_index_answers_like_datasketchs_lsh_below_the_cap() -> None:
+    signatures = random_signatures(400, 300, seed=4)
+    index, plain = BandIndex(64), datasketch_lsh(signatures)
+    for key, signature in signatures.items():
+        index.insert(key, signature)
+    for key in list(signatures)[::3]:
+        index.remove(key)
         plain.remove(key)
     assert max(len(t.get(k)) for t in plain.hashtables for k in t.keys()) < BUCKET_CAP  # noqa: SIM118 (a storage, not a dict)
-    for mh in lean.values():
-        assert sorted(compact.query(mh)) == sorted(plain.query(mh))
+    for signature in signatures.values():
+        assert index.query(signature) == set(plain.query(lean(signature)))
+    assert len(index) == 200
+
+
+def test_a_crowded_band_index_answers_a_bounded_part_of_datasketchs() -> None:
+    signatures = random_signatures(20, 300, seed=3)  # few words: buckets overflow
+    index, plain = BandIndex(64), datasketch_lsh(signatures)
+    for key, signature in signatures.items():
+        index.insert(key, signature)
+    for key in list(signatures)[::2]:
+        index.remove(key)
+        plain.remove(key)
+    for signature in signatures.values():
+        found = index.query(signature)
+        assert found <= set(plain.query(lean(signature)))
+        assert len(found) <= index.bands * BUCKET_CAP
+    assert sum(len(plain.query(lean(sig))) > 1 for sig in signatures.values()) > 20
+    for key in list(signatures)[1::2]:  # emptied: nothing is left in any band
+        index.remove(key)
+    assert index.tables == [{} for _ in range(index.bands)]
 
 
 def test_templated_titles_meet_a_bounded_number_of_candidates() -> None:
     # Titles that differ only in their company (and tickers) share every bucket but never
     # chain: without a cap a query's candidates grew with every one indexed.
     idx = index()
-    bands = len(idx.lsh.hashtables)
+    bands = idx.lsh.bands
     for i in range(600):
         title = f"Stock CO{i} rises 3% after quarterly earnings beat"
         signature, tickers = sig(title), frozenset({f"CO{i}"})
-        assert len(idx.lsh.query(idx_lean(idx, signature))) <= bands * BUCKET_CAP
+        assert len(idx.lsh.query(signature)) <= bands * BUCKET_CAP
         assert idx.best_match(signature, tickers) is None
         idx.add(f"s{i}", f"s{i}", T0 + timedelta(seconds=i), signature, tickers)
     assert len(idx.entries) == 600  # all indexed; only the buckets are capped
@@ -125,7 +127,3 @@ def test_a_long_chain_of_copies_still_chains_past_the_cap() -> None:
         assert chain == "wrap"
         idx.add(f"s{i}", chain, T0 + timedelta(minutes=i), signature, frozenset())
     assert idx.chain_sizes["wrap"] == 5 * BUCKET_CAP
-
-
-def idx_lean(idx: NearDupIndex, signature: np.ndarray) -> LeanMinHash:
-    return LeanMinHash(seed=idx.seed, hashvalues=signature, scheme="affine32")
