@@ -484,7 +484,9 @@ _STOPWORDS_RAW: dict[str, str] = {
     "en": "the of to and is are was were with for from after over its it be has have will than "
     "into amid says said this that as at by not but or new up down out shares stocks earnings "
     "quarter billion million profit sales rises falls jumps beats misses soars slumps cuts "
-    "raises hits record year years",
+    "raises hits record year years on about against before between during under because while "
+    "where when there these those them they their what which who how why you your our his her "
+    "been had can could would should first last most some other only just",
     "de": "der die das und ist mit von für auf den dem des im nicht ein eine zu bei nach auch "
     "sich aus wird werden mehr über",
     "fr": "le la les des du et est pour dans une sur au aux avec par qui pas plus ses ce cette",
@@ -495,6 +497,7 @@ _STOPWORDS_RAW: dict[str, str] = {
 }
 _WORD = re.compile(r"[^\W\d_]+")
 _SHORT_WORDS = 12
+_HEADLINE_WORDS = 20
 
 
 @cache
@@ -536,6 +539,8 @@ def guess_language(text: str) -> str:
         if len(words) <= _SHORT_WORDS:
             if other == 0:
                 return "en"
+        elif len(words) <= _HEADLINE_WORDS and other == 0 and english >= 1:
+            return "en"  # a headline with its standfirst: the detector misreads these too
         elif english >= 3 and english >= 3 * other:
             return "en"
     try:

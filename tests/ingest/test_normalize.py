@@ -286,6 +286,11 @@ def test_parse_published_round_trips_formatted_times(moment: datetime) -> None:
         ("Apple Q3 EPS beats", "en"),
         ("Die Aktie von Siemens steigt deutlich nach starken Zahlen", "de"),
         ("Le CAC 40 termine en hausse avec les valeurs bancaires", "fr"),
+        (
+            "Evan Gershkovich amava la Russia, il paese che si è rivoltato contro di lui Il "
+            "corrispondente del Wall Street Journal",
+            "it",
+        ),
         ("日本株が上昇、半導体関連が買われる", "ja"),
         ("", "und"),
         ("12345 !!!", "und"),
@@ -293,6 +298,30 @@ def test_parse_published_round_trips_formatted_times(moment: datetime) -> None:
 )
 def test_guess_language(text: str, expected: str) -> None:
     assert guess_language(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Long English headlines with a standfirst, and few of the first list's function words:
+        # they used to cost a statistical detector's run each.
+        "Lula launches stinging attack on Bolsonaro in inaugural address Leftwing leader "
+        "returns to power for third term in divided South American nation",
+        "India wades into messy index regulation tussle Don't ignore influence of financial "
+        "benchmarks just because they seem dull",
+        # The detector read this one as Dutch.
+        "Biden's Big Bank Contradiction Regulators stymie a midsize bank merger but help "
+        "JPMorgan get bigger.",
+    ],
+)
+def test_english_function_words_decide_without_the_detector(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_detector() -> None:
+        raise AssertionError("the statistical detector ran")
+
+    monkeypatch.setattr("finsent.ingest.normalize._langdetect", no_detector)
+    assert guess_language(text) == "en"
 
 
 # --- normalize --------------------------------------------------------------------------------
