@@ -47,6 +47,7 @@ format: venv
 	.venv/bin/ruff format .
 
 bench: venv
+	.venv/bin/python bench/bench_pipeline.py
 	.venv/bin/python bench/bench_windows.py
 	.venv/bin/python bench/bench_model.py
 	.venv/bin/python bench/bench_int8_cpus.py
