@@ -4,10 +4,11 @@
    novelty) in process, on the RSS 2023 H1 archive and on templated titles ("Stock CO123 rises
    3% after quarterly earnings beat": every title shares its words with the others, the near-
    duplicate index's worst case). Stories/s; targets 10,000/s (archive) and 5,000/s (templated).
-2. ``aggregator``: the aggregator stage over routed keyed points, in process (the runner's loop
+2. ``aggregator``, ``growth``: the aggregator stage over routed keyed points, in process (the runner's loop
    minus Kafka, as ``bench_stream.py`` part 1 times it) and through Kafka (the real ``finsent
    aggregator`` process draining a ``news.keyed`` that holds them all: points/s from its first
-   commit to its last). Targets 20,000 and 10,000 keyed points/s.
+   commit to its last). Targets 20,000 and 10,000 keyed points/s. ``growth``: its cost per
+   point for 10k and 100k stories over 10, 1,000 and 100,000 tickers.
 3. ``backtest``: the default scorer alone on the archive's kept headlines, in process (the
    reference), then ``finsent backtest`` of the archive end to end, with the CPU seconds of
    each of its processes read from /proc while it runs: per stage, and per 1,000 stories.
@@ -15,7 +16,7 @@
 
 Prints the machine (CPU model and vector flags) first and ratios last.
 
-    .venv/bin/python bench/bench_pipeline.py [--part replay|aggregator|backtest|all] [--items N]
+    .venv/bin/python bench/bench_pipeline.py [--part replay|aggregator|growth|backtest|all] [--items N]
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import bench_stream
 from _machine import machine_line  # bench/_machine.py: CPU model, vector flags, cores
 from bench_backtest import ARCHIVE, model_reference, run_backtest
 from bench_stream import batch_seconds, local_broker, make_stories, run_aggregator
@@ -171,6 +173,33 @@ def through_kafka(base: Settings, routed: list, records: list[bytes], work: Path
         admin.close()
 
 
+def bench_growth(work: Path) -> None:
+    """The aggregator's cost per keyed point against input size and the number of series
+    keys (0-2 tickers a story from a pool of 10, 1,000 or 100,000)."""
+    print("\n== aggregator cost against input: in process, default windows")
+    print(
+        f"{'stories':>8} {'ticker pool':>11} {'series':>8} {'points':>8} {'points/s':>9} {'us/point':>8}"
+    )
+    default_pool = bench_stream.TICKERS
+    try:
+        for stories_n in (10_000, 100_000):
+            for pool in (10, 1_000, 100_000):
+                bench_stream.TICKERS = [f"T{i:06d}" for i in range(pool)]
+                routed = route(make_stories(stories_n))
+                records = [encode(point) for _key, point in routed]
+                series = len({key for key, _point in routed})
+                split, _facts = run_aggregator(
+                    Settings(metrics_port=None), records, work / f"growth-{stories_n}-{pool}.db"
+                )
+                seconds = batch_seconds(split.seconds)
+                print(
+                    f"{stories_n:8,} {pool:11,} {series:8,} {len(records):8,} "
+                    f"{len(records) / seconds:9,.0f} {1e6 * seconds / len(records):8.1f}"
+                )
+    finally:
+        bench_stream.TICKERS = default_pool
+
+
 # -- 3. the archive backtest against scoring alone, CPU per process ----------------------------
 
 
@@ -257,7 +286,7 @@ def bench_backtest(work: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--part", choices=("replay", "aggregator", "backtest", "all"), default="all"
+        "--part", choices=("replay", "aggregator", "growth", "backtest", "all"), default="all"
     )
     parser.add_argument("--items", type=int, default=40_000, help="templated titles and stories")
     args = parser.parse_args()
@@ -268,6 +297,8 @@ def main() -> None:
             bench_replay(work, args.items)
         if args.part in ("aggregator", "all"):
             bench_aggregator(work, args.items)
+        if args.part in ("growth", "all"):
+            bench_growth(work)
         if args.part in ("backtest", "all"):
             bench_backtest(work)
 
