@@ -26,7 +26,6 @@ from urllib.parse import urlsplit
 
 from kafka import KafkaAdminClient
 from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from finsent.alerts.alerter import load_alert_rules
@@ -36,6 +35,7 @@ from finsent.alerts.notify.slack import SlackNotifier
 from finsent.alerts.rules import AlertRules, EmailChannel, RulesError, SlackChannel
 from finsent.app.extras import require_scorer, require_store
 from finsent.app.kafka_local import LocalKafka
+from finsent.core.errors import hide_password
 from finsent.core.records import Alert, Headline
 from finsent.core.safety import SECRETS
 from finsent.core.settings import ENV_PREFIX, SECRET_FIELDS, TOPIC_NAMES, Settings
@@ -84,14 +84,6 @@ def scrubbed(result: CheckResult) -> CheckResult:
 # -- effective settings ---------------------------------------------------------------------
 
 
-def _masked_url(url: str) -> str:
-    """A database URL with its password hidden (``***``)."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url  # not a URL: nothing in it is parsed as a password
-
-
 def _shown(value: Any) -> str:
     if value is None:
         return "(unset)"
@@ -123,7 +115,7 @@ def effective_settings(settings: Settings) -> list[SettingValue]:
         if name in SECRET_FIELDS:
             shown = "not set" if value is None else "set (hidden)"
         elif name in URL_FIELDS and value:
-            shown = _masked_url(value)
+            shown = hide_password(value)
         else:
             shown = _shown(value)
         rows.append(
@@ -131,7 +123,7 @@ def effective_settings(settings: Settings) -> list[SettingValue]:
         )
     for name, label in DERIVED.items():
         value = getattr(settings, name)
-        shown = _masked_url(value) if name.endswith("database_url") else str(value)
+        shown = hide_password(value) if name.endswith("database_url") else str(value)
         rows.append(SettingValue(f"({label})", SECRETS.scrub(shown), False))
     return rows
 
@@ -253,7 +245,7 @@ def _existing_ancestor(path: Path) -> Path:
 
 def check_store(url: str, name: str = "store", setting: str = "FINSENT_STORE_URL") -> CheckResult:
     """Opens the store read-only and compares its schema version with this finsent's."""
-    shown = _masked_url(url)
+    shown = hide_password(url)
     scheme = url.split(":", 1)[0]
     path = _sqlite_path(url)
     if scheme == "sqlite":

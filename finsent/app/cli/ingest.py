@@ -87,7 +87,6 @@ def ingest_poll(
 ) -> None:
     """Poll RSS/Atom feeds and JSON news APIs into news.raw, each on its own interval."""
     from finsent.ingest.sources import example_sources_yaml, load_sources
-    from finsent.runtime.kafka_io import check_broker
 
     if example:
         typer.echo(example_sources_yaml())
@@ -105,8 +104,7 @@ def ingest_poll(
     load_sources(path)  # the file's problems (SourcesError: one line), before the broker
     admission = SOURCES["ingest"](settings)  # the dedup memory: a store, checked before Kafka
     with closed_on_error(admission):
-        check_broker(settings.bootstrap_servers)
-        ready_topics(settings)
+        ready_topics(settings)  # the broker (5 s), then the topics
     run_poller(settings, install_stop_handlers(), path, admission)
 
 
