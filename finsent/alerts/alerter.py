@@ -70,14 +70,14 @@ class AlerterConfig:
         """Reads the rules file and the watchlist, if the settings name them (``RulesError``,
         ``WatchlistError`` if bad)."""
         rule = SpikeRule(
-            min_count=settings.alert_min_count,
-            pending_windows=settings.alert_pending_windows,
-            min_baseline=settings.alert_min_baseline,
-            baseline_windows=settings.alert_baseline_windows,
+            scales=settings.alert_scale_spans,
+            half_life=settings.alert_half_life_span,
             fire_z=settings.alert_fire_z,
             resolve_z=settings.alert_resolve_z,
+            min_count=settings.alert_min_count,
+            min_ratio=settings.alert_min_ratio,
             floor=settings.alert_floor,
-            volume_z=settings.alert_volume_z,
+            share_z=settings.alert_share_z,
         )
         return cls(
             rule=rule,
@@ -103,6 +103,9 @@ class Alerter:
         # the series comes through, then deleted.
         self.unowned: dict[str, SeriesState] = {}
         self.adopted: set[str] = set()
+        # Per owned partition: when its watch began (its first window), from which a series
+        # first seen later counts as watched, and quiet.
+        self.origins: dict[Partition, datetime] = {}
 
     def assigned(self, partitions: list[Partition]) -> None:
         # Another member may have moved these series on since this process loaded them.
@@ -112,6 +115,11 @@ class Alerter:
                 k.removeprefix(prefix): SeriesState.from_json(v)
                 for k, v in self.store.load_state(STAGE, prefix).items()
             }
+            origins = [s.origin for s in self.states[part].values() if s.origin is not None]
+            if origins:
+                self.origins[part] = EPOCH + timedelta(seconds=min(origins))
+            else:
+                self.origins.pop(part, None)
         self.unowned = {
             k: SeriesState.from_json(v)
             for k, v in self.store.load_state(STAGE).items()
@@ -121,6 +129,7 @@ class Alerter:
     def revoked(self, partitions: list[Partition]) -> None:
         for part in partitions:
             self.states.pop(part, None)
+            self.origins.pop(part, None)
 
     def _without_data(
         self, states: dict[str, SeriesState], now_event: datetime
@@ -180,7 +189,8 @@ class Alerter:
                 else:  # saved under its old key, deleted as it is saved under the new one
                     self.adopted.add(window.key)
             rule = self.config.rules.rule_for(window.key, self.config.rule)
-            result = evaluate(rule, state, window, now)
+            origin = self.origins.setdefault(part, window.window_start)
+            result = evaluate(rule, state, window, now, origin=origin)
             states[window.key] = part_changed[window.key] = result.state
             if result.event is not None:
                 events.append(self._record(result, states, part_changed))

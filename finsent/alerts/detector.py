@@ -1,26 +1,34 @@
-"""Negative-spike detection. Pure: a function of the series state and the new window.
+"""Negative-surge detection. Pure: a function of the series state and the new window.
 
-Each series keeps its own baseline from earlier windows: an EWMA mean and variance of its
-novelty-weighted negative share, and an EWMA of its mean score. A closed window is surprising
-when its share stands out against both:
+The alerter feeds each series' short tumbling windows (15 minutes by default) here, in event
+time. Evidence accumulates continuously: at every window the detector asks, at several time
+scales at once (1 h, 6 h and 24 h by default), whether the novelty-weighted negative stories of
+the last scale are more than the series' own history makes plausible. An alert fires as soon as
+one scale has enough evidence, not when a fixed bucket closes.
 
-- the binomial surprise of its negatives among its (novelty-weighted) stories at the baseline
-  rate, as a z-score, so small windows are judged fairly (4 of 5 is weaker evidence than 40
-  of 50); and
-- the EWMA z-score (x − mean) / sqrt(variance + sampling variance), so naturally jumpy series
-  need a bigger jump.
+The series' baseline, per scale, is everything older than that scale:
 
-With ``volume_z`` set, a window is also surprising when its count of negative stories
-surges: the Poisson upper tail of its (novelty-weighted) negatives against the series' own
-expected negatives per window (the EWMA volume times the EWMA share), as a z-score. That
-catches the crisis of a series whose news is negative most days anyway, such as bank news,
-where the share barely moves but the volume of bad news multiplies.
+- its rate of negative stories: a Gamma-Poisson estimate, with exponential forgetting (a half-life
+  of two weeks), counted from when this alerter started watching, not from the series' first
+  story: a company that was never in the news has shown a low rate, and two months of silence
+  are evidence of it. The prior is broad (a Gamma of shape 0.5), so a series' own history
+  takes over within hours;
+- its burstiness: news comes in clusters, so the count is judged against a negative binomial
+  whose extra variance is measured from the series' own tumbling blocks of that scale (a busy
+  topic with a daily news cycle needs a bigger jump than a quiet company);
+- its negative share, for the guard below.
 
-A window fires only if it is surprising on both (the smaller z counts), has enough
-novelty-weighted volume (one story syndicated 50 times is one story, not 50), and clears an
-absolute floor. With ``pending_windows`` > 1 the condition must hold that many windows in a
-row: the first ones make the alert pending. It resolves when z falls below a lower threshold
-(hysteresis). Windows during an alert stay out of the baseline.
+The tail probability of the count, corrected for the number of scales (Bonferroni), becomes a
+z-score. A window fires when z reaches ``fire_z`` and the evidence is plainly a surge of bad
+news about the series: at least ``min_count`` novelty-weighted negative stories (one story
+syndicated 50 times is one story), ``min_ratio`` times what the baseline expects, mostly
+negative (``floor``), and a negative share that stands out against the series' own
+(``share_z``). The share guard is what keeps seasonality out: a weekday morning, an earnings
+season or a busy news day raises the volume of a series' stories, bad ones included, but not the
+share of them that is bad. The alert resolves once z falls below ``resolve_z``.
+
+Everything is a function of event time and the windows' contents, so a replay matches the live
+run; floats are rounded where they are stored.
 """
 
 from __future__ import annotations
@@ -28,241 +36,389 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from statistics import NormalDist
 from typing import Any
 
-from finsent.core.records import Alert, WindowStat, decode, to_jsonable
+from finsent.core.durations import EPOCH, format_duration
+from finsent.core.records import Alert, Headline, WindowStat, decode, to_jsonable
 
 _NORMAL = NormalDist()
+_HOUR = 3600.0
+EVIDENCE_KEPT = 5  # negative stories an alert can show
+TOP_EVIDENCE = 3  # of which the alert carries the first
 
 
 @dataclass(frozen=True)
 class SpikeRule:
-    name: str = "negative-share-spike"
-    min_count: float = 5.0  # novelty-weighted stories the window needs
-    min_baseline: int = 4  # windows of history before the rule may fire
-    baseline_windows: int = 24  # EWMA span: alpha = 2 / (span + 1)
-    fire_z: float = 3.0
-    resolve_z: float = 1.0
-    floor: float = 0.4  # the negative share must also reach this
-    pending_windows: int = 1  # consecutive surprising windows before it fires
-    critical_z: float | None = None  # None: twice fire_z
-    volume_z: float | None = None  # None: off; else the negative-volume surge that also fires
+    name: str = "negative-surge"
+    scales: tuple[timedelta, ...] = (timedelta(hours=1), timedelta(hours=6), timedelta(days=1))
+    half_life: timedelta = timedelta(days=14)  # how fast the baseline forgets
+    fire_z: float = 4.0  # after the correction for the number of scales
+    resolve_z: float = 2.0
+    critical_z: float | None = None  # None: fire_z + 2
+    min_count: float = 3.0  # novelty-weighted negative stories the surge needs
+    min_ratio: float = 3.0  # ... and this many times what the baseline expects
+    floor: float = 0.5  # ... and at least this share of the scale's stories negative
+    share_z: float = 1.64  # ... a share that stands out against the series' own (one-sided 5 %)
+    prior_rate: float = 2.0  # negative stories a day, before the series has any history
+    prior_shape: float = 0.5  # how little that prior is trusted (a Gamma shape)
+    prior_dispersion: float = 0.5  # 1 / negative-binomial shape, before blocks show their own
+    prior_dispersion_blocks: float = 8.0  # its weight, in blocks of the scale
+    prior_share: float = 0.4
+    prior_share_stories: float = 5.0
+
+    @property
+    def longest(self) -> timedelta:
+        return max(self.scales)
+
+
+@dataclass(frozen=True)
+class ScaleBaseline:
+    """What a series did before the last ``scale``: decayed sums, and tumbling-block moments."""
+
+    ref: float  # epoch seconds the sums are decayed to
+    negatives: float = 0.0  # decayed novelty-weighted negative stories
+    exposure: float = 0.0  # decayed hours watched
+    stories: float = 0.0  # decayed novelty-weighted stories
+    block: int = -1  # index of the open block (epoch-aligned, one scale long)
+    block_negatives: float = 0.0
+    mean: float = 0.0  # EWMA of the blocks' negative counts
+    square: float = 0.0  # EWMA of their squares
+    blocks: float = 0.0  # effective number of blocks behind the EWMAs
+
+    def to_json(self) -> list[float]:
+        return [
+            self.ref,
+            self.negatives,
+            self.exposure,
+            self.stories,
+            self.block,
+            self.block_negatives,
+            self.mean,
+            self.square,
+            self.blocks,
+        ]
+
+    @classmethod
+    def from_json(cls, data: list[float]) -> ScaleBaseline:
+        ref, neg, exp, stories, block, block_neg, mean, square, blocks = data
+        return cls(ref, neg, exp, stories, int(block), block_neg, mean, square, blocks)
+
+
+# A short window of the series: (end in epoch seconds, stories, novelty-weighted stories,
+# novelty-weighted negatives, negatives).
+Bucket = tuple[float, int, float, float, int]
 
 
 @dataclass(frozen=True)
 class SeriesState:
-    windows: int = 0  # windows in the baseline so far
-    mean: float = 0.0  # EWMA of the negative share
-    var: float = 0.0  # EWMA variance of the negative share
-    score: float = 0.0  # EWMA of the mean score
-    volume: float = 0.0  # EWMA of the (novelty-weighted) stories per window
+    origin: float | None = None  # epoch seconds from which the series counts as watched
+    recent: tuple[Bucket, ...] = ()  # the windows of the longest scale
+    baselines: tuple[ScaleBaseline, ...] = ()  # one per scale of the rule
+    evidence: tuple[tuple[float, Headline], ...] = ()  # (end of its window, negative story)
     last_window: datetime | None = None  # for dropping redelivered windows
-    active: Alert | None = None  # pending or firing
-    streak: int = 0  # consecutive windows meeting the fire condition
+    active: Alert | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "windows": self.windows,
-            "mean": self.mean,
-            "var": self.var,
-            "score": self.score,
-            "volume": self.volume,
+            "origin": self.origin,
+            "recent": [list(b) for b in self.recent],
+            "baselines": [b.to_json() for b in self.baselines],
+            "evidence": [[end, to_jsonable(h)] for end, h in self.evidence],
             "last_window": self.last_window.isoformat() if self.last_window else None,
             "active": to_jsonable(self.active) if self.active else None,
-            "streak": self.streak,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SeriesState:
+        if "recent" not in data:  # saved by the detector before the surge design: start afresh
+            return cls()
         return cls(
-            windows=data["windows"],
-            mean=data["mean"],
-            var=data["var"],
-            score=data["score"],
-            volume=data.get("volume", 0.0),
+            origin=data["origin"],
+            recent=tuple(
+                (float(e), int(c), float(w), float(n), int(neg)) for e, c, w, n, neg in data["recent"]
+            ),
+            baselines=tuple(ScaleBaseline.from_json(b) for b in data["baselines"]),
+            evidence=tuple(
+                (float(end), decode(Headline, json.dumps(h))) for end, h in data["evidence"]
+            ),
             last_window=datetime.fromisoformat(data["last_window"])
             if data["last_window"]
             else None,
             active=decode(Alert, json.dumps(data["active"])) if data["active"] else None,
-            streak=data.get("streak", 0),
-        )
-
-    def learn(self, share: float, score: float, n: int, span: int) -> SeriesState:
-        """Fold a non-alerting window into the baseline."""
-        if self.windows == 0:
-            return replace(self, windows=1, mean=share, var=0.0, score=score, volume=float(n))
-        alpha = 2.0 / (span + 1)
-        # Early on, weigh windows equally (a running mean) rather than trusting the first one.
-        alpha = max(alpha, 1.0 / (self.windows + 1))
-        delta = share - self.mean
-        mean = self.mean + alpha * delta
-        var = (1 - alpha) * (self.var + alpha * delta * delta)
-        return replace(
-            self,
-            windows=self.windows + 1,
-            mean=mean,
-            var=var,
-            score=self.score + alpha * (score - self.score),
-            volume=self.volume + alpha * (n - self.volume),
         )
 
 
-def share_baselines(
-    shares: Sequence[float], span: int, learn: Sequence[bool] | None = None
-) -> list[SeriesState]:
-    """The baseline each window of a negative-share series is judged against: the state
-    before it, folding in only the windows marked in ``learn`` (default: all), as ``evaluate``
-    keeps the windows of an alert out. Only the share's mean and variance are meaningful here:
-    the windows' scores and volumes are not given, so they stay zero."""
-    if learn is not None and len(learn) != len(shares):
-        raise ValueError("learn needs one flag per share")
-    state = SeriesState()
-    before: list[SeriesState] = []
-    for i, share in enumerate(shares):
-        before.append(state)
-        if learn is None or learn[i]:
-            state = state.learn(float(share), 0.0, 0, span)
-    return before
+@dataclass(frozen=True)
+class ScaleVerdict:
+    """One scale's evidence at one window."""
+
+    scale: timedelta
+    negatives: float  # novelty-weighted, in the last ``scale``
+    stories: float  # novelty-weighted
+    count: int  # stories, plain
+    plain_negatives: int
+    expected: float  # negatives the baseline expects in that long
+    share: float  # baseline negative share
+    share_std: float
+    zscore: float  # of the count's tail, corrected for the number of scales
+    passes: bool  # the evidence guards hold
 
 
 @dataclass(frozen=True)
 class Evaluation:
     state: SeriesState
     event: Alert | None = None
-    baseline_mean: float = 0.0
-    baseline_std: float = 0.0
-    zscore: float = 0.0
+    verdict: ScaleVerdict | None = None  # the scale that decided
     notes: tuple[str, ...] = field(default=())
 
+    @property
+    def zscore(self) -> float:
+        return self.verdict.zscore if self.verdict else 0.0
 
-def binomial_tail(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p), summed in log space so large n cannot overflow."""
+
+def negative_binomial_tail(k: int, mean: float, inverse_shape: float) -> float:
+    """P(X >= k) for X negative binomial with this mean and variance mean + mean² / shape,
+    summed in log space so far tails keep their precision."""
     if k <= 0:
         return 1.0
-    if k > n:
+    if mean <= 0:
         return 0.0
-    log_p, log_q = math.log(p), math.log1p(-p)
-    logs = [
-        math.lgamma(n + 1)
-        - math.lgamma(i + 1)
-        - math.lgamma(n - i + 1)
-        + i * log_p
-        + (n - i) * log_q
-        for i in range(k, n + 1)
-    ]
+    shape = 1.0 / max(inverse_shape, 1e-9)
+    q = mean / (mean + shape)  # the "success" probability of each extra count
+    log_q, log_p = math.log(q), math.log1p(-q)
+    base = shape * log_p - math.lgamma(shape)
+
+    def log_pmf(i: int) -> float:
+        return math.lgamma(i + shape) - math.lgamma(i + 1) + base + i * log_q
+
+    spread = math.sqrt(mean + mean * mean / shape)
+    if k <= mean:  # a large tail: one minus the terms below k
+        logs = [log_pmf(i) for i in range(k)]
+        top = max(logs)
+        return max(0.0, 1.0 - math.exp(top) * sum(math.exp(v - top) for v in logs))
+    logs = [log_pmf(i) for i in range(k, k + 60 + int(20 * spread))]
     top = max(logs)
     return min(1.0, math.exp(top) * sum(math.exp(v - top) for v in logs))
 
 
-def surprise_z(negatives: int, n: int, p: float) -> float:
-    """The binomial upper-tail probability of ``negatives`` as a standard-normal z-score."""
-    tail = min(max(binomial_tail(negatives, n, p), 1e-300), 1 - 1e-12)
-    return -_NORMAL.inv_cdf(tail)
-
-
-def window_evidence(window: WindowStat) -> tuple[float, int, int]:
-    """(negative share, negatives, stories), novelty-weighted where the window carries it."""
-    if window.weighted_neg_share is not None and window.weighted_count > 0:
-        n = max(1, round(window.weighted_count))
-        return window.weighted_neg_share, round(window.weighted_neg_share * n), n
-    return window.neg_share, round(window.neg_share * window.count), window.count
-
-
-def zscores(state: SeriesState, share: float, negatives: int, n: int) -> tuple[float, float, float]:
-    """(z, baseline rate, baseline std): the smaller of the binomial and the EWMA z-scores."""
-    # The baseline rate as if from the stories behind it, with a Laplace prior, so a spotless
-    # history does not make any negative infinitely rare.
-    stories = state.volume * state.windows
-    p = (state.mean * stories + 1) / (stories + 2)
-    binomial = surprise_z(negatives, n, p)
-    std = math.sqrt(state.var + p * (1 - p) / max(n, 1))
-    ewma = (share - p) / std if std > 0 else 0.0
-    return min(binomial, ewma), p, std
-
-
-def poisson_tail(k: int, lam: float) -> float:
-    """P(X >= k) for X ~ Poisson(lam), in log space so far tails keep their precision."""
-    if k <= 0:
-        return 1.0
-    if lam <= 0:
-        return 0.0
-
-    def log_pmf(i: int) -> float:
-        return i * math.log(lam) - lam - math.lgamma(i + 1)
-
-    if k <= lam:  # a large tail: one minus the few terms below k
-        logs = [log_pmf(i) for i in range(k)]
-        top = max(logs)
-        return max(0.0, 1.0 - math.exp(top) * sum(math.exp(v - top) for v in logs))
-    # Past the mean the terms fall at least geometrically: sum them until they vanish.
-    logs = [log_pmf(i) for i in range(k, k + 60 + int(10 * math.sqrt(lam)))]
-    top = logs[0]
-    return min(1.0, math.exp(top) * sum(math.exp(v - top) for v in logs))
-
-
-def volume_surprise(state: SeriesState, negatives: int) -> float:
-    """How surprising this many negative stories are for the series, as a z-score.
-
-    The expectation has a floor of one story, so a series that is usually silent does not
-    turn its first handful of stories into a surge."""
-    expected = max(state.volume * state.mean, 1.0)
-    tail = min(max(poisson_tail(negatives, expected), 1e-300), 1 - 1e-12)
-    return -_NORMAL.inv_cdf(tail)
+def tail_z(tail: float) -> float:
+    """An upper-tail probability as a standard-normal z-score."""
+    return -_NORMAL.inv_cdf(min(max(tail, 1e-300), 1 - 1e-12))
 
 
 def alert_id(rule: SpikeRule, key: str, started: datetime) -> str:
     return hashlib.sha256(f"{rule.name}|{key}|{started.isoformat()}".encode()).hexdigest()[:24]
 
 
-def evaluate(rule: SpikeRule, state: SeriesState, window: WindowStat, now: datetime) -> Evaluation:
-    """Next state and the alert event (pending, firing or resolved), if any, for one window."""
+def _seconds(at: datetime) -> float:
+    return (at - EPOCH).total_seconds()
+
+
+def _mature(
+    base: ScaleBaseline, buckets: tuple[Bucket, ...], until: float, scale: float, half_life: float
+) -> ScaleBaseline:
+    """Fold the buckets that ended after ``base.ref`` and by ``until`` into the baseline, then
+    decay it to ``until``; empty blocks in between count as zeros."""
+    ref, neg, exp, stories = base.ref, base.negatives, base.exposure, base.stories
+    block, block_neg, mean, square, blocks = (
+        base.block,
+        base.block_negatives,
+        base.mean,
+        base.square,
+        base.blocks,
+    )
+    alpha = 1.0 - 2.0 ** (-scale / half_life)
+    tau_hours = half_life / math.log(2) / _HOUR
+
+    def close_blocks(up_to: int) -> None:
+        nonlocal block, block_neg, mean, square, blocks
+        if block < 0:
+            block = up_to
+            return
+        if up_to <= block:
+            return
+        mean += alpha * (block_neg - mean)
+        square += alpha * (block_neg * block_neg - square)
+        blocks = blocks * (1 - alpha) + 1.0
+        empty = up_to - block - 1  # blocks with no story at all
+        if empty > 0:
+            keep = (1 - alpha) ** empty
+            mean, square = mean * keep, square * keep
+            blocks = blocks * keep + (1 - keep) / alpha
+        block, block_neg = up_to, 0.0
+
+    def decay_to(at: float) -> None:
+        nonlocal ref, neg, exp, stories
+        if at <= ref:
+            return
+        keep = 2.0 ** (-(at - ref) / half_life)
+        neg, stories = neg * keep, stories * keep
+        exp = exp * keep + tau_hours * (1 - keep)
+        ref = at
+
+    for end, _count, weighted, weighted_neg, _plain_neg in buckets:
+        if end <= base.ref or end > until:
+            continue
+        decay_to(end)
+        close_blocks(int((end - 1) // scale))
+        neg += weighted_neg
+        stories += weighted
+        block_neg += weighted_neg
+    decay_to(until)
+    close_blocks(int((until - 1) // scale))
+    return ScaleBaseline(ref, neg, exp, stories, block, block_neg, mean, square, blocks)
+
+
+def _verdict(
+    rule: SpikeRule,
+    base: ScaleBaseline,
+    recent: tuple[Bucket, ...],
+    now: float,
+    scale: timedelta,
+    force: bool,
+) -> ScaleVerdict:
+    since = now - scale.total_seconds()
+    window = [b for b in recent if b[0] > since]
+    count = sum(b[1] for b in window)
+    stories = sum(b[2] for b in window)
+    negatives = sum(b[3] for b in window)
+    plain_negatives = sum(b[4] for b in window)
+    hours = scale.total_seconds() / _HOUR
+    prior_b = rule.prior_shape / (rule.prior_rate / 24.0)  # hours the prior counts as
+    shape = rule.prior_shape + base.negatives
+    expected = hours * shape / (prior_b + base.exposure)
+    # Burstiness of its blocks beyond Poisson (1 / shape), pulled towards the prior while few.
+    # The block EWMAs start at zero: divide by the weight they have gathered (bias correction).
+    alpha = 1.0 - 2.0 ** (-scale.total_seconds() / rule.half_life.total_seconds())
+    gathered = min(1.0, alpha * base.blocks)
+    mean = base.mean / gathered if gathered > 0 else 0.0
+    variance = max(base.square / gathered - mean * mean, 0.0) if gathered > 0 else 0.0
+    seen = max(variance - mean, 0.0) / (mean * mean) if mean > 1e-9 else 0.0
+    dispersion = (
+        rule.prior_dispersion * rule.prior_dispersion_blocks + seen * base.blocks
+    ) / (rule.prior_dispersion_blocks + base.blocks)
+    share = (base.negatives + rule.prior_share * rule.prior_share_stories) / (
+        base.stories + rule.prior_share_stories
+    )
+    share_std = math.sqrt(share * (1 - share) / max(stories, 1e-9))
+    observed = negatives / stories if stories > 0 else 0.0
+    passes = (
+        base.exposure >= hours  # a scale judges once its baseline has watched that long
+        and negatives >= rule.min_count
+        and negatives >= rule.min_ratio * expected
+        and observed >= rule.floor
+        and (observed - share) / share_std >= rule.share_z
+    )
+    zscore = 0.0
+    if passes or force:  # the tail is the costly part: only where it can matter
+        tail = negative_binomial_tail(
+            math.floor(negatives + 0.5), expected, 1.0 / shape + dispersion
+        )
+        zscore = tail_z(min(1.0, tail * len(rule.scales)))
+    return ScaleVerdict(
+        scale=scale,
+        negatives=negatives,
+        stories=stories,
+        count=count,
+        plain_negatives=plain_negatives,
+        expected=expected,
+        share=share,
+        share_std=share_std,
+        zscore=zscore,
+        passes=passes,
+    )
+
+
+def _merge_evidence(
+    kept: tuple[tuple[float, Headline], ...], window: WindowStat, end: float, since: float
+) -> tuple[tuple[float, Headline], ...]:
+    """The most novel negative stories of the longest scale (then the most negative)."""
+    fresh = [(end, h) for h in window.evidence if h.sentiment == "negative"]
+    alive = [(e, h) for e, h in (*kept, *fresh) if e > since]
+    alive.sort(key=lambda item: (-item[1].novelty, item[1].score, -item[0], item[1].id))
+    unique: list[tuple[float, Headline]] = []
+    seen: set[str] = set()
+    for item in alive:
+        if item[1].id not in seen:
+            seen.add(item[1].id)
+            unique.append(item)
+    return tuple(unique[:EVIDENCE_KEPT])
+
+
+def evaluate(
+    rule: SpikeRule,
+    state: SeriesState,
+    window: WindowStat,
+    now: datetime,
+    origin: datetime | None = None,
+) -> Evaluation:
+    """Next state and the alert event (firing or resolved), if any, for one short window.
+
+    ``origin``: when the alerter started watching (its first window); a new series counts as
+    watched, and quiet, since then. None: since this window."""
     del now  # decisions use event time only, so replays match live runs; kept for the interface
     if state.last_window is not None and window.window_start <= state.last_window:
         return Evaluation(state=state, notes=("duplicate or out-of-order window ignored",))
-    share, negatives, n = window_evidence(window)
-    z, mean, std = zscores(state, share, negatives, n)
-    if rule.volume_z is not None:
-        # On the fire threshold's scale, so severity and resolution read one z either way.
-        z = max(z, volume_surprise(state, negatives) * rule.fire_z / rule.volume_z)
-    meets = (
-        state.windows >= rule.min_baseline
-        and (window.weighted_count if window.weighted_neg_share is not None else window.count)
-        >= rule.min_count
-        and share >= rule.floor
-        and z >= rule.fire_z
+    end = _seconds(window.window_end)
+    start = _seconds(window.window_start)
+    if state.origin is None:
+        watched_from = min(start, _seconds(origin)) if origin is not None else start
+        state = replace(
+            state,
+            origin=watched_from,
+            baselines=tuple(ScaleBaseline(ref=watched_from) for _ in rule.scales),
+        )
+    weighted = window.weighted_count if window.weighted_neg_share is not None else window.count
+    share = window.weighted_neg_share if window.weighted_neg_share is not None else window.neg_share
+    bucket: Bucket = (
+        end,
+        window.count,
+        float(weighted),
+        float(weighted) * share,
+        round(window.neg_share * window.count),
+    )
+    longest = rule.longest.total_seconds()
+    recent = tuple(b for b in (*state.recent, bucket) if b[0] > end - longest)
+    half_life = rule.half_life.total_seconds()
+    baselines = tuple(
+        _mature(base, (*state.recent, bucket), end - scale.total_seconds(), scale.total_seconds(), half_life)
+        for base, scale in zip(state.baselines, rule.scales, strict=True)
     )
     active = state.active
+    verdicts = [
+        _verdict(rule, base, recent, end, scale, force=active is not None)
+        for base, scale in zip(baselines, rule.scales, strict=True)
+    ]
+    evidence = _merge_evidence(state.evidence, window, end, end - longest)
+    firing = [v for v in verdicts if v.passes and v.zscore >= rule.fire_z]
     event: Alert | None = None
-    learn = False
-    streak = state.streak + 1 if meets else 0
-
-    def make(status: str, started: datetime) -> Alert:
-        return _alert(rule, window, state, share, mean, std, z, status=status, started=started)
-
-    if active is None or active.state == "pending":
-        if meets and streak >= rule.pending_windows:
-            started = active.started_at if active else window.window_start
-            active = event = make("firing", started)
-        elif meets:  # not yet for long enough
-            active = make("pending", active.started_at if active else window.window_start)
-            event = active if state.active is None else None
-        else:
-            if active is not None:  # a pending alert that did not last: it ends quietly
-                event = replace(make("resolved", active.started_at), severity=active.severity)
+    decided: ScaleVerdict | None = None
+    if active is None and firing:
+        decided = max(firing, key=lambda v: (v.zscore, -v.scale.total_seconds()))
+        active = event = _alert(rule, window, decided, evidence, "firing", window.window_start)
+    elif active is not None:
+        decided = max(verdicts, key=lambda v: (v.zscore, -v.scale.total_seconds()))
+        if decided.zscore < rule.resolve_z:
+            event = replace(
+                _alert(rule, window, decided, evidence, "resolved", active.started_at),
+                severity=active.severity,
+                headlines=active.headlines,
+            )
             active = None
-            learn = True
-    elif z < rule.resolve_z or share < rule.floor / 2:
-        event = replace(make("resolved", active.started_at), severity=active.severity)
-        active = None
-        learn = True
-    next_state = replace(state, last_window=window.window_start, active=active, streak=streak)
-    if learn:
-        next_state = next_state.learn(share, window.mean_score, n, rule.baseline_windows)
-    return Evaluation(state=next_state, event=event, baseline_mean=mean, baseline_std=std, zscore=z)
+    else:
+        decided = max(verdicts, key=lambda v: (v.zscore, -v.scale.total_seconds()))
+    next_state = replace(
+        state,
+        recent=recent,
+        baselines=baselines,
+        evidence=evidence,
+        last_window=window.window_start,
+        active=active,
+    )
+    return Evaluation(state=next_state, event=event, verdict=decided)
 
 
 def resolve_without_data(
@@ -276,58 +432,142 @@ def resolve_without_data(
     active = state.active
     if active is None or state.last_window is None or windows <= 0:
         return None
-    size = active.window_end - active.window_start
     start = state.last_window + windows * hop  # the last of the windows with no data
-    if now_event < start + size:
+    if now_event < start + hop:
         return None
     event = replace(
         active,
         state="resolved",
         window_start=start,
-        window_end=start + size,
-        updated_at=start + size,
+        window_end=start + hop,
+        updated_at=start + hop,
         message=f"{active.key}: no data for {windows} windows; resolved",
     )
-    return Evaluation(state=replace(state, active=None, streak=0), event=event)
+    return Evaluation(state=replace(state, active=None), event=event)
 
 
 def _alert(
     rule: SpikeRule,
     window: WindowStat,
-    state: SeriesState,
-    share: float,
-    mean: float,
-    std: float,
-    z: float,
-    *,
+    verdict: ScaleVerdict,
+    evidence: tuple[tuple[float, Headline], ...],
     status: str,
     started: datetime,
 ) -> Alert:
-    critical = rule.critical_z if rule.critical_z is not None else 2 * rule.fire_z
+    critical = rule.critical_z if rule.critical_z is not None else rule.fire_z + 2
+    z = verdict.zscore
     severity = "critical" if z >= critical else "warning"
-    verb = {"firing": "spiked to", "pending": "rising to", "resolved": "back to"}[status]
+    since = _seconds(window.window_end) - verdict.scale.total_seconds()
+    shown = tuple(h for end, h in evidence if end > since)[:TOP_EVIDENCE]
+    observed = verdict.negatives / verdict.stories if verdict.stories > 0 else 0.0
+    span = format_duration(verdict.scale)
+    if status == "firing":
+        text = (
+            f"{verdict.negatives:.1f} negative stories in {span} "
+            f"(expected {verdict.expected:.2f}; {observed:.0%} of its stories negative, "
+            f"usually {verdict.share:.0%}; z={z:.1f})"
+        )
+    else:
+        text = f"back to {verdict.negatives:.1f} negative stories in {span} (z={z:.1f})"
     return Alert(
         id=alert_id(rule, window.key, started),
         key=window.key,
         state=status,  # type: ignore[arg-type]
         severity=severity,  # type: ignore[arg-type]
         rule=rule.name,
-        window_start=window.window_start,
+        window_start=window.window_end - verdict.scale,
         window_end=window.window_end,
-        neg_share=window.neg_share,
-        weighted_neg_share=share,
-        baseline_mean=round(mean, 6),
-        baseline_std=round(std, 6),
+        neg_share=round(verdict.plain_negatives / verdict.count, 6) if verdict.count else 0.0,
+        weighted_neg_share=round(observed, 6),
+        baseline_mean=round(verdict.share, 6),
+        baseline_std=round(verdict.share_std, 6),
         zscore=round(z, 4),
-        count=window.count,
-        weighted_count=window.weighted_count,
+        count=verdict.count,
+        weighted_count=round(verdict.stories, 6),
         mean_score=window.mean_score,
-        baseline_score=round(state.score, 6),
-        headlines=window.top_headlines,
+        baseline_score=None,
+        headlines=shown,
         started_at=started,
         updated_at=window.window_end,
-        message=(
-            f"{window.key}: negative share {verb} {share:.0%} "
-            f"(baseline {mean:.0%} ± {std:.0%}, z={z:.1f}, n={window.count})"
-        ),
+        message=f"{window.key}: {text}",
     )
+
+
+@dataclass(frozen=True)
+class UnivariateRule:
+    """The surge test for a plain numeric series, counted in records (NAB's 5-minute rows)."""
+
+    scales: tuple[int, ...] = (1, 12, 48)  # records averaged: the value, an hour, four hours
+    half_life: int = 300  # records
+    clip: float = 3.0  # deviations beyond this many standard deviations teach the baseline less
+    min_history: int = 30  # records before anything is judged
+    # The largest z of the last stretch (decaying with this half-life, in records), below which
+    # a deviation is not news for this series; never less than ``min_record``.
+    record_half_life: int = 3000
+    min_record: float = 3.0
+    quiet: int = 48  # records held below the alarm after an alarm
+
+
+class UnivariateSurge:
+    """The alerter's design on a univariate series, for NAB (``finsent evaluate-detector``):
+    the trailing means of several scales, each against its own EWMA baseline, the most
+    surprising scale after the scale correction, two-sided. Where the news detector knows its
+    counts' distribution, a plain series does not, so each scale's z is also judged against the
+    largest of its recent past (its record): 0.5 and above ties or beats it.
+
+    One value at a time, in order; nothing reads a clock."""
+
+    def __init__(self, probation: int, rule: UnivariateRule | None = None) -> None:
+        self.rule = rule or UnivariateRule()
+        self.probation = probation
+        self.seen = 0
+        self.last_alarm: int | None = None
+        self._values: list[float] = []
+        self._mean: list[float | None] = [None] * len(self.rule.scales)
+        self._var = [0.0] * len(self.rule.scales)
+        self._record = [0.0] * len(self.rule.scales)
+        self._alpha = 1.0 - 2.0 ** (-1.0 / self.rule.half_life)
+        self._record_keep = 2.0 ** (-1.0 / self.rule.record_half_life)
+        self._bonferroni = tail_z(0.5 / len(self.rule.scales))  # z of a median draw, corrected
+
+    def update(self, timestamp: datetime | None, value: float) -> float:
+        """The anomaly score of this record, in [0, 1); 0.5 and above is an alarm."""
+        del timestamp
+        value = float(value)
+        if not math.isfinite(value):
+            return 0.0  # a gap in the feed is not evidence of anything
+        rule = self.rule
+        self._values.append(value)
+        if len(self._values) > max(rule.scales):
+            self._values.pop(0)
+        surprise = 0.0
+        for i, scale in enumerate(rule.scales):
+            recent = self._values[-scale:]
+            level = sum(recent) / len(recent)
+            mean = self._mean[i]
+            if mean is None:
+                self._mean[i] = level
+                continue
+            spread = math.sqrt(self._var[i]) + 1e-9 + 1e-6 * abs(mean)
+            deviation = min(abs(level - mean) / spread, 1e6) if self.seen >= rule.min_history else 0.0
+            # Two-sided tail, corrected for the number of scales, back on the z scale.
+            tail = math.erfc(deviation / math.sqrt(2)) * len(rule.scales)
+            z = max(tail_z(min(tail, 1.0)), 0.0)
+            surprise = max(surprise, z / max(self._record[i], rule.min_record))
+            self._record[i] = max(z, self._record[i] * self._record_keep)
+            delta = level - mean
+            if self.seen >= rule.min_history:
+                limit = rule.clip * spread
+                delta = max(-limit, min(limit, delta))
+            self._mean[i] = mean + self._alpha * delta
+            self._var[i] = (1 - self._alpha) * (self._var[i] + self._alpha * delta * delta)
+        index = self.seen
+        self.seen += 1
+        if index < self.probation:
+            return 0.0
+        score = surprise / (1.0 + surprise)
+        if self.last_alarm is not None and index - self.last_alarm <= rule.quiet:
+            return min(score, 0.5 - 1e-6)
+        if score >= 0.5:
+            self.last_alarm = index
+        return score

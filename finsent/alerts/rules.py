@@ -3,11 +3,11 @@
 Validated on load; an error names the file and line. Secrets never go in the file: a channel
 names the environment variable that holds its webhook URL or password.
 
-    defaults: {fire_z: 3.0, resolve_z: 1.0, min_count: 5, floor: 0.4, pending_windows: 1}
+    defaults: {fire_z: 4.0, resolve_z: 2.0, min_count: 3, min_ratio: 3, floor: 0.5, share_z: 1.64}
     series:                      # per-key overrides; the first matching glob wins
-      - {match: "topic:Financials", fire_z: 2.5}
+      - {match: "topic:Financials", fire_z: 3.5}
       - {watchlist: true, min_count: 2}   # the watchlist's tickers (core/watchlist.py)
-      - {match: "ticker:*", min_count: 3}
+      - {match: "overall", min_ratio: 2}
     grouping: {group_by: key, group_wait: 30s, group_interval: 5m, repeat_interval: 4h}
     inhibit_market_wide: true    # a firing `overall` alert mutes topic alerts of its window
     dashboard_url: http://127.0.0.1:8501
@@ -58,15 +58,13 @@ class _Model(BaseModel):
 
 
 class Thresholds(_Model):
-    min_count: float | None = Field(None, ge=0)
-    min_baseline: int | None = Field(None, ge=0)
-    baseline_windows: int | None = Field(None, ge=1)
     fire_z: float | None = Field(None, gt=0)
     resolve_z: float | None = None
-    floor: float | None = Field(None, ge=0, le=1)
-    pending_windows: int | None = Field(None, ge=1)
     critical_z: float | None = Field(None, gt=0)
-    volume_z: float | None = Field(None, gt=0)
+    min_count: float | None = Field(None, ge=0)
+    min_ratio: float | None = Field(None, ge=0)
+    floor: float | None = Field(None, ge=0, le=1)
+    share_z: float | None = None
 
     def apply(self, rule: SpikeRule) -> SpikeRule:
         thresholds = Thresholds.model_fields

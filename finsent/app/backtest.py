@@ -167,9 +167,9 @@ def _changed_params(settings: Settings, request: BacktestRequest) -> dict[str, A
     """What identifies the run: its options and the settings that shape alerts."""
     shaping = (
         "scorer", "model_backend", "windows", "grace_seconds", "allowed_lateness_seconds",
-        "alert_keys", "alert_min_count", "alert_min_baseline", "alert_baseline_windows",
-        "alert_fire_z", "alert_resolve_z", "alert_floor", "alert_window",
-        "alert_pending_windows", "dedup_horizon_hours",
+        "alert_keys", "alert_scales", "alert_half_life", "alert_fire_z", "alert_resolve_z",
+        "alert_min_count", "alert_min_ratio", "alert_floor", "alert_share_z", "alert_window",
+        "dedup_horizon_hours",
     )  # fmt: skip
     params: dict[str, Any] = {
         "from": request.since.isoformat() if request.since else None,

@@ -375,9 +375,9 @@ class WindowedGaussian:
 
 
 def _default_factory(probation: int) -> StreamingDetector:
-    from finsent.alerts.anomaly import AnomalyDetector
+    from finsent.alerts.detector import UnivariateSurge
 
-    return AnomalyDetector(probation=probation)
+    return UnivariateSurge(probation=probation)
 
 
 def _null_factory(probation: int) -> StreamingDetector:
@@ -399,7 +399,7 @@ def evaluate(
     nab_dir: Path,
     detector_factory: DetectorFactory = _default_factory,
     *,
-    name: str = "finsent AnomalyDetector",
+    name: str = "finsent surge detector",
     references: bool = True,
     on_file: Callable[[str], None] | None = None,
     series: Iterable[Series] | None = None,

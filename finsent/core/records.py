@@ -192,6 +192,8 @@ class Headline:
     source: str = ""
     url: str = ""
     top_tokens: tuple[str, ...] = ()
+    novelty: Novelty = 100.0  # 100 for a first story, less for its repeats
+    sentiment: str = ""  # the story's label, where the record knows it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -210,6 +212,9 @@ class WindowStat:
     pos_share: Share
     weighted_neg_share: Share | None = None  # novelty-weighted; None in records before it
     top_headlines: tuple[Headline, ...] = ()
+    # The window's negative stories, most novel first (then the most negative): what an alert
+    # on the series shows as its evidence.
+    evidence: tuple[Headline, ...] = ()
     # 0: a running update of an open window; 1: the window closed; > 1: late news restated it
     version: Version = 1
     final: bool = True  # False only for running updates; alerting reads final windows

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,7 +25,7 @@ import yaml
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-from finsent.core.durations import WindowSpec
+from finsent.core.durations import WindowSpec, parse_duration
 from finsent.core.errors import UserError, yaml_problem
 from finsent.core.safety import SECRETS
 
@@ -188,17 +189,19 @@ class Settings(BaseSettings):
     # -- Alerts (alerts/alerter.py)
     # Glob patterns of the series keys the alert engine watches.
     alert_keys: Annotated[tuple[str, ...], NoDecode] = ("overall", "topic:*", "ticker:*")
-    alert_min_count: int = 5
-    alert_min_baseline: int = 4
-    alert_baseline_windows: int = 24
-    alert_fire_z: float = 3.0
-    alert_resolve_z: float = 1.0
-    alert_floor: float = 0.4
-    # Also fire when a series' count of negative stories surges this far (a z-score) above
-    # its own expectation, whatever its share; None: off (alerts/detector.py).
-    alert_volume_z: float | None = None
-    alert_window: str = ""  # the window spec alerts watch; empty: the first of `windows`
-    alert_pending_windows: int = 1  # consecutive surprising windows before an alert fires
+    # The negative-surge detector (alerts/detector.py). Its defaults work from a few dozen to
+    # tens of thousands of stories a day: each series is judged against its own history.
+    alert_scales: Annotated[tuple[str, ...], NoDecode] = ("1h", "6h", "1d")  # judged together
+    alert_half_life: str = "14d"  # how fast a series' baseline forgets
+    alert_fire_z: float = 4.0  # after the correction for the number of scales
+    alert_resolve_z: float = 2.0
+    alert_min_count: float = Field(default=3.0, ge=0)  # novelty-weighted negative stories
+    alert_min_ratio: float = Field(default=3.0, ge=0)  # times the negatives the baseline expects
+    alert_floor: float = Field(default=0.5, ge=0, le=1)  # share of the surge's stories negative
+    alert_share_z: float = 1.64  # how far that share must stand out against the series' own
+    # The dashboard's baseline band: an EWMA over this many windows of the chart
+    alert_baseline_windows: int = Field(default=24, ge=1)
+    alert_window: str = ""  # the short window the detector reads; empty: the first of `windows`
     # An alert whose series has no window for this many windows resolves ("no data"); 0: never
     alert_no_data_windows: int = Field(default=96, ge=0)
     # Stories, windows, alert history, deliveries and dedup memory older than this are pruned
@@ -244,7 +247,7 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("alert_keys", "windows", mode="before")
+    @field_validator("alert_keys", "windows", "alert_scales", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -260,6 +263,21 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError("not a time zone name such as UTC or Europe/London") from None
+        return value
+
+    @field_validator("alert_scales")
+    @classmethod
+    def _check_scales(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one scale is needed, such as 1h,6h,1d")
+        for text in value:
+            parse_duration(text, positive=True)
+        return value
+
+    @field_validator("alert_half_life")
+    @classmethod
+    def _check_half_life(cls, value: str) -> str:
+        parse_duration(value, positive=True)
         return value
 
     @field_validator("windows")
@@ -348,6 +366,14 @@ class Settings(BaseSettings):
     @property
     def alert_window_spec(self) -> WindowSpec:
         return WindowSpec.parse(self.alert_window or self.windows[0])
+
+    @property
+    def alert_half_life_span(self) -> timedelta:
+        return parse_duration(self.alert_half_life)
+
+    @property
+    def alert_scale_spans(self) -> tuple[timedelta, ...]:
+        return tuple(parse_duration(text) for text in self.alert_scales)
 
     # -- secrets and child processes
 

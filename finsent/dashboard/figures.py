@@ -23,7 +23,6 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from finsent.alerts.detector import share_baselines
 from finsent.core.vocabulary import STATE_ORDER
 
 NO_DATA = "no data yet"
@@ -59,22 +58,35 @@ def baseline_band(
     k: float = 2.0,
     learn: Sequence[bool] | None = None,
 ) -> pd.DataFrame:
-    """The EWMA baseline of a negative-share series and a band of ``k`` standard deviations,
-    from the alert detector's own baseline (``share_baselines``): each window is compared with
-    the baseline of the windows before it, and only windows marked in ``learn`` (default: all)
-    update the baseline.
+    """The EWMA baseline of a negative-share series and a band of ``k`` standard deviations:
+    each window is compared with the baseline of the windows before it, and only windows
+    marked in ``learn`` (default: all) update the baseline. A reading aid for the chart; the
+    alert detector judges counts of negative stories at several scales (alerts/detector.py).
 
     Columns ``mean``, ``lower``, ``upper`` (clipped to [0, 1]), one row per share; NaN where
-    there is no history yet (the first window). The detector learns from the novelty-weighted
-    share; the plotted band uses the plain share, so it approximates the detector's.
+    there is no history yet (the first window).
     """
+    if learn is not None and len(learn) != len(shares):
+        raise ValueError("learn needs one flag per share")
     rows: list[tuple[float, float, float]] = []
-    for state in share_baselines(shares, span, learn):
-        if state.windows == 0:
+    seen, mean, var = 0, 0.0, 0.0
+    for i, share in enumerate(shares):
+        if seen == 0:
             rows.append((math.nan, math.nan, math.nan))
+        else:
+            std = math.sqrt(max(var, 0.0))
+            rows.append((mean, max(mean - k * std, 0.0), min(mean + k * std, 1.0)))
+        if learn is not None and not learn[i]:
             continue
-        std = math.sqrt(max(state.var, 0.0))
-        rows.append((state.mean, max(state.mean - k * std, 0.0), min(state.mean + k * std, 1.0)))
+        if seen == 0:
+            mean, var = float(share), 0.0
+        else:
+            # Early on, weigh windows equally (a running mean) rather than trusting the first.
+            alpha = max(2.0 / (span + 1), 1.0 / (seen + 1))
+            delta = float(share) - mean
+            mean += alpha * delta
+            var = (1 - alpha) * (var + alpha * delta * delta)
+        seen += 1
     return pd.DataFrame(rows, columns=["mean", "lower", "upper"])
 
 

@@ -57,6 +57,8 @@ class Accumulator:
     weighted_negative: float = 0.0
     # (|score|, id, headline) min-heap of the strongest stories
     top: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
+    # (novelty, -score, id, headline) min-heap of the most novel, most negative bad stories
+    evidence: list[tuple[float, float, str, dict[str, Any]]] = field(default_factory=list)
 
     def add(self, p: SeriesPoint, top_n: int) -> None:
         weight = p.novelty / 100.0
@@ -72,22 +74,19 @@ class Accumulator:
             self.positive += 1
         strength = abs(p.score)
         if len(self.top) < top_n or (strength, p.id) > self.top[0][:2]:
-            entry = (
-                strength,
-                p.id,
-                {
-                    "id": p.id,
-                    "title": p.title,
-                    "score": p.score,
-                    "source": p.source,
-                    "url": p.url,
-                    "top_tokens": list(p.top_tokens),
-                },
-            )
+            entry = (strength, p.id, _headline(p))
             if len(self.top) < top_n:
                 heapq.heappush(self.top, entry)
             else:
                 heapq.heapreplace(self.top, entry)
+        if p.sentiment == "negative":
+            rank = (p.novelty, -p.score, p.id)
+            if len(self.evidence) < top_n or rank > self.evidence[0][:3]:
+                evidence = (*rank, _headline(p))
+                if len(self.evidence) < top_n:
+                    heapq.heappush(self.evidence, evidence)
+                else:
+                    heapq.heapreplace(self.evidence, evidence)
 
     def result(
         self,
@@ -100,6 +99,7 @@ class Accumulator:
     ) -> WindowStat:
         n = self.count
         ranked = sorted(self.top, key=lambda e: (-e[0], e[1]))
+        evidence = sorted(self.evidence, key=lambda e: (-e[0], -e[1], e[2]))
         return WindowStat(
             key=key,
             window_start=start,
@@ -115,23 +115,46 @@ class Accumulator:
             weighted_neg_share=round(self.weighted_negative / self.weighted_count, 6)
             if self.weighted_count
             else 0.0,
-            top_headlines=tuple(
-                Headline(**{**h, "top_tokens": tuple(h["top_tokens"])}) for *_, h in ranked
-            ),
+            top_headlines=tuple(_from_state(h) for *_, h in ranked),
+            evidence=tuple(_from_state(h) for *_, h in evidence),
             version=version,
             final=final,
             emitted_at=now,
         )
 
     def to_state(self) -> dict[str, Any]:
-        return {**self.__dict__, "top": [list(e) for e in self.top]}
+        return {
+            **self.__dict__,
+            "top": [list(e) for e in self.top],
+            "evidence": [list(e) for e in self.evidence],
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Accumulator:
-        acc = cls(**{k: v for k, v in state.items() if k != "top"})
+        acc = cls(**{k: v for k, v in state.items() if k not in ("top", "evidence")})
         acc.top = [tuple(e) for e in state["top"]]
         heapq.heapify(acc.top)
+        # Saved before windows kept their evidence: the window shows none.
+        acc.evidence = [tuple(e) for e in state.get("evidence", [])]
+        heapq.heapify(acc.evidence)
         return acc
+
+
+def _headline(p: SeriesPoint) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "title": p.title,
+        "score": p.score,
+        "source": p.source,
+        "url": p.url,
+        "top_tokens": list(p.top_tokens),
+        "novelty": p.novelty,
+        "sentiment": p.sentiment,
+    }
+
+
+def _from_state(headline: dict[str, Any]) -> Headline:
+    return Headline(**{**headline, "top_tokens": tuple(headline["top_tokens"])})
 
 
 SlotKey = tuple[str, datetime, datetime]  # (series key, start, end)

@@ -51,14 +51,14 @@ def test_rules_file_loads_and_applies_per_series_thresholds(tmp_path: Path) -> N
     path.write_text(
         "defaults: {fire_z: 3.5}\n"
         "series:\n"
-        "  - {match: 'topic:Financials', fire_z: 2.5, pending_windows: 2}\n"
+        "  - {match: 'topic:Financials', fire_z: 2.5, min_ratio: 2}\n"
         "grouping: {group_by: family, group_wait: 10s}\n"
         "channels: {ops: {type: slack, webhook_env: OPS_HOOK}}\n"
         "routes: [{match: 'topic:*', channels: [ops]}]\n"
     )
     rules = load_rules(path)
     assert rules.rule_for("topic:Financials", SpikeRule()).fire_z == 2.5
-    assert rules.rule_for("topic:Financials", SpikeRule()).pending_windows == 2
+    assert rules.rule_for("topic:Financials", SpikeRule()).min_ratio == 2
     assert rules.rule_for("ticker:SIVB", SpikeRule()).fire_z == 3.5
     assert rules.grouping.group_wait == timedelta(seconds=10)
     assert rules.channels_for("topic:Earnings", "warning") == ("ops",)

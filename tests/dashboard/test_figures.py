@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from finsent.alerts.detector import SeriesState
 from finsent.dashboard.figures import (
     NO_DATA,
     SEVERITY_COLORS,
@@ -180,21 +179,23 @@ def test_topic_names_busiest_first() -> None:
 # -- baseline band --------------------------------------------------------------------------
 
 
-def test_baseline_band_follows_the_alert_engine_ewma() -> None:
+def test_baseline_band_is_an_ewma_of_the_windows_before() -> None:
     shares = [0.2, 0.3, 0.25, 0.6, 0.22, 0.28]
 
     band = baseline_band(shares, span=4, k=2.0)
 
     # The first window has no history; each later one is compared with the windows before it.
     assert band.iloc[0].isna().all()
-    state = SeriesState()
-    for i, share in enumerate(shares):
-        if i:
-            std = state.var**0.5
-            assert band["mean"][i] == pytest.approx(state.mean)
-            assert band["lower"][i] == pytest.approx(max(state.mean - 2 * std, 0))
-            assert band["upper"][i] == pytest.approx(min(state.mean + 2 * std, 1))
-        state = state.learn(share, 0.0, 10, span=4)
+    assert band["mean"][1] == pytest.approx(0.2)
+    assert band["mean"][2] == pytest.approx(0.25)  # a running mean while young: (0.2 + 0.3) / 2
+    alpha = 2 / (4 + 1)  # then the span's weight
+    mean, var = 0.25, 0.5 * 0.5 * 0.1**2
+    for i, share in enumerate(shares[2:5], start=3):
+        delta = share - mean
+        mean, var = mean + alpha * delta, (1 - alpha) * (var + alpha * delta * delta)
+        assert band["mean"][i] == pytest.approx(mean)
+        assert band["upper"][i] == pytest.approx(min(mean + 2 * var**0.5, 1))
+        assert band["lower"][i] == pytest.approx(max(mean - 2 * var**0.5, 0))
 
 
 def test_baseline_band_skips_windows_it_must_not_learn() -> None:
