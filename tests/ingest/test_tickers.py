@@ -66,7 +66,7 @@ def test_title_mention_beats_body_mention() -> None:
 
 def test_foreign_listing_maps_to_the_company_symbol() -> None:
     assert tag_tickers("Vodafone (LSE:VOD) sells its Spanish unit") == {"VOD": 1.0}
-    assert tag_tickers("TSX:RY beats on earnings") == {"RY.TO": 1.0}
+    assert tag_tickers("TSX:RY beats on earnings") == {"RY": 1.0}  # its NYSE listing
 
 
 def test_normalize_symbol() -> None:
