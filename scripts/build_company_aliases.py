@@ -270,6 +270,7 @@ CURATED: tuple[tuple[str, str, str, str], ...] = (
     ("TSMC", "TSM", "", ""),
     ("Toyota", "TM", "", ""),
     ("Bed Bath", "BBBY", "", ""),
+    ("Western Alliance", "WAL", "", ""),  # two ordinary words of a mid cap: the crisis made it news
 )
 
 # Ticker grammar of the tagger: class shares with a dot ("BRK.B").
@@ -730,11 +731,12 @@ class Builder:
                 guard = self.guard(variants[0], company, variants)
                 # A short form earns its place only unguarded, never as one ordinary word
                 # however large the company ("Signature" needs its "Bank"), and as ordinary
-                # words only for a large company ("First Republic", not "Main Street").
+                # words only for a prominent company ("First Republic", an S&P 500 member;
+                # not "Main Street").
                 content = [k for k in keys if k not in FUNCTION_WORDS]
                 single_word = len(keys) == 1 and self.ordinary(keys[0])
                 plain = all(self.ordinary(k) for k in content)
-                large = company.cap >= KNOWN_CAP_USD or company.prominent
+                large = company.prominent
                 wanted = not plain or large or (guard is not None and "caps" in guard)
                 if guard is not None and "suffix" not in guard and not single_word and wanted:
                     candidates[keys].append((company, _display(variants), "short", guard))

@@ -136,6 +136,12 @@ _NOT_A_COMPANY = _words(
     """
 )
 _SLUG_WORDS = 2  # capitalised words taken before the company word
+# A quick look for a capitalised company word before any slug work (most stories have none).
+_SLUG_HINT = re.compile(
+    r"\b(?:Inc|INC|Incorporated|Corp|CORP|Corporation|Ltd|LTD|Limited|plc|PLC|Plc|LLC|GmbH"
+    r"|Bank|BANK|Bancorp|Bancshares|Airlines|Airways|Motors|Pharmaceuticals|Therapeutics"
+    r"|Biotherapeutics)\b"
+)
 
 _OPEN_START = "0000-00-00"
 _OPEN_END = "9999-12-31"  # also the day of an undated story: the table's latest lists
@@ -246,7 +252,21 @@ class CompanyIndex:
     def find_names(self, text: str, day: str = _OPEN_END) -> list[str]:
         """Symbols of the companies named in ``text`` as of ``day`` (ISO), in order,
         leftmost-longest matches."""
-        return self._scan(_TOKEN.findall(text), day)[0]
+        return self._scan(self.tokens(text), day)[0]
+
+    def tokens(self, text: str) -> list[str]:
+        """``text``'s tokens, a hyphenated one the trie does not know split into its parts
+        ("Blackstone-Owned", "Ex-Twitter"; "Coca-Cola" stays whole)."""
+        raw = _TOKEN.findall(text)
+        if "-" not in text:
+            return raw
+        out: list[str] = []
+        for token in raw:
+            if "-" in token and _key(token) not in self.trie:
+                out.extend(part for part in token.split("-") if part)
+            else:
+                out.append(token)
+        return out
 
     def _scan(self, raw: list[str], day: str) -> tuple[list[str], list[bool]]:
         """The symbols found in the tokens ``raw``, and which tokens they took."""
@@ -254,12 +274,16 @@ class CompanyIndex:
         taken = [False] * len(raw)
         if not raw:
             return found, taken
-        keys = [_key(tok) for tok in raw]
+        # (Inlined ASCII fast paths: this loop runs for every token of every story.)
+        keys = [tok.casefold() if tok.isascii() else _key(tok) for tok in raw]
         i, n = 0, len(keys)
         trie = self.trie
         while i < n:
             node = trie.get(keys[i])
             if node is None:
+                if not keys[i].endswith("'s"):
+                    i += 1
+                    continue
                 possessive = _strip_possessive(keys[i])
                 node = trie.get(possessive) if possessive else None
                 if node is None or _END not in node:
@@ -510,7 +534,7 @@ def _day(published_at: datetime | date | None) -> str:
     if published_at is None:
         return _OPEN_END
     if isinstance(published_at, datetime):
-        if published_at.tzinfo is not None:
+        if published_at.tzinfo is not None and published_at.tzinfo is not UTC:
             published_at = published_at.astimezone(UTC)
         return published_at.date().isoformat()
     return published_at.isoformat()
@@ -530,10 +554,10 @@ def _symbols_in(
             code = match.group(2)
             suffix = _EXCHANGE_SUFFIX.get(venue, "")
             found.append(index.canonical(f"{code}.{suffix}" if suffix else code, day))
-    raw = _TOKEN.findall(text)
+    raw = index.tokens(text)
     names, taken = index._scan(raw, day)
     found.extend(names)
-    if slugs is not None and len(slugs) < MAX_COMPANIES:
+    if slugs is not None and len(slugs) < MAX_COMPANIES and _SLUG_HINT.search(text):
         _add_slugs(raw, taken, slugs)
     return [s for s in found if TICKER_RE.match(s)]
 
@@ -543,14 +567,18 @@ def _add_slugs(raw: list[str], taken: list[bool], slugs: list[str]) -> None:
     "Airlines", "Inc") that the table did not match: capitalised words right before it.
     Title case capitalises every word ("Says Bank", "More Airlines"), so there only a legal
     suffix counts, after one word."""
-    words = [t for t in raw if len(t) > 3 and t.isalpha()]
-    title_case = len(words) >= 4 and sum(t[0].isupper() for t in words) >= 0.7 * len(words)
-    width = 1 if title_case else _SLUG_WORDS
+    title_case: bool | None = None
     for j in range(1, len(raw)):
+        if taken[j] or not raw[j][0].isupper():
+            continue
         word = _key(raw[j]).rstrip(".")
         legal = word in _SLUG_LEGAL
-        if taken[j] or not raw[j][0].isupper() or not (legal or word in _SLUG_KEPT):
+        if not (legal or word in _SLUG_KEPT):
             continue
+        if title_case is None:
+            words = [t for t in raw if len(t) > 3 and t.isalpha()]
+            title_case = len(words) >= 4 and sum(t[0].isupper() for t in words) >= 0.7 * len(words)
+        width = 1 if title_case else _SLUG_WORDS
         if title_case and not legal or j + 1 < len(raw) and _key(raw[j + 1]) == "of":
             continue  # "Bank of Japan", "Bank of England"
         start = j
