@@ -109,12 +109,14 @@ def test_the_installed_package_is_imported_with_its_data(venv: Path, tmp_path: P
     files = {name: Path(f) for name, f in json.loads(result.stdout).items()}
     for name, file in files.items():
         assert file.is_relative_to(venv), f"{name} came from {file}, not the installed package"
-    # The package data: events, the Kafka runtime's files, every file of the shipped artifacts.
+    # The package data: events, the Kafka runtime's files, the company table, every file of the
+    # shipped artifacts.
     finsent_dir = files["finsent"].parent
     for path in (ROOT / "finsent" / "app" / "events").glob("*.yaml"):
         assert (finsent_dir / "app" / "events" / path.name).is_file(), path.name
     for name in ("pom.xml", "log4j2.yaml"):
         assert (finsent_dir / "app" / "kafka_runtime" / name).is_file(), name
+    assert (finsent_dir / "ingest" / "data" / "company_aliases.csv.gz").is_file()  # the tagger's
     artifacts = ROOT / "finsent" / "model" / "artifacts"
     shipped = [p.relative_to(artifacts) for p in artifacts.rglob("*") if p.is_file()]
     assert shipped

@@ -109,6 +109,8 @@ class NewsItem:
     chain_id: Id = ""
     # Per ticker: 1.0 when the title names it, lower when only the body does.
     ticker_relevance: dict[str, float] = field(default_factory=dict)
+    # Name slugs ("silicon-valley-bank") of companies the story names that have no ticker.
+    companies: tuple[Name, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.id or not self.title.strip():

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from finsent.core.records import MAX_NAME_CHARS, NewsItem, stable_id, utc
 from finsent.core.watchlist import NO_WATCHLIST, Watchlist
 from finsent.ingest.raw import RawStory
-from finsent.ingest.tickers import MAX_TICKERS, normalize_symbol, tag_tickers
+from finsent.ingest.tickers import MAX_TICKERS, normalize_symbol, tag_entities
 
 __all__ = [
     "TRACKING_PARAMS",
@@ -596,7 +596,8 @@ def normalize(
 
     stated = (normalize_symbol(str(t)) for t in story.tickers)
     known = list(islice((s for s in stated if s), MAX_TICKERS))
-    relevance = tag_tickers(title, body, known, watchlist)
+    entities = tag_entities(title, body, known, watchlist, published_at=published)
+    relevance = entities.tickers
     try:
         return NewsItem(
             id=stable_id(url, title, source),
@@ -608,6 +609,7 @@ def normalize(
             fetched_at=fetched_at,
             tickers=tuple(relevance),
             ticker_relevance=relevance,
+            companies=entities.companies,
             language=guess_language(f"{title} {body}"),
             time_inferred=inferred,
         )

@@ -36,6 +36,7 @@ __all__ = ["EPOCH", "WindowSpec", "window_start"]  # the window shape, from core
 def series_keys(scored: ScoredItem) -> list[str]:
     keys = ["overall", f"topic:{scored.topic}", f"source:{scored.item.source}"]
     keys.extend(f"ticker:{t}" for t in dict.fromkeys(scored.item.tickers))
+    keys.extend(f"company:{c}" for c in dict.fromkeys(scored.item.companies))
     return keys
 
 

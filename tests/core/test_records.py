@@ -63,6 +63,13 @@ def test_round_trip_is_exact_and_versioned(record) -> None:
     assert decode(type(record), payload) == record
 
 
+def test_a_story_encoded_before_company_names_existed_still_decodes() -> None:
+    payload = json.loads(encode(news_item(companies=("pear-therapeutics",))))
+    assert payload["companies"] == ["pear-therapeutics"]
+    del payload["companies"]
+    assert decode(NewsItem, json.dumps(payload).encode()).companies == ()
+
+
 def test_times_are_normalized_to_utc() -> None:
     local = datetime(2026, 3, 10, 9, 30, tzinfo=timezone(timedelta(hours=-5)))
     item = news_item(published_at=local)

@@ -348,6 +348,19 @@ def test_normalize_builds_a_clean_item() -> None:
     assert item.language == "en"
     assert item.ticker_relevance == {"AAPL": 1.0, "TSLA": 1.0, "MSFT": 0.5}
     assert item.tickers == ("AAPL", "TSLA", "MSFT")
+    assert item.companies == ()
+
+
+def test_companies_are_tagged_as_of_the_publish_time() -> None:
+    def tagged(title: str, published: str) -> NewsItem:
+        return normalize(story(title, published=published), fetched_at=FETCHED, now=NOW)
+
+    # SI was Silvergate's in 2023 and is Shoulder Innovations' now.
+    assert tagged("Silvergate to wind down", "2023-03-08T20:00:00Z").tickers == ("SI",)
+    assert tagged("Silvergate to wind down", "2026-03-08T20:00:00Z").tickers == ()
+    # A company without a ticker counts by name.
+    item = tagged("Pear Therapeutics files for bankruptcy", "2023-04-07T12:00:00Z")
+    assert item.tickers == () and item.companies == ("pear-therapeutics",)
 
 
 def test_missing_time_uses_fetch_time_and_says_so() -> None:

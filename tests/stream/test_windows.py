@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -88,6 +89,12 @@ def test_series_keys_cover_overall_topic_source_and_each_ticker_once() -> None:
         "ticker:MSFT",
     ]
     assert {p.id for _, p in fan_out(s)} == {"s1"}
+
+
+def test_a_company_without_a_ticker_has_its_own_series() -> None:
+    s = item(1, T0, tickers=("AAPL",))
+    s = replace(s, item=replace(s.item, companies=("pear-therapeutics",)))
+    assert series_keys(s)[-2:] == ["ticker:AAPL", "company:pear-therapeutics"]
 
 
 def test_aggregates_of_a_closed_window() -> None:
