@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,9 +40,16 @@ def series_keys(scored: ScoredItem) -> list[str]:
 
 
 def fan_out(scored: ScoredItem) -> list[tuple[str, SeriesPoint]]:
-    """The story's contribution to each of its series."""
+    """The story's contribution to each of its series; a ticker with its own sentiment in the
+    story (``ScoredItem.entities``) gets that, not the headline's."""
     point = SeriesPoint.of(scored)
-    return [(key, point) for key in series_keys(scored)]
+    own = {
+        f"ticker:{ticker}": replace(
+            point, score=e.score, confidence=e.confidence, sentiment=e.sentiment
+        )
+        for ticker, e in scored.entities.items()
+    }
+    return [(key, own.get(key, point)) for key in series_keys(scored)]
 
 
 @dataclass

@@ -21,6 +21,7 @@ from support.records import (
 from finsent.core.records import (
     Alert,
     DeadLetter,
+    EntitySentiment,
     KeyedPoint,
     NewsItem,
     RecordError,
@@ -44,6 +45,9 @@ LEXICON = {
     [
         news_item(),
         scored_item(**LEXICON),
+        scored_item(
+            entities={"UBS": EntitySentiment(sentiment="neutral", score=0.1, confidence=0.7)}
+        ),
         window_stat(
             weighted_count=2.5,
             mean_score=-0.4,
@@ -61,6 +65,21 @@ def test_round_trip_is_exact_and_versioned(record) -> None:
     payload = encode(record)
     assert json.loads(payload)["schema"] == 1
     assert decode(type(record), payload) == record
+
+
+def test_a_scored_story_from_before_per_company_sentiment_still_decodes() -> None:
+    story = scored_item(**LEXICON)
+    older = json.loads(encode(story))
+    del older["entities"]
+    assert decode(ScoredItem, json.dumps(older)) == story
+    assert story.entities == {}
+
+
+def test_a_company_score_outside_the_range_is_refused() -> None:
+    payload = json.loads(encode(scored_item()))
+    payload["entities"] = {"UBS": {"sentiment": "neutral", "score": 1.5, "confidence": 0.7}}
+    with pytest.raises(RecordError, match="entities"):
+        decode(ScoredItem, json.dumps(payload))
 
 
 def test_times_are_normalized_to_utc() -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -7,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support.records import scored_item
 
-from finsent.core.records import ScoredItem, SeriesPoint, WindowStat
+from finsent.core.records import EntitySentiment, ScoredItem, SeriesPoint, WindowStat
 from finsent.stream.windows import WindowEngine, WindowSpec, fan_out, series_keys, window_start
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -88,6 +89,22 @@ def test_series_keys_cover_overall_topic_source_and_each_ticker_once() -> None:
         "ticker:MSFT",
     ]
     assert {p.id for _, p in fan_out(s)} == {"s1"}
+
+
+def test_a_ticker_with_its_own_sentiment_gets_it_and_the_other_series_the_headlines() -> None:
+    own = EntitySentiment(sentiment="positive", score=0.7, confidence=0.8)
+    s = replace(
+        item(1, T0, "negative", -0.9, tickers=("CSGN", "UBS"), confidence=0.95),
+        entities={"UBS": own},
+    )
+    points = dict(fan_out(s))
+    assert (points["ticker:UBS"].sentiment, points["ticker:UBS"].score) == ("positive", 0.7)
+    assert points["ticker:UBS"].confidence == 0.8
+    assert points["ticker:UBS"] == replace(
+        points["ticker:CSGN"], sentiment="positive", score=0.7, confidence=0.8
+    )
+    for key in ("overall", "topic:Markets", "source:wire", "ticker:CSGN"):
+        assert points[key] == SeriesPoint.of(s)
 
 
 def test_aggregates_of_a_closed_window() -> None:
