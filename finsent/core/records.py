@@ -119,7 +119,7 @@ class NewsItem:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EntitySentiment:
     """One company's own sentiment in a story that names several (``finsent.model.
-    entity_sentiment``): "UBS to buy Credit Suisse" need not be the same news for both."""
+    entity_sentiment``): "Nvidia surges as Intel sinks" is not the same news for both."""
 
     __pydantic_config__ = _FINITE
 

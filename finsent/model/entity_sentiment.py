@@ -12,12 +12,17 @@ the headline's one score is neither. The method, chosen by measurement on FinEnt
 3. one role rule: a company named as the source of a view ("according to X", "analysts at
    X") is neutral; the story is about something else.
 
+On the held-out half (1,045 entities; 180 in the 60 documents whose entities disagree):
+accuracy 0.701 → 0.764, macro-F1 0.706 → 0.763; on the disagreeing documents accuracy
+0.489 → 0.639, macro-F1 0.458 → 0.639.
+
 Measured and not chosen: mixing the clause's probabilities with the whole text's (worse at
-every weight), "and" as a clause break (worse), and proximity-weighted attention pooling
-(re-weighting the model's α towards the company's tokens, measured on the fp32 network with its
-per-token logits, which the int8 graph does not even expose: a quarter of the clauses' gain).
-Buyer/target and litigation rules could not be justified: FinEntity has under ten such
-mentions, and they are neutral there.
+every weight), "and" as a clause break (worse), and proximity-weighted attention pooling (the
+model's α re-weighted towards the company's tokens over per-token logits, which the int8 graph
+does not expose; on the fp32 network it is no better than the whole text). Buyer/target and
+litigation rules could not be justified: FinEntity has under ten such mentions, and they are
+neutral there, so "UBS agrees to buy Credit Suisse" (one clause) keeps the headline's
+sentiment for both.
 
 Everything here is pure: the model comes in as ``Probabilities`` (texts → P(neg/neu/pos)) and
 the company finder as ``FindNames`` (text → symbols named, in order), so tests run with fakes.

@@ -65,7 +65,10 @@ class Scoring:
         started = time.perf_counter()
         scored, failed = score_batch(self.scorer, items)
         if self.entities is not None:
-            scored = self.entities.attach(scored)
+            try:
+                scored = self.entities.attach(scored)
+            except Exception:  # noqa: BLE001 - an extra: the stories keep the headline's
+                log.exception("per-company sentiment failed for a batch of %d", len(scored))
         metrics.MODEL_SECONDS.labels(STAGE).observe(time.perf_counter() - started)
         where = {id(message.value): message for message in batch}
         for item, reason in failed:

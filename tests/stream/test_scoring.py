@@ -101,6 +101,20 @@ def test_stories_naming_several_companies_carry_each_ones_sentiment() -> None:
     assert one.entities == {}
 
 
+def test_a_failing_per_company_pass_leaves_the_stories_scored() -> None:
+    def broken(texts: Sequence[str]) -> np.ndarray:
+        raise RuntimeError("model gone")
+
+    story = news_item(id="two", title="Northwind falls as Acme gains", tickers=("N", "A"))
+
+    def initials(text: str) -> list[str]:
+        return [word[0] for word in text.split() if word in {"Northwind", "Acme"}]
+
+    logic = Scoring(PoisonSensitiveScorer(), EntityScorer(broken, initials))
+    run = run_logic(logic, [story], None, lambda: T0, stage="scorer")
+    assert [s.entities for _, s in run.outputs] == [{}] and run.dead == []
+
+
 # -- the shipped model against a real broker -------------------------------------------------
 
 MODEL_T0 = T0.replace(hour=14, minute=0)
