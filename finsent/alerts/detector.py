@@ -55,10 +55,10 @@ class SpikeRule:
     name: str = "negative-surge"
     scales: tuple[timedelta, ...] = (timedelta(hours=1), timedelta(hours=6), timedelta(days=1))
     half_life: timedelta = timedelta(days=14)  # how fast the baseline forgets
-    fire_z: float = 4.0  # after the correction for the number of scales
+    fire_z: float = 3.5  # after the correction for the number of scales
     resolve_z: float = 2.0
     critical_z: float | None = None  # None: fire_z + 2
-    min_count: float = 3.0  # novelty-weighted negative stories the surge needs
+    min_count: float = 2.0  # novelty-weighted negative stories the surge needs
     min_ratio: float = 3.0  # ... and this many times what the baseline expects
     floor: float = 0.5  # ... and at least this share of the scale's stories negative
     share_z: float = 1.64  # ... a share that stands out against the series' own (one-sided 5 %)

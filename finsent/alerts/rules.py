@@ -3,9 +3,9 @@
 Validated on load; an error names the file and line. Secrets never go in the file: a channel
 names the environment variable that holds its webhook URL or password.
 
-    defaults: {fire_z: 4.0, resolve_z: 2.0, min_count: 3, min_ratio: 3, floor: 0.5, share_z: 1.64}
+    defaults: {fire_z: 3.5, resolve_z: 2.0, min_count: 2, min_ratio: 3, floor: 0.5, share_z: 1.64}
     series:                      # per-key overrides; the first matching glob wins
-      - {match: "topic:Financials", fire_z: 3.5}
+      - {match: "topic:Financials", fire_z: 3.0}
       - {watchlist: true, min_count: 2}   # the watchlist's tickers (core/watchlist.py)
       - {match: "overall", min_ratio: 2}
     grouping: {group_by: key, group_wait: 30s, group_interval: 5m, repeat_interval: 4h}

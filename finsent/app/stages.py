@@ -29,6 +29,7 @@ from finsent.runtime.store import Store
 
 if TYPE_CHECKING:
     from finsent.ingest.admit import Admission
+    from finsent.model.entity_sentiment import EntityScorer
 
 log = logging.getLogger(__name__)
 SourceFactory = Callable[[Settings], "Admission"]
@@ -56,7 +57,22 @@ def _scorer(settings: Settings, store: Store | None) -> StageLogic:
 
     scorer = load_scorer(settings.scorer, ScorerConfig.from_settings(settings))
     log.info("scorer %s", scorer.version)
-    return Scoring(scorer)
+    return Scoring(scorer, _entity_scorer(scorer, settings))
+
+
+def _entity_scorer(scorer: object, settings: Settings) -> EntityScorer | None:
+    """Per-company sentiment for headlines naming several companies: the attention model's
+    clauses, the companies found as the ingest tagger finds them (same watchlist)."""
+    from finsent.model.infer import AttentionScorer
+
+    if not isinstance(scorer, AttentionScorer):
+        return None  # the lexicon baseline has no model to read clauses with
+    from finsent.core.watchlist import load_watchlist
+    from finsent.ingest.tickers import company_index
+    from finsent.model.entity_sentiment import EntityScorer, predictor_probabilities
+
+    index = company_index(load_watchlist(settings.watchlist_file))
+    return EntityScorer(predictor_probabilities(scorer.predictor), index.find_names)
 
 
 def _router(settings: Settings, store: Store | None) -> StageLogic:

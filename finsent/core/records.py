@@ -119,6 +119,18 @@ class NewsItem:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EntitySentiment:
+    """One company's own sentiment in a story that names several (``finsent.model.
+    entity_sentiment``): "Nvidia surges as Intel sinks" is not the same news for both."""
+
+    __pydantic_config__ = _FINITE
+
+    sentiment: Sentiment
+    score: Annotated[float, Field(ge=-1.0, le=1.0)]  # P(pos) - P(neg) of its own clauses
+    confidence: Share
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ScoredItem:
     __pydantic_config__ = _FINITE
 
@@ -132,6 +144,9 @@ class ScoredItem:
     top_tokens: tuple[str, ...] = ()  # the words that drove the prediction
     model_version: Name
     scored_at: Timestamp
+    # Per tagged ticker, its own sentiment where the title names several companies and they
+    # may differ; a ticker not here takes the story's. Absent from records scored before it.
+    entities: dict[Ticker, EntitySentiment] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.score <= 1.0:

@@ -193,9 +193,9 @@ class Settings(BaseSettings):
     # tens of thousands of stories a day: each series is judged against its own history.
     alert_scales: Annotated[tuple[str, ...], NoDecode] = ("1h", "6h", "1d")  # judged together
     alert_half_life: str = "14d"  # how fast a series' baseline forgets
-    alert_fire_z: float = 4.0  # after the correction for the number of scales
+    alert_fire_z: float = 3.5  # after the correction for the number of scales
     alert_resolve_z: float = 2.0
-    alert_min_count: float = Field(default=3.0, ge=0)  # novelty-weighted negative stories
+    alert_min_count: float = Field(default=2.0, ge=0)  # novelty-weighted negative stories
     alert_min_ratio: float = Field(default=3.0, ge=0)  # times the negatives the baseline expects
     alert_floor: float = Field(default=0.5, ge=0, le=1)  # share of the surge's stories negative
     alert_share_z: float = 1.64  # how far that share must stand out against the series' own

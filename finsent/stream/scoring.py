@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from finsent.core.records import NewsItem, ScoredItem, encode
+from finsent.model.entity_sentiment import EntityScorer
 from finsent.model.scorer import Scorer
 from finsent.runtime import metrics
 from finsent.runtime.kafka_io import DeadLetterSink
@@ -40,10 +41,14 @@ def score_batch(
 
 
 class Scoring:
-    """Scores each batch of stories; a story the scorer fails on becomes a dead letter."""
+    """Scores each batch of stories; a story the scorer fails on becomes a dead letter.
 
-    def __init__(self, scorer: Scorer) -> None:
+    With ``entities``, a story whose title names several tagged companies also gets each
+    one's own sentiment (``ScoredItem.entities``)."""
+
+    def __init__(self, scorer: Scorer, entities: EntityScorer | None = None) -> None:
         self.scorer = scorer
+        self.entities = entities
 
     def assigned(self, partitions: list[Partition]) -> None:
         pass  # stateless
@@ -59,6 +64,11 @@ class Scoring:
         items = [message.value for message in batch]
         started = time.perf_counter()
         scored, failed = score_batch(self.scorer, items)
+        if self.entities is not None:
+            try:
+                scored = self.entities.attach(scored)
+            except Exception:  # noqa: BLE001 - an extra: the stories keep the headline's
+                log.exception("per-company sentiment failed for a batch of %d", len(scored))
         metrics.MODEL_SECONDS.labels(STAGE).observe(time.perf_counter() - started)
         where = {id(message.value): message for message in batch}
         for item, reason in failed:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,9 +41,23 @@ def series_keys(scored: ScoredItem) -> list[str]:
 
 
 def fan_out(scored: ScoredItem) -> list[tuple[str, SeriesPoint]]:
-    """The story's contribution to each of its series."""
+    """The story's contribution to each of its series; a ticker with its own sentiment in the
+    story (``ScoredItem.entities``) gets that, not the headline's. A ticker named only in the
+    body counts as that part of a story (its relevance weighs its novelty): a story about
+    something else that mentions a company in passing is not news about the company."""
     point = SeriesPoint.of(scored)
-    return [(key, point) for key in series_keys(scored)]
+    relevance = scored.item.ticker_relevance
+    own = {}
+    for ticker in dict.fromkeys(scored.item.tickers):
+        mine = point
+        if ticker in scored.entities:
+            e = scored.entities[ticker]
+            mine = replace(mine, score=e.score, confidence=e.confidence, sentiment=e.sentiment)
+        weight = min(max(relevance.get(ticker, 1.0), 0.0), 1.0)
+        if weight < 1.0:
+            mine = replace(mine, novelty=round(mine.novelty * weight, 6))
+        own[f"ticker:{ticker}"] = mine
+    return [(key, own.get(key, point)) for key in series_keys(scored)]
 
 
 @dataclass

@@ -47,6 +47,29 @@ def test_store_stage_factories_make_logic_the_runner_can_drive(
         CONSUMING[name](settings, None)
 
 
+def test_the_scorer_adds_per_company_sentiment_to_the_attention_model_only(
+    settings: Settings,
+) -> None:
+    from finsent.model.scorer import LexiconScorer
+    from finsent.stream.scoring import Scoring
+
+    lexicon = CONSUMING["scorer"](settings.model_copy(update={"scorer": "lexicon"}), None)
+    assert isinstance(lexicon, Scoring) and isinstance(lexicon.scorer, LexiconScorer)
+    assert lexicon.entities is None
+
+
+@pytest.mark.weights
+def test_the_attention_scorer_finds_companies_as_the_tagger_does(settings: Settings) -> None:
+    from finsent.ingest.tickers import company_index
+    from finsent.model.entity_sentiment import EntityScorer
+    from finsent.stream.scoring import Scoring
+
+    logic = CONSUMING["scorer"](settings.model_copy(update={"scorer": "attention"}), None)
+    assert isinstance(logic, Scoring) and isinstance(logic.entities, EntityScorer)
+    title = "Nvidia surges as Intel sinks"
+    assert logic.entities.find_names(title) == company_index().find_names(title)
+
+
 def test_the_ingest_binding_is_the_logic_both_feeds_use(settings: Settings) -> None:
     admission = SOURCES["ingest"](settings)
     try:

@@ -21,6 +21,7 @@ from support.records import (
 from finsent.core.records import (
     Alert,
     DeadLetter,
+    EntitySentiment,
     KeyedPoint,
     NewsItem,
     RecordError,
@@ -44,6 +45,9 @@ LEXICON = {
     [
         news_item(),
         scored_item(**LEXICON),
+        scored_item(
+            entities={"UBS": EntitySentiment(sentiment="neutral", score=0.1, confidence=0.7)}
+        ),
         window_stat(
             weighted_count=2.5,
             mean_score=-0.4,
@@ -68,6 +72,21 @@ def test_a_story_encoded_before_company_names_existed_still_decodes() -> None:
     assert payload["companies"] == ["pear-therapeutics"]
     del payload["companies"]
     assert decode(NewsItem, json.dumps(payload).encode()).companies == ()
+
+
+def test_a_scored_story_from_before_per_company_sentiment_still_decodes() -> None:
+    story = scored_item(**LEXICON)
+    older = json.loads(encode(story))
+    del older["entities"]
+    assert decode(ScoredItem, json.dumps(older)) == story
+    assert story.entities == {}
+
+
+def test_a_company_score_outside_the_range_is_refused() -> None:
+    payload = json.loads(encode(scored_item()))
+    payload["entities"] = {"UBS": {"sentiment": "neutral", "score": 1.5, "confidence": 0.7}}
+    with pytest.raises(RecordError, match="entities"):
+        decode(ScoredItem, json.dumps(payload))
 
 
 def test_times_are_normalized_to_utc() -> None:

@@ -8,8 +8,10 @@ of them, committed to the consumer group.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
+import numpy as np
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from support.records import T0, news_item
@@ -18,10 +20,11 @@ from support.stages import StageProcesses
 
 from finsent.core.records import NewsItem, ScoredItem, decode, encode
 from finsent.core.settings import Settings
+from finsent.model.entity_sentiment import EntityScorer
 from finsent.model.topics import TOPICS
 from finsent.runtime.kafka_io import ensure_topics
 from finsent.runtime.testing import run_logic
-from finsent.stream.scoring import score_batch
+from finsent.stream.scoring import Scoring, score_batch
 
 # -- in process ------------------------------------------------------------------------------
 
@@ -73,6 +76,43 @@ def test_bad_records_and_a_failing_story_become_dead_letters_with_reasons() -> N
     # Only the batch that held the poison story was scored one by one.
     assert scorer.calls == 1 + 2 + 1
     assert run.offsets == {("news.raw", 0): 6} == run.source.committed
+
+
+def test_stories_naming_several_companies_carry_each_ones_sentiment() -> None:
+    def find_names(text: str) -> list[str]:  # the tagger's finder, for two names
+        return [word for word in text.split() if word in {"Northwind", "Acme"}]
+
+    def model(texts: Sequence[str]) -> np.ndarray:  # falls: negative, else positive
+        return np.array([[0.9, 0.1, 0.0] if "falls" in t else [0.0, 0.1, 0.9] for t in texts])
+
+    stories = [
+        news_item(id="two", title="Northwind falls as Acme gains", tickers=("Northwind", "Acme")),
+        news_item(id="one", title="Northwind falls as rivals gain", tickers=("Northwind",)),
+    ]
+    logic = Scoring(PoisonSensitiveScorer(), EntityScorer(model, find_names))
+    run = run_logic(logic, stories, None, lambda: T0, stage="scorer")
+
+    two, one = (s for _, s in run.outputs)
+    assert {k: e.sentiment for k, e in two.entities.items()} == {
+        "Northwind": "negative",
+        "Acme": "positive",
+    }
+    assert two.sentiment == "neutral"  # the story's own, from the scorer, unchanged
+    assert one.entities == {}
+
+
+def test_a_failing_per_company_pass_leaves_the_stories_scored() -> None:
+    def broken(texts: Sequence[str]) -> np.ndarray:
+        raise RuntimeError("model gone")
+
+    story = news_item(id="two", title="Northwind falls as Acme gains", tickers=("N", "A"))
+
+    def initials(text: str) -> list[str]:
+        return [word[0] for word in text.split() if word in {"Northwind", "Acme"}]
+
+    logic = Scoring(PoisonSensitiveScorer(), EntityScorer(broken, initials))
+    run = run_logic(logic, [story], None, lambda: T0, stage="scorer")
+    assert [s.entities for _, s in run.outputs] == [{}] and run.dead == []
 
 
 # -- the shipped model against a real broker -------------------------------------------------

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support.records import scored_item
 
-from finsent.core.records import ScoredItem, SeriesPoint, WindowStat
+from finsent.core.records import EntitySentiment, ScoredItem, SeriesPoint, WindowStat
 from finsent.stream.windows import WindowEngine, WindowSpec, fan_out, series_keys, window_start
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -95,6 +95,22 @@ def test_a_company_without_a_ticker_has_its_own_series() -> None:
     s = item(1, T0, tickers=("AAPL",))
     s = replace(s, item=replace(s.item, companies=("pear-therapeutics",)))
     assert series_keys(s)[-2:] == ["ticker:AAPL", "company:pear-therapeutics"]
+
+
+def test_a_ticker_with_its_own_sentiment_gets_it_and_the_other_series_the_headlines() -> None:
+    own = EntitySentiment(sentiment="positive", score=0.7, confidence=0.8)
+    s = replace(
+        item(1, T0, "negative", -0.9, tickers=("CSGN", "UBS"), confidence=0.95),
+        entities={"UBS": own},
+    )
+    points = dict(fan_out(s))
+    assert (points["ticker:UBS"].sentiment, points["ticker:UBS"].score) == ("positive", 0.7)
+    assert points["ticker:UBS"].confidence == 0.8
+    assert points["ticker:UBS"] == replace(
+        points["ticker:CSGN"], sentiment="positive", score=0.7, confidence=0.8
+    )
+    for key in ("overall", "topic:Markets", "source:wire", "ticker:CSGN"):
+        assert points[key] == SeriesPoint.of(s)
 
 
 def test_aggregates_of_a_closed_window() -> None:
