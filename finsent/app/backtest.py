@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from finsent.app.backtest_report import (
+    first_stories,
     EventsFile,
     ReportInput,
     fired_alerts,
@@ -264,6 +265,19 @@ def run_alert_list(store: Store) -> list[Alert]:
     return [decode(Alert, json.dumps(row["payload"])) for row in rows]
 
 
+def story_times(
+    store: Store,
+) -> tuple[tuple[datetime, datetime] | None, list[tuple[datetime, str]]]:
+    """The run's first and last story, and (published at, title) of its negative stories."""
+    rows = store.query(scored_items)
+    times = [as_utc(r["published_at"]) for r in rows]
+    period = (min(times), max(times)) if times else None
+    negatives = [
+        (as_utc(r["published_at"]), r["title"]) for r in rows if r["sentiment"] == "negative"
+    ]
+    return period, negatives
+
+
 def topic_series(store: Store, settings: Settings) -> tuple[str, list[dict[str, Any]]]:
     """The topic series for the report: daily windows when configured, else the longest."""
     specs = settings.window_specs
@@ -398,6 +412,7 @@ def run_backtest(
         alerts = run_alert_list(store)
         series_window, series = topic_series(store, bt)
         stories = store.count(scored_items)
+        period, negatives = story_times(store)
         seconds = round(time.perf_counter() - t0, 2)
         replay_stats = asdict(stats)
         report_path = write_report(
@@ -408,6 +423,8 @@ def run_backtest(
                 series=series,
                 series_window=series_window,
                 events=events,
+                first_stories=first_stories(events.events, negatives) if events else {},
+                period=period,
                 summary={
                     "stories": stories,
                     "seconds": seconds,

@@ -6,7 +6,7 @@ Files in the report folder:
     alerts.csv         every alert that fired: time, key, severity, evidence, headlines
     alert_events.jsonl every lifecycle event (pending, firing, resolved) as its versioned JSON,
                        in a canonical order: the byte-comparable alert list of the run
-    events.csv         each known event: hit or miss, first alert, lead time
+    events.csv         each known event: hit or miss, its first story, first alert, delay
     false_alerts.csv   alerts that fired on no known event
     series.csv         the sentiment series of every topic
     summary.json       counts, timings and the run's parameters
@@ -18,6 +18,7 @@ import csv
 import fnmatch
 import html
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -49,6 +50,19 @@ class KnownEvent(BaseModel):
     start: datetime
     end: datetime
     note: str = ""
+    # A pattern (a case-insensitive regular expression) of the headlines about it: the event
+    # starts with its first negative story from ``start`` on, not at midnight.
+    story: str | None = None
+
+    @field_validator("story")
+    @classmethod
+    def _pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"story: not a regular expression ({exc})") from None
+        return value
 
     @field_validator("key", mode="before")
     @classmethod
@@ -71,6 +85,22 @@ class KnownEvent(BaseModel):
 
     def covers(self, key: str) -> bool:
         return any(fnmatch.fnmatchcase(key, pattern) for pattern in self.key)
+
+    def is_about(self, title: str) -> bool:
+        return self.story is not None and re.search(self.story, title, re.IGNORECASE) is not None
+
+
+def first_stories(
+    events: Sequence[KnownEvent], negatives: Iterable[tuple[datetime, str]]
+) -> dict[str, datetime]:
+    """Each event's first negative story (by its ``story`` pattern) between its start and end.
+    ``negatives``: (published at, title) of the run's negative stories."""
+    found: dict[str, datetime] = {}
+    for at, title in sorted(negatives):
+        for event in events:
+            if event.name not in found and event.start <= at <= event.end and event.is_about(title):
+                found[event.name] = at
+    return found
 
 
 class EventsFile(BaseModel):
@@ -113,6 +143,7 @@ def alert_lines(alerts: Sequence[Alert]) -> bytes:
 class EventOutcome:
     event: KnownEvent
     alerts: tuple[Alert, ...]  # firing alerts that caught it, earliest first
+    first_story_at: datetime | None = None  # its first negative story, where it has a pattern
 
     @property
     def hit(self) -> bool:
@@ -123,11 +154,16 @@ class EventOutcome:
         return self.alerts[0].updated_at if self.alerts else None
 
     @property
+    def began_at(self) -> datetime:
+        """When the event began: its first story, else its start."""
+        return self.first_story_at or self.event.start
+
+    @property
     def lead_hours(self) -> float | None:
-        """Hours from the first alert to the event's start: positive is early warning,
-        negative is how long into the event the alert came."""
+        """Hours from the first alert to when the event began: positive is early warning,
+        negative is how long after its first story the alert came."""
         first = self.first_alert_at
-        return None if first is None else (self.event.start - first).total_seconds() / 3600
+        return None if first is None else (self.began_at - first).total_seconds() / 3600
 
 
 @dataclass(frozen=True)
@@ -161,6 +197,7 @@ def score_events(
     events: Sequence[KnownEvent],
     alerts: Iterable[Alert],
     match_before: timedelta = DEFAULT_MATCH_BEFORE,
+    stories: dict[str, datetime] | None = None,
 ) -> Scorecard:
     """Hits, misses, lead times and false alerts. An alert catches an event when it fires on
     one of the event's keys between ``match_before`` ahead of its start and its end; the time
@@ -175,7 +212,7 @@ def score_events(
             if event.covers(a.key) and event.start - match_before <= a.updated_at <= event.end
         )
         caught.update(a.id for a in matching)
-        outcomes.append(EventOutcome(event, matching))
+        outcomes.append(EventOutcome(event, matching, (stories or {}).get(event.name)))
     false = tuple(a for a in fired if a.id not in caught)
     return Scorecard(tuple(outcomes), false, len(fired), match_before)
 
@@ -197,7 +234,17 @@ ALERT_COLUMNS = (
     "headlines",
     "alert_id",
 )
-EVENT_COLUMNS = ("name", "key", "start", "end", "result", "first_alert_at", "lead_hours", "alerts")
+EVENT_COLUMNS = (
+    "name",
+    "key",
+    "start",
+    "end",
+    "first_story_at",
+    "result",
+    "first_alert_at",
+    "lead_hours",
+    "alerts",
+)
 SERIES_COLUMNS = (
     "key",
     "window_start",
@@ -229,7 +276,8 @@ def alert_rows(alerts: Sequence[Alert]) -> list[dict[str, Any]]:
             "baseline_mean": a.baseline_mean,
             "mean_score": a.mean_score,
             "resolved_at": _iso(resolved.get(a.id)),
-            "headlines": " | ".join(h.title for h in a.headlines),
+            # The evidence: the negative stories that drove it, most novel first.
+            "headlines": " | ".join(h.title for h in a.headlines[:3]),
             "alert_id": a.id,
         }
         for a in fired_alerts(alerts)
@@ -243,6 +291,7 @@ def event_rows(card: Scorecard) -> list[dict[str, Any]]:
             "key": ", ".join(o.event.key),
             "start": _iso(o.event.start),
             "end": _iso(o.event.end),
+            "first_story_at": _iso(o.first_story_at),
             "result": "hit" if o.hit else "miss",
             "first_alert_at": _iso(o.first_alert_at),
             "lead_hours": "" if o.lead_hours is None else round(o.lead_hours, 2),
@@ -250,6 +299,19 @@ def event_rows(card: Scorecard) -> list[dict[str, Any]]:
         }
         for o in card.outcomes
     ]
+
+
+def alert_budget(fired: int, period: tuple[datetime, datetime] | None) -> dict[str, Any]:
+    """Alerts per week over the feed's period: what an analyst's inbox gets."""
+    if period is None:
+        return {}
+    weeks = max((period[1] - period[0]).total_seconds() / (7 * 86400), 1 / 7)
+    return {
+        "period_from": _iso(period[0]),
+        "period_to": _iso(period[1]),
+        "weeks": round(weeks, 2),
+        "alerts_per_week": round(fired / weeks, 2),
+    }
 
 
 def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:
@@ -271,6 +333,8 @@ class ReportInput:
     series: list[dict[str, Any]]  # rows with SERIES_COLUMNS, the topic series
     series_window: str  # e.g. "1d"
     events: EventsFile | None = None
+    first_stories: dict[str, datetime] = field(default_factory=dict)  # event name → its first
+    period: tuple[datetime, datetime] | None = None  # the feed's first and last story
     summary: dict[str, Any] = field(default_factory=dict)  # counts, timings, parameters
 
 
@@ -280,7 +344,12 @@ def write_report(report: ReportInput, out_dir: Path) -> Path:
     match_before = (
         timedelta(hours=report.events.match_before_hours) if report.events else DEFAULT_MATCH_BEFORE
     )
-    card = score_events(report.events.events if report.events else [], report.alerts, match_before)
+    card = score_events(
+        report.events.events if report.events else [],
+        report.alerts,
+        match_before,
+        report.first_stories,
+    )
     rows = alert_rows(report.alerts)
     (out_dir / "alert_events.jsonl").write_bytes(alert_lines(report.alerts))
     _write_csv(out_dir / "alerts.csv", ALERT_COLUMNS, rows)
@@ -302,6 +371,7 @@ def write_report(report: ReportInput, out_dir: Path) -> Path:
         "false_alerts": len(card.false_alerts),
         "false_alerts_on_event_keys": card.false_on_event_keys,
         "match_before_hours": match_before.total_seconds() / 3600,
+        **alert_budget(card.fired, report.period),
     }
     (out_dir / "summary.json").write_text(
         json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8"
@@ -435,6 +505,7 @@ def render_html(
         ("Feed", report.feed),
         ("Stories scored", summary.get("stories")),
         ("Alerts fired", card.fired),
+        ("Alerts per week", summary.get("alerts_per_week", "")),
         ("Known events", len(card.outcomes)),
         ("Hits / misses", f"{card.hits} / {card.misses}"),
         (

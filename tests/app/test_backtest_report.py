@@ -15,7 +15,9 @@ from finsent.app.backtest_report import (
     EventsError,
     KnownEvent,
     ReportInput,
+    alert_budget,
     alert_lines,
+    first_stories,
     load_events,
     score_events,
     write_report,
@@ -115,6 +117,38 @@ def test_a_late_alert_has_a_negative_lead_time() -> None:
         [event("SVB", "topic:Financials", T0, 48)], [alert("topic:Financials", T0 + 24 * H)]
     )
     assert card.outcomes[0].lead_hours == pytest.approx(-24.0)
+
+
+def test_an_event_begins_with_its_first_negative_story_and_is_timed_from_it(
+    tmp_path: Path,
+) -> None:
+    svb = KnownEvent(
+        name="SVB", key=("ticker:SIVB",), start=T0, end=T0 + 48 * H, story="SVB|Silicon Valley"
+    )
+    negatives = [
+        (T0 - 3 * H, "SVB warns on deposits"),  # before the event's start: not its first story
+        (T0 + 20 * H, "Shares of SVB Financial fall more than 50%"),
+        (T0 + 21 * H, "Silicon Valley Bank's struggles spread"),
+        (T0 + 5 * H, "Oil falls"),  # another story
+    ]
+    found = first_stories([svb], negatives)
+    assert found == {"SVB": T0 + 20 * H}
+
+    card = score_events([svb], [alert("ticker:SIVB", T0 + 23 * H)], stories=found)
+    outcome = card.outcomes[0]
+    assert outcome.first_story_at == T0 + 20 * H
+    assert outcome.lead_hours == pytest.approx(-3.0)  # three hours after its first story
+    path = tmp_path / "events.yaml"
+    path.write_text("- {name: x, key: overall, start: 2023-01-01, end: 2023-01-02, story: '('}\n")
+    with pytest.raises(EventsError, match="regular expression"):
+        load_events(path)
+
+
+def test_the_alert_budget_is_alerts_per_week_of_the_feed() -> None:
+    budget = alert_budget(26, (T0, T0 + timedelta(weeks=26)))
+    assert budget["alerts_per_week"] == pytest.approx(1.0)
+    assert budget["weeks"] == pytest.approx(26.0)
+    assert alert_budget(3, None) == {}
 
 
 @given(st.permutations(list(range(6))))

@@ -225,14 +225,44 @@ def alerts_unsilence(
 
 
 def evaluate_detector(
-    nab: Path = typer.Option(..., "--nab", help="The NAB folder (data/, labels/, config/)."),
+    nab: Path | None = typer.Option(
+        None, "--nab", help="The NAB folder (data/, labels/, config/): score it on NAB."
+    ),
+    run: str | None = typer.Option(
+        None, "--run", help="A backtest run (id or folder): replay its windows through it."
+    ),
+    events: Path | None = typer.Option(
+        None, "--events", help="Known events (YAML) to score the replayed alerts against."
+    ),
+    show_alerts: bool = typer.Option(False, "--alerts", help="List the replayed alerts."),
 ) -> None:
-    """Score the anomaly detector on the Numenta Anomaly Benchmark with NAB's profiles."""
-    from finsent.app.nab import main as nab_main
+    """Score the alerter's detector: on the Numenta Anomaly Benchmark (its univariate form)
+    and on a backtest's windows against known events, with the current alert settings."""
+    if nab is None and run is None:
+        fail("give --nab DIR, --run RUN, or both")
+    if events is not None and run is None:
+        fail("--events scores a replayed run: give --run RUN too")
+    if run is not None:
+        from finsent.app.backtest_report import EventsError, load_events
+        from finsent.app.detector_eval import fired_rows, render, replay_detector, run_store
 
-    if not nab.is_dir():
-        fail(f"{nab} is not a folder")
-    raise typer.Exit(nab_main(nab))
+        settings = load_settings()
+        try:
+            known = load_events(events) if events is not None else None
+        except EventsError as exc:
+            fail(str(exc))
+        result = replay_detector(settings, run_store(settings, run), known)
+        typer.echo(render(result))
+        if show_alerts:
+            typer.echo("\n".join(fired_rows(result.alerts)))
+    if nab is not None:
+        from finsent.app.nab import main as nab_main
+
+        if not nab.is_dir():
+            fail(f"{nab} is not a folder")
+        code = nab_main(nab)
+        if code:
+            raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,155 @@
+"""The alerter's detector replayed over a finished backtest's windows, scored on known events.
+
+``finsent evaluate-detector --run RUN --events FILE``: the run's store keeps every window the
+aggregator closed; the same ``Alerter`` logic the live stage runs (its rule, the rules file, the
+watchlist, from this process's settings) judges them again in event order, without scoring a
+story anew. Thresholds can so be tried in seconds; a backtest with the chosen ones confirms.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from finsent.alerts.alerter import Alerter, AlerterConfig
+from finsent.app.backtest import story_times
+from finsent.app.backtest_report import (
+    EventsFile,
+    Scorecard,
+    alert_budget,
+    first_stories,
+    score_events,
+)
+from finsent.core.errors import UserError
+from finsent.core.records import Alert, WindowStat, decode
+from finsent.core.settings import Settings
+from finsent.runtime.runner import Message
+from finsent.runtime.testing import MemoryDeadLetters
+from finsent.runtime.store import Store, as_utc, windows
+
+_TOPIC = "sentiment.windows"
+
+
+class RunNotFound(UserError):
+    """The backtest run named has no store to replay."""
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    alerts: list[Alert]
+    card: Scorecard
+    budget: dict[str, Any]
+    windows: int
+
+
+def run_store(settings: Settings, run: str) -> Path:
+    """The store of a run, by its id (under the cache's backtests) or its folder."""
+    folder = Path(run)
+    if not folder.is_dir():
+        folder = settings.cache_dir / "backtests" / run
+    path = folder / "store.db"
+    if not path.is_file():
+        raise RunNotFound(
+            f"no backtest run {run!r}: give a run id (finsent runs list) or its folder"
+        )
+    return path
+
+
+def stored_windows(store: Store, size: timedelta) -> list[WindowStat]:
+    """The run's final windows of one size, the last restatement of each, in event order."""
+    latest: dict[tuple[str, datetime], dict[str, Any]] = {}
+    for row in store.query(windows, windows.c.size_seconds == int(size.total_seconds())):
+        if not row["final"]:
+            continue
+        at = (row["key"], as_utc(row["window_start"]))
+        if at not in latest or row["version"] > latest[at]["version"]:
+            latest[at] = row
+    found = [_window(row) for row in latest.values()]
+    found.sort(key=lambda w: (w.window_end, w.key))
+    return found
+
+
+def _window(row: dict[str, Any]) -> WindowStat:
+    fields = {
+        k: row[k]
+        for k in (
+            "key",
+            "count",
+            "weighted_count",
+            "mean_score",
+            "weighted_mean_score",
+            "neg_share",
+            "pos_share",
+            "weighted_neg_share",
+            "top_headlines",
+            "version",
+            "final",
+        )
+    }
+    fields.update(
+        window_start=as_utc(row["window_start"]).isoformat(),
+        window_end=as_utc(row["window_end"]).isoformat(),
+        emitted_at=as_utc(row["emitted_at"]).isoformat(),
+        # The store keeps a window's strongest stories, not its evidence: its negative ones
+        # stand in (the decisions do not depend on them, only what an alert shows).
+        evidence=[h for h in row["top_headlines"] if h.get("sentiment") == "negative"],
+    )
+    return decode(WindowStat, json.dumps(fields, default=str))
+
+
+def replay_detector(
+    settings: Settings, store_path: Path, events: EventsFile | None
+) -> ReplayResult:
+    """Judge the run's windows with this process's alerter settings, and score the alerts."""
+    config = AlerterConfig.from_settings(settings)
+    scratch = Store("sqlite://")  # the alerter's state lives here, not in the run's store
+    alerter = Alerter(config, scratch)
+    run = Store(f"sqlite:///{store_path}")
+    try:
+        found = stored_windows(run, config.window.size)
+        period, negatives = story_times(run)
+    finally:
+        run.close()
+    batch = [
+        Message(value=w, topic=_TOPIC, partition=0, offset=i)
+        for i, w in enumerate(found)
+    ]
+    alerter.assigned([(_TOPIC, 0)])
+    outputs, _commit = alerter.process(batch, datetime.now(UTC), MemoryDeadLetters("alerter"))
+    scratch.close()
+    alerts = [a for _, a in outputs]
+    match_before = timedelta(hours=events.match_before_hours) if events else timedelta(hours=24)
+    known = events.events if events else []
+    card = score_events(known, alerts, match_before, first_stories(known, negatives))
+    return ReplayResult(alerts, card, alert_budget(card.fired, period), len(found))
+
+
+def render(result: ReplayResult) -> str:
+    lines = [
+        f"{result.windows:,} windows judged: {result.card.fired} alerts"
+        + (f", {result.budget['alerts_per_week']} a week" if result.budget else ""),
+    ]
+    if result.card.outcomes:
+        lines.append("")
+        lines.append(f"  {'event':<40} {'first story':<17} {'first alert':<17} {'hours':>7}")
+        for o in result.card.outcomes:
+            story = o.first_story_at.strftime("%Y-%m-%d %H:%M") if o.first_story_at else "-"
+            alert = o.first_alert_at.strftime("%Y-%m-%d %H:%M") if o.first_alert_at else "miss"
+            hours = "" if o.lead_hours is None else f"{-o.lead_hours:+.1f}"
+            lines.append(f"  {o.event.name[:40]:<40} {story:<17} {alert:<17} {hours:>7}")
+        lines.append(f"  hits: {result.card.hits} of {len(result.card.outcomes)}")
+        lines.append("  hours: from the event's first story to its first alert")
+    return "\n".join(lines)
+
+
+def fired_rows(alerts: Sequence[Alert]) -> list[str]:
+    return [
+        f"{a.updated_at:%Y-%m-%d %H:%M} {a.key} z={a.zscore:.1f}: "
+        + " | ".join(h.title for h in a.headlines[:3])
+        for a in alerts
+        if a.state == "firing"
+    ]
