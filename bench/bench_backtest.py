@@ -34,7 +34,6 @@ from finsent.core.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 ARCHIVE = ROOT.parent / "shared" / "datasets" / "rss_link_db_2023_business_h1"
 EVENTS = ROOT / "finsent" / "app" / "events" / "rss-2023-h1.yaml"
-CONFIG = ROOT / "finsent" / "app" / "events" / "rss-2023-h1.config.yaml"
 TARGET_S = 180.0
 SVB_DEADLINE = datetime(2023, 3, 11, tzinfo=UTC)  # the end of 2023-03-10 UTC
 BANK_KEYS = ("topic:Financials", "ticker:SIVB", "ticker:SBNY", "ticker:FRC", "ticker:JPM")
@@ -55,7 +54,7 @@ def run_backtest(work: Path, run_id: str, cache: Path) -> tuple[float, Path]:
     report = work / run_id
     cmd = [
         *finsent_command("backtest"),
-        "--feed", str(ARCHIVE), "--events", str(EVENTS), "--config", str(CONFIG),
+        "--feed", str(ARCHIVE), "--events", str(EVENTS),
         "--run-id", run_id, "--report", str(report), "--no-progress",
     ]  # fmt: skip
     started = time.perf_counter()

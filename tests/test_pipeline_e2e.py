@@ -29,6 +29,7 @@ T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 W = timedelta(minutes=15)
 OIL = "Oil prices steady as traders await inventory data"  # Energy | Oil, neutral
 BANK = "Harbor Trust Bank opens regional offices, adds bank staff"  # Financials, neutral
+HARBOR = "company:harbor-trust-bank"  # a bank without a ticker: its own series, by name
 # Eight different stories, not one repeated: the alerter counts novelty-weighted stories, so
 # a single syndicated headline would (rightly) not fire. Financials, negative.
 CRASHES = CRASH_HEADLINES
@@ -60,14 +61,14 @@ def build_feed() -> tuple[list[dict], dict[tuple[str, datetime], int]]:
     for w in range(6):
         for m in range(3):
             add(OIL, w, 1 + m, ["topic:Energy | Oil"])
-            add(BANK, w, 5 + m, ["topic:Financials"])
+            add(BANK, w, 5 + m, ["topic:Financials", HARBOR])
     for m in range(3):
         add(OIL, 6, 1 + m, ["topic:Energy | Oil"])
     for m, crash in enumerate(CRASHES):
         add(crash, 6, 4 + m, ["topic:Financials", "ticker:NWB"], tickers=["NWB"])
     for m in range(2):
         add(OIL, 7, 1 + m, ["topic:Energy | Oil"])
-        add(BANK, 7, 5 + m, ["topic:Financials"])
+        add(BANK, 7, 5 + m, ["topic:Financials", HARBOR])
     # Closes window 7 (watermark = its time - 60 s grace); its own window stays open.
     n += 1
     rows.append(story(n, OIL, T0 + 8 * W + timedelta(minutes=2)))
@@ -84,6 +85,7 @@ def test_known_input_gives_exact_windows_and_one_alert(
             "allowed_lateness_seconds": 0,
             "window_emit": "final",  # exact topic contents; running updates are tested apart
             "alert_keys": ("topic:*",),
+            "alert_scales": ("15m",),  # two hours of feed: the detector judges its windows
         }
     )
     stages.env.update(settings.child_env())

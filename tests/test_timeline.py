@@ -116,6 +116,7 @@ def test_news_at_t_alerts_between_t1_and_t2_then_resolves(
                 "allowed_lateness_seconds": 0,
                 "window_emit": "final",
                 "alert_keys": ("topic:*",),
+                "alert_scales": ("1m",),  # fifteen minutes of feed: judged minute by minute
                 "alert_rules_file": rules,
                 "batch_max_wait_ms": 100,
             }

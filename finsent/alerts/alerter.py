@@ -103,7 +103,7 @@ class Alerter:
         # the series comes through, then deleted.
         self.unowned: dict[str, SeriesState] = {}
         self.adopted: set[str] = set()
-        # Per owned partition: when its watch began (its first window), from which a series
+        # Per owned partition: when its watch began (its earliest window), from which a series
         # first seen later counts as watched, and quiet.
         self.origins: dict[Partition, datetime] = {}
 
@@ -189,7 +189,10 @@ class Alerter:
                 else:  # saved under its old key, deleted as it is saved under the new one
                     self.adopted.add(window.key)
             rule = self.config.rules.rule_for(window.key, self.config.rule)
-            origin = self.origins.setdefault(part, window.window_start)
+            # The earliest window seen: arrival order across series can differ between runs,
+            # but only for the first windows, which no scale can judge yet.
+            origin = min(self.origins.get(part, window.window_start), window.window_start)
+            self.origins[part] = origin
             result = evaluate(rule, state, window, now, origin=origin)
             states[window.key] = part_changed[window.key] = result.state
             if result.event is not None:

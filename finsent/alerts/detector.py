@@ -114,7 +114,7 @@ Bucket = tuple[float, int, float, float, int]
 
 @dataclass(frozen=True)
 class SeriesState:
-    origin: float | None = None  # epoch seconds from which the series counts as watched
+    origin: float | None = None  # epoch seconds of its first window: its own sums start there
     recent: tuple[Bucket, ...] = ()  # the windows of the longest scale
     baselines: tuple[ScaleBaseline, ...] = ()  # one per scale of the rule
     evidence: tuple[tuple[float, Headline], ...] = ()  # (end of its window, negative story)
@@ -138,7 +138,8 @@ class SeriesState:
         return cls(
             origin=data["origin"],
             recent=tuple(
-                (float(e), int(c), float(w), float(n), int(neg)) for e, c, w, n, neg in data["recent"]
+                (float(e), int(c), float(w), float(n), int(neg))
+                for e, c, w, n, neg in data["recent"]
             ),
             baselines=tuple(ScaleBaseline.from_json(b) for b in data["baselines"]),
             evidence=tuple(
@@ -272,6 +273,34 @@ def _mature(
     return ScaleBaseline(ref, neg, exp, stories, block, block_neg, mean, square, blocks)
 
 
+def _with_quiet_history(
+    base: ScaleBaseline,
+    first: float,
+    watched_from: float,
+    until: float,
+    half_life: float,
+    scale: float,
+) -> ScaleBaseline:
+    """The baseline (everything up to ``until``) as if the series had been watched since
+    ``watched_from``: the hours before its first window, in which it had no story, added to
+    its exposure, and their blocks (all without a negative story) to its block statistics,
+    each decayed to ``until`` as the rest is."""
+    quiet_end = min(first, until)
+    if watched_from >= quiet_end:
+        return base
+    tau_hours = half_life / math.log(2) / _HOUR
+    quiet = tau_hours * (
+        2.0 ** (-(until - quiet_end) / half_life) - 2.0 ** (-(until - watched_from) / half_life)
+    )
+    alpha = 1.0 - 2.0 ** (-scale / half_life)
+    last_quiet = int((quiet_end - 1) // scale)
+    quiet_blocks = last_quiet - int((watched_from - 1) // scale)
+    own_blocks = max(int((until - 1) // scale) - last_quiet, 0)
+    # Zeros before its own blocks add nothing to the EWMAs, only to the weight behind them.
+    weight = (1 - alpha) ** own_blocks * (1 - (1 - alpha) ** quiet_blocks) / alpha
+    return replace(base, exposure=base.exposure + quiet, blocks=base.blocks + weight)
+
+
 def _verdict(
     rule: SpikeRule,
     base: ScaleBaseline,
@@ -297,9 +326,9 @@ def _verdict(
     mean = base.mean / gathered if gathered > 0 else 0.0
     variance = max(base.square / gathered - mean * mean, 0.0) if gathered > 0 else 0.0
     seen = max(variance - mean, 0.0) / (mean * mean) if mean > 1e-9 else 0.0
-    dispersion = (
-        rule.prior_dispersion * rule.prior_dispersion_blocks + seen * base.blocks
-    ) / (rule.prior_dispersion_blocks + base.blocks)
+    dispersion = (rule.prior_dispersion * rule.prior_dispersion_blocks + seen * base.blocks) / (
+        rule.prior_dispersion_blocks + base.blocks
+    )
     share = (base.negatives + rule.prior_share * rule.prior_share_stories) / (
         base.stories + rule.prior_share_stories
     )
@@ -365,12 +394,13 @@ def evaluate(
     end = _seconds(window.window_end)
     start = _seconds(window.window_start)
     if state.origin is None:
-        watched_from = min(start, _seconds(origin)) if origin is not None else start
         state = replace(
-            state,
-            origin=watched_from,
-            baselines=tuple(ScaleBaseline(ref=watched_from) for _ in rule.scales),
+            state, origin=start, baselines=tuple(ScaleBaseline(ref=start) for _ in rule.scales)
         )
+    assert state.origin is not None
+    # Quiet hours before its first window, since the alerter's watch began: added where they
+    # are judged, not stored, so the state is a function of the series' own windows only.
+    watched_from = min(_seconds(origin), state.origin) if origin is not None else state.origin
     weighted = window.weighted_count if window.weighted_neg_share is not None else window.count
     share = window.weighted_neg_share if window.weighted_neg_share is not None else window.neg_share
     bucket: Bucket = (
@@ -384,12 +414,32 @@ def evaluate(
     recent = tuple(b for b in (*state.recent, bucket) if b[0] > end - longest)
     half_life = rule.half_life.total_seconds()
     baselines = tuple(
-        _mature(base, (*state.recent, bucket), end - scale.total_seconds(), scale.total_seconds(), half_life)
+        _mature(
+            base,
+            (*state.recent, bucket),
+            end - scale.total_seconds(),
+            scale.total_seconds(),
+            half_life,
+        )
         for base, scale in zip(state.baselines, rule.scales, strict=True)
     )
     active = state.active
     verdicts = [
-        _verdict(rule, base, recent, end, scale, force=active is not None)
+        _verdict(
+            rule,
+            _with_quiet_history(
+                base,
+                state.origin,
+                watched_from,
+                end - scale.total_seconds(),
+                half_life,
+                scale.total_seconds(),
+            ),
+            recent,
+            end,
+            scale,
+            force=active is not None,
+        )
         for base, scale in zip(baselines, rule.scales, strict=True)
     ]
     evidence = _merge_evidence(state.evidence, window, end, end - longest)
@@ -549,7 +599,9 @@ class UnivariateSurge:
                 self._mean[i] = level
                 continue
             spread = math.sqrt(self._var[i]) + 1e-9 + 1e-6 * abs(mean)
-            deviation = min(abs(level - mean) / spread, 1e6) if self.seen >= rule.min_history else 0.0
+            deviation = (
+                min(abs(level - mean) / spread, 1e6) if self.seen >= rule.min_history else 0.0
+            )
             # Two-sided tail, corrected for the number of scales, back on the z scale.
             tail = math.erfc(deviation / math.sqrt(2)) * len(rule.scales)
             z = max(tail_z(min(tail, 1.0)), 0.0)

@@ -28,10 +28,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from finsent.app.backtest_report import (
-    first_stories,
     EventsFile,
     ReportInput,
     fired_alerts,
+    first_stories,
     load_events,
     write_report,
 )

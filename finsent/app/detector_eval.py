@@ -28,8 +28,8 @@ from finsent.core.errors import UserError
 from finsent.core.records import Alert, WindowStat, decode
 from finsent.core.settings import Settings
 from finsent.runtime.runner import Message
-from finsent.runtime.testing import MemoryDeadLetters
 from finsent.runtime.store import Store, as_utc, windows
+from finsent.runtime.testing import MemoryDeadLetters
 
 _TOPIC = "sentiment.windows"
 
@@ -114,10 +114,7 @@ def replay_detector(
         period, negatives = story_times(run)
     finally:
         run.close()
-    batch = [
-        Message(value=w, topic=_TOPIC, partition=0, offset=i)
-        for i, w in enumerate(found)
-    ]
+    batch = [Message(value=w, topic=_TOPIC, partition=0, offset=i) for i, w in enumerate(found)]
     alerter.assigned([(_TOPIC, 0)])
     outputs, _commit = alerter.process(batch, datetime.now(UTC), MemoryDeadLetters("alerter"))
     scratch.close()

@@ -640,10 +640,11 @@ def tag_entities(
     companies: bool = True,
 ) -> Entities:
     """The story's tickers (as `tag_tickers`) and, with ``companies``, the name slugs of at
-    most ``MAX_COMPANIES`` companies it names without a ticker, title first."""
+    most ``MAX_COMPANIES`` companies it names without a ticker, title first. A source that
+    states the story's tickers has said which companies it is about: no slugs then, or a
+    company it names would count twice, under its ticker and under its name."""
     index = company_index(watchlist)
     day = _day(published_at)
-    slugs: list[str] | None = [] if companies else None
     relevance: dict[str, float] = {}
     for symbol in known:
         cleaned = normalize_symbol(symbol)
@@ -651,6 +652,7 @@ def tag_entities(
             relevance[index.canonical(cleaned, day)] = TITLE_RELEVANCE
             if len(relevance) >= MAX_TICKERS:
                 break
+    slugs: list[str] | None = [] if companies and not relevance else None
     for symbol in _symbols_in(taggable(title), index, day, slugs):
         relevance[symbol] = TITLE_RELEVANCE
     if body:

@@ -310,6 +310,11 @@ def test_names_of_companies_without_a_ticker_count_with_strong_evidence_only() -
         assert companies(title) == (), title
     many = ", ".join(f"Acme{i} Inc." for i in range(3 * MAX_COMPANIES)) + " merge"
     assert len(companies(many)) == MAX_COMPANIES
+    # A source that states the story's tickers has named its companies: no second series.
+    stated = tag_entities(
+        "Harbor Trust Bank shares fall", known=["HTB"], published_at=on("2023-04-01")
+    )
+    assert stated.companies == ()
 
 
 @given(
