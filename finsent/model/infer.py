@@ -17,8 +17,19 @@ Batch invariance: int8 dynamic quantization picks one activation scale per tenso
 probabilities move with the texts that share its batch and with the batch's padded width. The
 scoring stage's micro-batches depend on poll timing, so a live run and a replay of the same
 stories would score them differently. With ``batch_invariant`` each text runs alone, unpadded,
-on a pool of single-threaded runs: a story's scores are a function of its own text only (on one
-machine and backend), at about half the batched throughput.
+on a pool of single-threaded runs: a story's scores are a function of its own text only (for
+one backend), at about half the batched throughput.
+
+CPU independence (onnx-int8, batch-invariant): the same text gives the same float32 bits on an
+AVX-512 VNNI CPU and on an AVX2-only one, so a feed gives the same alerts on either. Int8
+dynamic quantization turns any last-bit difference upstream into a different rounded activation
+and a score up to 0.17 away, so no rounding of the outputs could absorb such differences: the
+graph avoids them instead. Its weights are 7-bit (exact integer sums on both kernels) and its
+Softmax is written as plain operators (`torch_infer.portable_softmax`); every node of the graph
+then gave the same bits on both (bench/bench_cpu_determinism.py, under qemu's Haswell). From
+those bits every `ScoredItem` field is exact: score and confidence rounded to 6 decimals
+(Python's round of the exact value), topic probabilities to 4, labels the argmax with ties to
+the first label in the artifact's order, top words ranked by summed α, ties in reading order.
 """
 
 from __future__ import annotations
