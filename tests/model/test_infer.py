@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import platform
 import shutil
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +22,13 @@ from support.records import news_item
 
 from finsent.core.records import NewsItem
 from finsent.model.artifact import read_artifact
-from finsent.model.infer import AttentionScorer, BackboneText, OnnxPredictor, Predictions
+from finsent.model.infer import (
+    AttentionScorer,
+    BackboneText,
+    OnnxPredictor,
+    Predictions,
+    verified_cpu,
+)
 from finsent.model.network import FinsentNetwork, NetworkConfig
 from finsent.model.torch_infer import TorchPredictor, export_onnx, portable_softmax
 
@@ -293,6 +301,28 @@ def test_rounding_contract_of_the_scored_fields() -> None:
     assert (score_of(above), score_of(below)) == (0.123457, 0.123456)
 
 
+def test_verified_cpu_reads_avx2_and_fma(monkeypatch) -> None:
+    """The kinds of CPU whose scores were found identical: x86-64 with AVX2 and FMA."""
+    flags = Path("/proc/cpuinfo")
+    if platform.machine() == "x86_64" and flags.exists():
+        have = set(
+            next(
+                line for line in flags.read_text().splitlines() if line.startswith("flags")
+            ).split()
+        )
+        assert verified_cpu() is ({"avx2", "fma"} <= have)
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert verified_cpu() is False
+
+
+@pytest.mark.weights
+def test_scorer_warns_on_a_cpu_of_another_kind(monkeypatch, caplog) -> None:
+    monkeypatch.setattr("finsent.model.infer.verified_cpu", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="finsent.model.infer"):
+        AttentionScorer()
+    assert "lacks AVX2 or FMA" in caplog.text
+
+
 # Scores a list of texts (a JSON file) on single-threaded sessions as the scorer does, and prints
 # the CPU features numpy found (from CPUID), the float32 bits of the probabilities and the top
 # words: every ScoredItem field is an exact function of these (see `AttentionScorer`).
@@ -300,11 +330,11 @@ _BITS_CHILD = """
 import json, sys
 import numpy as np
 from numpy._core._multiarray_umath import __cpu_features__ as cpu
-from finsent.model.infer import AttentionScorer
+from finsent.model.infer import AttentionScorer, verified_cpu
 texts = json.load(open(sys.argv[1], encoding="utf-8"))
 p = AttentionScorer(threads=1).predictor.predict(texts)
 print(json.dumps({
-    "avx2": bool(cpu["AVX2"]), "avx512f": bool(cpu["AVX512F"]),
+    "avx2": bool(cpu["AVX2"]), "avx512f": bool(cpu["AVX512F"]), "verified": verified_cpu(),
     "sentiment": p.sentiment_probs.view(np.uint32).tolist(),
     "topic": p.topic_probs.view(np.uint32).tolist(),
     "top_tokens": [list(t) for t in p.top_tokens],
@@ -341,6 +371,7 @@ def test_scores_are_bit_identical_on_an_avx2_only_cpu(tmp_path) -> None:
 
     native, emulated = bits(), bits("qemu-x86_64", "-cpu", "Haswell")
     assert emulated["avx2"] and not emulated["avx512f"]  # really the AVX2 kernels there
+    assert emulated["verified"] is True
     for field in ("sentiment", "topic", "top_tokens"):
         differing = [
             t for t, a, b in zip(texts, native[field], emulated[field], strict=True) if a != b
