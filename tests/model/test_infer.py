@@ -4,9 +4,15 @@ graph agrees with fp32 where a user would look, and scoring needs no torch."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import platform
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,9 +22,15 @@ from support.records import news_item
 
 from finsent.core.records import NewsItem
 from finsent.model.artifact import read_artifact
-from finsent.model.infer import AttentionScorer, BackboneText, OnnxPredictor
+from finsent.model.infer import (
+    AttentionScorer,
+    BackboneText,
+    OnnxPredictor,
+    Predictions,
+    verified_cpu,
+)
 from finsent.model.network import FinsentNetwork, NetworkConfig
-from finsent.model.torch_infer import TorchPredictor, export_onnx
+from finsent.model.torch_infer import TorchPredictor, export_onnx, portable_softmax
 
 TEXTS = [
     "Acme Corp shares plunge after profit warning",
@@ -129,10 +141,31 @@ def test_int8_graph_quantizes_only_constant_weights(onnx_dir) -> None:
         assert np.abs(values).max() <= 64
 
 
+def test_portable_softmax_computes_what_softmax_does(text, onnx_dir) -> None:
+    """The int8 graph has no Softmax node left; the rewrite, applied to the fp32 graph, gives
+    its Softmax's results to float rounding (the attention masks included)."""
+    import onnx
+
+    int8 = onnx.load(str(onnx_dir / "model-int8.onnx"))
+    assert not [n for n in int8.graph.node if n.op_type == "Softmax"]
+    fp32 = onnx.load(str(onnx_dir / "model-fp32.onnx"))
+    softmaxes = sum(n.op_type == "Softmax" for n in fp32.graph.node)
+    assert portable_softmax(fp32) == softmaxes > 0
+    onnx.checker.check_model(fp32)
+    rewritten = onnx_dir / "model-fp32-portable.onnx"
+    onnx.save(fp32, str(rewritten))
+    reference = OnnxPredictor(onnx_dir / "model-fp32.onnx", text, 64, threads=1, batch_size=8)
+    portable = OnnxPredictor(rewritten, text, 64, threads=1, batch_size=8)
+    want, got = reference.predict(TEXTS), portable.predict(TEXTS)
+    np.testing.assert_allclose(got.sentiment_probs, want.sentiment_probs, atol=1e-6)
+    np.testing.assert_allclose(got.topic_probs, want.topic_probs, atol=1e-6)
+    assert got.top_tokens == want.top_tokens
+
+
 def test_batch_invariant_scores_do_not_depend_on_batch_mates(network, text, onnx_dir) -> None:
     """A story's int8 scores are a function of its own text: the same alone, in any batch,
-    in any order, on any number of workers (what makes a replay match a live run on the same
-    machine; int8 kernels differ between CPUs, so equality is not promised across them)."""
+    in any order, on any number of workers (what makes a replay match a live run; that the
+    bits are the same on another CPU is test_scores_are_bit_identical_on_an_avx2_only_cpu)."""
     onnx_path = onnx_dir / "model-int8.onnx"
     pooled = OnnxPredictor(onnx_path, text, 64, threads=2, batch_invariant=True)
     serial = OnnxPredictor(onnx_path, text, 64, threads=1, batch_invariant=True)
@@ -217,6 +250,133 @@ def test_int8_scoring_matches_fp32_where_a_user_would_look() -> None:
     fp32_accuracy, int8_accuracy = (fp32 == labels).mean(), (quantized == labels).mean()
     assert abs(int8_accuracy - fp32_accuracy) <= 0.005, (int8_accuracy, fp32_accuracy)
     assert (quantized == fp32).mean() >= 0.975
+
+
+class _FixedPredictor:
+    """Stands in for the network: the given probabilities, whatever the texts."""
+
+    def __init__(self, sentiment: list[list[float]], topic: list[list[float]]) -> None:
+        self.predictions = Predictions(
+            np.array(sentiment, np.float32), np.array(topic, np.float32), [()] * len(sentiment)
+        )
+
+    def predict(self, texts, explain=True) -> Predictions:
+        assert len(texts) == len(self.predictions.top_tokens)
+        return self.predictions
+
+
+@pytest.mark.weights
+def test_rounding_contract_of_the_scored_fields() -> None:
+    """Each ScoredItem field is an exact function of the float32 probabilities: score and
+    confidence rounded half-even to 6 decimals, topic probabilities to 4, labels the argmax
+    with a tie going to the first label in the artifact's order. Rounding absorbs a last-bit
+    change unless the value lies within a float32 step of a rounding midpoint, so rounding alone
+    does not make scores CPU-independent: the graph's bits must be (the test below)."""
+    scorer = AttentionScorer()
+    topics = len(scorer.artifact.topics)
+    flat = [1 / topics] * topics
+    scorer.predictor = _FixedPredictor(  # type: ignore[assignment]
+        [[0.4, 0.4, 0.2], [0.2, 0.4, 0.4], [0.1, 0.3, 0.6]], [flat, flat, flat]
+    )
+    items = [news(i, "Acme Corp") for i in range(3)]
+    tied, tied_up, plain = scorer.score(items)
+    assert (tied.sentiment, tied.topic) == ("negative", scorer.artifact.topics[0])
+    assert tied_up.sentiment == "neutral"  # neutral before positive
+    assert (tied.score, tied.confidence) == (-0.2, 0.4)
+    assert plain.score == round(float(np.float32(0.6) - np.float32(0.1)), 6) == 0.5
+    assert set(plain.topic_probs.values()) == {round(1 / topics, 4)}
+
+    def score_of(p_pos: np.float32) -> float:
+        scorer.predictor = _FixedPredictor([[0.0, 0.0, float(p_pos)]], [flat])  # type: ignore[assignment]
+        return scorer.score(items[:1])[0].score
+
+    up, down = np.float32(np.inf), np.float32(-np.inf)
+    away = np.float32(0.123456)  # far from a midpoint: a step either way rounds the same
+    assert score_of(np.nextafter(away, up)) == score_of(np.nextafter(away, down)) == 0.123456
+    # The float32 nearest 0.1234565 is just above it and rounds up; the next one down rounds
+    # down: a last-bit difference there changes the score's sixth decimal.
+    above = np.float32(0.1234565)
+    below = np.nextafter(above, down)
+    assert float(below) < 0.1234565 < float(above)
+    assert (score_of(above), score_of(below)) == (0.123457, 0.123456)
+
+
+def test_verified_cpu_reads_avx2_and_fma(monkeypatch) -> None:
+    """The kinds of CPU whose scores were found identical: x86-64 with AVX2 and FMA."""
+    flags = Path("/proc/cpuinfo")
+    if platform.machine() == "x86_64" and flags.exists():
+        have = set(
+            next(
+                line for line in flags.read_text().splitlines() if line.startswith("flags")
+            ).split()
+        )
+        assert verified_cpu() is ({"avx2", "fma"} <= have)
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert verified_cpu() is False
+
+
+@pytest.mark.weights
+def test_scorer_warns_on_a_cpu_of_another_kind(monkeypatch, caplog) -> None:
+    monkeypatch.setattr("finsent.model.infer.verified_cpu", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="finsent.model.infer"):
+        AttentionScorer()
+    assert "lacks AVX2 or FMA" in caplog.text
+
+
+# Scores a list of texts (a JSON file) on single-threaded sessions as the scorer does, and prints
+# the CPU features numpy found (from CPUID), the float32 bits of the probabilities and the top
+# words: every ScoredItem field is an exact function of these (see `AttentionScorer`).
+_BITS_CHILD = """
+import json, sys
+import numpy as np
+from numpy._core._multiarray_umath import __cpu_features__ as cpu
+from finsent.model.infer import AttentionScorer, verified_cpu
+texts = json.load(open(sys.argv[1], encoding="utf-8"))
+p = AttentionScorer(threads=1).predictor.predict(texts)
+print(json.dumps({
+    "avx2": bool(cpu["AVX2"]), "avx512f": bool(cpu["AVX512F"]), "verified": verified_cpu(),
+    "sentiment": p.sentiment_probs.view(np.uint32).tolist(),
+    "topic": p.topic_probs.view(np.uint32).tolist(),
+    "top_tokens": [list(t) for t in p.top_tokens],
+}))
+"""
+
+
+@pytest.mark.weights
+@pytest.mark.skipif(
+    platform.machine() != "x86_64" or not shutil.which("qemu-x86_64"),
+    reason="needs x86-64 and qemu-x86_64 (Debian/Ubuntu package qemu-user)",
+)
+def test_scores_are_bit_identical_on_an_avx2_only_cpu(tmp_path) -> None:
+    """The same texts give the same float32 bits and top words on this CPU and on an emulated
+    Haswell (AVX2 and FMA, no AVX-512: ONNX Runtime's AVX2 kernels), so a feed gives the same
+    alerts on either. Before the graph's Softmax was made portable, 11 of the first 20
+    PhraseBank sentences differed in their bits. About 30 s, nearly all of it emulation."""
+    texts = [*TEXTS, *(title for title, _ in SENTIMENT + TOPIC)]
+    from finsent.model.data import DataError, standard_corpus
+
+    # Longer sentences than headlines, more chances to differ; without the shared datasets,
+    # the built-in headlines alone.
+    with contextlib.suppress(DataError):
+        rows = standard_corpus(SHARED_DATASETS).tests["phrasebank-50agree"][:30]
+        texts += [r.text for r in rows]
+    texts_file = tmp_path / "texts.json"
+    texts_file.write_text(json.dumps(texts), encoding="utf-8")
+
+    def bits(*prefix: str) -> dict:
+        command = [*prefix, sys.executable, "-c", _BITS_CHILD, str(texts_file)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return json.loads(result.stdout)
+
+    native, emulated = bits(), bits("qemu-x86_64", "-cpu", "Haswell")
+    assert emulated["avx2"] and not emulated["avx512f"]  # really the AVX2 kernels there
+    assert emulated["verified"] is True
+    for field in ("sentiment", "topic", "top_tokens"):
+        differing = [
+            t for t, a, b in zip(texts, native[field], emulated[field], strict=True) if a != b
+        ]
+        assert not differing, f"{field} differs on {len(differing)} texts: {differing[:3]}"
 
 
 @pytest.mark.weights
