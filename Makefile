@@ -21,6 +21,7 @@ test: lint
 	bash scripts/ensure_postgres.sh
 	bash scripts/ensure_chromium.sh
 	bash scripts/ensure_compose.sh
+	bash scripts/ensure_qemu.sh
 	.venv/bin/pytest -n 2 --dist loadfile
 
 # The unit tests only: no broker, no PostgreSQL, no browser (under 90 s on 2 cores).
