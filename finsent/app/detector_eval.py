@@ -104,8 +104,10 @@ def _window(row: dict[str, Any]) -> WindowStat:
 def replay_detector(
     settings: Settings, store_path: Path, events: EventsFile | None
 ) -> ReplayResult:
-    """Judge the run's windows with this process's alerter settings, and score the alerts."""
-    config = AlerterConfig.from_settings(settings)
+    """Judge the run's windows with this process's alerter settings, and score the alerts.
+    As in a backtest, an alert never resolves for want of data: a feed's gaps are not a
+    live series going quiet."""
+    config = AlerterConfig.from_settings(settings.model_copy(update={"alert_no_data_windows": 0}))
     scratch = Store("sqlite://")  # the alerter's state lives here, not in the run's store
     alerter = Alerter(config, scratch)
     run = Store(f"sqlite:///{store_path}")
