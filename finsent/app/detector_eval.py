@@ -9,6 +9,7 @@ story anew. Thresholds can so be tried in seconds; a backtest with the chosen on
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -54,7 +55,8 @@ def run_store(settings: Settings, run: str) -> Path:
     path = folder / "store.db"
     if not path.is_file():
         raise RunNotFound(
-            f"no backtest run {run!r}: give a run id (finsent runs list) or its folder"
+            f"no backtest run {run!r}: give the run id `finsent backtest` printed (the"
+            " dashboard's Backtests page lists them) or the run's folder"
         )
     return path
 
@@ -118,7 +120,14 @@ def replay_detector(
         run.close()
     batch = [Message(value=w, topic=_TOPIC, partition=0, offset=i) for i, w in enumerate(found)]
     alerter.assigned([(_TOPIC, 0)])
-    outputs, _commit = alerter.process(batch, datetime.now(UTC), MemoryDeadLetters("alerter"))
+    # The live stage logs each alert it raises; a replay reports them all at the end instead.
+    stage_log = logging.getLogger("finsent.alerts.alerter")
+    level = stage_log.level
+    stage_log.setLevel(logging.ERROR)
+    try:
+        outputs, _commit = alerter.process(batch, datetime.now(UTC), MemoryDeadLetters("alerter"))
+    finally:
+        stage_log.setLevel(level)
     scratch.close()
     alerts = [a for _, a in outputs]
     match_before = timedelta(hours=events.match_before_hours) if events else timedelta(hours=24)

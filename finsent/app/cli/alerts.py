@@ -238,10 +238,10 @@ def evaluate_detector(
 ) -> None:
     """Score the alerter's detector: on the Numenta Anomaly Benchmark (its univariate form)
     and on a backtest's windows against known events, with the current alert settings."""
-    if nab is None and run is None:
-        fail("give --nab DIR, --run RUN, or both")
     if events is not None and run is None:
         fail("--events scores a replayed run: give --run RUN too")
+    if nab is None and run is None:
+        fail("give --nab DIR, --run RUN, or both")
     if run is not None:
         from finsent.app.backtest_report import EventsError, load_events
         from finsent.app.detector_eval import fired_rows, render, replay_detector, run_store

@@ -144,3 +144,13 @@ def test_unsilencing_an_unknown_or_ended_silence_is_one_line(store: Store) -> No
         result = runner.invoke(app, ["alerts", "unsilence", silence_id])
         assert result.exit_code == 1
         assert result.output == f"error: No active silence has the id {silence_id!r}.\n"
+
+
+def test_evaluate_detector_says_in_one_line_what_it_needs(tmp_path: Path) -> None:
+    nothing = runner.invoke(app, ["evaluate-detector"])
+    assert nothing.exit_code == 1 and "give --nab DIR, --run RUN, or both" in nothing.output
+    events_alone = runner.invoke(app, ["evaluate-detector", "--events", str(tmp_path / "e.yaml")])
+    assert events_alone.exit_code == 1 and "give --run RUN too" in events_alone.output
+    unknown = runner.invoke(app, ["evaluate-detector", "--run", str(tmp_path / "no-such-run")])
+    assert unknown.exit_code == 1 and "no backtest run" in unknown.output
+    assert "Traceback" not in unknown.output
