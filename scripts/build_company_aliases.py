@@ -448,40 +448,36 @@ class Builder:
         def cik_of(sec_row: dict[str, str] | None) -> str:
             return sec_row["cik"] if sec_row else ""
 
-        # The 2023 companies.
-        old: dict[str, Company] = {}
-        for symbol, row in nq23_by.items():
-            if not operating(row) or cap_of(row) < MIN_CAP_USD:
-                continue
-            sec_row = sec23_by.get(symbol)
-            company = Company(symbol, cap=cap_of(row), cik=cik_of(sec_row))
-            for name in (
-                row["name"],
-                sec_row["name"] if sec_row else "",
-                *sp_names(symbol, SNAPSHOT_2023),
-            ):
-                company.add_name(name)
-            company.prominent = company.cap >= PROMINENT_CAP_USD or in_sp_since_2015(symbol)
-            old[symbol] = company
-        # The current ones.
-        new: dict[str, Company] = {}
-        for symbol, row in nq_now_by.items():
-            if not operating(row) or cap_of(row) < MIN_CAP_USD:
-                continue
-            sec_row = sec_now_by.get(symbol)
-            company = Company(symbol, cap=cap_of(row), cik=cik_of(sec_row))
-            trader = trader_by.get(symbol)
-            for name in (
-                row["name"],
-                trader["name"] if trader else "",
-                sec_row["name"] if sec_row else "",
-                *sp_names(symbol, RECENT),
-            ):
-                company.add_name(name)
-            company.prominent = company.cap >= PROMINENT_CAP_USD or in_sp_since_2015(symbol)
-            ipo = row.get("ipo_year") or ""
-            company.valid_from = ipo  # resolved below
-            new[symbol] = company
+        def listed(
+            screener: dict[str, dict[str, str]],
+            sec: dict[str, dict[str, str]],
+            other_names: dict[str, dict[str, str]],
+            snapshot: date,
+        ) -> dict[str, Company]:
+            """The operating companies of one point in time worth a row, with every name the
+            lists give them."""
+            found: dict[str, Company] = {}
+            for symbol, row in screener.items():
+                if not operating(row) or cap_of(row) < MIN_CAP_USD:
+                    continue
+                sec_row = sec.get(symbol)
+                company = Company(symbol, cap=cap_of(row), cik=cik_of(sec_row))
+                other = other_names.get(symbol)
+                for name in (
+                    row["name"],
+                    other["name"] if other else "",
+                    sec_row["name"] if sec_row else "",
+                    *sp_names(symbol, snapshot),
+                ):
+                    company.add_name(name)
+                company.prominent = company.cap >= PROMINENT_CAP_USD or in_sp_since_2015(symbol)
+                found[symbol] = company
+            return found
+
+        old = listed(nq23_by, sec23_by, {}, SNAPSHOT_2023)
+        new = listed(nq_now_by, sec_now_by, trader_by, RECENT)
+        for symbol, company in new.items():
+            company.valid_from = nq_now_by[symbol].get("ipo_year") or ""  # resolved below
 
         def listed_then(
             symbol: str,

@@ -218,6 +218,16 @@ def _seconds(at: datetime) -> float:
     return (at - EPOCH).total_seconds()
 
 
+def _block_alpha(scale: float, half_life: float) -> float:
+    """The EWMA weight of one block of ``scale`` seconds, for a baseline of this half-life."""
+    return 1.0 - 2.0 ** (-scale / half_life)
+
+
+def _mean_life_hours(half_life: float) -> float:
+    """Hours an exponentially decayed exposure saturates at (its time constant)."""
+    return half_life / math.log(2) / _HOUR
+
+
 def _mature(
     base: ScaleBaseline, buckets: tuple[Bucket, ...], until: float, scale: float, half_life: float
 ) -> ScaleBaseline:
@@ -231,8 +241,8 @@ def _mature(
         base.square,
         base.blocks,
     )
-    alpha = 1.0 - 2.0 ** (-scale / half_life)
-    tau_hours = half_life / math.log(2) / _HOUR
+    alpha = _block_alpha(scale, half_life)
+    tau_hours = _mean_life_hours(half_life)
 
     def close_blocks(up_to: int) -> None:
         nonlocal block, block_neg, mean, square, blocks
@@ -288,11 +298,10 @@ def _with_quiet_history(
     quiet_end = min(first, until)
     if watched_from >= quiet_end:
         return base
-    tau_hours = half_life / math.log(2) / _HOUR
-    quiet = tau_hours * (
+    quiet = _mean_life_hours(half_life) * (
         2.0 ** (-(until - quiet_end) / half_life) - 2.0 ** (-(until - watched_from) / half_life)
     )
-    alpha = 1.0 - 2.0 ** (-scale / half_life)
+    alpha = _block_alpha(scale, half_life)
     last_quiet = int((quiet_end - 1) // scale)
     quiet_blocks = last_quiet - int((watched_from - 1) // scale)
     own_blocks = max(int((until - 1) // scale) - last_quiet, 0)
@@ -321,7 +330,7 @@ def _verdict(
     expected = hours * shape / (prior_b + base.exposure)
     # Burstiness of its blocks beyond Poisson (1 / shape), pulled towards the prior while few.
     # The block EWMAs start at zero: divide by the weight they have gathered (bias correction).
-    alpha = 1.0 - 2.0 ** (-scale.total_seconds() / rule.half_life.total_seconds())
+    alpha = _block_alpha(scale.total_seconds(), rule.half_life.total_seconds())
     gathered = min(1.0, alpha * base.blocks)
     mean = base.mean / gathered if gathered > 0 else 0.0
     variance = max(base.square / gathered - mean * mean, 0.0) if gathered > 0 else 0.0
@@ -445,21 +454,20 @@ def evaluate(
     evidence = _merge_evidence(state.evidence, window, end, end - longest)
     firing = [v for v in verdicts if v.passes and v.zscore >= rule.fire_z]
     event: Alert | None = None
-    decided: ScaleVerdict | None = None
-    if active is None and firing:
-        decided = max(firing, key=lambda v: (v.zscore, -v.scale.total_seconds()))
+    starts = active is None and bool(firing)
+    # The most surprising scale decides (the shortest on a tie); a new alert, of those that fire.
+    decided = max(
+        firing if starts else verdicts, key=lambda v: (v.zscore, -v.scale.total_seconds())
+    )
+    if starts:
         active = event = _alert(rule, window, decided, evidence, "firing", window.window_start)
-    elif active is not None:
-        decided = max(verdicts, key=lambda v: (v.zscore, -v.scale.total_seconds()))
-        if decided.zscore < rule.resolve_z:
-            event = replace(
-                _alert(rule, window, decided, evidence, "resolved", active.started_at),
-                severity=active.severity,
-                headlines=active.headlines,
-            )
-            active = None
-    else:
-        decided = max(verdicts, key=lambda v: (v.zscore, -v.scale.total_seconds()))
+    elif active is not None and decided.zscore < rule.resolve_z:
+        event = replace(
+            _alert(rule, window, decided, evidence, "resolved", active.started_at),
+            severity=active.severity,
+            headlines=active.headlines,
+        )
+        active = None
     next_state = replace(
         state,
         recent=recent,
