@@ -172,6 +172,23 @@ class Settings(BaseSettings):
     # Score each story alone, so its scores never depend on its micro-batch: live runs and
     # backtest replays then agree exactly. Off: batched, about twice as fast (model/infer.py).
     model_batch_invariant: bool = True
+    # Run the model registry's promoted version (model/registry.py), checking this often, and
+    # load a newly promoted one between batches. Off: always model_artifact.
+    model_follow_registry: bool = True
+    model_poll_seconds: float = Field(default=10.0, gt=0)
+
+    # -- Retraining on analysts' corrections (model/retrain.py, model/gate.py)
+    retrain_correction_weight: float = Field(default=8.0, ge=1)  # a correction counts this often
+    retrain_holdout: float = Field(default=0.2, gt=0, lt=1)  # newest share of corrections
+    retrain_epochs: float = Field(default=1.0, gt=0)  # passes over the base training data
+    retrain_lr: float = Field(default=3e-5, gt=0)  # the encoder's; the heads' is 10x
+    # The gate: promote only if no fixed test split loses more than this (macro-F1 for
+    # sentiment, accuracy for topic) and the held-out corrections gain more than min_gain
+    retrain_tolerance: float = Field(default=0.01, ge=0)
+    retrain_min_gain: float = Field(default=0.0, ge=0)
+    retrain_auto_promote: bool = True  # False: a passing candidate waits for `model promote`
+    retrain_min_corrections: int = Field(default=20, ge=1)  # new ones, for the scheduled retrain
+    retrain_schedule: str = "0 3 * * *"  # cron (the retrainer's time zone: UTC)
 
     # -- Windows (stream/aggregation.py): "15m" is tumbling, "1h/5m" hopping (1 h long, every
     # 5 min)

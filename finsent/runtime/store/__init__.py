@@ -5,7 +5,8 @@ and every write is an upsert keyed by ids, so at-least-once delivery has an exac
 
 This package's names are its public API. Inside: ``schema`` (every table, the ingest dedup
 memory's too, and the one schema version), ``engine`` (backends and dialect SQL), ``offsets``
-(the fenced batch commit), ``news``, ``alerting`` and ``backtests`` (one context each), and
+(the fenced batch commit), ``news``, ``alerting``, ``backtests``, ``labels`` (analysts' corrections) and ``registry``
+(model versions) (one context each), and
 ``facade`` (``Store``, which opens the transactions and delegates to them).
 """
 
@@ -28,8 +29,11 @@ from finsent.runtime.store.schema import (
     create_schema,
     deliveries,
     ingest_seen,
+    labels,
     late_items,
     metadata,
+    model_promotions,
+    model_versions,
     scored_items,
     silences,
     stage_state,
@@ -54,9 +58,12 @@ __all__ = [
     "create_schema",
     "deliveries",
     "ingest_seen",
+    "labels",
     "late_items",
     "make_engine",
     "metadata",
+    "model_promotions",
+    "model_versions",
     "move_state_rows",
     "scored_items",
     "silences",

@@ -7,13 +7,13 @@ stage's writes can share a transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, Table, func, select
 
-from finsent.runtime.store import alerting, backtests, news, offsets, retention
+from finsent.runtime.store import alerting, backtests, labels, news, offsets, registry, retention
 from finsent.runtime.store.engine import make_engine
 from finsent.runtime.store.offsets import Commit, TopicPartitionKey
 from finsent.runtime.store.schema import create_schema
@@ -100,6 +100,49 @@ class Store:
         """Upsert one backtest run (keys: the columns of ``backtest_runs``)."""
         with self.engine.begin() as conn:
             backtests.save_backtest_run(conn, row)
+
+    # -- analysts' corrections and the model registry --------------------------------------
+
+    def add_labels(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Append corrections, all or none (keys: the columns of ``labels`` but ``id``)."""
+        with self.engine.begin() as conn:
+            labels.add_labels(conn, rows)
+
+    def label_history(
+        self, story_ids: Iterable[str] | None = None, since: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Corrections oldest first; see ``labels.current_labels`` for each story's labels now."""
+        with self.engine.connect() as conn:
+            return labels.label_history(conn, story_ids, since)
+
+    def save_model_version(self, row: Mapping[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            registry.save_version(conn, row)
+
+    def set_model_status(self, version: str, status: str, report: Mapping[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            registry.set_status(conn, version, status, report)
+
+    def model_versions(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return registry.versions(conn)
+
+    def model_version(self, version: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            return registry.version(conn, version)
+
+    def model_promotions(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return registry.promotions(conn)
+
+    def active_model(self) -> dict[str, Any] | None:
+        """The latest promotion or rollback; None if there never was one."""
+        with self.engine.connect() as conn:
+            return registry.active(conn)
+
+    def record_promotion(self, row: Mapping[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            registry.record_promotion(conn, row)
 
     # -- any table --------------------------------------------------------------------------
 

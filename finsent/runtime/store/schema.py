@@ -233,6 +233,53 @@ backtest_runs = Table(
     Column("status", String(16), nullable=False),  # running | finished | failed
 )
 
+# -- analysts' corrections and the model registry ----------------------------------------
+
+# Every correction an analyst made, kept: a story's label for a task is its latest correction
+# that sets it. The model's call and version at the time are kept beside it.
+labels = Table(
+    "labels",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("story_id", String(64), nullable=False, index=True),
+    Column("text", Text, nullable=False),  # what the model read: the headline
+    Column("predicted_sentiment", String(16), nullable=True),
+    Column("predicted_topic", String(100), nullable=True),
+    Column("model_version", String(100), nullable=True),
+    Column("sentiment", String(16), nullable=True),  # None: this correction leaves it as it was
+    Column("topic", String(100), nullable=True),
+    Column("by", String(200), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, index=True),
+    Column("note", Text, nullable=False),
+    Column("origin", String(16), nullable=False),  # dashboard | cli | import
+)
+
+# Every model `finsent retrain` (or `finsent model register`) produced, with its gate report.
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("version", String(100), primary_key=True),
+    Column("path", Text, nullable=False),  # the artifact folder; "shipped": the package's own
+    Column("parent", String(100), nullable=True),  # the version it was fine-tuned from
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("status", String(16), nullable=False),  # candidate | passed | refused | shipped
+    Column("corrections", Integer, nullable=False),  # corrections it was trained on
+    Column("report", JSON, nullable=False),  # the gate's figures and reasons
+)
+
+# Promotions and rollbacks, newest last: the latest row is the version the scorers run.
+model_promotions = Table(
+    "model_promotions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("version", String(100), nullable=True),  # None: back to the configured default
+    Column("previous", String(100), nullable=True),  # what it replaced; None: the default
+    Column("kind", String(16), nullable=False),  # promote | rollback
+    Column("at", DateTime(timezone=True), nullable=False, index=True),
+    Column("by", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+)
+
 # -- ingest: the dedup memory (finsent.ingest.dedup reads and writes it) -------------------
 
 ingest_seen = Table(
