@@ -79,6 +79,7 @@ class BacktestRequest:
     events: Path | None = None
     keep_topics: bool = False
     stall_timeout_s: float = 300.0  # a stage that makes no progress for this long fails the run
+    model: str | None = None  # a registered model version; None: the one the scorers run now
 
 
 @dataclass
@@ -162,6 +163,29 @@ def backtest_settings(settings: Settings, run_id: str, run_dir: Path) -> Setting
             "instance_id": "",
         }
     )
+
+
+def pin_model(settings: Settings, version: str | None) -> tuple[Settings, str | None]:
+    """The run's settings with its model pinned, and the model's version: ``version`` from
+    the live store's registry, else the one the live scorers run now. A run then scores with
+    one model from start to end, and can be re-run as it was with ``--model``."""
+    if settings.scorer != "attention":
+        return settings, None
+    if version is None and not settings.model_follow_registry:
+        from finsent.model.artifact import read_artifact
+
+        return settings, read_artifact(settings.model_artifact).version
+    from finsent.model.registry import ModelRegistry, RegistryConfig
+
+    live = Store(settings.database_url)
+    try:
+        registry = ModelRegistry(live, RegistryConfig.from_settings(settings))
+        version = version or registry.active_version()
+        path = registry.path_of(version)
+    finally:
+        live.close()
+    pinned = {"model_artifact": path, "model_follow_registry": False}
+    return settings.model_copy(update=pinned), version
 
 
 def _changed_params(settings: Settings, request: BacktestRequest) -> dict[str, Any]:
@@ -345,6 +369,7 @@ def run_backtest(
         raise BacktestError(f"run {run_id} exists already ({run_dir}); pick another --run-id")
     run_dir.mkdir(parents=True, exist_ok=True)
     report_dir = request.report_dir or run_dir / "report"
+    settings, model_version = pin_model(settings, request.model)
     bt = backtest_settings(settings, run_id, run_dir)
     registry = Store(settings.backtest_registry_database_url)
     row: dict[str, Any] = {
@@ -352,7 +377,7 @@ def run_backtest(
         "started_at": started_at,
         "finished_at": None,
         "feed": str(request.feed),
-        "params": _changed_params(bt, request),
+        "params": {**_changed_params(bt, request), "model_version": model_version},
         "report_path": None,
         "alert_count": None,
         "status": "running",

@@ -30,6 +30,8 @@ EXTRA_INCLUDES: dict[str, tuple[str, ...]] = {
 COMMAND_EXTRA: dict[str, str] = {
     "scorer": "model",
     "train": "train",
+    "retrain": "train",
+    "retrainer": "train",
     "evaluate": "evaluate",
     "dashboard": "dashboard",
     "demo": "demo",

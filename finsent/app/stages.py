@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -55,9 +56,30 @@ def _scorer(settings: Settings, store: Store | None) -> StageLogic:
     from finsent.model.scorer import ScorerConfig, load_scorer
     from finsent.stream.scoring import Scoring
 
-    scorer = load_scorer(settings.scorer, ScorerConfig.from_settings(settings))
-    log.info("scorer %s", scorer.version)
-    return Scoring(scorer, _entity_scorer(scorer, settings))
+    config = ScorerConfig.from_settings(settings)
+    if settings.scorer != "attention" or not settings.model_follow_registry:
+        scorer = load_scorer(settings.scorer, config)
+        log.info("scorer %s", scorer.version)
+        return Scoring(scorer, _entity_scorer(scorer, settings))
+    from finsent.model.registry import FollowingScorer, ModelRegistry, RegistryConfig
+
+    # The registry's promoted version, and each one promoted later, between batches.
+    registry = ModelRegistry(Store(settings.database_url), RegistryConfig.from_settings(settings))
+    following = FollowingScorer(
+        registry,
+        lambda path: load_scorer("attention", replace(config, artifact=path)),
+        settings.model_poll_seconds,
+    )
+    log.info(
+        "scorer %s (the registry's active model, checked every %.0f s)",
+        following.version,
+        settings.model_poll_seconds,
+    )
+    return Scoring(
+        following,
+        _entity_scorer(following.inner, settings),
+        lambda inner: _entity_scorer(inner, settings),
+    )
 
 
 def _entity_scorer(scorer: object, settings: Settings) -> EntityScorer | None:

@@ -16,7 +16,10 @@ from finsent.model.topics import keyword_topic
 
 
 class Scorer(Protocol):
-    version: str
+    @property
+    def version(self) -> str:
+        """The model that scores: what each ScoredItem's ``model_version`` says."""
+        ...
 
     def score(self, items: Sequence[NewsItem]) -> list[ScoredItem]:
         """Score one micro-batch; the output keeps the input order."""

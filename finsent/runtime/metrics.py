@@ -54,6 +54,12 @@ BATCH_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
+MODEL_SWAPS = Counter(
+    "finsent_model_swaps_total",
+    "Newly promoted (or rolled back) models the scorer loaded between batches.",
+    ["stage"],
+    registry=REGISTRY,
+)
 MODEL_SECONDS = Histogram(
     "finsent_model_seconds",
     "Time inside the scorer's model per micro-batch (the rest of the batch is overhead).",

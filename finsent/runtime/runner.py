@@ -144,6 +144,19 @@ class LagAware(Protocol):
         while every stage before this one has read all its input too."""
 
 
+@runtime_checkable
+class Reloadable(Protocol):
+    """A logic that swaps what it runs (the scorer's model) between batches. The runner asks
+    before each poll, and on a yes makes the batch in flight durable (acknowledged, offsets
+    committed) before the swap: no story is lost, and none is scored twice."""
+
+    def reload_due(self) -> bool:
+        """Whether there is something new to load (cheap: called before every poll)."""
+
+    def reload(self) -> None:
+        """Load it; on failure, keep running what ran."""
+
+
 def caught_up(consumer: Any) -> set[Partition]:
     """The assigned partitions with no lag, from the consumer's last fetch (no broker round
     trip); one whose end the broker has not reported yet is not among them."""
@@ -308,6 +321,9 @@ class StageLoop:
     def step(self, stop: threading.Event) -> None:
         """One poll, its batch processed, sent and checkpointed."""
         metrics.beat(self.spec.name)  # /healthz: the loop goes round
+        if isinstance(self.logic, Reloadable) and self.logic.reload_due():
+            self.finish(stop)
+            self.logic.reload()
         raw = poll_batch(self.consumer, self.max_batch, self.max_wait_ms)
         started = time.perf_counter()
         batch = self._decode(raw)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from finsent.core.records import NewsItem, ScoredItem, encode
 from finsent.model.entity_sentiment import EntityScorer
+from finsent.model.registry import FollowingScorer
 from finsent.model.scorer import Scorer
 from finsent.runtime import metrics
 from finsent.runtime.kafka_io import DeadLetterSink
@@ -46,9 +47,27 @@ class Scoring:
     With ``entities``, a story whose title names several tagged companies also gets each
     one's own sentiment (``ScoredItem.entities``)."""
 
-    def __init__(self, scorer: Scorer, entities: EntityScorer | None = None) -> None:
+    def __init__(
+        self,
+        scorer: Scorer,
+        entities: EntityScorer | None = None,
+        entities_for: Callable[[Scorer], EntityScorer | None] | None = None,
+    ) -> None:
         self.scorer = scorer
         self.entities = entities
+        self.entities_for = entities_for  # rebuilds ``entities`` over a newly loaded model
+
+    # A scorer that follows the model registry swaps models between batches (the runner
+    # commits the batch in flight first; see ``Reloadable``).
+    def reload_due(self) -> bool:
+        return isinstance(self.scorer, FollowingScorer) and self.scorer.reload_due()
+
+    def reload(self) -> None:
+        if not isinstance(self.scorer, FollowingScorer) or not self.scorer.reload():
+            return
+        metrics.MODEL_SWAPS.labels(STAGE).inc()
+        if self.entities_for is not None:
+            self.entities = self.entities_for(self.scorer.inner)
 
     def assigned(self, partitions: list[Partition]) -> None:
         pass  # stateless

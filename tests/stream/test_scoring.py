@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ from support.stages import StageProcesses
 from finsent.core.records import NewsItem, ScoredItem, decode, encode
 from finsent.core.settings import Settings
 from finsent.model.entity_sentiment import EntityScorer
+from finsent.model.registry import ActiveModel, FollowingScorer
 from finsent.model.topics import TOPICS
 from finsent.runtime.kafka_io import ensure_topics
 from finsent.runtime.testing import run_logic
@@ -170,3 +173,84 @@ def test_default_scorer_is_the_attention_model(
         assert record.top_tokens and set(record.top_tokens) <= words, record.top_tokens
     assert scored["n1"].score < -0.5 < 0.5 < scored["n2"].score
     assert stages.stop_all() == {"scorer": 0}
+
+
+# -- a promoted model, swapped between batches --------------------------------------------
+
+
+class VersionedScorer(PoisonSensitiveScorer):
+    def __init__(self, version: str) -> None:
+        super().__init__()
+        self.version = version
+
+
+class PromotingRegistry:
+    """The registry as the scorer sees it: "v2" is promoted once the first batch is scored."""
+
+    def __init__(self) -> None:
+        self.promoted = False
+
+    def active(self) -> ActiveModel:
+        return ActiveModel("v1", Path("v1"), None)
+
+    def active_version(self) -> str:
+        return "v2" if self.promoted else "v1"
+
+    def path_of(self, version: str) -> Path:
+        return Path(version)
+
+
+def test_a_promoted_model_is_loaded_after_the_batch_in_flight_is_committed() -> None:
+    registry = PromotingRegistry()
+    committed_at_load: list[int] = []
+    run_box: dict[str, Any] = {}
+
+    def load(path: Path) -> VersionedScorer:
+        if path.name == "v2":  # the swap: what the consumer group had committed by then
+            committed_at_load.append(sum(run_box["source"].committed.values()))
+        return VersionedScorer(path.name)
+
+    following = FollowingScorer(registry, load, poll_seconds=0.0)  # type: ignore[arg-type]
+    logic = Scoring(following)
+    original = following.score
+
+    def score_then_promote(items: Sequence[NewsItem]) -> list[ScoredItem]:
+        scored = original(items)
+        registry.promoted = True
+        return scored
+
+    following.score = score_then_promote  # type: ignore[method-assign]
+    stories = [news(f"story {i}") for i in range(10)]
+    with pytest.MonkeyPatch.context() as patch:
+        # The kit's source is made inside run_logic: catch it to read its commits.
+        from finsent.runtime import testing
+
+        made = testing.MemorySource
+
+        def remembered(*args: Any, **kwargs: Any) -> testing.MemorySource:
+            run_box["source"] = made(*args, **kwargs)
+            return run_box["source"]
+
+        patch.setattr(testing, "MemorySource", remembered)
+        run = run_logic(logic, stories, stage="scorer", batch_size=4)
+
+    versions = [s.model_version for _, s in run.outputs]
+    assert [s.item.id for _, s in run.outputs] == [s.id for s in stories]  # none lost or doubled
+    assert versions == ["v1"] * 4 + ["v2"] * 6  # the first batch by the old model, then the new
+    assert committed_at_load == [4]  # loaded only once the first batch's offsets were committed
+    assert run.offsets == {("news.raw", 0): 10}
+
+
+def test_a_model_that_fails_to_load_leaves_the_running_one_scoring() -> None:
+    registry = PromotingRegistry()
+    registry.promoted = True
+
+    def load(path: Path) -> VersionedScorer:
+        if path.name == "v2":
+            raise OSError("artifact folder is gone")
+        return VersionedScorer(path.name)
+
+    following = FollowingScorer(registry, load, poll_seconds=0.0)  # type: ignore[arg-type]
+    run = run_logic(Scoring(following), [news("a"), news("b")], stage="scorer", batch_size=1)
+    assert [s.model_version for _, s in run.outputs] == ["v1", "v1"]
+    assert not following.reload_due()  # the broken version is not retried at every poll

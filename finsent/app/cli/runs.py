@@ -79,6 +79,13 @@ def backtest(
         ),
     ] = None,
     keep_topics: Annotated[bool, typer.Option(help="Keep the run's Kafka topics.")] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Score with this registered model version (`finsent model list`); "
+            "default: the one the scorers run now. The report records it."
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Replay a historical feed through the live stages, isolated, and write a report."""
@@ -100,6 +107,7 @@ def backtest(
         report_dir=report,
         events=events,
         keep_topics=keep_topics,
+        model=model,
     )
     settings = load_settings(config_file=config)  # the stages get it through child_env()
     require_scorer(settings.scorer)  # the scorer stage's, before minutes of replay
