@@ -44,6 +44,10 @@ def stored_stories(store: Store, story_ids: Iterable[str]) -> dict[str, dict[str
     return found
 
 
+def counted(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
+
+
 def changes(row: Mapping[str, Any]) -> str:
     """What a correction sets, beside the model's call: ``sentiment positive → negative``."""
     said = []
@@ -188,17 +192,17 @@ def labels_import(
         typer.echo(f"{file}:{problem.line}: {problem.reason}", err=True)
     if problems and not skip_bad:
         fail(
-            f"{len(problems)} bad rows in {file}, nothing imported: fix them, or give "
-            f"--skip-bad to import the {len(made)} good ones"
+            f"{counted(len(problems), 'bad row')} in {file}, nothing imported: fix them, or "
+            f"give --skip-bad to import the {counted(len(made), 'good one')}"
         )
     fresh = _not_stored_yet(store, made)
     if not dry_run:
         store.add_labels([c.row() for c in fresh])
-    said = [f"{'would import' if dry_run else 'imported'} {len(fresh)} corrections"]
+    said = [f"{'would import' if dry_run else 'imported'} {counted(len(fresh), 'correction')}"]
     if len(made) > len(fresh):
         said.append(f"{len(made) - len(fresh)} already stored")
     if problems:
-        said.append(f"{len(problems)} bad rows skipped")
+        said.append(f"{counted(len(problems), 'bad row')} skipped")
     typer.echo("; ".join(said))
 
 

@@ -73,7 +73,7 @@ def model_list(as_json: Annotated[bool, JSON_OPTION] = False) -> None:
 
     table = Table(box=None, pad_edge=False)
     for column in ("", "version", "status", "created", "promoted", "corrections", "gate"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column)
     for row in rows:
         table.add_row(
             "*" if row["active"] else "",
@@ -84,7 +84,11 @@ def model_list(as_json: Annotated[bool, JSON_OPTION] = False) -> None:
             str(row["corrections"]),
             gate_verdict(row["report"] or {}),
         )
-    Console(soft_wrap=True, highlight=False).print(table)
+    # Never cut or wrapped to the terminal: each version one line, whole, for grep and copy-paste.
+    console = Console(highlight=False, markup=False, width=10_000)  # reasons may hold [brackets]
+    with console.capture() as captured:
+        console.print(table)
+    typer.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
 
 
 @model_app.command("promote")

@@ -209,9 +209,11 @@ def test_a_row_without_who_needs_by(store: Store, tmp_path: Path) -> None:
     file = write(tmp_path / "fixes.csv", "story_id,sentiment\ns1,neg\n")
     result = runner.invoke(app, ["labels", "import", file])
     assert result.exit_code == 1
-    assert result.stderr.splitlines()[0] == f"{file}:2: who: say who you are " + (
-        "(--by NAME, at most 200 characters)"
-    )
+    assert result.stderr.splitlines() == [
+        f"{file}:2: who: say who you are (--by NAME, at most 200 characters)",
+        f"error: 1 bad row in {file}, nothing imported: fix them, or give --skip-bad to "
+        "import the 0 good ones",
+    ]
 
 
 @pytest.mark.parametrize(

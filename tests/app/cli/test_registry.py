@@ -38,7 +38,7 @@ def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModelRegistry:
         REFUSED,
         now=MADE + timedelta(days=2),
         status="refused",
-        report={"passed": False, "reasons": ["financial_phrasebank sentiment macro-F1 -0.031"]},
+        report={"passed": False, "reasons": ["[financial_phrasebank] sentiment macro-F1 -0.031"]},
     )
     return made
 
@@ -105,7 +105,7 @@ def test_the_list_shows_every_version_the_active_one_and_the_gates_verdict(
     assert (corrections, gate) == ("12", "passed")
     assert second.split() == [SECOND, "passed", "2026-03-11", "14:30", "12", "passed"]
     assert refused.split()[:2] == [REFUSED, "refused"]
-    assert refused.endswith("refused: financial_phrasebank sentiment macro-F1 -0.031")
+    assert refused.endswith("refused: [financial_phrasebank] sentiment macro-F1 -0.031")
 
     listed = json.loads(ok("model", "list", "--json"))
     assert [(v["version"], v["status"], v["active"]) for v in listed] == [
@@ -121,7 +121,7 @@ def test_the_list_shows_every_version_the_active_one_and_the_gates_verdict(
 
 def test_a_refused_version_is_promoted_only_with_force(registry: ModelRegistry) -> None:
     assert one_error("model", "promote", REFUSED) == (
-        f"error: the evaluation gate refused {REFUSED} (refused: financial_phrasebank "
+        f"error: the evaluation gate refused {REFUSED} (refused: [financial_phrasebank] "
         "sentiment macro-F1 -0.031); give --force to promote it"
     )
     assert active(registry) == SHIPPED_VERSION
