@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from finsent.core.errors import UserError
+from finsent.core.safety import spreadsheet_cell
 from finsent.core.vocabulary import SENTIMENTS
 from finsent.model.data import DataError, Example, sentiment_index, topic_index
 from finsent.model.topics import TOPICS
@@ -39,6 +40,7 @@ CSV_COLUMNS = (
 MAX_TEXT = 2000  # a headline; anything longer is not what the model reads
 MAX_NOTE = 2000
 MAX_NAME = 200
+_FORMULA_STARTS = ("=", "+", "-", "@")  # what spreadsheet_cell quotes, but blanks (stripped)
 
 
 class CorrectionError(UserError, ValueError):
@@ -146,8 +148,12 @@ def parse_csv(
     model_version): a row may leave ``text`` out for a stored story, and the model's call is
     filled in from it. A row without ``by`` takes ``default_by``; without ``at``, ``now``.
     """
-    reader = csv.DictReader(io.StringIO(text))
-    header = [h.strip() for h in reader.fieldnames or []]
+    # newline="": a lone \r ends a line as \n does, as the csv module expects of files.
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip() for h in next(reader, [])]
+    except csv.Error:
+        header = []
     if "story_id" not in header or not ({"sentiment", "topic"} & set(header)):
         raise CorrectionError(
             "the CSV needs a header with story_id and sentiment and/or topic "
@@ -155,17 +161,36 @@ def parse_csv(
         )
     good: list[Correction] = []
     problems: list[ImportProblem] = []
-    for row in reader:
-        line = reader.line_num
-        cells = {str(k).strip(): (v or "").strip() for k, v in row.items() if k is not None}
-        if None in row:
+    while True:
+        line = reader.line_num + 1  # where the next row starts: a quoted cell may span lines
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # e.g. a cell over the csv module's size limit
+            problems.append(ImportProblem(line, f"not CSV: {exc}; the rows after it were not read"))
+            break
+        if not values:  # a blank line
+            continue
+        if len(values) > len(header):
             problems.append(ImportProblem(line, "more cells than the header has columns"))
             continue
+        # A short row leaves its last columns out (empty).
+        cells = {
+            name: _unquoted(value.strip()) for name, value in zip(header, values, strict=False)
+        }
         try:
             good.append(_row_correction(cells, default_by, now, stored))
         except CorrectionError as exc:
             problems.append(ImportProblem(line, str(exc)))
     return good, problems
+
+
+def _unquoted(cell: str) -> str:
+    """A cell as written before ``to_csv`` quoted a leading formula character."""
+    if cell.startswith("'") and cell[1:2] in _FORMULA_STARTS:
+        return cell[1:]
+    return cell
 
 
 def _row_correction(
@@ -185,7 +210,10 @@ def _row_correction(
             at = datetime.fromisoformat(cells["at"])
         except ValueError:
             raise CorrectionError(f"at {cells['at']!r} is not an ISO 8601 time") from None
-        at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+        try:
+            at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+        except OverflowError:
+            raise CorrectionError(f"at {cells['at']!r} is not a time in UTC's range") from None
     return Correction(
         story_id=story_id,
         text=text,
@@ -202,7 +230,8 @@ def _row_correction(
 
 
 def to_csv(rows: Iterable[Mapping[str, Any]]) -> str:
-    """Corrections as CSV in ``CSV_COLUMNS`` order; ``parse_csv`` reads it back."""
+    """Corrections as CSV in ``CSV_COLUMNS`` order; ``parse_csv`` reads it back (a cell that
+    would start a spreadsheet formula is quoted with a leading ``'``, which it takes off)."""
     out = io.StringIO()
     writer = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -210,7 +239,8 @@ def to_csv(rows: Iterable[Mapping[str, Any]]) -> str:
         cells = {k: ("" if row.get(k) is None else row[k]) for k in CSV_COLUMNS}
         if isinstance(row.get("at"), datetime):
             cells["at"] = row["at"].astimezone(UTC).isoformat()
-        writer.writerow(cells)
+        # Story text comes from feeds: a cell must never run as a spreadsheet formula.
+        writer.writerow({k: spreadsheet_cell(v) for k, v in cells.items()})
     return out.getvalue()
 
 

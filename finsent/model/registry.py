@@ -253,6 +253,8 @@ class FollowingScorer:
             log.warning("model registry unreachable; keeping %s", self.running, exc_info=True)
             return False
         self._wanted = wanted
+        if wanted != self._failed:  # once another is wanted, a repaired one may be promoted again
+            self._failed = None
         return wanted not in (self.running, self._failed)
 
     def reload(self) -> bool:
@@ -262,7 +264,16 @@ class FollowingScorer:
             return False
         started = time.perf_counter()
         try:
-            scorer = self._load(self.registry.path_of(wanted))
+            path = self.registry.path_of(wanted)
+        except RegistryError:
+            log.error("model %s is not registered; still scoring with %s", wanted, self.running)
+            self._failed = wanted
+            return False
+        except Exception:  # noqa: BLE001 - a store outage: try again at the next poll
+            log.warning("model registry unreachable; keeping %s", self.running, exc_info=True)
+            return False
+        try:
+            scorer = self._load(path)
         except Exception:  # noqa: BLE001 - a bad artifact must not stop the scoring
             log.exception("could not load model %s; still scoring with %s", wanted, self.running)
             self._failed = wanted

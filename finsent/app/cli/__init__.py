@@ -11,7 +11,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from finsent.app.cli import alerts, check, ingest, kafka, model, retrain, runs, stages
+from finsent.app.cli import (
+    alerts,
+    check,
+    ingest,
+    kafka,
+    labels,
+    model,
+    registry,
+    retrain,
+    runs,
+    stages,
+)
 from finsent.app.cli.choices import LogLevel
 from finsent.app.cli.common import PANELS, FinsentGroup, GlobalOptions
 
@@ -79,7 +90,7 @@ def _main(
 
 
 # The help lists them panel by panel (RootGroup); within a panel, in this order.
-for group in (stages, ingest, kafka, alerts, runs, model, retrain, check):
+for group in (stages, ingest, kafka, alerts, runs, model, retrain, registry, labels, check):
     group.register(app)
 
 
