@@ -111,7 +111,7 @@ def test_corrections_retrain_promote_swap_and_roll_back(
         store,
         registry,
         standard_corpus(SHARED_DATASETS),
-        RetrainConfig(base_limit=64, eval_limit=40, epochs=3, batch_size=16, encoder_lr=1e-4),
+        RetrainConfig(base_examples=64, eval_limit=40, epochs=3, batch_size=16, encoder_lr=1e-4),
         GateRule(tolerance=0.5),
         now=datetime.now(UTC),
         by="timeline-test",

@@ -97,6 +97,10 @@ def run_demo(settings: Settings, stop: threading.Event, speed: float | None, hou
             f"dashboard: http://{settings.dashboard_host}:{settings.dashboard_port}\n"
             f"replaying {len(rows)} sample stories ({hours:g} h of news) {pace}\n"
             f"stage logs: {children.log_dir}\n"
+            "correct headlines on the dashboard (Headlines, Review queue), then retrain on them;\n"
+            "the scorer switches to a promoted model between batches:\n"
+            f"  FINSENT_STORE_URL={settings.database_url} finsent retrain\n"
+            f"  FINSENT_STORE_URL={settings.database_url} finsent model rollback\n"
             "Ctrl-C stops everything."
         )
         reported: set[tuple[str, str, datetime]] = set()  # (alert id, state, window start)

@@ -180,7 +180,8 @@ class Settings(BaseSettings):
     # -- Retraining on analysts' corrections (model/retrain.py, model/gate.py)
     retrain_correction_weight: float = Field(default=8.0, ge=1)  # a correction counts this often
     retrain_holdout: float = Field(default=0.2, gt=0, lt=1)  # newest share of corrections
-    retrain_epochs: float = Field(default=1.0, gt=0)  # passes over the base training data
+    retrain_base_examples: int = Field(default=4000, ge=0)  # base sample replayed beside them
+    retrain_epochs: float = Field(default=1.0, gt=0)  # passes over sample and corrections
     retrain_lr: float = Field(default=3e-5, gt=0)  # the encoder's; the heads' is 10x
     # The gate: promote only if no fixed test split loses more than this (macro-F1 for
     # sentiment, accuracy for topic) and the held-out corrections gain more than min_gain

@@ -23,8 +23,8 @@ from typing import Any
 from finsent.core.errors import UserError
 from finsent.core.records import NewsItem, ScoredItem
 from finsent.core.settings import Settings
-from finsent.model.artifact import SHIPPED_ARTIFACT, read_artifact
-from finsent.model.scorer import Scorer
+from finsent.model.artifact import SHIPPED_ARTIFACT, ArtifactError, read_artifact
+from finsent.model.scorer import Scorer, artifact_setting_error
 from finsent.runtime.store import Store
 from finsent.runtime.store.registry import SHIPPED_PATH
 
@@ -74,7 +74,12 @@ class ModelRegistry:
 
     @functools.cached_property
     def _default_version(self) -> str:
-        return read_artifact(self.config.default_artifact).version  # hashes the graph: once
+        try:
+            return read_artifact(self.config.default_artifact).version  # hashes the graph: once
+        except ArtifactError as exc:
+            if self.config.default_artifact is None:
+                raise  # the shipped artifact: a broken install, not a setting
+            raise artifact_setting_error(exc) from exc
 
     def default_version(self) -> str:
         return self._default_version

@@ -2,9 +2,10 @@
 
 1. the corrections: every story's labels now (its latest correction per task), the newest
    ``holdout`` share held out by time for the gate
-2. a candidate: the active model fine-tuned on the base training data plus the older
-   corrections, each counted ``correction_weight`` times (one pass, low learning rate, so it
-   learns the corrections without forgetting the base data)
+2. a candidate: the active model fine-tuned on the older corrections, each counted
+   ``correction_weight`` times, beside a sample of the base training data whose targets are
+   the active model's own probabilities (learning without forgetting: it learns what the
+   analysts corrected and keeps its calls elsewhere)
 3. the gate (``model.gate``): candidate and current model side by side, on the fixed test
    splits (minus any corrected text) and on the held-out corrections, both as the scorers run
    them (the int8 ONNX graph)
@@ -40,7 +41,7 @@ from finsent.model.artifact import (
     set_threads,
 )
 from finsent.model.corrections import LabelledStory, labelled_stories, split_by_time
-from finsent.model.data import Corpus, Example, length_buckets, text_key
+from finsent.model.data import IGNORE, Corpus, Example, length_buckets, text_key
 from finsent.model.evaluate import corpus_report
 from finsent.model.gate import GateDecision, GateRule, decide
 from finsent.model.infer import make_predictor
@@ -69,13 +70,13 @@ class RetrainError(UserError, RuntimeError):
 class RetrainConfig:
     correction_weight: float = 8.0
     holdout: float = 0.2
-    epochs: float = 1.0  # passes over the base training data (corrections ride along)
+    base_examples: int = 4000  # a seeded sample of the base training data, replayed
+    epochs: float = 1.0  # passes over the sample and the weighted corrections
     encoder_lr: float = 3e-5
     batch_size: int = 32
     seed: int = 0
     threads: int = 0
     auto_promote: bool = True
-    base_limit: int | None = None  # a seeded sample of the base training data (quick runs)
     eval_limit: int | None = None  # the first N texts of each fixed split (quick runs)
     max_minutes: float | None = None  # fine-tuning budget; the gate still runs
 
@@ -85,6 +86,7 @@ class RetrainConfig:
             cls(
                 correction_weight=settings.retrain_correction_weight,
                 holdout=settings.retrain_holdout,
+                base_examples=settings.retrain_base_examples,
                 epochs=settings.retrain_epochs,
                 encoder_lr=settings.retrain_lr,
                 auto_promote=settings.retrain_auto_promote,
@@ -133,16 +135,16 @@ def retrain(
         for name, rows in _without(corpus.tests, corrected).items()
     }
     base = [e for e in corpus.train if text_key(e.text) not in corrected]
-    if config.base_limit is not None and config.base_limit < len(base):
-        base = random.Random(config.seed).sample(base, config.base_limit)
+    if config.base_examples < len(base):
+        base = random.Random(config.seed).sample(base, config.base_examples)
     active = registry.active()
 
     quiet_transformers()
     threads = set_threads(config.threads)
     with _Progress(progress) as bar:
         network, meta = _start_from(active.path)
-        examples = base + _weighted([s.example() for s in train_stories], config)
-        steps = fine_tune(network, examples, config, bar, int(meta["max_length"]))
+        corrections = _weighted([s.example() for s in train_stories], config)
+        steps = fine_tune(network, base, corrections, config, bar, int(meta["max_length"]))
         seconds["fine_tune"] = round(time.monotonic() - clock, 1)
         work = Path(tempfile.mkdtemp(prefix="candidate-", dir=_ensure(registry)))
         try:
@@ -152,6 +154,7 @@ def retrain(
                 "config": asdict(config),
                 "steps": steps,
                 "base_examples": len(base),
+                "anchored": True,
                 "corrections_trained": len(train_stories),
                 "corrections_held_out": len(held_stories),
                 "torch": torch.__version__,
@@ -224,17 +227,55 @@ def _start_from(path: Path) -> tuple[Any, dict[str, Any]]:
 
 
 def fine_tune(
-    network: Any, examples: Sequence[Example], config: RetrainConfig, bar: Any, max_length: int
+    network: Any,
+    base: Sequence[Example],
+    corrections: Sequence[Example],
+    config: RetrainConfig,
+    bar: Any,
+    max_length: int,
 ) -> int:
-    """One run of AdamW with linear warm-up and decay over ``examples``; steps taken."""
+    """AdamW with linear warm-up and decay over the base sample and the corrections; steps.
+
+    Learning without forgetting: on the base sample the targets are the starting model's own
+    probabilities, not the dataset's labels, so the candidate keeps the current model's calls
+    wherever no correction pulls it elsewhere, and the fixed test splits barely move. On the
+    corrections the targets are the analysts' labels.
+    """
     seed_everything(config.seed)
     tokenizer = load_tokenizer()
+    examples = [*base, *corrections]
     encoded = tokenizer([e.text for e in examples], truncation=True, max_length=max_length)[
         "input_ids"
     ]
+    lengths = [len(ids) for ids in encoded]
+
+    def batch_tensors(batch: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(lengths[i] for i in batch)
+        ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, i in enumerate(batch):
+            ids[row, : lengths[i]] = torch.tensor(encoded[i])
+            mask[row, : lengths[i]] = 1
+        return ids, mask
+
+    # The starting model's probabilities on the base sample: the anchor (eval mode, once).
+    anchored = torch.zeros(len(examples), dtype=torch.bool)
+    anchored[: len(base)] = True
+    soft_sentiment = torch.zeros((len(examples), len(SENTIMENTS)))
+    soft_topic = torch.zeros((len(examples), len(TOPICS)))
+    network.eval()
+    task = bar.task("anchoring to the running model", -(-len(base) // 64))
+    with torch.no_grad():
+        for batch in length_buckets(lengths[: len(base)], 64, seed=None):
+            out = network(*batch_tensors(batch))
+            soft_sentiment[batch] = out.sentiment_logits.softmax(-1)
+            soft_topic[batch] = out.topic_logits.softmax(-1)
+            bar.advance(task)
     sentiment = _labels(examples, "sentiment")
     topic = _labels(examples, "topic")
-    lengths = [len(ids) for ids in encoded]
+    sentiment[: len(base)] = IGNORE  # base rows learn from the anchor, not their labels
+    topic[: len(base)] = IGNORE
+
     per_epoch = -(-len(examples) // config.batch_size)
     total = max(1, round(per_epoch * config.epochs))
     from transformers import get_linear_schedule_with_warmup
@@ -249,15 +290,15 @@ def fine_tune(
     started, step, epoch = time.monotonic(), 0, 0
     while step < total:
         for batch in length_buckets(lengths, config.batch_size, seed=config.seed + epoch):
-            width = max(lengths[i] for i in batch)
-            ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                ids[row, : lengths[i]] = torch.tensor(encoded[i])
-                mask[row, : lengths[i]] = 1
-            out = network(ids, mask)
+            out = network(*batch_tensors(batch))
             loss = _masked_loss(out.sentiment_logits, sentiment[batch])
             loss = loss + _masked_loss(out.topic_logits, topic[batch])
+            anchor = anchored[batch]
+            if bool(anchor.any()):
+                loss = loss + _soft_loss(
+                    out.sentiment_logits[anchor], soft_sentiment[batch][anchor]
+                )
+                loss = loss + _soft_loss(out.topic_logits[anchor], soft_topic[batch][anchor])
             loss.backward()
             nn.utils.clip_grad_norm_(network.parameters(), 1.0)
             optimizer.step()
@@ -274,6 +315,11 @@ def fine_tune(
         epoch += 1
     network.eval()
     return step
+
+
+def _soft_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against probabilities (the anchor's), averaged over rows."""
+    return -(targets * logits.log_softmax(-1)).sum(-1).mean()
 
 
 def _gate(
@@ -316,8 +362,9 @@ def _held_out_accuracy(predictor: Any, held: Sequence[LabelledStory]) -> tuple[f
 def _card(meta: dict[str, Any], training: dict[str, Any]) -> str:
     return f"""# Model card: {meta["name"]}, retrained
 
-Fine-tuned by `finsent retrain` from **{training["parent"]}** on {training["base_examples"]:,}
-base training examples plus {training["corrections_trained"]} analysts' corrections (each
+Fine-tuned by `finsent retrain` from **{training["parent"]}** on a sample of
+{training["base_examples"]:,} base training examples (whose targets were the parent's own
+probabilities, so its calls elsewhere stay put) plus {training["corrections_trained"]} analysts' corrections (each
 counted {training["config"]["correction_weight"]} times), {training["steps"]} steps at encoder
 learning rate {training["config"]["encoder_lr"]}. The newest {training["corrections_held_out"]}
 corrections were held out for the promotion gate; its figures are in the model registry

@@ -127,10 +127,17 @@ def load_scorer(name: str, config: ScorerConfig | None = None) -> Scorer:
         except ArtifactError as exc:
             if config.artifact is None:
                 raise  # the shipped artifact: a broken install, not a setting
-            raise ArtifactError(
-                f"FINSENT_MODEL_ARTIFACT: {exc}; point it at a folder `finsent train` wrote, "
-                "or unset it for the shipped model"
-            ) from exc
+            raise artifact_setting_error(exc) from exc
     raise ScorerError(
         f"unknown scorer {name!r}: set FINSENT_SCORER (or --scorer) to one of {', '.join(SCORERS)}"
+    )
+
+
+def artifact_setting_error(exc: Exception) -> Exception:
+    """A bad FINSENT_MODEL_ARTIFACT, in one line that names the variable and the fix."""
+    from finsent.model.artifact import ArtifactError
+
+    return ArtifactError(
+        f"FINSENT_MODEL_ARTIFACT: {exc}; point it at a folder `finsent train` wrote, "
+        "or unset it for the shipped model"
     )

@@ -80,19 +80,20 @@ def render(result: RetrainResult) -> None:
     console.print(table)
     verdict = "PASSED" if result.decision.passed else "REFUSED"
     for reason in result.decision.reasons:
-        console.print(f"{verdict}: {reason}", markup=False, highlight=False)
+        console.print(f"{verdict}: {reason}", markup=False, highlight=False, soft_wrap=True)
     if result.promoted:
         line = f"promoted {result.version}: the scorers switch to it within a poll"
     elif result.decision.passed:
         line = f"{result.version} passed; promote it with `finsent model promote {result.version}`"
     else:
         line = f"{result.version} registered as refused; {result.parent} stays active"
-    console.print(line, markup=False, highlight=False)
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
     console.print(
         f"trained on {result.trained_on} corrections, judged on {result.held_out}; "
         f"{result.seconds['total']:.0f} s",
         markup=False,
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -114,8 +115,11 @@ def retrain(
     epochs: Annotated[
         float | None, typer.Option(help="Passes over the base data (FINSENT_RETRAIN_EPOCHS).")
     ] = None,
-    base_limit: Annotated[
-        int | None, typer.Option(help="Fine-tune on a sample of N base examples (quick runs).")
+    base_examples: Annotated[
+        int | None,
+        typer.Option(
+            help="Base examples replayed beside the corrections (FINSENT_RETRAIN_BASE_EXAMPLES)."
+        ),
     ] = None,
     eval_limit: Annotated[
         int | None, typer.Option(help="Gate on the first N texts of each fixed split.")
@@ -138,7 +142,7 @@ def retrain(
     overrides = {
         "auto_promote": promote,
         "epochs": epochs,
-        "base_limit": base_limit,
+        "base_examples": base_examples,
         "eval_limit": eval_limit,
         "max_minutes": max_minutes,
         "threads": threads,
