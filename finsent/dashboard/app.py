@@ -10,8 +10,9 @@ as an old-style multipage app and, for a session that opens at a page's URL, run
 alone, without this entry point (no navigation, no sidebar). Beside it they also ship in the
 ``dashboard`` package as they are.
 
-Feed text (titles, sources, words, links) reaches a page only as dataframe cells, drawn as
-plain text, or as HTML built by ``dashboard.safe`` from text escaped character by character.
+Feed text (titles, sources, words, links) reaches a page only as dataframe cells and a
+picker's option labels, drawn as plain text, or as HTML built by ``dashboard.safe`` from text
+escaped character by character.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ st.caption(
 for i, row in enumerate(queue.head(ONE_CLICK_ROWS).itertuples()):
     story_id = str(row.id)
     with st.container(key=f"{PREFIX}_row_{i}", border=True):
-        text_col, sentiment_col, topic_col = st.columns([5, 3, 3], vertical_alignment="center")
+        text_col, sentiment_col, topic_col = st.columns([4, 4, 3], vertical_alignment="center")
         # Safe: every piece of feed text in this HTML went through dashboard.safe's escaping.
         text_col.markdown(
             headline_html(

