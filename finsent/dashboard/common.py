@@ -199,15 +199,10 @@ def cached_review_queue(
     return review.rank_for_review(candidates, driving, limit=limit), lexicon is not None
 
 
-@cached(8)
-def cached_story_labels(url: str, ids: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    return queries.story_labels(url, ids)
-
-
 def forget_labels() -> None:
-    """After a correction: the queue and the labels shown reflect it now."""
-    for function in (cached_review_queue, cached_story_labels):
-        function.clear()
+    """After a correction: the review queue drops the story now, not at the next tick (the
+    forms read a story's labels uncached)."""
+    cached_review_queue.clear()
 
 
 @cached(4)
