@@ -1,4 +1,4 @@
-"""The finsent dashboard: six pages over the store, each refreshed in place.
+"""The finsent dashboard: eight pages over the store, most refreshed in place.
 
 Launched by ``finsent dashboard`` as ``streamlit run dashboard/app.py`` with the FINSENT_*
 environment set (bound to 127.0.0.1 unless told otherwise). This entry point sets up the page,
@@ -10,8 +10,9 @@ as an old-style multipage app and, for a session that opens at a page's URL, run
 alone, without this entry point (no navigation, no sidebar). Beside it they also ship in the
 ``dashboard`` package as they are.
 
-Feed text (titles, sources, words, links) reaches a page only as dataframe cells, drawn as
-plain text, or as HTML built by ``dashboard.safe`` from text escaped character by character.
+Feed text (titles, sources, words, links) reaches a page only as dataframe cells and a
+picker's option labels, drawn as plain text, or as HTML built by ``dashboard.safe`` from text
+escaped character by character.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ PAGES = [
     st.Page(
         "page_backtests.py", title="Backtests", url_path="backtests", icon=":material/science:"
     ),
+    st.Page("page_review.py", title="Review", url_path="review", icon=":material/rate_review:"),
+    st.Page("page_models.py", title="Models", url_path="models", icon=":material/model_training:"),
 ]
 
 page = st.navigation(PAGES)

