@@ -287,11 +287,11 @@ def models_table(
             zoned("Created", tz): local_times(frame["created_at"], tz),
             "Parent": frame["parent"].fillna(""),
             "Corrections": frame["corrections"].astype("Int64"),
-            "Gate": frame["gate"].fillna(""),
-            "Reasons": frame["reasons"].fillna(""),
             "Stories scored": frame["stories"].fillna(0).astype("int64"),
             zoned("First story", tz): local_times(frame["first"], tz),
             zoned("Last story", tz): local_times(frame["last"], tz),
+            "Gate": frame["gate"].fillna(""),
+            "Reasons": frame["reasons"].fillna(""),  # long: last, so it never hides the rest
         }
     )
 
