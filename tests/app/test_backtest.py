@@ -310,3 +310,34 @@ def test_live_path_and_backtest_give_the_same_alerts(
     assert (first_run.tmp_path / "det-1" / "alert_events.jsonl").read_bytes() == alert_lines(
         live_alerts
     )
+
+
+# -- the run's model: pinned from the live registry, recorded ---------------------------------
+
+
+def test_a_backtest_pins_the_promoted_model_or_the_one_asked_for(tmp_path: Path) -> None:
+
+    from support.model_versions import SHIPPED_VERSION, register_fake
+
+    from finsent.app.backtest import pin_model
+    from finsent.model.registry import ModelRegistry, RegistryConfig, RegistryError
+    from finsent.runtime.store import Store
+
+    settings = Settings(store_url=f"sqlite:///{tmp_path / 'live.db'}", cache_dir=tmp_path / "c")
+    assert pin_model(settings, None)[1] == SHIPPED_VERSION  # nothing promoted: the default
+    live = Store(settings.database_url)
+    registry = ModelRegistry(live, RegistryConfig.from_settings(settings))
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    newer = register_fake(registry, tmp_path / "work", "finsent-attn-1+0000aaaa", now=now)
+    registry.promote(newer, by="ann", reason="test", now=now)
+
+    pinned, version = pin_model(settings, None)  # what the live scorers run now
+    assert version == newer
+    assert pinned.model_artifact == registry.path_of(newer)
+    assert pinned.model_follow_registry is False  # one model from start to end
+    assert pin_model(settings, SHIPPED_VERSION)[1] == SHIPPED_VERSION  # --model: as it was
+    with pytest.raises(RegistryError, match="no model version 'nope'"):
+        pin_model(settings, "nope")
+    lexicon = settings.model_copy(update={"scorer": "lexicon"})
+    assert pin_model(lexicon, None) == (lexicon, None)
+    live.close()
