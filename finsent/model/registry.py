@@ -233,12 +233,25 @@ class FollowingScorer:
         self._load = load
         self.poll_seconds = poll_seconds
         self._clock = clock
-        active = registry.active()
-        self.inner = load(active.path)
-        self.running = active.version  # the registry's name of what runs
         self._next_check = clock() + poll_seconds
         self._wanted: str | None = None
         self._failed: str | None = None  # a version that would not load: not retried
+        wanted = registry.active_version()
+        try:
+            self.inner = load(registry.path_of(wanted))
+            self.running = wanted  # the registry's name of what runs
+        except Exception:  # noqa: BLE001 - a promoted folder gone must not stop the scoring
+            default = registry.default_version()
+            if wanted == default:
+                raise  # the default itself is broken: nothing to fall back on
+            log.exception(
+                "could not load the promoted model %s; scoring with the default %s until "
+                "another is promoted (`finsent model rollback` makes it official)",
+                wanted,
+                default,
+            )
+            self.inner = load(registry.path_of(default))
+            self.running, self._failed = default, wanted
 
     @property
     def version(self) -> str:

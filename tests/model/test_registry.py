@@ -317,3 +317,25 @@ def test_a_promoted_version_the_registry_does_not_hold_is_skipped(
     clock.now += 10
     assert not scorer.reload_due()  # not asked again
     assert (scorer.running, loader.loaded) == (A, [A])
+
+
+def test_a_scorer_whose_promoted_model_cannot_load_starts_with_the_default(
+    registry: ModelRegistry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    register_fake(registry, tmp_path / "new", A, now=T0)
+    registry.promote(A, by="ann", reason="", now=T0 + timedelta(hours=1))
+    loader, clock = Loader(broken={A}), Clock()
+    with caplog.at_level(logging.ERROR, logger="finsent.model.registry"):
+        scorer = FollowingScorer(registry, loader, poll_seconds=10, clock=clock)
+
+    assert scorer.running == SHIPPED_VERSION  # scoring goes on, with the default
+    assert loader.loaded == [A, SHIPPED_ARTIFACT.name]
+    assert f"could not load the promoted model {A}; scoring with the default" in caplog.text
+    clock.now += 10
+    assert not scorer.reload_due()  # A is not retried at every poll
+
+
+def test_a_broken_default_with_nothing_promoted_fails_the_start(registry: ModelRegistry) -> None:
+    loader = Loader(broken={SHIPPED_ARTIFACT.name})
+    with pytest.raises(RuntimeError, match="cannot load"):
+        FollowingScorer(registry, loader, poll_seconds=10, clock=Clock())

@@ -243,7 +243,6 @@ def test_a_promoted_model_is_loaded_after_the_batch_in_flight_is_committed() -> 
 
 def test_a_model_that_fails_to_load_leaves_the_running_one_scoring() -> None:
     registry = PromotingRegistry()
-    registry.promoted = True
 
     def load(path: Path) -> VersionedScorer:
         if path.name == "v2":
@@ -251,6 +250,7 @@ def test_a_model_that_fails_to_load_leaves_the_running_one_scoring() -> None:
         return VersionedScorer(path.name)
 
     following = FollowingScorer(registry, load, poll_seconds=0.0)  # type: ignore[arg-type]
+    registry.promoted = True
     run = run_logic(Scoring(following), [news("a"), news("b")], stage="scorer", batch_size=1)
     assert [s.model_version for _, s in run.outputs] == ["v1", "v1"]
     assert not following.reload_due()  # the broken version is not retried at every poll
