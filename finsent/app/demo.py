@@ -10,6 +10,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +51,17 @@ def demo_settings(settings: Settings, run_id: str, run_dir: Path) -> Settings:
     if not settings.idle_close_seconds:
         update["idle_close_seconds"] = 60.0  # the last windows close once the feed goes quiet
     return settings.model_copy(update=update)
+
+
+def this_cli() -> str:
+    """How to run finsent as this process was: the venv's script (relative to here, when it is
+    under it), else ``python -m finsent``."""
+    script = Path(sys.executable).with_name("finsent")
+    if not script.exists():
+        return f"{sys.executable} -m finsent"
+    with contextlib.suppress(ValueError):
+        return str(script.relative_to(Path.cwd()))
+    return str(script)
 
 
 def say(message: str) -> None:
@@ -93,14 +105,15 @@ def run_demo(settings: Settings, stop: threading.Event, speed: float | None, hou
                                      "--speed", "max" if speed is None else str(speed))  # fmt: skip
         replayer = children.start("replay", replay_cmd, one_shot=True)
         pace = "as fast as possible" if speed is None else f"at {speed:g}x real time"
+        cli = this_cli()
         say(
             f"dashboard: http://{settings.dashboard_host}:{settings.dashboard_port}\n"
             f"replaying {len(rows)} sample stories ({hours:g} h of news) {pace}\n"
             f"stage logs: {children.log_dir}\n"
             "correct headlines on the dashboard (Headlines, Review queue), then retrain on them;\n"
             "the scorer switches to a promoted model between batches:\n"
-            f"  FINSENT_STORE_URL={settings.database_url} finsent retrain\n"
-            f"  FINSENT_STORE_URL={settings.database_url} finsent model rollback\n"
+            f"  FINSENT_STORE_URL={settings.database_url} {cli} retrain\n"
+            f"  FINSENT_STORE_URL={settings.database_url} {cli} model rollback\n"
             "Ctrl-C stops everything."
         )
         reported: set[tuple[str, str, datetime]] = set()  # (alert id, state, window start)
