@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from finsent.core.errors import UserError
 from finsent.core.settings import Settings
@@ -54,6 +53,8 @@ from finsent.model.train import (
     _masked_loss,
     _parameter_groups,
     _Progress,
+    optimizer_step,
+    pad_batch,
     seed_everything,
 )
 from finsent.runtime.store import Store
@@ -251,13 +252,7 @@ def fine_tune(
     lengths = [len(ids) for ids in encoded]
 
     def batch_tensors(batch: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(lengths[i] for i in batch)
-        ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            ids[row, : lengths[i]] = torch.tensor(encoded[i])
-            mask[row, : lengths[i]] = 1
-        return ids, mask
+        return pad_batch(encoded, batch, tokenizer.pad_token_id)
 
     # The starting model's probabilities on the base sample: the anchor (eval mode, once).
     anchored = torch.zeros(len(examples), dtype=torch.bool)
@@ -304,11 +299,7 @@ def fine_tune(
                     out.sentiment_logits[anchor], soft_sentiment[batch][anchor]
                 )
                 loss = loss + _soft_loss(out.topic_logits[anchor], soft_topic[batch][anchor])
-            loss.backward()
-            nn.utils.clip_grad_norm_(network.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(loss, network.parameters(), optimizer, schedule)
             step += 1
             bar.advance(task, f"loss {loss.item():.3f}")
             over_budget = (

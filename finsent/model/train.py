@@ -213,11 +213,7 @@ def domain_adapt(
             continue
         logits = head(states[selected])  # (N, vocab)
         loss = nn.functional.cross_entropy(logits, labels[selected])
-        loss.backward()
-        nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(loss, parameters, optimizer, schedule)
         losses.append(loss.item())
         progress.advance(task, f"loss {np.mean(losses[-50:]):.3f}")
     head_size = len(losses)
@@ -343,22 +339,12 @@ def train(
         for epoch in range(config.epochs):
             lengths = [len(ids) for ids in encoded]
             for batch in length_buckets(lengths, config.batch_size, seed=config.seed + epoch):
-                width = max(lengths[i] for i in batch)
-                ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, i in enumerate(batch):
-                    ids[row, : lengths[i]] = torch.tensor(encoded[i])
-                    mask[row, : lengths[i]] = 1
-                out = network(ids, mask)
+                out = network(*pad_batch(encoded, batch, tokenizer.pad_token_id))
                 loss = _masked_loss(out.sentiment_logits, sentiment_labels[batch])
                 loss = loss + config.topic_weight * _masked_loss(
                     out.topic_logits, topic_labels[batch]
                 )
-                loss.backward()
-                nn.utils.clip_grad_norm_(network.parameters(), 1.0)
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad(set_to_none=True)
+                optimizer_step(loss, network.parameters(), optimizer, schedule)
                 step += 1
                 bar.advance(task, f"epoch {epoch + 1} loss {loss.item():.3f}")
                 # Every `eval_every` steps, and at the very end unless that was just checked.
@@ -422,6 +408,28 @@ def train(
     }
     save_artifact(network, out_dir, meta, result, model_card(meta, result))
     return result
+
+
+def pad_batch(
+    encoded: Sequence[Sequence[int]], batch: Sequence[int], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask of the examples ``batch`` indexes, padded to the longest."""
+    width = max(len(encoded[i]) for i in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, i in enumerate(batch):
+        ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+        mask[row, : len(encoded[i])] = 1
+    return ids, mask
+
+
+def optimizer_step(loss: torch.Tensor, parameters: Any, optimizer: Any, schedule: Any) -> None:
+    """Backpropagate ``loss``, clip the gradient norm at 1, step the optimizer and schedule."""
+    loss.backward()
+    nn.utils.clip_grad_norm_(parameters, 1.0)
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def _masked_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

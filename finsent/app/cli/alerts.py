@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from finsent.app.cli.choices import ExportFormat, SilenceSeverity
-from finsent.app.cli.common import BACKTEST_PANEL, OPERATE_PANEL, fail, load_settings, new_app
+from finsent.app.cli.common import (
+    BACKTEST_PANEL,
+    OPERATE_PANEL,
+    fail,
+    load_settings,
+    new_app,
+    write_or_echo,
+)
 from finsent.core.safety import spreadsheet_cell
 
 if TYPE_CHECKING:
@@ -122,14 +129,7 @@ def alerts_export(
     """Every stored alert with its evidence and acknowledgement, as CSV or JSON."""
     rows = open_store().latest_alerts(limit)
     text = alerts_csv(rows) if format_ is ExportFormat.csv else alerts_json(rows) + "\n"
-    if out is None:
-        typer.echo(text, nl=False)
-        return
-    try:
-        out.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        fail(f"cannot write {out}: {exc.strerror or exc}")
-    typer.echo(f"wrote {len(rows)} alerts to {out}")
+    write_or_echo(text, out, f"{len(rows)} alerts")
 
 
 @alerts_app.command("ack")

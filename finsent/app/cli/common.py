@@ -141,3 +141,16 @@ def parse_speed(text: str) -> float | None:
     if not factor > 0:  # also refuses nan
         fail(f"--speed takes 'max' or a positive number, not {text!r}")
     return factor
+
+
+def write_or_echo(text: str, out: Path | None, written: str) -> None:
+    """``text`` on stdout, or into the file ``out`` and then ``wrote <written> to <out>``; a
+    file that cannot be written is one line."""
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror or exc}")
+    typer.echo(f"wrote {written} to {out}")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from finsent.app.cli.alerts import JSON_OPTION, open_store
-from finsent.app.cli.common import MODEL_PANEL, fail, new_app
+from finsent.app.cli.common import MODEL_PANEL, fail, new_app, write_or_echo
 
 if TYPE_CHECKING:
     from finsent.model.corrections import Correction
@@ -226,16 +226,8 @@ def labels_export(
     rows = open_store().label_history()
     if not history:
         rows = list(current_labels(rows).values())
-    text = to_csv(rows)
-    if out is None:
-        typer.echo(text, nl=False)
-        return
-    try:
-        out.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        fail(f"cannot write {out}: {exc.strerror or exc}")
     what = "corrections" if history else "stories' labels"
-    typer.echo(f"wrote {len(rows)} {what} to {out}")
+    write_or_echo(to_csv(rows), out, f"{len(rows)} {what}")
 
 
 def label_record(row: Mapping[str, Any]) -> dict[str, Any]:
