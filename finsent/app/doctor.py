@@ -381,12 +381,56 @@ def check_artifact(settings: Settings) -> CheckResult:
         )
     origin = "shipped" if settings.model_artifact is None else "FINSENT_MODEL_ARTIFACT"
     checksum = str(info.meta.get("onnx_sha256", ""))[:12]
-    return CheckResult(
-        "artifact",
-        True,
+    detail = (
         f"attention model {info.version} ({origin}, {info.path}); format {info.meta['format']}, "
-        f"graph sha256 {checksum}…; backend {settings.model_backend}",
+        f"graph sha256 {checksum}…; backend {settings.model_backend}"
     )
+    if not settings.model_follow_registry:
+        return CheckResult("artifact", True, f"{detail}; pinned (FINSENT_MODEL_FOLLOW_REGISTRY)")
+    promoted, problem = promoted_model(settings.database_url)
+    if problem is not None:
+        return CheckResult(
+            "artifact",
+            False,
+            f"{detail}; {problem}: the scorers run the default instead",
+            "restore the folder, or `finsent model rollback` (or promote another version)",
+        )
+    return CheckResult("artifact", True, f"{detail}; {promoted or 'nothing promoted in the model registry: this one runs'}")
+
+
+def promoted_model(url: str) -> tuple[str | None, str | None]:
+    """(what the model registry's latest promotion says the scorers run, or None; what is
+    wrong with it, or None), read-only: a store not made yet has promoted nothing."""
+    from finsent.runtime.store.registry import SHIPPED_PATH, active, version
+
+    path = _sqlite_path(url)
+    if path is not None and not path.exists():
+        return None, None
+    if path is not None:
+        uri = f"{path.absolute().as_uri()}?mode=ro"
+        engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True))
+    else:
+        engine = create_engine(url, connect_args={"connect_timeout": int(PROBE_TIMEOUT_S)})
+    try:
+        with engine.connect() as conn:
+            latest = active(conn)
+            row = version(conn, latest["version"]) if latest and latest["version"] else None
+    except SQLAlchemyError:
+        return None, None  # an old or unreachable store: the store check says which
+    finally:
+        engine.dispose()
+    if latest is None or latest["version"] is None:
+        return None, None
+    name = str(latest["version"])
+    where = f"promoted {latest['at']:%Y-%m-%d %H:%M} UTC by {latest['by']}"
+    if row is None:
+        return None, f"the promoted model {name} is not in the registry"
+    if row["path"] != SHIPPED_PATH:
+        try:
+            read_artifact(Path(row["path"]))
+        except (ArtifactError, OSError) as exc:
+            return None, f"the promoted model {name} cannot be read ({exc})"
+    return f"the registry's promoted {name} runs ({where})", None
 
 
 # -- sources --------------------------------------------------------------------------------

@@ -281,6 +281,38 @@ def test_a_folder_without_an_artifact_is_a_cross(tmp_path: Path) -> None:
     assert "FINSENT_MODEL_ARTIFACT" in failed(doctor.check_artifact(settings))
 
 
+def test_the_registry_s_promoted_model_is_shown_and_a_missing_one_is_a_cross(
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    from support.model_versions import register_fake
+
+    from finsent.model.registry import ModelRegistry, RegistryConfig
+    from finsent.runtime.store import Store
+
+    settings = settings_in(tmp_path, scorer="attention")
+    assert "nothing promoted" in doctor.check_artifact(settings).detail  # no store yet
+    store = Store(settings.database_url)
+    registry = ModelRegistry(store, RegistryConfig.from_settings(settings))
+    at = datetime(2026, 12, 1, 9, tzinfo=UTC)
+    version = register_fake(registry, tmp_path / "work", "finsent-attn-1+0000beef", now=at)
+    registry.promote(version, by="ann", reason="", now=at)
+
+    result = doctor.check_artifact(settings)
+    assert result.ok
+    assert f"the registry's promoted {version} runs (promoted 2026-12-01 09:00 UTC by ann)" in (
+        result.detail
+    )
+    shutil.rmtree(registry.path_of(version))
+    result = doctor.check_artifact(settings)
+    assert not result.ok and f"the promoted model {version} cannot be read" in result.detail
+    assert "finsent model rollback" in (result.fix or "")
+    pinned = settings.model_copy(update={"model_follow_registry": False})
+    assert doctor.check_artifact(pinned).ok  # a pinned scorer does not read the registry
+    store.close()
+
+
 def test_an_unknown_scorer_is_a_cross(tmp_path: Path) -> None:
     assert "attention, lexicon" in failed(doctor.check_artifact(settings_in(tmp_path, scorer="x")))
 
