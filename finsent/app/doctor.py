@@ -395,7 +395,11 @@ def check_artifact(settings: Settings) -> CheckResult:
             f"{detail}; {problem}: the scorers run the default instead",
             "restore the folder, or `finsent model rollback` (or promote another version)",
         )
-    return CheckResult("artifact", True, f"{detail}; {promoted or 'nothing promoted in the model registry: this one runs'}")
+    return CheckResult(
+        "artifact",
+        True,
+        f"{detail}; {promoted or 'nothing promoted in the model registry: this one runs'}",
+    )
 
 
 def promoted_model(url: str) -> tuple[str | None, str | None]:
