@@ -72,6 +72,8 @@ class RecordError(ValueError):
 
 def utc(value: datetime) -> datetime:
     """The same instant in UTC; naive times are refused because their zone is unknown."""
+    if value.tzinfo is UTC:  # most decoded times: nothing to convert
+        return value
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"timestamp {value.isoformat()} has no time zone")
     return value.astimezone(UTC)

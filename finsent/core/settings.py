@@ -152,7 +152,7 @@ class Settings(BaseSettings):
     batch_max_size: int = 64
     batch_max_wait_ms: int = 200
     # Records per aggregator transaction: the store commit dominates, so fewer, larger ones.
-    aggregator_batch_max: int = 2048
+    aggregator_batch_max: int = 8192
 
     # -- Ingest (ingest/admit.py, ingest/poller.py)
     ingest_state_url: str = ""  # dedup memory; empty: beside a SQLite store, else the store

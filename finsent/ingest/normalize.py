@@ -530,7 +530,7 @@ def guess_language(text: str) -> str:
     if not words:
         return "und"
     letters = "".join(words)
-    ascii_share = sum(ch.isascii() for ch in letters) / len(letters)
+    ascii_share = len(letters.encode("ascii", "ignore")) / len(letters)
     if ascii_share >= 0.97:
         stopwords = _stopwords()
         counts = Counter(stopwords[w] for w in words if w in stopwords)

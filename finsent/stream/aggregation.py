@@ -24,7 +24,7 @@ from finsent.runtime import metrics
 from finsent.runtime.kafka_io import DeadLetterSink
 from finsent.runtime.runner import Message, Partition
 from finsent.runtime.store import Commit, Store, move_state_rows
-from finsent.stream.windows import Late, WindowEngine
+from finsent.stream.windows import Late, Output, WindowEngine
 
 if TYPE_CHECKING:
     from finsent.core.settings import Settings
@@ -147,27 +147,28 @@ class Aggregator:
     def process(
         self, batch: Sequence[Message[KeyedPoint]], now: datetime, dead: DeadLetterSink
     ) -> tuple[list[tuple[str, WindowStat]], Commit | None]:
-        emitted: list[WindowStat] = []
         late_rows: list[dict[str, Any]] = []
-        duplicates = 0
+        out = Output()  # the whole batch's: closes in order, restatements, late points
         for record in batch:
             keyed = record.value
             part = (record.topic, record.partition)
-            if part not in self.engines:  # the rebalance callback loads it first; be safe
+            engine = self.engines.get(part)
+            if engine is None:  # the rebalance callback loads it first; be safe
                 self.assigned([part])
-            engine = self.engines[part]
-            out = engine.add(keyed.key, keyed.point, now)
-            emitted.extend(out.emitted)
-            duplicates += out.duplicates
-            for late, stat in out.restated:
-                late_rows.append(_late_row(late, "restated", stat.version, now))
-            for late in out.late:
-                late_rows.append(_late_row(late, "too_late", 0, now))
+                engine = self.engines[part]
+            late_before = len(out.late)
+            engine.add(keyed.key, keyed.point, now, out)
+            for late in out.late[late_before:]:
                 reason = (
                     f"late: {late.key} window {late.window_start.isoformat()}–"
                     f"{late.window_end.isoformat()} closed beyond the allowed lateness"
                 )
                 dead.send(reason, encode(late.point), record, kind="late")
+        emitted = out.emitted
+        duplicates = out.duplicates
+        for late, stat in out.restated:
+            late_rows.append(_late_row(late, "restated", stat.version, now))
+        late_rows.extend(_late_row(late, "too_late", 0, now) for late in out.late)
         for part, engine in self.engines.items():
             emitted.extend(engine.advance(now, caught_up=part in self.no_lag))
         self._count(emitted, late_rows, duplicates)

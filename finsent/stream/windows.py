@@ -138,19 +138,29 @@ class Accumulator:
         )
 
     def to_state(self) -> dict[str, Any]:
+        # A story is often among both the strongest and the evidence: its headline is saved
+        # once (a window's state is rewritten with every batch that touches it).
+        heads = {e[1]: e[2] for e in self.top}
+        heads.update((e[2], e[3]) for e in self.evidence)
         return {
             **self.__dict__,
-            "top": [list(e) for e in self.top],
-            "evidence": [list(e) for e in self.evidence],
+            "top": [e[:2] for e in self.top],
+            "evidence": [e[:3] for e in self.evidence],
+            "heads": heads,
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Accumulator:
-        acc = cls(**{k: v for k, v in state.items() if k not in ("top", "evidence")})
-        acc.top = [tuple(e) for e in state["top"]]
+        acc = cls(**{k: v for k, v in state.items() if k not in ("top", "evidence", "heads")})
+        heads = state.get("heads")
+        if heads is None:  # saved before headlines were kept apart: each entry holds its own
+            acc.top = [tuple(e) for e in state["top"]]
+            # Saved before windows kept their evidence: the window shows none.
+            acc.evidence = [tuple(e) for e in state.get("evidence", [])]
+        else:
+            acc.top = [(strength, id_, heads[id_]) for strength, id_ in state["top"]]
+            acc.evidence = [(n, s, id_, heads[id_]) for n, s, id_ in state["evidence"]]
         heapq.heapify(acc.top)
-        # Saved before windows kept their evidence: the window shows none.
-        acc.evidence = [tuple(e) for e in state.get("evidence", [])]
         heapq.heapify(acc.evidence)
         return acc
 
@@ -254,21 +264,24 @@ class WindowEngine:
             self._bounds_ts = ts
         return self._bounds
 
-    def add(self, key: str, point: SeriesPoint, now: datetime) -> Output:
-        """Count one point; return what closed or was restated because of it."""
-        out = Output()
+    def add(self, key: str, point: SeriesPoint, now: datetime, out: Output | None = None) -> Output:
+        """Count one point; return what closed or was restated because of it (added to ``out``
+        when given: the aggregator collects a whole batch's in one)."""
+        if out is None:
+            out = Output()
         ts = point.published_at
         watermark = self.watermark
+        slots = self.slots
         for start, end in self.bounds(ts):
             slot_key = (key, start, end)
-            slot = self.slots.get(slot_key)
+            slot = slots.get(slot_key)
             closed = watermark is not None and end <= watermark
             # Lateness is non-negative, so this implies `closed`; spelt out for the type checker.
             if watermark is not None and end + self.lateness <= watermark:
                 out.late.append(Late(key, point, start, end))
                 continue
             if slot is None:
-                slot = self.slots[slot_key] = Slot()
+                slot = slots[slot_key] = Slot()
                 heapq.heappush(self._to_close, (end, key, start))
             if point.id in slot.ids:
                 out.duplicates += 1

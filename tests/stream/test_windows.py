@@ -268,6 +268,34 @@ def test_updates_give_running_figures_of_open_windows_only() -> None:
     assert [(u.window_start, u.count) for u in overall(w.updates(NOW))] == [(T0 + 15 * MIN, 1)]
 
 
+def test_state_saved_in_the_earlier_form_restores_the_same_windows() -> None:
+    """Before headlines were saved once per window, each ranked entry held its own: a store
+    written by that version must still restore, to the same closed windows."""
+    items = [
+        item(i, T0 + i * MIN, "negative" if i % 3 else "positive", -0.9 + i / 10) for i in range(6)
+    ]
+    reference = engine()
+    feed(reference, items[:4])
+    feed(saved := engine(), items[:4])
+    state, _ = saved.take_changes()
+    earlier = {}
+    for row, value in state.items():
+        if isinstance(value, dict) and "acc" in value:
+            acc = dict(value["acc"])
+            heads = acc.pop("heads")
+            acc["top"] = [[s, i, heads[i]] for s, i in acc["top"]]
+            acc["evidence"] = [[n, s, i, heads[i]] for n, s, i in acc["evidence"]]
+            value = {**value, "acc": acc}
+        earlier[row] = value
+    assert any(isinstance(v, dict) and v.get("acc", {}).get("top") for v in earlier.values())
+    restored = engine()
+    restored.restore(earlier)
+    later = [item(i, T0 + 40 * MIN + i * MIN) for i in range(6, 8)]
+    expected = feed(reference, items[4:] + later)
+    got = feed(restored, items[4:] + later)
+    assert got == expected and any(s.top_headlines and s.evidence for s in got)
+
+
 def test_state_survives_a_restart() -> None:
     items = [
         item(i, T0 + i * 3 * MIN, "negative" if i % 2 else "neutral", -0.5 if i % 2 else 0.0)

@@ -283,17 +283,7 @@ class NoveltyTracker:
                 self._index.add(item.id, chain_id, event_time, signature, tickers)
         novelty = novelty_score(earlier, cfg.decay)
 
-        base = SeenEntry(
-            kind="url",
-            key="",
-            story_id=item.id,
-            chain_id=chain_id,
-            first_seen=now,
-            event_time=event_time,
-            chain_pos=earlier,
-            novelty=novelty,
-            tickers=tuple(sorted(tickers)),
-        )
+        sorted_tickers = tuple(sorted(tickers))
         for key in (url, title):
             if key is not None:
                 blob = (
@@ -301,10 +291,20 @@ class NoveltyTracker:
                     if key == carrier and signature is not None
                     else None
                 )
-                self._stage(
-                    replace(base, kind=key[0], key=key[1], signature=blob),
-                    overwrite=key == title and title_stale,
+                # Built whole, not by dataclasses.replace: this runs for every story.
+                entry = SeenEntry(
+                    kind=key[0],
+                    key=key[1],
+                    story_id=item.id,
+                    chain_id=chain_id,
+                    first_seen=now,
+                    event_time=event_time,
+                    chain_pos=earlier,
+                    novelty=novelty,
+                    tickers=sorted_tickers,
+                    signature=blob,
                 )
+                self._stage(entry, overwrite=key == title and title_stale)
         if match is None:
             return Verdict(kind="new", story_id=item.id, chain_id=chain_id, novelty=novelty)
         return Verdict(

@@ -6,6 +6,7 @@ once for both, through SQLAlchemy Core.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
@@ -38,7 +39,8 @@ def make_engine(url: str) -> Engine:
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             # A URI filename (sqlite:///file:/path?mode=ro&uri=true) names a file too.
             Path(parsed.database.removeprefix("file:")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed, future=True)  # imports the driver, connects to nothing
+        # imports the driver, connects to nothing
+        engine = create_engine(parsed, future=True, json_serializer=_compact_json)
     except ArgumentError as exc:  # also an unknown dialect (NoSuchModuleError)
         raise StoreError(
             f"the store URL {hide_password(url)} is not one finsent can open ({exc}): fix "
@@ -55,6 +57,10 @@ def make_engine(url: str) -> Engine:
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+# State rows are rewritten with every batch that touches them: no spaces, no cycle check.
+_compact_json = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
