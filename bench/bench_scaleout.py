@@ -19,9 +19,9 @@ its own consumer group) on one local broker:
    the stopped aggregators left open, closed with the aggregator's own code, as the backtest
    does at the end of a feed).
 
-The scorer processes run ``--model-threads`` threads each (default 1: the default, one per
-core, lets a single process use every core already, which leaves nothing for more processes
-to show). The aggregator's store is SQLite and, where the PostgreSQL server binaries are
+The scorer processes run ``--model-threads`` threads each (default 1; 0 is the stage's own
+default, one per core, with which a single process uses every core already and leaves nothing
+for more processes to show). Their store holds only the model registry they read. The aggregator's store is SQLite and, where the PostgreSQL server binaries are
 installed, a throwaway PostgreSQL (``--store``): every aggregator writes its windows, state and
 offsets to the one store, in transactions fenced on the partitions it owns.
 
