@@ -53,6 +53,7 @@ bench: venv
 	.venv/bin/python bench/bench_model.py
 	.venv/bin/python bench/bench_int8_cpus.py
 	.venv/bin/python bench/bench_stream.py
+	.venv/bin/python bench/bench_scaleout.py
 	.venv/bin/python bench/bench_alerts.py
 	.venv/bin/python bench/bench_backtest.py
 	bash scripts/ensure_chromium.sh
