@@ -246,7 +246,7 @@ def quiet_transformers() -> None:
 
 
 def set_threads(threads: int) -> int:
-    """Use `threads` intra-op threads (0: all cores) and, where torch is loaded, tell it too.
+    """Use `threads` intra-op threads (0: every core this process may use) and, where torch is loaded, tell it too.
 
     Small batches gain nothing from more threads than cores, and oversubscription with the
     Kafka client threads costs latency.
@@ -254,7 +254,8 @@ def set_threads(threads: int) -> int:
     import os
     import sys
 
-    threads = threads or os.cpu_count() or 1
+    # The cores this process may run on (taskset, a container's cpuset), not the machine's.
+    threads = threads or len(os.sched_getaffinity(0)) or 1
     torch = sys.modules.get("torch")  # only where something else loaded it
     if torch is not None:
         torch.set_num_threads(threads)

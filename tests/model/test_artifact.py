@@ -122,3 +122,20 @@ def test_artifact_is_compact_and_documented() -> None:
     assert artifact.meta["training"]["data_sha256"]  # which data it was trained on
     assert artifact.sentiments == ["negative", "neutral", "positive"]
     assert len(artifact.topics) == 20
+
+
+def test_all_threads_means_the_cores_this_process_may_use() -> None:
+    """Pinned with taskset (or a container's cpuset) to fewer cores than the machine has, the
+    default is those cores: more workers than them would only compete."""
+    import os
+
+    from finsent.model.artifact import set_threads
+
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(before)})
+        assert set_threads(0) == 1
+        assert set_threads(3) == 3
+    finally:
+        os.sched_setaffinity(0, before)
+    assert set_threads(0) == len(before)
