@@ -311,8 +311,8 @@ class LagProbe:
         assert spec.source is not None
         topic = self.settings.topic(spec.source)
         parts = [TopicPartition(topic, p) for p in self.consumer.partitions_for_topic(topic) or ()]
-        if not parts:
-            return StageLag(0, 0.0)
+        if not parts:  # no metadata yet: unknown, never "no lag" (the drain waits for none)
+            raise SoakError(f"no partitions known for {topic}")
         ends = self.consumer.end_offsets(parts)
         starts = self.consumer.beginning_offsets(parts)
         consumed = self._consumed(spec, topic)
@@ -702,6 +702,8 @@ class SoakResult:
     request: SoakRequest
     samples: list[Sample]
     feed_end_s: float
+    feed_backlog_s: float | None  # the feed's worst backlog against its schedule
+    feed_seconds: float  # how long the feed took to send every story
     memory: list[MemoryVerdict]
     lag: list[LagVerdict]
     reconciliation: Reconciliation
@@ -714,14 +716,27 @@ class SoakResult:
         return not self.failures
 
 
+def feed_backlog(samples: Sequence[Sample], grace_s: float) -> float | None:
+    """How far (s) the feed fell behind its schedule at worst after the grace: a feed that
+    cannot hold the rate makes the run say nothing about the rate."""
+    behind = [s.feed_behind_s for s in samples if s.t_s >= grace_s and s.feed_behind_s is not None]
+    return max(behind) if behind else None
+
+
 def judge(
     request: SoakRequest,
     memory: Sequence[MemoryVerdict],
     lag: Sequence[LagVerdict],
     reconciliation: Reconciliation,
+    backlog_s: float | None = None,
 ) -> list[str]:
-    """Every way the run failed the three rules, one line each; empty when it passed."""
+    """Every way the run failed the three rules (and the feed its rate), one line each;
+    empty when it passed."""
     failures = []
+    if backlog_s is not None and backlog_s >= request.lag_limit_s:
+        failures.append(
+            f"the feed fell {backlog_s:.1f} s behind its schedule: {request.rate:g}/s not held"
+        )
     for m in memory:
         if not m.judged:
             continue
@@ -845,12 +860,15 @@ def run_soak(
         reconciliation = reconcile(store, run, feed, probe.dead_letters())
         memory = memory_verdicts(sampler.samples, request.warmup_minutes * 60, feed_end_s)
         lag = lag_verdicts(sampler.samples, request.startup_grace_s)
-        failures = judge(request, memory, lag, reconciliation)
+        backlog = feed_backlog(sampler.samples, request.startup_grace_s)
+        failures = judge(request, memory, lag, reconciliation, backlog)
         samples_path = write_samples(sampler.samples, out / "samples.csv")
         result = SoakResult(
             request=request,
             samples=sampler.samples,
             feed_end_s=feed_end_s,
+            feed_backlog_s=backlog,
+            feed_seconds=feed.seconds,
             memory=memory,
             lag=lag,
             reconciliation=reconciliation,
@@ -969,6 +987,8 @@ def summary_data(result: SoakResult) -> dict[str, Any]:
             "shape": asdict(r.shape),
         },
         "feed_end_s": result.feed_end_s,
+        "feed_backlog_s": result.feed_backlog_s,
+        "feed_seconds": result.feed_seconds,
         "samples": len(result.samples),
         "memory": [{**asdict(m), "growth": m.growth} for m in result.memory],
         "lag": [asdict(v) for v in result.lag],
@@ -1013,9 +1033,12 @@ def format_summary(result: SoakResult) -> str:
             f"{_num(v.at_t_s, '.0f'):>8}"
         )
     near_chained = rec.chained.get("near", 0)
+    rate = rec.emitted / result.feed_seconds if result.feed_seconds else 0.0
     lines += [
         "",
         "stories",
+        f"  the feed: {rate:.1f} stories/s over {result.feed_seconds:.0f} s; worst backlog "
+        f"against its schedule {_num(result.feed_backlog_s, '.2f')} s",
         f"  made {rec.emitted:,} ({rec.near:,} near-duplicates, {rec.copies:,} re-polled copies); "
         f"dropped by dedup {rec.dropped:,}; sent {rec.sent:,}; scored and stored {rec.scored:,}",
         "  counted in the overall windows: "
