@@ -685,8 +685,10 @@ def reconcile(
         sent=feed.sent,
         dead=feed.dead,
         scored=scored,
-        counted={
-            _size_label(size, specs): n for (key, size), n in counted.items() if key == "overall"
+        counted={  # in the order of the window specs
+            _size_label(size, specs): counted[("overall", size)]
+            for size in factors
+            if ("overall", size) in counted
         },
         series_keys=len({k for k, _ in counted}),
         open_windows=open_windows,
@@ -1042,7 +1044,7 @@ def format_summary(result: SoakResult) -> str:
         f"  made {rec.emitted:,} ({rec.near:,} near-duplicates, {rec.copies:,} re-polled copies); "
         f"dropped by dedup {rec.dropped:,}; sent {rec.sent:,}; scored and stored {rec.scored:,}",
         "  counted in the overall windows: "
-        + ", ".join(f"{size} {n:,}" for size, n in sorted(rec.counted.items())),
+        + ", ".join(f"{size} {n:,}" for size, n in rec.counted.items()),
         f"  series keys with windows: {rec.series_keys:,}; dead letters: "
         f"{sum(rec.dead_letters.values())}",
         f"  near-duplicates chained: {near_chained:,} of {rec.near:,}"
