@@ -1,5 +1,5 @@
 # The two commands a new user needs are `make demo` and `make test`; each installs what it needs.
-.PHONY: demo test test-fast fuzz lint format bench kafka-start kafka-stop venv venv-demo lock
+.PHONY: demo test test-fast fuzz lint format bench soak kafka-start kafka-stop venv venv-demo lock
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -58,6 +58,13 @@ bench: venv
 	.venv/bin/python bench/bench_backtest.py
 	bash scripts/ensure_chromium.sh
 	.venv/bin/python bench/bench_dashboard.py
+
+# The soak test (bench/soak.py; not in `make test` or `make bench`): every stage on a local broker,
+# a generated feed at 100 stories/s for 30 minutes, then lag, RSS growth and exact window counts
+# judged. SOAK_ARGS passes options (e.g. SOAK_ARGS="--minutes 3 --warmup-minutes 1").
+soak: venv
+	bash scripts/ensure_chromium.sh
+	.venv/bin/python bench/soak.py $(SOAK_ARGS)
 
 kafka-start: venv
 	.venv/bin/finsent kafka start
