@@ -157,6 +157,9 @@ class Settings(BaseSettings):
     # -- Ingest (ingest/admit.py, ingest/poller.py)
     ingest_state_url: str = ""  # dedup memory; empty: beside a SQLite store, else the store
     dedup_horizon_hours: float = 48.0  # near-duplicate and same-title horizon (24–72 h)
+    # Stories the near-duplicate index keeps in memory at most (~4.4 KiB each: ~430 MiB): a
+    # feed of more than this per horizon is compared with its newest stories only.
+    dedup_max_indexed: Annotated[int, Field(ge=1)] = 100_000
     max_future_minutes: float = 360.0  # publish times further ahead are rejected
     sources_file: Path | None = None  # YAML list of feeds and APIs to poll
     user_agent: str = "finsent/0.1 (financial news monitor)"

@@ -32,6 +32,7 @@ class IngestConfig:
     max_future: timedelta  # publish times further ahead than this are rejected
     retention: timedelta | None = None  # dedup memory first seen longer ago is pruned
     watchlist: Watchlist = NO_WATCHLIST  # the analyst's companies, tagged at normalization
+    dedup_max_indexed: int = 100_000  # stories the near-duplicate index holds at most
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngestConfig:
@@ -42,13 +43,14 @@ class IngestConfig:
             max_future=timedelta(minutes=settings.max_future_minutes),
             retention=timedelta(days=settings.retention_days) if settings.retention_days else None,
             watchlist=load_watchlist(settings.watchlist_file),
+            dedup_max_indexed=settings.dedup_max_indexed,
         )
 
 
 def novelty_tracker(config: IngestConfig, now: datetime | None = None) -> NoveltyTracker:
     """The tracker for this deployment's dedup memory, with its recent stories restored."""
     store = SeenStore(config.state_url)
-    novelty = NoveltyConfig(horizon=config.dedup_horizon)
+    novelty = NoveltyConfig(horizon=config.dedup_horizon, max_indexed=config.dedup_max_indexed)
     return NoveltyTracker.restore(store, now or datetime.now(UTC), novelty)
 
 

@@ -29,6 +29,7 @@ for 48 h at 1,000 stories an hour; the LSH's band tables dominate.
 from __future__ import annotations
 
 import heapq
+import logging
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ from typing import Any
 
 import numpy as np
 from datasketch import MinHash
+
+log = logging.getLogger(__name__)
 
 SCHEME = "affine32"  # datasketch >= 2.0: uint32 hash values, stored as 4 bytes each
 BAND_ROWS = 4
@@ -147,13 +150,24 @@ class NearDupIndex:
     """The stories of the last ``horizon`` of event time, by MinHash LSH, with chain sizes.
 
     ``advance`` moves the watermark (the newest event time indexed) and evicts what fell behind
-    it by more than the horizon.
+    it by more than the horizon. Beyond ``max_stories`` the oldest (by event time) go too, so
+    memory is bounded whatever the feed's rate.
     """
 
-    def __init__(self, *, num_perm: int, seed: int, horizon: timedelta, threshold: float) -> None:
+    def __init__(
+        self,
+        *,
+        num_perm: int,
+        seed: int,
+        horizon: timedelta,
+        threshold: float,
+        max_stories: int | None = None,
+    ) -> None:
         self.seed = seed
         self.horizon = horizon
         self.threshold = threshold
+        self.max_stories = max_stories
+        self.evicted_for_room = 0  # stories dropped by ``max_stories`` before their horizon
         self.lsh = BandIndex(num_perm)
         self.entries: dict[str, IndexedStory] = {}
         self.chain_sizes: Counter[str] = Counter()
@@ -213,6 +227,21 @@ class NearDupIndex:
         self.chain_sizes[chain_id] += 1
         heapq.heappush(self._heap, (event_time, self._seq, story_id))
         self.lsh.insert(story_id, signature)
+        if self.max_stories is not None:
+            while len(self.entries) > self.max_stories:
+                _, seq, oldest = heapq.heappop(self._heap)
+                entry = self.entries.get(oldest)
+                if entry is not None and entry.seq == seq:
+                    self._drop(oldest, entry)
+                    if self.evicted_for_room == 0:
+                        log.warning(
+                            "the near-duplicate index is full (%d stories, "
+                            "FINSENT_DEDUP_MAX_INDEXED): the oldest are dropped before their "
+                            "%s horizon, and new stories are compared with the newest only",
+                            self.max_stories,
+                            self.horizon,
+                        )
+                    self.evicted_for_room += 1
 
     def _drop(self, story_id: str, entry: IndexedStory) -> None:
         del self.entries[story_id]

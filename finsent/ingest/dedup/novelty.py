@@ -38,6 +38,9 @@ VerdictKind = Literal["new", "repeat", "duplicate"]
 @dataclass(frozen=True, slots=True)
 class NoveltyConfig:
     horizon: timedelta = timedelta(hours=48)  # 24-72 h is the sensible range
+    # Stories the near-duplicate index holds at most (about 4.4 KiB each): a feed faster than
+    # this many per horizon is compared with its newest ones only, and memory stays bounded.
+    max_indexed: int = 100_000
     threshold: float = 0.5  # MinHash-estimated Jaccard at or above which stories are one
     num_perm: int = 128  # 64 halves memory and hashing at a noisier estimate (s.d. ~0.06)
     seed: int = 1  # fixed: the permutations, hence every verdict, are reproducible
@@ -48,6 +51,8 @@ class NoveltyConfig:
     def __post_init__(self) -> None:
         if self.horizon <= timedelta(0):
             raise ValueError("horizon must be positive")
+        if self.max_indexed < 1:
+            raise ValueError("max_indexed must be at least 1")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError("threshold must be in (0, 1)")
         if not 0.0 <= self.decay < 1.0:
@@ -104,6 +109,7 @@ def _index_for(config: NoveltyConfig) -> NearDupIndex:
         seed=config.seed,
         horizon=config.horizon,
         threshold=config.threshold,
+        max_stories=config.max_indexed,
     )
 
 

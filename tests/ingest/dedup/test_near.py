@@ -52,6 +52,26 @@ def test_advance_evicts_behind_the_horizon_and_shrinks_chains() -> None:
     assert idx.best_match(sig(FED), frozenset()) is None
 
 
+def test_a_full_index_drops_its_oldest_stories_and_stays_bounded(caplog) -> None:
+    """A feed faster than ``max_stories`` per horizon: memory stays bounded, the oldest go
+    first (by event time), and the newest still match."""
+    idx = NearDupIndex(
+        num_perm=64, seed=1, horizon=timedelta(hours=48), threshold=0.5, max_stories=50
+    )
+    signatures = random_signatures(2_000, 200, seed=3)
+    for i, (story_id, signature) in enumerate(signatures.items()):
+        idx.add(story_id, story_id, T0 + timedelta(seconds=i), signature, frozenset())
+        assert len(idx.entries) == len(idx.lsh) == min(i + 1, 50)
+    assert set(idx.entries) == set(list(signatures)[-50:])
+    assert idx.evicted_for_room == 150 and sum(idx.chain_sizes.values()) == 50
+    newest = list(signatures)[-1]
+    match = idx.best_match(signatures[newest], frozenset())
+    assert match is not None and match[0] == newest
+    oldest = list(signatures)[0]
+    assert all(m[0] != oldest for m in [idx.best_match(signatures[oldest], frozenset())] if m)
+    assert sum("near-duplicate index is full" in r.message for r in caplog.records) == 1
+
+
 def random_signatures(vocabulary: int, n: int, seed: int) -> dict[str, np.ndarray]:
     rng = random.Random(seed)
     words = [f"w{i}" for i in range(vocabulary)]
