@@ -184,10 +184,7 @@ class NearDupIndex:
             self.watermark = event_time
         cutoff = self.watermark - self.horizon
         while self._heap and self._heap[0][0] < cutoff:
-            _, seq, story_id = heapq.heappop(self._heap)
-            entry = self.entries.get(story_id)
-            if entry is not None and entry.seq == seq:
-                self._drop(story_id, entry)
+            self._drop_oldest()
 
     def best_match(
         self, signature: np.ndarray, tickers: frozenset[str]
@@ -229,19 +226,26 @@ class NearDupIndex:
         self.lsh.insert(story_id, signature)
         if self.max_stories is not None:
             while len(self.entries) > self.max_stories:
-                _, seq, oldest = heapq.heappop(self._heap)
-                entry = self.entries.get(oldest)
-                if entry is not None and entry.seq == seq:
-                    self._drop(oldest, entry)
-                    if self.evicted_for_room == 0:
-                        log.warning(
-                            "the near-duplicate index is full (%d stories, "
-                            "FINSENT_DEDUP_MAX_INDEXED): the oldest are dropped before their "
-                            "%s horizon, and new stories are compared with the newest only",
-                            self.max_stories,
-                            self.horizon,
-                        )
-                    self.evicted_for_room += 1
+                if not self._drop_oldest():
+                    continue  # a stale heap entry (the story was re-added or dropped)
+                if self.evicted_for_room == 0:
+                    log.warning(
+                        "the near-duplicate index is full (%d stories, "
+                        "FINSENT_DEDUP_MAX_INDEXED): the oldest are dropped before their "
+                        "%s horizon, and new stories are compared with the newest only",
+                        self.max_stories,
+                        self.horizon,
+                    )
+                self.evicted_for_room += 1
+
+    def _drop_oldest(self) -> bool:
+        """Pop the heap's oldest entry and drop its story; False if the entry was stale."""
+        _, seq, story_id = heapq.heappop(self._heap)
+        entry = self.entries.get(story_id)
+        if entry is None or entry.seq != seq:
+            return False
+        self._drop(story_id, entry)
+        return True
 
     def _drop(self, story_id: str, entry: IndexedStory) -> None:
         del self.entries[story_id]
