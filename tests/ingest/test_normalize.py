@@ -287,6 +287,12 @@ def test_parse_published_round_trips_formatted_times(moment: datetime) -> None:
         ("Die Aktie von Siemens steigt deutlich nach starken Zahlen", "de"),
         ("Le CAC 40 termine en hausse avec les valeurs bancaires", "fr"),
         (
+            "La Bourse de Paris termine en hausse, portée par les valeurs bancaires et le "
+            "luxe, tandis que les investisseurs attendent les chiffres de l'inflation aux "
+            "Etats-Unis",
+            "fr",
+        ),
+        (
             "Evan Gershkovich amava la Russia, il paese che si è rivoltato contro di lui Il "
             "corrispondente del Wall Street Journal",
             "it",
@@ -309,6 +315,9 @@ def test_guess_language(text: str, expected: str) -> None:
         "returns to power for third term in divided South American nation",
         "India wades into messy index regulation tussle Don't ignore influence of financial "
         "benchmarks just because they seem dull",
+        # 28 words, two of the list's function words ("to", twice).
+        "Erdogan Urges Putin to Declare Unilateral Cease-Fire in Ukraine Turkish President "
+        "Recep Tayyip Erdogan urged Russia's Vladimir Putin to declare a unilateral ceasefire",
         # The detector read this one as Dutch.
         "Biden's Big Bank Contradiction Regulators stymie a midsize bank merger but help "
         "JPMorgan get bigger.",

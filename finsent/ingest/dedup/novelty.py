@@ -27,7 +27,7 @@ import numpy as np
 
 from finsent.core.records import NewsItem, utc
 from finsent.ingest.dedup.keys import normalize_title, normalized_shingles, text_key, url_key
-from finsent.ingest.dedup.near import BAND_ROWS, NearDupIndex, minhash_signature
+from finsent.ingest.dedup.near import BAND_ROWS, NearDupIndex, minhash_signatures
 from finsent.ingest.dedup.seen import SeenEntry, SeenKey, SeenKind, SeenStore
 
 log = logging.getLogger(__name__)
@@ -224,7 +224,36 @@ class NoveltyTracker:
             if key is not None and key not in self._pending
         }
         found = self.store.lookup_many(wanted) if wanted else {}
-        return [self._decide(k, now, found) for k in keyed]
+        signatures = self._signatures(keyed, found)
+        return [self._decide(k, now, found, signatures.get(i)) for i, k in enumerate(keyed)]
+
+    def _features(self, keyed: _Keyed) -> set[str]:
+        """What a story is compared on; none when it has no row to carry its signature."""
+        if keyed.title is None and keyed.url is None:
+            return set()
+        cfg = self.config
+        body = keyed.item.body
+        return normalized_shingles(keyed.normalized, body, cfg.short_title_words, cfg.body_words)
+
+    def _signatures(
+        self, keyed: Sequence[_Keyed], found: Mapping[SeenKey, SeenEntry]
+    ) -> dict[int, np.ndarray]:
+        """The MinHash signature of each story that may be new, by position, in one batch.
+
+        A story whose URL is already remembered is a duplicate whatever else happens, so it is
+        not signed (most of a poll's stories, which were seen on the previous poll)."""
+        positions, features = [], []
+        for i, k in enumerate(keyed):
+            if k.url is not None and (k.url in self._pending or k.url in found):
+                continue
+            grams = self._features(k)
+            if grams:
+                positions.append(i)
+                features.append(grams)
+        if not features:
+            return {}
+        rows = minhash_signatures(features, self.config.num_perm, self.config.seed)
+        return dict(zip(positions, rows, strict=True))
 
     def _seen(self, key: SeenKey | None, found: Mapping[SeenKey, SeenEntry]) -> SeenEntry | None:
         if key is None:
@@ -238,7 +267,14 @@ class NoveltyTracker:
         previous = self._pending.get(key)
         self._pending[key] = (entry, overwrite or (previous is not None and previous[1]))
 
-    def _decide(self, keyed: _Keyed, now: datetime, found: Mapping[SeenKey, SeenEntry]) -> Verdict:
+    def _decide(
+        self,
+        keyed: _Keyed,
+        now: datetime,
+        found: Mapping[SeenKey, SeenEntry],
+        signature: np.ndarray | None,
+    ) -> Verdict:
+        """``signature``: from ``_signatures``, None for a story without features."""
         cfg = self.config
         item, url, title = keyed.item, keyed.url, keyed.title
         # A story cannot come from the future: a skewed feed clock must not evict the horizon.
@@ -270,12 +306,6 @@ class NoveltyTracker:
         # The signature rides on the title row (on the URL row if the title has no words), so
         # only a story with such a row is indexed: memory and table stay in step.
         carrier = title or url
-        grams = (
-            normalized_shingles(keyed.normalized, item.body, cfg.short_title_words, cfg.body_words)
-            if carrier is not None
-            else set()
-        )
-        signature = minhash_signature(grams, cfg.num_perm, cfg.seed) if grams else None
 
         chain_id, earlier, match = item.id, 0, None
         if signature is not None:

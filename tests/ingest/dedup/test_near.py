@@ -4,10 +4,20 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-from datasketch import LeanMinHash, MinHashLSH
+import pytest
+from datasketch import LeanMinHash, MinHash, MinHashLSH
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from finsent.ingest.dedup import shingles
-from finsent.ingest.dedup.near import BUCKET_CAP, BandIndex, NearDupIndex, minhash_signature
+from finsent.ingest.dedup import near, shingles
+from finsent.ingest.dedup.near import (
+    BUCKET_CAP,
+    SCHEME,
+    BandIndex,
+    NearDupIndex,
+    minhash_signature,
+    minhash_signatures,
+)
 
 T0 = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)
 FED = "Fed holds rates steady, signals patience"
@@ -27,6 +37,40 @@ def test_signatures_are_deterministic_uint32s() -> None:
     assert one.dtype.name == "uint32" and one.shape == (128,)
     assert (one == again).all()
     assert not (one == minhash_signature(shingles(FED), 128, 2)).all()  # the seed matters
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    feature_sets=st.lists(
+        st.sets(st.text(min_size=1, max_size=12), min_size=1, max_size=40), min_size=1, max_size=30
+    ),
+    block=st.integers(min_value=1, max_value=200),
+    num_perm=st.sampled_from([8, 64, 128]),
+)
+def test_batch_signatures_equal_datasketchs_minhash(
+    feature_sets: list[set[str]], block: int, num_perm: int
+) -> None:
+    # Stored signatures were written by datasketch: the batch form must not move one value,
+    # whatever the block size that splits the batch.
+    batch = minhash_signatures(feature_sets, num_perm, 7, block_features=block)
+    for features, row in zip(feature_sets, batch, strict=True):
+        reference = MinHash(num_perm=num_perm, seed=7, scheme=SCHEME)
+        reference.update_batch([f.encode("utf-8") for f in features])
+        assert (np.asarray(reference.hashvalues, dtype=np.uint32) == row).all()
+
+
+def test_the_feature_hash_memory_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(near, "_FEATURE_HASHES", {})
+    monkeypatch.setattr(near, "_FEATURE_HASHES_MAX", 50)
+    first = minhash_signatures([{f"word{i}" for i in range(200)}], 64, 1)
+    assert len(near._FEATURE_HASHES) <= 50
+    again = minhash_signatures([{f"word{i}" for i in range(200)}], 64, 1)
+    assert (first == again).all()
+
+
+def test_an_empty_feature_set_has_no_signature() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        minhash_signatures([{"fed"}, set()], 64, 1)
 
 
 def test_best_match_finds_a_rewrite_and_respects_tickers() -> None:
