@@ -315,7 +315,7 @@ def test_guess_language(text: str, expected: str) -> None:
         "returns to power for third term in divided South American nation",
         "India wades into messy index regulation tussle Don't ignore influence of financial "
         "benchmarks just because they seem dull",
-        # 28 words, two of the list's function words ("to", twice).
+        # 25 words, two of the list's function words ("to", twice).
         "Erdogan Urges Putin to Declare Unilateral Cease-Fire in Ukraine Turkish President "
         "Recep Tayyip Erdogan urged Russia's Vladimir Putin to declare a unilateral ceasefire",
         # The detector read this one as Dutch.
