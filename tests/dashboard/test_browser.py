@@ -328,8 +328,14 @@ def test_correcting_a_headline_persists(page: Any, dashboard: Any) -> None:
         re.compile("Acme beats estimates")
     )
     pick(page, "hl_fix_sentiment", "negative")
-    page.locator(".st-key-hl_fix_by input").fill("dana")
-    page.locator(".st-key-hl_fix_note input").fill("the beat came from a one-off gain")
+    # Each field committed (Tab) and its rerun finished before the next: on a loaded machine a
+    # rerun still running when the next field is typed into could drop that text.
+    for key, text in (("hl_fix_by", "dana"), ("hl_fix_note", "the beat came from a one-off gain")):
+        field = page.locator(f".st-key-{key} input")
+        field.fill(text)
+        field.press("Tab")
+        bs.wait_idle(page, TIMEOUT_MS)
+        expect(field).to_have_value(text)
     page.get_by_role("button", name="Save correction").click()
 
     store = Store(dashboard.store_url)
@@ -337,6 +343,7 @@ def test_correcting_a_headline_persists(page: Any, dashboard: Any) -> None:
     while not (rows := store.label_history(["item-1"])) and time.monotonic() < deadline:
         time.sleep(0.2)
     store.close()
+    assert len(rows) == 1, f"no correction stored; the page says: {bs.app_text(page)[:2000]}"
     [row] = rows
     assert (row["sentiment"], row["topic"], row["by"], row["note"], row["origin"]) == (
         "negative",
