@@ -542,8 +542,8 @@ def guess_language(text: str) -> str:
         elif len(words) <= _HEADLINE_WORDS and other == 0 and english >= 1:
             return "en"  # a headline with its standfirst: the detector misreads these too
         elif len(words) <= 2 * _HEADLINE_WORDS and other == 0 and english >= 2:
-            # A longer standfirst: this many words of another listed language always hold
-            # some of its function words. Half the archive's detector runs were these.
+            # A longer standfirst: this many words of another listed language nearly always
+            # hold some of its function words. Half the archive's detector runs were these.
             return "en"
         elif english >= 3 and english >= 3 * other:
             return "en"

@@ -274,7 +274,8 @@ class NoveltyTracker:
         found: Mapping[SeenKey, SeenEntry],
         signature: np.ndarray | None,
     ) -> Verdict:
-        """``signature``: from ``_signatures``, None for a story without features."""
+        """``signature``: from ``_signatures``; None for a story without features, and for one
+        whose URL is already remembered (a duplicate, so never indexed)."""
         cfg = self.config
         item, url, title = keyed.item, keyed.url, keyed.title
         # A story cannot come from the future: a skewed feed clock must not evict the horizon.
