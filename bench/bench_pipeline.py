@@ -34,7 +34,13 @@ from pathlib import Path
 import bench_stream
 from _machine import machine_line  # bench/_machine.py: CPU model, vector flags, cores
 from bench_backtest import ARCHIVE, model_reference, run_backtest
-from bench_stream import batch_seconds, local_broker, make_stories, run_aggregator
+from bench_stream import (
+    batch_seconds,
+    like_a_stage_process,
+    local_broker,
+    make_stories,
+    run_aggregator,
+)
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import KafkaError
 
@@ -71,15 +77,16 @@ def load_and_dedup(path: Path, work: Path) -> tuple[int, float, float]:
     """(stories read, load seconds, dedup seconds) over a fresh dedup memory."""
     settings = Settings(ingest_state_url=f"sqlite:///{work / f'{path.stem}-ingest.db'}")
     now = datetime.now(UTC)
-    started = time.perf_counter()
-    items = load(path, path.stem, None, ReplayStats(), now)
-    loaded = time.perf_counter()
-    admission = Admission.open(IngestConfig.from_settings(settings), now)
-    try:
-        admission.decide(items, now)
-    finally:
-        admission.close()
-    return len(items), loaded - started, time.perf_counter() - loaded
+    with like_a_stage_process():  # `finsent ingest replay` settles it before its replay
+        started = time.perf_counter()
+        items = load(path, path.stem, None, ReplayStats(), now)
+        loaded = time.perf_counter()
+        admission = Admission.open(IngestConfig.from_settings(settings), now)
+        try:
+            admission.decide(items, now)
+        finally:
+            admission.close()
+        return len(items), loaded - started, time.perf_counter() - loaded
 
 
 def bench_replay(work: Path, items: int) -> None:

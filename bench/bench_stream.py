@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import contextlib
+import gc
 import math
 import os
 import random
@@ -62,6 +63,7 @@ from finsent.core.settings import Settings
 from finsent.core.stages import stage
 from finsent.model.topics import TOPICS
 from finsent.runtime.kafka_io import KafkaConfig, ensure_topics, make_producer
+from finsent.runtime.process import settle_collector
 from finsent.runtime.store import Store
 from finsent.runtime.testing import run_logic
 from finsent.stream.router import route
@@ -137,6 +139,19 @@ class Split:
         return wrapper
 
 
+@contextlib.contextmanager
+def like_a_stage_process() -> Iterator[None]:
+    """The garbage collector set as a stage process sets it before its loop
+    (``settle_collector``), and put back afterwards for the rest of the benchmark."""
+    threshold = gc.get_threshold()
+    settle_collector()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+
+
 def run_aggregator(
     settings: Settings, payloads: list[bytes], db: Path, size: int = 0
 ) -> tuple[Split, dict]:
@@ -161,6 +176,7 @@ def run_aggregator(
         with contextlib.ExitStack() as patches:
             for patch in timed:
                 patches.enter_context(patch)
+            patches.enter_context(like_a_stage_process())
             started = time.perf_counter()
             run = run_logic(logic, payloads, store, stage="aggregator", batch_size=size)
             split.add("wall", time.perf_counter() - started)

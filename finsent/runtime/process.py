@@ -1,7 +1,10 @@
-"""Turns SIGTERM and SIGINT into a stop event, so stages finish their batch and exit cleanly."""
+"""Process-wide set-up of a long-running stage: SIGTERM and SIGINT become a stop event (so
+stages finish their batch and exit cleanly), secrets are redacted from logs, and the garbage
+collector is kept to the stage's working set."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -58,3 +61,22 @@ def setup_logging(level: str = "INFO", kafka_level: str = "WARNING") -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("kafka").setLevel(kafka_level.upper())
+
+
+# Container allocations between young collections (CPython's default is 700).
+YOUNG_COLLECTION_EVERY = 10_000
+
+
+def settle_collector() -> None:
+    """Keep the cyclic garbage collector to the stage's own working set, once set up.
+
+    A full collection walks every tracked object: the modules, schemas and clients loaded at
+    start (about 120,000 objects in the aggregator) as well as the stage's windows. Left to
+    CPython's defaults it took a third of the aggregator's time: a batch of a few thousand
+    records promotes enough objects to start a full collection every few batches. Freezing
+    what exists now moves the start-up objects out of its sight (refcounting still frees
+    them), and a larger young generation means fewer, not larger, collections of the rest.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION_EVERY, *gc.get_threshold()[1:])

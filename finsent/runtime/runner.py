@@ -73,6 +73,7 @@ from finsent.runtime.kafka_io import (
     subscribe,
 )
 from finsent.runtime.lag import UpstreamLag
+from finsent.runtime.process import settle_collector
 from finsent.runtime.store import Commit, FencedError, Store
 
 log = logging.getLogger(__name__)
@@ -631,6 +632,7 @@ def run_stage(
             upstream_caught_up=upstream.caught_up if upstream is not None else lambda: True,
         )
         subscribe(consumer, config.source_topic, loop.listener)
+        settle_collector()
         log.info(
             "%s: %s → %s", spec.name, config.source_topic, loop.sink_topic or "outside the pipeline"
         )

@@ -70,7 +70,10 @@ class MemorySource:
         on_eof: Callable[[], None] | None = None,
     ) -> None:
         self.topic = topic
-        self.logs: dict[TopicPartition, list[SourceRecord]] = {}
+        # (key, value) per offset; records are made as polls return them. Like a real
+        # consumer, which holds only what it fetched, this keeps a long topic out of the
+        # garbage collector's sight: bytes in tuples are not tracked, records would be.
+        self.logs: dict[TopicPartition, list[tuple[bytes | None, bytes]]] = {}
         for partition, values in partitions.items():
             self.logs[TopicPartition(topic, partition)] = []
             for value in values:
@@ -89,7 +92,7 @@ class MemorySource:
     def append(self, partition: int, value: bytes, key: bytes | None = None) -> None:
         """One more record at the end of a partition."""
         log_ = self.logs.setdefault(TopicPartition(self.topic, partition), [])
-        log_.append(SourceRecord(self.topic, partition, len(log_), key, value))
+        log_.append((key, value))
 
     @property
     def at_end(self) -> bool:
@@ -123,7 +126,12 @@ class MemorySource:
             if tp in self._paused or budget <= 0:
                 continue
             position = self._positions[tp]
-            records = self.logs[tp][position : position + budget]
+            records = [
+                SourceRecord(tp.topic, tp.partition, offset, key, value)
+                for offset, (key, value) in enumerate(
+                    self.logs[tp][position : position + budget], start=position
+                )
+            ]
             if records:
                 polled[tp] = records
                 self._positions[tp] = position + len(records)

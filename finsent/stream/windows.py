@@ -271,26 +271,28 @@ class WindowEngine:
             out = Output()
         ts = point.published_at
         watermark = self.watermark
+        # A window that ends at or before this is beyond its allowed lateness.
+        too_late = None if watermark is None else watermark - self.lateness
         slots = self.slots
+        story = point.id
         for start, end in self.bounds(ts):
-            slot_key = (key, start, end)
-            slot = slots.get(slot_key)
-            closed = watermark is not None and end <= watermark
-            # Lateness is non-negative, so this implies `closed`; spelt out for the type checker.
-            if watermark is not None and end + self.lateness <= watermark:
+            if too_late is not None and end <= too_late:
                 out.late.append(Late(key, point, start, end))
                 continue
+            slot_key = (key, start, end)
+            slot = slots.get(slot_key)
             if slot is None:
                 slot = slots[slot_key] = Slot()
                 heapq.heappush(self._to_close, (end, key, start))
-            if point.id in slot.ids:
+            if story in slot.ids:
                 out.duplicates += 1
                 continue
-            slot.ids.add(point.id)
-            slot.new_ids.append(point.id)
+            slot.ids.add(story)
+            slot.new_ids.append(story)
             slot.acc.add(point, self.top_n)
             self._dirty.add(slot_key)
-            if closed:  # a late story within the allowed lateness: restate the window
+            if watermark is not None and end <= watermark:
+                # Closed, but within the allowed lateness: the late story restates the window.
                 first = slot.version == 0
                 slot.version += 1
                 stat = slot.acc.result(key, start, end, now, slot.version, final=True)

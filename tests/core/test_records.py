@@ -22,6 +22,7 @@ from finsent.core.records import (
     Alert,
     DeadLetter,
     EntitySentiment,
+    Headline,
     KeyedPoint,
     NewsItem,
     RecordError,
@@ -29,7 +30,9 @@ from finsent.core.records import (
     WindowStat,
     decode,
     encode,
+    headline_jsonable,
     stable_id,
+    to_jsonable,
 )
 
 # What the lexicon scorer adds to a story: topic probabilities and the words behind the score.
@@ -246,3 +249,21 @@ def test_values_at_the_bounds_decode(
     record_type: type, record: object, path: str, raw: str
 ) -> None:
     decode(record_type, with_field(record, path, raw))
+
+
+@given(
+    st.builds(
+        Headline,
+        id=st.text(max_size=8),
+        title=st.text(max_size=40),
+        score=st.floats(-1, 1),
+        source=st.text(max_size=8),
+        url=st.text(max_size=20),
+        top_tokens=st.tuples(st.text(max_size=6), st.text(max_size=6)),
+        novelty=st.floats(0, 100),
+        sentiment=st.sampled_from(["", "negative", "neutral", "positive"]),
+    )
+)
+def test_the_fast_headline_form_is_the_records_own(item: Headline) -> None:
+    assert headline_jsonable(item) == to_jsonable(item)
+    assert json.dumps(headline_jsonable(item)) == json.dumps(to_jsonable(item))  # key order too

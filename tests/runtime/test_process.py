@@ -50,3 +50,38 @@ def test_the_settings_secrets_are_scrubbed_from_any_logger(
             logging.getLogger("x").exception("failed")
     assert "secretwebhooktoken1" not in caplog.text and "smtp-pass-77" not in caplog.text
     assert "posting to ***" in caplog.text
+
+
+# A child process: freezing the collector is process-wide, and the test process is shared.
+_SETTLE_CHILD = """
+import gc, weakref
+from finsent.runtime.process import YOUNG_COLLECTION_EVERY, settle_collector
+
+settle_collector()
+assert gc.get_freeze_count() > 1_000, gc.get_freeze_count()  # what start-up loaded
+assert gc.get_threshold()[0] == YOUNG_COLLECTION_EVERY
+
+
+class Node:
+    pass
+
+
+a, b = Node(), Node()
+a.other, b.other = b, a  # a cycle made after the freeze: refcounting alone never frees it
+probe = weakref.ref(a)
+del a, b
+keep = [[] for _ in range(3 * YOUNG_COLLECTION_EVERY)]  # allocations, no explicit collect
+assert probe() is None, "the collector no longer frees new cycles"
+print("ok")
+"""
+
+
+def test_a_settled_collector_leaves_start_up_objects_alone_and_still_frees_new_cycles() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _SETTLE_CHILD], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

@@ -21,7 +21,7 @@ from finsent.app.cli.common import (
     ready_topics,
 )
 from finsent.core.stages import stage
-from finsent.runtime.process import install_stop_handlers
+from finsent.runtime.process import install_stop_handlers, settle_collector
 
 if TYPE_CHECKING:
     from finsent.ingest.admit import Admission
@@ -60,6 +60,7 @@ def ingest_replay(
     with logic as admission:
         with closed_on_error(admission):  # the dedup memory is checked before Kafka
             check_broker(settings.bootstrap_servers)
+        settle_collector()
         stats = replay(
             settings,
             path,
@@ -105,6 +106,7 @@ def ingest_poll(
     admission = SOURCES["ingest"](settings)  # the dedup memory: a store, checked before Kafka
     with closed_on_error(admission):
         ready_topics(settings)  # the broker (5 s), then the topics
+    settle_collector()
     run_poller(settings, install_stop_handlers(), path, admission)
 
 

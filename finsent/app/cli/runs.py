@@ -17,7 +17,7 @@ from finsent.app.cli.common import (
     parse_speed,
 )
 from finsent.app.extras import require, require_scorer, require_store
-from finsent.runtime.process import install_stop_handlers
+from finsent.runtime.process import install_stop_handlers, settle_collector
 
 
 def dashboard(
@@ -115,6 +115,7 @@ def backtest(
     if report is not None:
         require("plotly")
     try:
+        settle_collector()  # the replay and the drain run in this process
         result = run_backtest(settings, request, install_stop_handlers(), progress=progress)
     except (BacktestError, EventsError, LaunchError) as exc:
         fail(str(exc))

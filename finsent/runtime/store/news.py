@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from finsent.core.records import ScoredItem, WindowStat, to_jsonable
+from finsent.core.records import ScoredItem, WindowStat, headline_jsonable
 from finsent.runtime.store.engine import upsert
 from finsent.runtime.store.schema import late_items, scored_items, windows
 
@@ -73,7 +73,7 @@ def _window_row(w: WindowStat) -> dict[str, Any]:
         "neg_share": w.neg_share,
         "pos_share": w.pos_share,
         "weighted_neg_share": w.weighted_neg_share,
-        "top_headlines": [to_jsonable(h) for h in w.top_headlines],
+        "top_headlines": [headline_jsonable(h) for h in w.top_headlines],
         "version": w.version,
         "final": w.final,
         "emitted_at": w.emitted_at,

@@ -138,3 +138,24 @@ def test_a_uri_filename_gets_its_folder_and_no_folder_named_file(
     engine.dispose()
     assert (tmp_path / "deep" / "x.db").is_file()
     assert not (tmp_path / "file:").exists()
+
+
+def test_json_columns_keep_what_orjson_refuses(tmp_path: Path) -> None:
+    """orjson writes the JSON columns; what it refuses (integer keys, integers beyond 64 bits,
+    a lone surrogate, as a dead letter's payload may hold) goes through the json module."""
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    values = {
+        "plain": {"ids": ["a", "b"], "n": 3, "share": 0.25, "nested": [[1, "x"], None]},
+        "int_keys": {1: "one", 2: [True, False]},
+        "huge": [2**80, -(2**70)],
+        "surrogate": ["\udc80 half a pair"],
+    }
+    try:
+        store.commit(Commit(stage="probe", state_put=values))
+        stored = store.load_state("probe")
+    finally:
+        store.close()
+    assert stored["plain"] == values["plain"]
+    assert stored["int_keys"] == {"1": "one", "2": [True, False]}  # JSON keys are text
+    assert stored["huge"] == values["huge"]
+    assert stored["surrogate"] == values["surrogate"]
