@@ -99,6 +99,9 @@ class Alerter:
         self.config = config
         self.store = store
         self.states: dict[Partition, dict[str, SeriesState]] = {}  # loaded on assignment
+        # Per owned partition, the series with an active alert: each window checks them for
+        # lack of data, and scanning every series' state per window grew with the series.
+        self.alerting: dict[Partition, set[str]] = {}
         # Saved before state was kept per partition: taken up by the partition whose windows
         # the series comes through, then deleted.
         self.unowned: dict[str, SeriesState] = {}
@@ -115,6 +118,7 @@ class Alerter:
                 k.removeprefix(prefix): SeriesState.from_json(v)
                 for k, v in self.store.load_state(STAGE, prefix).items()
             }
+            self.alerting[part] = {k for k, s in self.states[part].items() if s.active is not None}
             origins = [s.origin for s in self.states[part].values() if s.origin is not None]
             if origins:
                 self.origins[part] = EPOCH + timedelta(seconds=min(origins))
@@ -129,14 +133,15 @@ class Alerter:
     def revoked(self, partitions: list[Partition]) -> None:
         for part in partitions:
             self.states.pop(part, None)
+            self.alerting.pop(part, None)
             self.origins.pop(part, None)
 
     def _without_data(
-        self, states: dict[str, SeriesState], now_event: datetime
+        self, states: dict[str, SeriesState], alerting: set[str], now_event: datetime
     ) -> list[Evaluation]:
         """Resolutions of the active alerts whose series have had no window for too long."""
         found = []
-        for key in sorted(k for k, s in states.items() if s.active is not None):
+        for key in sorted(alerting):
             hop, windows = self.config.window.hop, self.config.no_data_windows
             result = resolve_without_data(states[key], hop, windows, now_event)
             if result is not None:
@@ -144,11 +149,15 @@ class Alerter:
         return found
 
     def _record(
-        self, result: Evaluation, states: dict[str, SeriesState], changed: dict[str, SeriesState]
+        self,
+        result: Evaluation,
+        states: dict[str, SeriesState],
+        changed: dict[str, SeriesState],
+        alerting: set[str],
     ) -> Alert:
         event = result.event
         assert event is not None
-        states[event.key] = changed[event.key] = result.state
+        _keep(event.key, result.state, states, changed, alerting)
         log.warning("alert %s: %s", event.state, event.message)
         return event
 
@@ -178,9 +187,10 @@ class Alerter:
             if part not in self.states:  # the rebalance callback loads it first; be safe
                 self.assigned([part])
             states, part_changed = self.states[part], changed.setdefault(part, {})
+            alerting = self.alerting.setdefault(part, set())
             # Checked at each window, not each batch, so batching changes nothing.
-            for result in self._without_data(states, window.window_end):
-                events.append(self._record(result, states, part_changed))
+            for result in self._without_data(states, alerting, window.window_end):
+                events.append(self._record(result, states, part_changed, alerting))
             state = states.get(window.key)
             if state is None:
                 state = self.unowned.pop(window.key, None)
@@ -194,9 +204,9 @@ class Alerter:
             origin = min(self.origins.get(part, window.window_start), window.window_start)
             self.origins[part] = origin
             result = evaluate(rule, state, window, now, origin=origin)
-            states[window.key] = part_changed[window.key] = result.state
+            _keep(window.key, result.state, states, part_changed, alerting)
             if result.event is not None:
-                events.append(self._record(result, states, part_changed))
+                events.append(self._record(result, states, part_changed, alerting))
         state_put = {
             _prefix(part) + k: s.to_json() for part, c in changed.items() for k, s in c.items()
         }
@@ -210,6 +220,21 @@ class Alerter:
 
 
 _OWNED = re.compile(r"\d+/")  # a partition's prefix
+
+
+def _keep(
+    key: str,
+    state: SeriesState,
+    states: dict[str, SeriesState],
+    changed: dict[str, SeriesState],
+    alerting: set[str],
+) -> None:
+    """A series' new state, saved with the batch, and whether it has an active alert."""
+    states[key] = changed[key] = state
+    if state.active is not None:
+        alerting.add(key)
+    else:
+        alerting.discard(key)
 
 
 def repartition_state(

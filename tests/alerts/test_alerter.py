@@ -135,6 +135,29 @@ def test_an_alert_whose_series_goes_quiet_resolves_for_no_data(
     assert resolved.id == run.outputs[0][1].id and "no data for 3 windows" in resolved.message
 
 
+def test_a_restarted_alerter_still_resolves_a_firing_alert_for_no_data(tmp_path: Path) -> None:
+    """The series with an active alert are known from the saved state, not only from what
+    this process saw fire."""
+    settings = settings_for(tmp_path, alert_no_data_windows=3)
+    store = Store(settings.database_url)
+    spiking = [window(i, share) for i, share in enumerate([0.1] * SPIKE + [0.8])]
+    going_on = [window(i, 0.1, key="topic:Markets") for i in range(SPIKE + 6)]
+    by_time = sorted(spiking + going_on, key=lambda w: (w.window_end, w.key))
+    upto_spike = by_time.index(spiking[-1]) + 1
+
+    before = run_logic(
+        alerter(settings, store), by_time[:upto_spike], store, lambda: NOW, stage="alerter"
+    )
+    after = run_logic(alerter(settings, store), by_time, store, lambda: NOW, stage="alerter")
+
+    assert [(a.key, a.state) for _, a in before.outputs] == [("topic:Financials", "firing")]
+    quiet_from = SPIKE_AT + 3 * WINDOW
+    assert [(a.key, a.state, a.window_start) for _, a in after.outputs] == [
+        ("topic:Financials", "resolved", quiet_from)
+    ]
+    assert after.outputs[0][1].id == before.outputs[0][1].id
+
+
 def test_a_member_resolves_for_no_data_only_the_series_of_its_own_partitions(
     tmp_path: Path,
 ) -> None:
