@@ -58,6 +58,10 @@ def _aggregator_batch(settings: Settings) -> int:
     return settings.aggregator_batch_max
 
 
+def _alerter_batch(settings: Settings) -> int:
+    return settings.alerter_batch_max
+
+
 @dataclass(frozen=True)
 class StageSpec:
     """One stage: its name (also its CLI command, metrics label and consumer group suffix)."""
@@ -128,7 +132,7 @@ STAGES: tuple[StageSpec, ...] = (
         sink="alerts",
         checkpoint=Checkpoint.STORE,
         port=9404,
-        batch_size=_batch,
+        batch_size=_alerter_batch,
     ),
     StageSpec(
         name="notifier",

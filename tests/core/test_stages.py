@@ -43,7 +43,7 @@ def test_the_stages_chain_topic_to_topic_in_pipeline_order() -> None:
 
 
 def test_sources_consume_nothing_and_consumers_checkpoint_somewhere() -> None:
-    settings = Settings(batch_max_size=10, aggregator_batch_max=999)
+    settings = Settings(batch_max_size=10, aggregator_batch_max=999, alerter_batch_max=333)
     for spec in STAGES:
         if spec.source is None:
             assert spec.checkpoint is Checkpoint.NONE and spec.input_type is None
@@ -59,11 +59,9 @@ def test_sources_consume_nothing_and_consumers_checkpoint_somewhere() -> None:
         "alerter",
         "notifier",
     ]
-    assert [stage(n).max_batch(settings) for n in ("scorer", "router", "aggregator")] == [
-        10,
-        40,
-        999,
-    ]
+    assert [
+        stage(n).max_batch(settings) for n in ("scorer", "router", "aggregator", "alerter")
+    ] == [10, 40, 999, 333]
     # Only the scorer keeps no state, so only its offsets live in its Kafka group.
     assert [s.name for s in STAGES if s.checkpoint is Checkpoint.KAFKA] == ["scorer"]
     assert stage("notifier").sink is None and stage("notifier").output_type is None
