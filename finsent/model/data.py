@@ -125,6 +125,21 @@ def load_twitter(path: Path) -> list[Example]:
     return examples
 
 
+def load_twitter_topic(path: Path) -> list[Example]:
+    """Twitter Financial News topic CSV (`text,label`): label n is the n-th analyst topic."""
+    examples = []
+    with _require(path).open(encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                topic = int(row["label"])
+            except (KeyError, ValueError):
+                raise DataError(f"{path.name}: bad label {row.get('label')!r}") from None
+            if not 0 <= topic < len(TOPICS):
+                raise DataError(f"{path.name}: topic {topic} is not one of the 20")
+            examples.append(Example(row["text"].strip(), None, topic, "twitter-topic"))
+    return examples
+
+
 def load_silver(path: Path, split: str | None = None) -> list[Example]:
     """`headline_labels_silver`: topic and sentiment per headline; `split` is train/valid/test."""
     file = path / "headlines_silver.csv" if path.is_dir() else path
@@ -284,6 +299,8 @@ def standard_corpus(root: Path | None = None, valid_fraction: float = 0.1) -> Co
       files are nested, so any sentence in either test part is removed from training.
     - Twitter: `sent_valid.csv` is the test set; validation is carved out of train.
     - Silver headlines: the dataset's own train/valid/test column.
+    - Twitter topics, where the folder is there: `topic_valid.csv` is the test set; validation
+      is carved out of train, stratified by topic.
     """
     root = require_datasets(root or datasets_dir())
     pb_dir = root / "financial_phrasebank"
@@ -303,30 +320,41 @@ def standard_corpus(root: Path | None = None, valid_fraction: float = 0.1) -> Co
     silver_valid = load_silver(silver_dir, "valid")
     silver_test = load_silver(silver_dir, "test")
 
+    topic_dir = root / "twitter_financial_news_topic"
+    has_topics = (topic_dir / "topic_train.csv").exists()
+    topic_pool = _dedupe(load_twitter_topic(topic_dir / "topic_train.csv")) if has_topics else []
+    topic_test = load_twitter_topic(topic_dir / "topic_valid.csv") if has_topics else []
+
     # No test text may reach training or validation, whichever file it came from.
-    test_keys = {text_key(e.text) for e in (*tw_test, *silver_test)} | held_out
+    test_keys = {text_key(e.text) for e in (*tw_test, *silver_test, *topic_test)} | held_out
 
     def unseen(rows: Iterable[Example]) -> list[Example]:
         return [e for e in rows if text_key(e.text) not in test_keys]
 
     pb_train, pb_valid = stratified_split(unseen(pb_pool), valid_fraction, SPLIT_SEED)
     tw_train, tw_valid = stratified_split(unseen(tw_pool), valid_fraction, SPLIT_SEED)
+    topic_train, topic_valid = stratified_split(unseen(topic_pool), valid_fraction, SPLIT_SEED)
+    tests = {
+        "phrasebank-50agree": pb50_test,
+        "phrasebank-allagree": pb_all_test,
+        "twitter-valid": tw_test,
+        "silver-test": silver_test,
+    }
+    files = [
+        pb_dir / "Sentences_50Agree.txt",
+        pb_dir / "Sentences_AllAgree.txt",
+        tw_dir / "sent_train.csv",
+        tw_dir / "sent_valid.csv",
+        silver_dir / "headlines_silver.csv",
+    ]
+    if has_topics:
+        tests["twitter-topic-valid"] = topic_test
+        files += [topic_dir / "topic_train.csv", topic_dir / "topic_valid.csv"]
     return Corpus(
-        train=[*pb_train, *tw_train, *unseen(silver_train)],
-        valid=[*pb_valid, *tw_valid, *unseen(silver_valid)],
-        tests={
-            "phrasebank-50agree": pb50_test,
-            "phrasebank-allagree": pb_all_test,
-            "twitter-valid": tw_test,
-            "silver-test": silver_test,
-        },
-        files=[
-            pb_dir / "Sentences_50Agree.txt",
-            pb_dir / "Sentences_AllAgree.txt",
-            tw_dir / "sent_train.csv",
-            tw_dir / "sent_valid.csv",
-            silver_dir / "headlines_silver.csv",
-        ],
+        train=[*pb_train, *tw_train, *unseen(silver_train), *topic_train],
+        valid=[*pb_valid, *tw_valid, *unseen(silver_valid), *topic_valid],
+        tests=tests,
+        files=files,
     )
 
 

@@ -49,6 +49,24 @@ def task_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[
     }
 
 
+def expected_calibration_error(probs: Any, truth: Any, bins: int = 15) -> float:
+    """ECE: over equal-width bins of the top probability, the gap between confidence and
+    accuracy, weighted by the bin's share of the rows."""
+    import numpy as np
+
+    probs = np.asarray(probs, dtype=np.float64)
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == np.asarray(truth)
+    # A top probability of exactly 1.0 goes in the last bin, not one past it.
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    gap = 0.0
+    for b in range(bins):
+        chosen = which == b
+        if chosen.any():
+            gap += chosen.mean() * abs(confidence[chosen].mean() - correct[chosen].mean())
+    return float(gap)
+
+
 def _labelled(rows: Sequence[Example], task: str) -> list[Example]:
     return [e for e in rows if getattr(e, task) is not None]
 
@@ -59,16 +77,18 @@ def corpus_report(predictor, corpus: Corpus) -> dict[str, dict[str, dict]]:
     for name, rows in corpus.tests.items():
         predictions = predictor.predict([e.text for e in rows], explain=False)
         report[name] = {}
-        for task, labels, predicted in (
-            ("sentiment", SENTIMENTS, predictions.sentiment),
-            ("topic", TOPICS, predictions.topic),
+        for task, labels, probs in (
+            ("sentiment", SENTIMENTS, predictions.sentiment_probs),
+            ("topic", TOPICS, predictions.topic_probs),
         ):
-            truth = [(getattr(e, task), int(p)) for e, p in zip(rows, predicted, strict=True)]
-            truth = [(t, p) for t, p in truth if t is not None]
-            if truth:
-                report[name][task] = task_metrics(
-                    [t for t, _ in truth], [p for _, p in truth], labels
-                )
+            rows_with_label = [i for i, e in enumerate(rows) if getattr(e, task) is not None]
+            if not rows_with_label:
+                continue
+            truth = [getattr(rows[i], task) for i in rows_with_label]
+            labelled_probs = probs[rows_with_label]
+            metrics = task_metrics(truth, [int(p) for p in labelled_probs.argmax(-1)], labels)
+            metrics["ece"] = round(expected_calibration_error(labelled_probs, truth), 4)
+            report[name][task] = metrics
     return report
 
 
@@ -108,6 +128,7 @@ def evaluate(
     threads: int = 0,
     progress: bool = True,
     say: Callable[[str], None] = print,
+    teachers: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Every method's metrics on every test split, plus timings; keys are method names."""
     from finsent.model.artifact import read_artifact, set_threads
@@ -146,6 +167,19 @@ def evaluate(
             return _method_report(corpus, baseline.predict_sentiment, baseline.predict_topic)
 
         run("frozen MiniLM + logistic regression", frozen)
+
+    for teacher_path in teachers:
+        from finsent.model.teacher import load_teacher
+        from finsent.model.torch_infer import TorchPredictor
+
+        teacher = load_teacher(teacher_path)
+        predictor = TorchPredictor(
+            teacher.network, BackboneText(embeddings=False), artifact.max_length
+        )
+        run(
+            f"teacher {teacher.meta['name']}",
+            lambda predictor=predictor: corpus_report(predictor, corpus),  # type: ignore[misc]
+        )
 
     if torch_available():
         fp32 = make_predictor(artifact, "torch-fp32", threads, text=text)
@@ -191,8 +225,10 @@ def render(result: dict[str, Any], console=None) -> None:
             table.add_column("method")
             table.add_column("accuracy", justify="right")
             table.add_column("macro-F1", justify="right")
+            table.add_column("ECE", justify="right")
             for method, r in rows:
-                table.add_row(method, f"{r['accuracy']:.4f}", f"{r['macro_f1']:.4f}")
+                ece = f"{r['ece']:.4f}" if "ece" in r else "–"
+                table.add_row(method, f"{r['accuracy']:.4f}", f"{r['macro_f1']:.4f}", ece)
             console.print(table)
     model_methods = [m for m in methods if m.startswith(result["model_version"].split("+")[0])]
     for method in model_methods:

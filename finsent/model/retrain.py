@@ -53,6 +53,7 @@ from finsent.model.train import (
     _masked_loss,
     _parameter_groups,
     _Progress,
+    _soft_loss,
     optimizer_step,
     pad_batch,
     seed_everything,
@@ -311,11 +312,6 @@ def fine_tune(
         epoch += 1
     network.eval()
     return step
-
-
-def _soft_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against probabilities (the anchor's), averaged over rows."""
-    return -(targets * logits.log_softmax(-1)).sum(-1).mean()
 
 
 def _gate(

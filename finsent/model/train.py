@@ -11,9 +11,11 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import platform
 import random
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -40,6 +42,7 @@ from finsent.model.data import (
 from finsent.model.evaluate import corpus_report, task_metrics
 from finsent.model.infer import BackboneText
 from finsent.model.network import FinsentNetwork, NetworkConfig
+from finsent.model.teacher import SoftTargets
 from finsent.model.topics import TOPICS
 from finsent.model.torch_infer import TorchPredictor, load_tokenizer
 
@@ -72,6 +75,17 @@ class TrainConfig:
     adapt_lr: float = 5e-5
     adapt_mask_fraction: float = 0.15
     threads: int = 0
+    # Teachers: another pretrained encoder (`finsent.model.encoders`), and the usual levers.
+    encoder: str = "minilm-l6"  # the backbone package; else a name in encoders.ENCODERS
+    layer_decay: float = 1.0  # each encoder layer's learning rate is this times the one above
+    label_smoothing: float = 0.0
+    # Distillation (`--teacher`): unlabelled headlines the teachers label, and their weight.
+    pseudo_limit: int = 30_000
+    distill_weight: float = 1.0
+    calibrate: bool = True  # temperature-scale each head on validation, folded into its weights
+
+
+BACKBONE_ENCODER = "minilm-l6"
 
 
 def seed_everything(seed: int) -> None:
@@ -233,22 +247,29 @@ def _labels(examples: Sequence[Example], which: str) -> torch.Tensor:
     return torch.tensor([IGNORE if v is None else v for v in values], dtype=torch.long)
 
 
+def _learning_rate(name: str, layers: int, config: TrainConfig) -> float:
+    """The head's rate for new layers; the encoder's, decayed layer by layer downwards."""
+    if not name.startswith("encoder."):
+        return config.head_lr
+    match = re.match(r"encoder\.encoder\.layer\.(\d+)\.", name)
+    depth = layers - int(match.group(1)) - 1 if match else layers  # embeddings: below layer 0
+    return config.encoder_lr * config.layer_decay**depth
+
+
 def _parameter_groups(network: FinsentNetwork, config: TrainConfig) -> list[dict]:
-    """Encoder vs new layers get their own learning rates; biases and norms get no decay."""
-    groups: dict[tuple[bool, bool], list] = {}
+    """Encoder vs new layers get their own learning rates (per layer with `layer_decay`);
+    biases and norms get no weight decay."""
+    groups: dict[tuple[float, bool], list] = {}
+    layers = network.config.num_layers
     for name, parameter in network.named_parameters():
         if not parameter.requires_grad:
             continue
-        is_encoder = name.startswith("encoder.")
         no_decay = name.endswith("bias") or "LayerNorm" in name
-        groups.setdefault((is_encoder, no_decay), []).append(parameter)
+        key = (_learning_rate(name, layers, config), no_decay)
+        groups.setdefault(key, []).append(parameter)
     return [
-        {
-            "params": params,
-            "lr": config.encoder_lr if is_encoder else config.head_lr,
-            "weight_decay": 0.0 if no_decay else config.weight_decay,
-        }
-        for (is_encoder, no_decay), params in groups.items()
+        {"params": params, "lr": lr, "weight_decay": 0.0 if no_decay else config.weight_decay}
+        for (lr, no_decay), params in groups.items()
     ]
 
 
@@ -285,24 +306,57 @@ def validation_score(network: FinsentNetwork, tokenizer, valid: Sequence[Example
     return score, parts
 
 
+def _initial_network(config: TrainConfig, encoder_folder: Path | None) -> FinsentNetwork:
+    """The backbone (MiniLM) or a fetched teacher encoder, with random pooling and heads."""
+    if config.encoder == BACKBONE_ENCODER:
+        network_config = NetworkConfig(dropout=config.dropout, num_topics=len(TOPICS))
+        return FinsentNetwork.from_backbone(backbone_dir(), network_config)
+    if encoder_folder is None:
+        raise ValueError(f"encoder {config.encoder!r} needs its fetched folder")
+    shape = json.loads((encoder_folder / "config.json").read_text(encoding="utf-8"))
+    network_config = NetworkConfig(
+        vocab_size=shape["vocab_size"],
+        hidden_size=shape["hidden_size"],
+        num_layers=shape["num_hidden_layers"],
+        num_heads=shape["num_attention_heads"],
+        intermediate_size=shape["intermediate_size"],
+        max_positions=shape["max_position_embeddings"],
+        dropout=config.dropout,
+        num_topics=len(TOPICS),
+    )
+    return FinsentNetwork.from_backbone(encoder_folder, network_config)
+
+
 def train(
     corpus: Corpus,
     out_dir: Path,
     config: TrainConfig = TrainConfig(),
     progress: bool = True,
     datasets_root: Path | None = None,
+    encoder_folder: Path | None = None,
+    soft: SoftTargets | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune, report on the test splits, and save the artifact to `out_dir`."""
+    """Fine-tune, report on the test splits, and save the artifact to `out_dir`.
+
+    With the backbone this is the shipped model's artifact; with another encoder it is a
+    teacher (`finsent.model.teacher`), kept whole in fp32 and never served.
+    """
     started = time.monotonic()
     quiet_transformers()
     threads = set_threads(config.threads)
     seed_everything(config.seed)
     tokenizer = load_tokenizer()
-    network_config = NetworkConfig(dropout=config.dropout, num_topics=len(TOPICS))
-    network = FinsentNetwork.from_backbone(backbone_dir(), network_config)
+    network = _initial_network(config, encoder_folder)
     network.freeze_embeddings()
     train_set = corpus.train[: config.limit] if config.limit else corpus.train
     result: dict[str, Any] = {"corpus": corpus.summary(), "threads": threads}
+    soft_texts = soft.texts if soft is not None else []
+    if soft is not None:
+        result["distillation"] = {
+            "pseudo_labelled": len(soft_texts),
+            "labelling_seconds": soft.seconds,
+            "teachers": soft.teachers,
+        }
 
     with _Progress(progress) as bar:
         if config.domain_adapt:
@@ -316,12 +370,19 @@ def train(
             bar.print(f"domain adaptation: {result['domain_adaptation']}")
             seed_everything(config.seed)  # fine-tuning starts from the same random state
 
+        # Gold examples first, then the teachers' pseudo-labelled texts (soft targets only).
         encoded = tokenizer(
-            [e.text for e in train_set], truncation=True, max_length=config.max_length
+            [e.text for e in train_set] + list(soft_texts),
+            truncation=True,
+            max_length=config.max_length,
         )["input_ids"]
-        sentiment_labels = _labels(train_set, "sentiment")
-        topic_labels = _labels(train_set, "topic")
-        steps_per_epoch = -(-len(train_set) // config.batch_size)
+        unlabelled = torch.full((len(soft_texts),), IGNORE, dtype=torch.long)
+        sentiment_labels = torch.cat([_labels(train_set, "sentiment"), unlabelled])
+        topic_labels = torch.cat([_labels(train_set, "topic"), unlabelled])
+        soft_rows = torch.arange(len(encoded)) >= len(train_set)
+        soft_sentiment = _soft_table(len(train_set), soft.sentiment if soft else None, 3)
+        soft_topic = _soft_table(len(train_set), soft.topic if soft else None, len(TOPICS))
+        steps_per_epoch = -(-len(encoded) // config.batch_size)
         total_steps = steps_per_epoch * config.epochs
         eval_every = max(1, steps_per_epoch // config.evals_per_epoch)
         from transformers import get_linear_schedule_with_warmup
@@ -340,10 +401,20 @@ def train(
             lengths = [len(ids) for ids in encoded]
             for batch in length_buckets(lengths, config.batch_size, seed=config.seed + epoch):
                 out = network(*pad_batch(encoded, batch, tokenizer.pad_token_id))
-                loss = _masked_loss(out.sentiment_logits, sentiment_labels[batch])
+                smoothing = config.label_smoothing
+                loss = _masked_loss(out.sentiment_logits, sentiment_labels[batch], smoothing)
                 loss = loss + config.topic_weight * _masked_loss(
-                    out.topic_logits, topic_labels[batch]
+                    out.topic_logits, topic_labels[batch], smoothing
                 )
+                distilled = soft_rows[batch]
+                if soft is not None and bool(distilled.any()):
+                    loss = loss + config.distill_weight * (
+                        _soft_loss(
+                            out.sentiment_logits[distilled], soft_sentiment[batch][distilled]
+                        )
+                        + config.topic_weight
+                        * _soft_loss(out.topic_logits[distilled], soft_topic[batch][distilled])
+                    )
                 optimizer_step(loss, network.parameters(), optimizer, schedule)
                 step += 1
                 bar.advance(task, f"epoch {epoch + 1} loss {loss.item():.3f}")
@@ -377,9 +448,13 @@ def train(
             network.load_state_dict(best_state)
         network.eval()
         bar.print(f"{stop_reason}; best validation {best_score:.4f} at step {best_step}")
+        if config.calibrate:
+            result["calibration"] = calibrate(network, corpus.valid, config.max_length)
+            bar.print(f"calibration on validation: {result['calibration']}")
 
         # Step 5: test report, on the weights exactly as the artifact stores them.
-        round_as_stored(network)
+        if config.encoder == BACKBONE_ENCODER:
+            round_as_stored(network)
         test_report = corpus_report(TorchPredictor(network, _text(), config.max_length), corpus)
 
     result.update(
@@ -392,7 +467,7 @@ def train(
             "test": test_report,
         }
     )
-    meta = {
+    meta: dict[str, Any] = {
         "name": MODEL_NAME,
         "labels": {"sentiment": list(SENTIMENTS), "topic": list(TOPICS)},
         "max_length": config.max_length,
@@ -406,8 +481,67 @@ def train(
             "python": platform.python_version(),
         },
     }
+    if soft is not None:
+        meta["training"]["teachers"] = soft.teachers
+    if config.encoder != BACKBONE_ENCODER:
+        from finsent.model.teacher import save_teacher
+
+        assert encoder_folder is not None  # _initial_network needed it
+        meta["name"] = f"finsent-teacher-{config.encoder}"
+        save_teacher(network, out_dir, meta, result, encoder_folder)
+        return result
     save_artifact(network, out_dir, meta, result, model_card(meta, result))
     return result
+
+
+TEMPERATURES = np.round(np.arange(0.25, 4.0001, 0.01), 2)
+
+
+def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The T in a fixed grid that minimizes the negative log-likelihood of softmax(log p / T)."""
+    logp = np.log(np.clip(probs.astype(np.float64), 1e-12, 1.0))
+    best_t, best_nll = 1.0, np.inf
+    for t in TEMPERATURES:
+        scaled = logp / t
+        scaled -= scaled.max(axis=1, keepdims=True)
+        log_norm = np.log(np.exp(scaled).sum(axis=1))
+        nll = float(np.mean(log_norm - scaled[np.arange(len(labels)), labels]))
+        if nll < best_nll:
+            best_t, best_nll = float(t), nll
+    return best_t
+
+
+def calibrate(
+    network: FinsentNetwork, valid: Sequence[Example], max_length: int
+) -> dict[str, dict[str, float]]:
+    """Temperature scaling per head on the validation set, folded into the head's weights
+    (logits / T = (W/T)·x + b/T), so every scoring form inherits it with no graph change."""
+    from finsent.model.evaluate import expected_calibration_error
+
+    predictions = TorchPredictor(network, _text(), max_length).predict(
+        [e.text for e in valid], explain=False
+    )
+    report = {}
+    for task, head, probs in (
+        ("sentiment", network.sentiment_head, predictions.sentiment_probs),
+        ("topic", network.topic_head, predictions.topic_probs),
+    ):
+        rows = [i for i, e in enumerate(valid) if getattr(e, task) is not None]
+        if not rows:
+            continue
+        labels = np.array([getattr(valid[i], task) for i in rows])
+        temperature = fit_temperature(probs[rows], labels)
+        scaled = np.exp(np.log(np.clip(probs[rows], 1e-12, 1.0)) / temperature)
+        scaled /= scaled.sum(axis=1, keepdims=True)
+        with torch.no_grad():
+            head.weight.div_(temperature)
+            head.bias.div_(temperature)
+        report[task] = {
+            "temperature": temperature,
+            "valid_ece_before": round(expected_calibration_error(probs[rows], labels), 4),
+            "valid_ece_after": round(expected_calibration_error(scaled, labels), 4),
+        }
+    return report
 
 
 def pad_batch(
@@ -432,11 +566,32 @@ def optimizer_step(loss: torch.Tensor, parameters: Any, optimizer: Any, schedule
     optimizer.zero_grad(set_to_none=True)
 
 
-def _masked_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def _soft_table(gold: int, probs: Any, width: int) -> torch.Tensor:
+    """Soft targets of every training row: zeros for the gold rows, then the teachers'."""
+    rows = [torch.zeros((gold, width))]
+    if probs is not None:
+        rows.append(torch.as_tensor(np.asarray(probs), dtype=torch.float32))
+    return torch.cat(rows)
+
+
+def _soft_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against the teachers' probabilities (KL divergence plus a constant)."""
+    return -(targets * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
+
+
+def _masked_loss(
+    logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0
+) -> torch.Tensor:
     """Cross-entropy over the labelled rows only; zero (with a graph) when none is labelled."""
     if bool((labels == IGNORE).all()):
         return logits.sum() * 0.0
-    return nn.functional.cross_entropy(logits, labels, ignore_index=IGNORE)
+    return nn.functional.cross_entropy(
+        logits, labels, ignore_index=IGNORE, label_smoothing=smoothing
+    )
+
+
+def _f1_cell(per_class: dict[str, Any] | None) -> str:
+    return "–" if per_class is None else f"{per_class['f1']:.2f} ({per_class['support']})"
 
 
 def model_card(meta: dict[str, Any], result: dict[str, Any]) -> str:
@@ -444,10 +599,30 @@ def model_card(meta: dict[str, Any], result: dict[str, Any]) -> str:
     rows = []
     for name, tasks in test.items():
         for task, metrics in tasks.items():
+            ece = f"{metrics['ece']:.3f}" if "ece" in metrics else "–"
             rows.append(
                 f"| {name} | {task} | {metrics['n']} | {metrics['accuracy']:.3f} | "
-                f"{metrics['macro_f1']:.3f} |"
+                f"{metrics['macro_f1']:.3f} | {ece} |"
             )
+    topic_sets = [name for name, tasks in test.items() if "topic" in tasks]
+    topic_rows = [
+        f"| {label} | "
+        + " | ".join(_f1_cell(test[name]["topic"]["per_class"].get(label)) for name in topic_sets)
+        + " |"
+        for label in TOPICS
+    ]
+    calibration = result.get("calibration", {})
+    calibration_line = (
+        "Each head is temperature-scaled on validation, folded into its weights: "
+        + "; ".join(
+            f"{task} T = {c['temperature']:.2f} (validation ECE {c['valid_ece_before']:.3f} → "
+            f"{c['valid_ece_after']:.3f})"
+            for task, c in calibration.items()
+        )
+        + "."
+        if calibration
+        else "No temperature scaling."
+    )
     training = meta["training"]
     adapt = result.get("domain_adaptation")
     adapt_line = (
@@ -456,6 +631,17 @@ def model_card(meta: dict[str, Any], result: dict[str, Any]) -> str:
         if adapt
         else "No domain adaptation (`--domain-adapt` was off)."
     )
+    distilled = result.get("distillation")
+    if distilled:
+        names = ", ".join(
+            f"{t['name']} ({t['encoder'].get('upstream', '?')}, {t['fine_tune_seconds']:.0f} s)"
+            for t in distilled["teachers"]
+        )
+        adapt_line += (
+            f" Distilled from {names}: {distilled['pseudo_labelled']:,} unlabelled headlines"
+            f" with the teachers' mean probabilities as soft targets (labelled in"
+            f" {distilled['labelling_seconds']:.0f} s), beside the gold labels."
+        )
     sizes = ", ".join(f"{name} {count:,}" for name, count in training["corpus"].items())
     data_lines = "\n".join(
         f"- `{name}` sha256 `{digest}`" for name, digest in training["data_sha256"].items()
@@ -479,14 +665,24 @@ graph exported from them (`finsent evaluate` compares the two). {adapt_line}
 **Data** (fixed splits, split seed {training["split_seed"]}): {sizes}.
 - Financial PhraseBank 50Agree (stratified 80/20; sentences of the 50Agree and AllAgree test
   parts removed from training), Twitter Financial News sentiment (train; its validation file
-  is the test set), and the silver headline labels (topic and sentiment; their own split).
+  is the test set), the silver headline labels (topic and sentiment; their own split), and
+  Twitter Financial News topics (train; its validation file is the test set).
 {data_lines}
 
-**Test results** (the weights as stored, fp32 compute):
+**Test results** (the weights as stored, fp32 compute; ECE: expected calibration error of the
+top probability, 15 bins):
 
-| test set | task | n | accuracy | macro-F1 |
-|---|---|---|---|---|
+| test set | task | n | accuracy | macro-F1 | ECE |
+|---|---|---|---|---|---|
 {chr(10).join(rows)}
+
+**Calibration.** {calibration_line}
+
+**Topic F1 per class** (support in brackets):
+
+| topic | {" | ".join(topic_sets)} |
+|---|{"---|" * len(topic_sets)}
+{chr(10).join(topic_rows)}
 
 **Limits.** Topic labels are silver (LLM-written), skewed, and several classes have fewer than
 ten training headlines, so rare topics are unreliable. PhraseBank is Finnish company news from

@@ -337,6 +337,21 @@ def test_a_missing_datasets_folder_is_one_line_naming_it(
     assert f"datasets folder {tmp_path / 'nope'} not found" in one_error_line(result.output)
 
 
+def test_unknown_encoders_and_teachers_are_one_line_before_any_download(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "--encoder", "gpt"])
+    assert result.exit_code == 1
+    assert one_error_line(result.output) == (
+        "error: unknown encoder 'gpt'; one of: bge-small, e5-small"
+    )
+    (tmp_path / "config.json").write_text('{"format": 2}', encoding="utf-8")
+    for command in ("train", "evaluate"):
+        result = runner.invoke(app, [command, "--teacher", str(tmp_path)])
+        assert result.exit_code == 1
+        assert one_error_line(result.output) == (
+            f"error: {tmp_path} is not a teacher folder (train one with --encoder)"
+        )
+
+
 # -- One line per user error, before the broker is asked (issue 19) --------------------------
 # Each stage command runs in process against a port nothing listens on: a local mistake must
 # be reported before the broker is, and the missing broker within seconds.

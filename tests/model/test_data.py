@@ -20,6 +20,7 @@ from finsent.model.data import (
     load_silver,
     load_table,
     load_twitter,
+    load_twitter_topic,
     standard_corpus,
     stratified_split,
     text_key,
@@ -402,6 +403,17 @@ def fake_datasets(root: Path) -> None:
     write_csv(root / "headline_labels_silver" / "headlines_silver.csv", SILVER_HEADER, rows)
 
 
+def fake_topic_tweets(root: Path) -> None:
+    """Topic tweets, one of whose test texts also sits in topic train and one in sentiment
+    train, so any leak shows."""
+    topic_dir = root / "twitter_financial_news_topic"
+    test = [[f"Topic tweet test {t} number {i}", t] for t in (0, 4, 19) for i in range(2)]
+    train = [[f"Topic tweet train {t} number {i}", t] for t in (0, 4, 19) for i in range(10)]
+    train.append([test[0][0].upper(), test[0][1]])
+    write_csv(topic_dir / "topic_valid.csv", ["text", "label"], test)
+    write_csv(topic_dir / "topic_train.csv", ["text", "label"], train)
+
+
 @pytest.fixture
 def corpus_root(tmp_path: Path) -> Path:
     fake_datasets(tmp_path)
@@ -426,6 +438,35 @@ def test_standard_corpus_shape(corpus_root: Path) -> None:
     # Deterministic.
     again = standard_corpus(corpus_root)
     assert (again.train, again.valid, again.tests) == (corpus.train, corpus.valid, corpus.tests)
+
+
+def test_topic_tweets_join_training_and_get_their_own_test_set(corpus_root: Path) -> None:
+    without = standard_corpus(corpus_root)
+    fake_topic_tweets(corpus_root)
+    corpus = standard_corpus(corpus_root)
+    assert len(corpus.tests["twitter-topic-valid"]) == 6
+    topics = [e for e in (*corpus.train, *corpus.valid) if e.source == "twitter-topic"]
+    assert len(topics) == 30  # the copy of a test tweet is left out
+    assert {e.sentiment for e in topics} == {None}
+    assert {TOPICS[e.topic] for e in topics if e.topic is not None} == {
+        "Analyst Update",
+        "Dividend",
+        "Stock Movement",
+    }
+    assert 0 < sum(e.source == "twitter-topic" for e in corpus.valid) < 30
+    # The other splits do not move.
+    assert {k: v for k, v in corpus.tests.items() if k != "twitter-topic-valid"} == without.tests
+    assert [e for e in corpus.train if e.source != "twitter-topic"] == without.train
+    assert {p.name for p in corpus.files} >= {"topic_train.csv", "topic_valid.csv"}
+
+
+def test_topic_tweets_with_a_label_out_of_range_are_refused(tmp_path: Path) -> None:
+    write_csv(tmp_path / "t.csv", ["text", "label"], [["fine", 3], ["odd", 20]])
+    with pytest.raises(DataError, match="topic 20 is not one of the 20"):
+        load_twitter_topic(tmp_path / "t.csv")
+    write_csv(tmp_path / "u.csv", ["text", "label"], [["fine", "Dividend"]])
+    with pytest.raises(DataError, match="bad label 'Dividend'"):
+        load_twitter_topic(tmp_path / "u.csv")
 
 
 def test_standard_corpus_train_has_no_test_text(corpus_root: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -12,12 +13,16 @@ from torch import nn
 from finsent.model.artifact import load_artifact
 from finsent.model.data import IGNORE, Corpus, Example
 from finsent.model.network import FinsentNetwork, NetworkConfig
+from finsent.model.teacher import SoftTargets
 from finsent.model.torch_infer import load_tokenizer
 from finsent.model.train import (
     MaskedLanguageHead,
     TrainConfig,
     _masked_loss,
     _parameter_groups,
+    _soft_loss,
+    calibrate,
+    fit_temperature,
     mask_tokens,
     train,
 )
@@ -83,6 +88,61 @@ def test_parameter_groups_skip_frozen_and_split_learning_rates() -> None:
         assert group["weight_decay"] == (0.0 if no_decay else config.weight_decay)
 
 
+def test_layer_decay_lowers_each_encoder_layer_below_the_one_above() -> None:
+    network = FinsentNetwork(NetworkConfig.tiny())  # 2 layers
+    network.freeze_embeddings()
+    config = TrainConfig(encoder_lr=1e-4, head_lr=1e-3, layer_decay=0.5)
+    grouped = {id(p): g["lr"] for g in _parameter_groups(network, config) for p in g["params"]}
+    rates = {name: grouped[id(p)] for name, p in network.named_parameters() if p.requires_grad}
+    assert rates["encoder.encoder.layer.1.output.dense.weight"] == pytest.approx(1e-4)
+    assert rates["encoder.encoder.layer.0.output.dense.weight"] == pytest.approx(0.5e-4)
+    assert rates["sentiment_head.weight"] == rates["pooling.project.bias"] == 1e-3
+
+
+def test_soft_loss_is_the_kl_divergence_plus_the_teachers_entropy() -> None:
+    logits = torch.tensor([[1.0, 0.0, -1.0], [0.2, 0.3, 2.0]])
+    targets = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    kl = nn.functional.kl_div(logits.log_softmax(-1), targets, reduction="batchmean")
+    entropy = -(targets * targets.log()).sum(-1).mean()
+    assert torch.allclose(_soft_loss(logits, targets), kl + entropy)
+    one_hot = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    assert torch.allclose(
+        _soft_loss(logits, one_hot), nn.functional.cross_entropy(logits, torch.tensor([0, 2]))
+    )
+
+
+def test_temperature_undoes_a_known_overconfidence() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4000, 3)) * 2.0
+    true_probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = np.array([rng.choice(3, p=p) for p in true_probs])
+    sharpened = np.exp(logits * 2.5)  # the same ranking, 2.5 times too confident
+    sharpened /= sharpened.sum(1, keepdims=True)
+    assert fit_temperature(sharpened, labels) == pytest.approx(2.5, abs=0.2)
+    assert fit_temperature(true_probs, labels) == pytest.approx(1.0, abs=0.1)
+
+
+def test_calibration_is_folded_into_the_heads() -> None:
+    torch.manual_seed(0)
+    network = FinsentNetwork(
+        NetworkConfig(**{**NetworkConfig.tiny().to_dict(), "vocab_size": 30522})
+    ).eval()
+    valid = [Example(f"headline number {i}", i % 3, i % 20, "t") for i in range(60)]
+    with torch.no_grad():
+        network.sentiment_head.weight.mul_(50.0)  # make it badly overconfident
+    ids = torch.tensor([[101, 2034, 102]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        before = network(ids, mask).sentiment_logits
+    report = calibrate(network, valid, max_length=16)
+    temperature = report["sentiment"]["temperature"]
+    with torch.no_grad():
+        after = network(ids, mask).sentiment_logits
+    assert temperature > 1.0
+    assert torch.allclose(after, before / temperature, atol=1e-5)
+    assert report["sentiment"]["valid_ece_after"] <= report["sentiment"]["valid_ece_before"]
+
+
 def tiny_corpus() -> Corpus:
     good = ["profit jumps at Acme", "Acme beats estimates", "record sales at Globex"]
     bad = ["Acme shares plunge", "Globex warns on profit", "losses mount at Initech"]
@@ -109,3 +169,25 @@ def test_training_is_reproducible_from_its_seed(tmp_path) -> None:
     assert artifact.meta["training"]["config"]["seed"] == 0
     assert "Test results" in (tmp_path / "a" / "MODEL_CARD.md").read_text()
     assert json.loads((tmp_path / "a" / "metrics.json").read_text())["steps"] == 3
+
+
+@pytest.mark.weights
+@pytest.mark.slow
+def test_a_distilled_student_records_its_teachers(tmp_path) -> None:
+    texts = ["Acme cuts jobs", "Globex wins contract", "Initech holds meeting", "Umbrella sued"]
+    soft = SoftTargets(
+        texts=texts,
+        sentiment=np.tile(np.array([[0.8, 0.15, 0.05]], dtype=np.float32), (4, 1)),
+        topic=np.full((4, 20), 0.05, dtype=np.float32),
+        teachers=[{"name": "teacher-x", "encoder": {"upstream": "u/x"}, "fine_tune_seconds": 9}],
+        seconds=3.0,
+    )
+    config = TrainConfig(epochs=1, batch_size=4, evals_per_epoch=1, threads=1)
+    result = train(tiny_corpus(), tmp_path / "s", config, progress=False, soft=soft)
+    assert result["steps"] == 4  # 9 gold and 4 pseudo-labelled examples, 4 a batch
+    assert result["distillation"]["pseudo_labelled"] == 4
+    meta = json.loads((tmp_path / "s" / "config.json").read_text())
+    assert meta["training"]["teachers"][0]["name"] == "teacher-x"
+    card = (tmp_path / "s" / "MODEL_CARD.md").read_text()
+    assert "Distilled from teacher-x (u/x, 9 s)" in card
+    assert "temperature-scaled" in card

