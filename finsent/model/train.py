@@ -606,7 +606,7 @@ def model_card(meta: dict[str, Any], result: dict[str, Any]) -> str:
             )
     topic_sets = [name for name, tasks in test.items() if "topic" in tasks]
     topic_rows = [
-        f"| {label} | "
+        f"| {label.replace('|', '/')} | "
         + " | ".join(_f1_cell(test[name]["topic"]["per_class"].get(label)) for name in topic_sets)
         + " |"
         for label in TOPICS
@@ -642,6 +642,13 @@ def model_card(meta: dict[str, Any], result: dict[str, Any]) -> str:
             f" with the teachers' mean probabilities as soft targets (labelled in"
             f" {distilled['labelling_seconds']:.0f} s), beside the gold labels."
         )
+        for teacher in distilled["teachers"]:
+            figures = ", ".join(
+                f"{split} {task} {accuracy:.3f}"
+                for split, tasks in teacher.get("test", {}).items()
+                for task, accuracy in tasks.items()
+            )
+            adapt_line += f" {teacher['name']}'s test accuracy: {figures}." if figures else ""
     sizes = ", ".join(f"{name} {count:,}" for name, count in training["corpus"].items())
     data_lines = "\n".join(
         f"- `{name}` sha256 `{digest}`" for name, digest in training["data_sha256"].items()
@@ -684,8 +691,9 @@ top probability, 15 bins):
 |---|{"---|" * len(topic_sets)}
 {chr(10).join(topic_rows)}
 
-**Limits.** Topic labels are silver (LLM-written), skewed, and several classes have fewer than
-ten training headlines, so rare topics are unreliable. PhraseBank is Finnish company news from
+**Limits.** Headline topic labels are silver (LLM-written) and skewed: several classes have
+fewer than ten training headlines. The Twitter topic tweets are many more, but tweets, not
+headlines, so rare headline topics stay unreliable. PhraseBank is Finnish company news from
 2004–2013, Twitter data is from 2020–2022: newer vocabulary may be missed. Sentiment is from an
 investor's point of view, not the general public's.
 """
