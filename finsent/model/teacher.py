@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finsent.core.errors import UserError
+from finsent.model.data import file_sha256
 
 if TYPE_CHECKING:  # torch: only where a teacher is built, so the CLI imports this freely
     from finsent.model.data import Corpus
@@ -66,7 +67,7 @@ def save_teacher(
         "kind": "teacher",
         "network": network.config.to_dict(),
         "encoder": encoder.get("finsent_source", {}),
-        "weights_sha256": _sha256(out_dir / WEIGHTS),
+        "weights_sha256": file_sha256(out_dir / WEIGHTS),
         "test": result["test"],
         "fine_tune_seconds": result["fine_tune_seconds"],
     }
@@ -93,19 +94,11 @@ def load_teacher(path: Path) -> Teacher:
 
     meta = read_teacher_meta(path)
     weights = path / WEIGHTS
-    if _sha256(weights) != meta.get("weights_sha256"):
+    if file_sha256(weights) != meta.get("weights_sha256"):
         raise TeacherError(f"{weights} does not match the sha256 in its config.json")
     network = FinsentNetwork(NetworkConfig(**meta["network"]))
     network.load_state_dict(load_file(str(weights)))
     return Teacher(path=path, meta=meta, network=network.eval())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
