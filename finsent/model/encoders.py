@@ -23,6 +23,7 @@ from finsent.model.data import file_sha256
 
 log = logging.getLogger(__name__)
 MAVEN_CENTRAL = "https://repo1.maven.org/maven2"
+BACKBONE_ENCODER = "minilm-l6"  # the shipped backbone (a PyPI package), not a Maven jar
 
 
 class EncoderError(UserError, RuntimeError):

@@ -7,6 +7,7 @@ headline test split (topic and sentiment).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -168,18 +169,16 @@ def evaluate(
 
         run("frozen MiniLM + logistic regression", frozen)
 
-    for teacher_path in teachers:
+    if teachers:
         from finsent.model.teacher import load_teacher
         from finsent.model.torch_infer import TorchPredictor
 
+    for teacher_path in teachers:
         teacher = load_teacher(teacher_path)
         predictor = TorchPredictor(
             teacher.network, BackboneText(embeddings=False), artifact.max_length
         )
-        run(
-            f"teacher {teacher.meta['name']}",
-            lambda predictor=predictor: corpus_report(predictor, corpus),  # type: ignore[misc]
-        )
+        run(f"teacher {teacher.meta['name']}", functools.partial(corpus_report, predictor, corpus))
 
     if torch_available():
         fp32 = make_predictor(artifact, "torch-fp32", threads, text=text)

@@ -39,6 +39,7 @@ from finsent.model.data import (
     length_buckets,
     unlabelled_headlines,
 )
+from finsent.model.encoders import BACKBONE_ENCODER
 from finsent.model.evaluate import corpus_report, task_metrics
 from finsent.model.infer import BackboneText
 from finsent.model.network import FinsentNetwork, NetworkConfig
@@ -76,16 +77,13 @@ class TrainConfig:
     adapt_mask_fraction: float = 0.15
     threads: int = 0
     # Teachers: another pretrained encoder (`finsent.model.encoders`), and the usual levers.
-    encoder: str = "minilm-l6"  # the backbone package; else a name in encoders.ENCODERS
+    encoder: str = BACKBONE_ENCODER  # else a name in encoders.ENCODERS
     layer_decay: float = 1.0  # each encoder layer's learning rate is this times the one above
     label_smoothing: float = 0.0
     # Distillation (`--teacher`): unlabelled headlines the teachers label, and their weight.
     pseudo_limit: int = 30_000
     distill_weight: float = 1.0
     calibrate: bool = True  # temperature-scale each head on validation, folded into its weights
-
-
-BACKBONE_ENCODER = "minilm-l6"
 
 
 def seed_everything(seed: int) -> None:

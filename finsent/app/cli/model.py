@@ -94,18 +94,18 @@ def train(
         label_smoothing=label_smoothing,
         pseudo_limit=pseudo_limit,
     )
-    from finsent.model.encoders import EncoderError, encoder_spec
+    from finsent.model.encoders import BACKBONE_ENCODER, EncoderError, encoder_spec
     from finsent.model.teacher import TeacherError, read_teacher_meta
 
     try:  # mistakes in names and folders before any download or data
-        if encoder != "minilm-l6":
+        if encoder != BACKBONE_ENCODER:
             encoder_spec(encoder)
         for folder in teacher or []:
             read_teacher_meta(folder)
     except (EncoderError, TeacherError) as exc:
         fail(str(exc))
     encoder_folder = None
-    if encoder != "minilm-l6":
+    if encoder != BACKBONE_ENCODER:
         from finsent.model.encoders import fetch_encoder
 
         try:
