@@ -303,16 +303,23 @@ def clean_text(text: str) -> str:
 
     Double-escaped feeds ("&amp;amp;" or "&lt;b&gt;") need several rounds: up to three, and
     the result is a fixed point. Text still changing after that (escaped four times or more)
-    has its remaining "&" and "<" replaced by their full-width forms so that it stays one.
+    has its remaining "&" and "<" replaced by their full-width forms so that it stays one; so
+    has the "<" of anything left that a browser would read as a tag.
     """
     for _ in range(_UNESCAPE_ROUNDS):
         cleaned = _clean_once(text)
         if cleaned == text:
-            return cleaned
+            break
         text = cleaned
-    if _clean_once(text) != text:
-        text = text.replace("&", "\uff06").replace("<", "\uff1c")
-    return text
+    else:
+        if _clean_once(text) != text:
+            text = text.replace("&", "\uff06").replace("<", "\uff1c")
+    # What the parser took for text but a browser would take for a tag ("&lt;A<p>&quot;&gt;"
+    # unescapes to '<A ">'): its "<" in full width, so no markup leaves this function.
+    return _TAG_LIKE.sub("\uff1c", text)
+
+
+_TAG_LIKE = re.compile(r"<(?=[A-Za-z/!?][^<>]*>)")
 
 
 # Raw text is cut to this many times its field's limit before cleaning: markup may shrink it

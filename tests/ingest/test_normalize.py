@@ -162,6 +162,7 @@ html_ish = st.lists(
 
 
 @given(html_ish)
+@example("&lt;A<p class='lead'>&quot;&gt;")  # unescapes to '<A ">', a tag to a browser
 def test_clean_text_leaves_no_markup(raw: str) -> None:
     cleaned = clean_text(raw)
     assert not TAG.search(cleaned)
