@@ -176,8 +176,9 @@ class Settings(BaseSettings):
     model_artifact: Path | None = None  # None: the artifact shipped in the package
     model_backend: str = "auto"  # auto | onnx-int8 | torch-int8 | torch-fp32
     model_threads: int = 0  # 0: one per core
-    # Score each story alone, so its scores never depend on its micro-batch: live runs and
-    # backtest replays then agree exactly. Off: batched, about twice as fast (model/infer.py).
+    # A story's scores never depend on its micro-batch: live runs and backtest replays then
+    # agree exactly. Graphs with per-row activation scales (the shipped one) still batch;
+    # older graphs score each story alone. Off: batched with any graph (model/infer.py).
     model_batch_invariant: bool = True
     # Run the model registry's promoted version (model/registry.py), checking this often, and
     # load a newly promoted one between batches. Off: always model_artifact.

@@ -131,7 +131,7 @@ def save_artifact(
     # The ONNX graph is exported from exactly what the weights file rebuilds, so torch-fp32
     # and onnx-int8 differ by the int8 of the graph alone.
     rebuilt = _rebuild(network.config, out_dir / WEIGHTS, frozen)
-    onnx = export_onnx(rebuilt, out_dir)
+    onnx = export_onnx(rebuilt, out_dir, max_length=int(meta["max_length"]))
     weights_sha = _sha256(out_dir / WEIGHTS)
     full_meta = {
         "format": FORMAT,
@@ -147,6 +147,23 @@ def save_artifact(
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     (out_dir / "MODEL_CARD.md").write_text(card, encoding="utf-8")
     return out_dir
+
+
+def export_scoring_graph(path: Path) -> str:
+    """Export an artifact's scoring graph again from its weights, with this version's
+    quantization (`torch_infer.QUANTIZATION`); returns the new graph's sha256.
+
+    The weights, and so the version, stay as they are; config.json records the graph's new
+    checksum and quantization.
+    """
+    from finsent.model.torch_infer import QUANTIZATION, export_onnx
+
+    artifact = load_artifact(path)
+    onnx = export_onnx(artifact.network, artifact.path, max_length=artifact.max_length)
+    meta = {**artifact.meta, "onnx_sha256": _sha256(onnx), "quantization": QUANTIZATION}
+    config = artifact.path / "config.json"
+    config.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return meta["onnx_sha256"]
 
 
 def _backbone_state() -> dict[str, Any]:

@@ -13,19 +13,24 @@ Backends:
 
 Every backend pads each batch only to its own longest text and batches texts of similar length.
 
-Batch invariance: int8 dynamic quantization picks one activation scale per tensor, so a text's
-probabilities move with the texts that share its batch and with the batch's padded width. The
-scoring stage's micro-batches depend on poll timing, so a live run and a replay of the same
-stories would score them differently. With ``batch_invariant`` each text runs alone, unpadded,
-on a pool of single-threaded runs: a story's scores are a function of its own text only (for
-one backend), at about half the batched throughput.
+Batch invariance: int8 dynamic quantization as ONNX Runtime does it picks one activation scale
+per tensor, so a text's probabilities would move with the texts that share its batch and with
+the batch's padded width. The scoring stage's micro-batches depend on poll timing, so a live run
+and a replay of the same stories would score them differently. With ``batch_invariant`` a
+story's scores are a function of its own text only (for one backend):
+- graphs exported since per-row activations (`onnx_rewrites`, recorded in the graph's
+  metadata) quantize each token's vector on its own scale and sum over tokens at a fixed
+  width, so they are batched (at most `INVARIANT_BATCH` texts a run, at ONNX Runtime's basic
+  optimization level): the same bits alone, padded or in any batch;
+- older graphs, and the torch backends, run each text alone, unpadded.
+Either way ONNX runs go to a pool of single-threaded sessions, one per thread.
 
 CPU independence (onnx-int8, batch-invariant): the same text gives the same float32 bits on an
 AVX-512 VNNI CPU and on an AVX2-only one, so a feed gives the same alerts on either. Int8
 dynamic quantization turns any last-bit difference upstream into a different rounded activation
 and a score up to 0.17 away, so no rounding of the outputs could absorb such differences: the
 graph avoids them instead. Its weights are 7-bit (exact integer sums on both kernels) and its
-Softmax is written as plain operators (`torch_infer.portable_softmax`); every node of the graph
+Softmax is written as plain operators (`onnx_rewrites.portable_softmax`); every node of the graph
 then gave the same bits on both (bench/bench_cpu_determinism.py, under qemu's Haswell). From
 those bits every `ScoredItem` field is exact: score and confidence rounded to 6 decimals
 (Python's round of the exact value), topic probabilities to 4, labels the argmax with ties to
@@ -51,6 +56,7 @@ from finsent.core.records import NewsItem, ScoredItem
 from finsent.model.artifact import ONNX_MODEL, ArtifactInfo, read_artifact, set_threads
 from finsent.model.backbone import backbone_dir
 from finsent.model.data import length_buckets
+from finsent.model.onnx_rewrites import rows_are_independent
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "onnx-int8", "torch-int8", "torch-fp32")
@@ -63,6 +69,9 @@ _STOPWORDS = frozenset(
     | {"these", "those", "after", "before", "over", "under", "into", "than", "then", "so"}
 )
 WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
+# Texts per run in batch-invariant batched scoring: each of the pool's single-threaded runs
+# keeps its activations in cache; on 2 cores 16 beat 4, 8, 32 and 64 (bench/bench_model.py).
+INVARIANT_BATCH = 16
 
 
 @dataclass
@@ -127,6 +136,8 @@ class Predictor:
     """Tokenize, bucket by length, pad per batch, run a backend, restore the input order."""
 
     backend = "base"
+    # Whether each row of a padded batch gets the bits it would get alone (see the module doc).
+    rows_are_independent = False
 
     def __init__(
         self,
@@ -152,10 +163,13 @@ class Predictor:
         sentiment = np.zeros((n, 3), dtype=np.float32)
         topics: np.ndarray | None = None
         top: list[tuple[str, ...]] = [()] * n
-        if self.batch_invariant:
+        if self.batch_invariant and not self.rows_are_independent:
             batches: list[list[int]] = [[i] for i in range(n)]
         else:
-            batches = list(length_buckets([len(e) for e in encoded], self.batch_size, seed=None))
+            size = (
+                min(self.batch_size, INVARIANT_BATCH) if self.batch_invariant else self.batch_size
+            )
+            batches = list(length_buckets([len(e) for e in encoded], size, seed=None))
 
         def run(batch: list[int]) -> tuple[np.ndarray, ...]:
             width = max(len(encoded[i]) for i in batch)
@@ -221,6 +235,16 @@ class OnnxPredictor(Predictor):
         self.session = ort.InferenceSession(
             str(onnx_path), options, providers=["CPUExecutionProvider"]
         )
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.rows_are_independent = rows_are_independent(metadata)
+        if batch_invariant and self.rows_are_independent:
+            # The extended fusions (SkipLayerNormalization, BiasGelu, FusedMatMul) sum in an
+            # order that follows the padded width, so a padded row got other bits; the basic
+            # level keeps the graph's own operators, at the same speed (bench/bench_model.py).
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+            self.session = ort.InferenceSession(
+                str(onnx_path), options, providers=["CPUExecutionProvider"]
+            )
 
     def _run(self, ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, ...]:
         vectors = self.text.word_vectors(ids)

@@ -91,7 +91,7 @@ class ScorerConfig:
     backend: str  # auto | onnx-int8 | torch-int8 | torch-fp32
     threads: int  # 0: one per core
     batch_size: int  # stories per model run
-    batch_invariant: bool  # score each story alone, so its scores never depend on its batch
+    batch_invariant: bool  # a story's scores never depend on its batch mates (model/infer.py)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ScorerConfig:

@@ -10,7 +10,6 @@ import copy
 import logging
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,9 +17,11 @@ import torch
 from finsent.model.backbone import backbone_dir
 from finsent.model.infer import BackboneText, Predictor
 from finsent.model.network import FinsentNetwork
-
-if TYPE_CHECKING:
-    import onnx
+from finsent.model.onnx_rewrites import (
+    per_row_activations,
+    portable_softmax,
+    token_sums_as_reductions,
+)
 
 # How the scoring graph's weights are quantized (recorded in the artifact's config.json).
 # - per-channel scales: a scale per output row, not one per matrix;
@@ -29,14 +30,18 @@ if TYPE_CHECKING:
 #   integer products are exact there and on VNNI alike, and int8 scores agree across CPUs;
 # - only matrices with constant weights are quantized: the attention products between two
 #   activations (Q·Kᵀ, α·V) stay fp32;
-# - portable_softmax: each Softmax written as ReduceMax, Sub, Exp, ReduceSum, Div (see
-#   `portable_softmax`), the one change that makes the graph's outputs bit-identical across CPUs.
+# - portable_softmax: each Softmax written as plain operators (model/onnx_rewrites.py), the
+#   one change that makes the graph's outputs bit-identical across CPUs;
+# - per-row activations: each token's vector quantized symmetrically on its own scale, not on
+#   one per tensor, and the pooling's token sum over a fixed width (model/onnx_rewrites.py), so
+#   a batch's rows are computed independently and batched scoring keeps batch invariance.
 QUANTIZATION = {
     "weight_type": "QInt8",
     "per_channel": True,
     "reduce_range": True,
     "matmul_const_b_only": True,
     "portable_softmax": True,
+    "activations": "per-row",
 }
 
 
@@ -88,10 +93,13 @@ def export_onnx(
     out_dir: Path,
     keep_fp32: bool = False,
     quantization: dict | None = None,
+    max_length: int = 64,
 ) -> Path:
     """Export the scoring graph to ONNX, weights quantized to int8; returns the int8 path.
 
-    Written to a temporary name and renamed, so a crash never leaves a half-written model.
+    `max_length` is the tokenizer's: softmax rows up to it sum alike however far they are
+    padded. Written to a temporary name and renamed, so a crash never leaves a half-written
+    model.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -133,67 +141,19 @@ def export_onnx(
         )
     finally:
         logging.disable(logging.NOTSET)
-    if options["portable_softmax"]:
-        import onnx
+    import onnx
 
-        model = onnx.load(str(partial))
-        portable_softmax(model)
-        onnx.save(model, str(partial))
+    model = onnx.load(str(partial))
+    if options["portable_softmax"]:
+        portable_softmax(model, row_width=max_length)
+    if options.get("activations") == "per-row":
+        per_row_activations(model)
+        token_sums_as_reductions(model, row_width=max_length)
+    onnx.save(model, str(partial))
     partial.replace(int8)
     if not keep_fp32:
         fp32.unlink()
     return int8
-
-
-def portable_softmax(model: onnx.ModelProto) -> int:
-    """Rewrite every Softmax of `model` as ReduceMax, Sub, Exp, ReduceSum, Div; returns how many.
-
-    ONNX Runtime picks its Softmax kernel by the CPU at run time (AVX-512 or AVX2), and the two
-    differ in the last bit of some probabilities. Dynamic int8 quantization downstream turns
-    such a bit, now and then, into another rounded activation, and the same text's score then
-    differs between the two CPUs by up to 0.17. With the plain operators every node of the
-    graph gave the same bits on both (bench/bench_cpu_determinism.py compares this CPU with
-    `qemu-x86_64 -cpu Haswell`).
-    """
-    from onnx import helper, numpy_helper
-
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset < 13:  # older Softmax flattens to 2-D first: another decomposition
-        raise ValueError(f"portable_softmax needs opset 13 or later, not {opset}")
-    graph = model.graph
-    nodes, rewritten = [], 0
-    for node in graph.node:
-        if node.op_type != "Softmax" or node.domain not in ("", "ai.onnx"):
-            nodes.append(node)
-            continue
-        axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
-        x, y = node.input[0], node.output[0]
-        name = f"{node.name or y}/portable"
-        axes = f"{name}/axes"
-        graph.initializer.append(numpy_helper.from_array(np.array([axis], np.int64), axes))
-        # ReduceMax takes its axes as an input from opset 18, as an attribute before.
-        if opset >= 18:
-            row_max = helper.make_node("ReduceMax", [x, axes], [f"{name}/max"], keepdims=1)
-        else:
-            row_max = helper.make_node("ReduceMax", [x], [f"{name}/max"], axes=[axis], keepdims=1)
-        row_max.name = f"{name}/ReduceMax"
-        nodes += [
-            row_max,
-            helper.make_node("Sub", [x, f"{name}/max"], [f"{name}/shifted"], name=f"{name}/Sub"),
-            helper.make_node("Exp", [f"{name}/shifted"], [f"{name}/exp"], name=f"{name}/Exp"),
-            helper.make_node(
-                "ReduceSum",
-                [f"{name}/exp", axes],
-                [f"{name}/sum"],
-                name=f"{name}/ReduceSum",
-                keepdims=1,
-            ),
-            helper.make_node("Div", [f"{name}/exp", f"{name}/sum"], [y], name=f"{name}/Div"),
-        ]
-        rewritten += 1
-    del graph.node[:]
-    graph.node.extend(nodes)
-    return rewritten
 
 
 def load_tokenizer():
@@ -203,4 +163,4 @@ def load_tokenizer():
     return AutoTokenizer.from_pretrained(backbone_dir(), local_files_only=True)
 
 
-__all__ = ["QUANTIZATION", "TorchPredictor", "export_onnx", "load_tokenizer", "portable_softmax"]
+__all__ = ["QUANTIZATION", "TorchPredictor", "export_onnx", "load_tokenizer"]

@@ -30,7 +30,8 @@ from finsent.model.infer import (
     verified_cpu,
 )
 from finsent.model.network import FinsentNetwork, NetworkConfig
-from finsent.model.torch_infer import TorchPredictor, export_onnx, portable_softmax
+from finsent.model.onnx_rewrites import portable_softmax
+from finsent.model.torch_infer import TorchPredictor, export_onnx
 
 TEXTS = [
     "Acme Corp shares plunge after profit warning",
@@ -127,7 +128,8 @@ def test_int8_graph_quantizes_only_constant_weights(onnx_dir) -> None:
 
     graph = onnx.load(str(onnx_dir / "model-int8.onnx")).graph
     constants = {init.name for init in graph.initializer}
-    quantized = [n for n in graph.node if n.op_type == "MatMulInteger"]
+    integer_products = ("MatMulInteger", "MatMulIntegerToFloat")  # the latter: per-row graphs
+    quantized = [n for n in graph.node if n.op_type in integer_products]
     assert quantized, "no matrix was quantized"
     weights = {init.name: init for init in graph.initializer}
     for node in quantized:
@@ -162,22 +164,43 @@ def test_portable_softmax_computes_what_softmax_does(text, onnx_dir) -> None:
     assert got.top_tokens == want.top_tokens
 
 
-def test_batch_invariant_scores_do_not_depend_on_batch_mates(network, text, onnx_dir) -> None:
+MIXED = [*TEXTS, *(f"{t}, analysts say, citing {n} people familiar" for n, t in enumerate(TEXTS))]
+
+
+@pytest.mark.parametrize("per_row", [True, False], ids=["batched-per-row", "older-graph-alone"])
+def test_batch_invariant_scores_do_not_depend_on_batch_mates(
+    network, text, onnx_dir, tmp_path, per_row
+) -> None:
     """A story's int8 scores are a function of its own text: the same alone, in any batch,
-    in any order, on any number of workers (what makes a replay match a live run; that the
-    bits are the same on another CPU is test_scores_are_bit_identical_on_an_avx2_only_cpu)."""
-    onnx_path = onnx_dir / "model-int8.onnx"
-    pooled = OnnxPredictor(onnx_path, text, 64, threads=2, batch_invariant=True)
+    padded to any batch mate, in any order, on any number of workers (what makes a replay
+    match a live run; that the bits are the same on another CPU is
+    test_scores_are_bit_identical_on_an_avx2_only_cpu). A graph with per-row activations is
+    scored in padded batches; an older one (one activation scale per tensor), text by text."""
+    if per_row:
+        onnx_path = onnx_dir / "model-int8.onnx"
+    else:
+        onnx_path = export_onnx(network, tmp_path, quantization={"activations": None})
+    pooled = OnnxPredictor(onnx_path, text, 64, threads=2, batch_size=4, batch_invariant=True)
     serial = OnnxPredictor(onnx_path, text, 64, threads=1, batch_invariant=True)
-    together = pooled.predict(TEXTS)
-    for i, headline in enumerate(TEXTS):
+    assert pooled.rows_are_independent is per_row
+    together = pooled.predict(MIXED)
+    for i, headline in enumerate(MIXED):
         alone = serial.predict([headline])
         assert np.array_equal(together.sentiment_probs[i], alone.sentiment_probs[0])
         assert np.array_equal(together.topic_probs[i], alone.topic_probs[0])
         assert together.top_tokens[i] == alone.top_tokens[0]
-    reordered = pooled.predict(TEXTS[::-1] + TEXTS[:2])
-    assert np.array_equal(reordered.sentiment_probs[: len(TEXTS)], together.sentiment_probs[::-1])
-    assert np.array_equal(reordered.topic_probs[len(TEXTS) :], together.topic_probs[:2])
+    reordered = pooled.predict(MIXED[::-1] + MIXED[:2])
+    assert np.array_equal(reordered.sentiment_probs[: len(MIXED)], together.sentiment_probs[::-1])
+    assert np.array_equal(reordered.topic_probs[len(MIXED) :], together.topic_probs[:2])
+
+
+def test_per_tensor_batches_would_not_be_invariant(network, text, tmp_path) -> None:
+    """The reason for per-row activations: the older graph, batched, moves a text's scores."""
+    onnx_path = export_onnx(network, tmp_path, quantization={"activations": None})
+    batched = OnnxPredictor(onnx_path, text, 64, threads=1, batch_size=len(MIXED))
+    together = batched.predict(MIXED, explain=False)
+    alone = np.concatenate([batched.predict([t], explain=False).sentiment_probs for t in MIXED])
+    assert not np.array_equal(together.sentiment_probs, alone)
 
 
 # -- the shipped model -----------------------------------------------------------------------
