@@ -3,6 +3,7 @@ shipped artifact is small enough and documented."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -12,6 +13,7 @@ from finsent.model.artifact import (
     ONNX_MODEL,
     SHIPPED_ARTIFACT,
     ArtifactError,
+    export_scoring_graph,
     load_artifact,
     read_artifact,
     save_artifact,
@@ -99,6 +101,40 @@ def test_a_changed_scoring_graph_is_refused(tmp_path) -> None:
 
 
 @pytest.mark.weights
+def test_an_older_graph_is_exported_again_with_per_row_activations(tmp_path) -> None:
+    """An artifact whose graph has one activation scale per tensor (exported before per-row
+    scales) gets this version's graph from its own weights; its version stays."""
+    from finsent.model.infer import BackboneText, OnnxPredictor
+    from finsent.model.torch_infer import export_onnx
+
+    network = FinsentNetwork.from_backbone(backbone_dir(), NetworkConfig())
+    meta = {
+        "name": "test-model",
+        "labels": {"sentiment": ["negative", "neutral", "positive"], "topic": ["t"] * 20},
+        "max_length": 32,
+        "backbone": backbone_fingerprint(),
+    }
+    out = save_artifact(network, tmp_path / "a", meta, {}, "")
+    per_row_sha = json.loads((out / "config.json").read_text(encoding="utf-8"))["onnx_sha256"]
+    older_graph = export_onnx(load_artifact(out).network, out, quantization={"activations": None})
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    config["onnx_sha256"] = hashlib.sha256(older_graph.read_bytes()).hexdigest()
+    del config["quantization"]["activations"]
+    (out / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    text = BackboneText(embeddings=False)
+    older = OnnxPredictor(out / ONNX_MODEL, text, 32, threads=1, batch_invariant=True)
+    assert not older.rows_are_independent
+
+    # The export is deterministic: the same graph save_artifact wrote.
+    assert export_scoring_graph(out) == per_row_sha
+    info = read_artifact(out)
+    assert info.meta["onnx_sha256"] == per_row_sha
+    assert info.version == config["version"]
+    assert info.meta["quantization"]["activations"] == "per-row"
+    newer = OnnxPredictor(out / ONNX_MODEL, text, 32, threads=1, batch_invariant=True)
+    assert newer.rows_are_independent
+
+
 def test_an_artifact_of_another_backbone_is_refused(tmp_path) -> None:
     network = FinsentNetwork.from_backbone(backbone_dir(), NetworkConfig())
     meta = {
