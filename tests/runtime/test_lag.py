@@ -203,12 +203,18 @@ def test_the_stages_before_the_aggregator_are_the_router_then_the_scorer() -> No
 
 
 def upstream_probe(
-    stored: dict[str, dict[tuple[str, int], int]], ends: int, scorer_lag: int
+    stored: dict[str, dict[tuple[str, int], int]],
+    ends: int,
+    scorer_lag: int,
+    released: threading.Event | None = None,
 ) -> tuple[UpstreamLag, list[list[tuple[str, str, str]]]]:
+    """`released`, when given, holds Kafka's answer about the groups until it is set."""
     asked: list[list[tuple[str, str, str]]] = []
 
     def group_lag(groups: list[tuple[str, str, str]]) -> dict[str, int]:
         asked.append(groups)
+        if released is not None:
+            released.wait(5)
         return {"scorer": scorer_lag}
 
     probe = EndOffsetsProbe(
@@ -234,8 +240,10 @@ def answered(upstream: UpstreamLag) -> bool:
 def test_upstream_is_caught_up_only_once_every_stage_before_has_read_to_the_end() -> None:
     router_done = {"router": {("run-1.news.scored", 0): 40}}
 
-    quiet, asked = upstream_probe(router_done, ends=40, scorer_lag=0)
+    released = threading.Event()  # an instant answer could beat the first check
+    quiet, asked = upstream_probe(router_done, ends=40, scorer_lag=0, released=released)
     assert quiet.caught_up() is False  # no answer yet: not known to be caught up
+    released.set()
     assert answered(quiet) is True
     assert asked[0] == [("scorer", "run-1.finsent-scorer", "run-1.news.raw")]
 
