@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import html
 import json
 import random
 import re
@@ -202,7 +203,36 @@ def _cell(row: dict, column: str | None) -> str:
     return str(row[column]).strip()
 
 
-def unlabelled_headlines(root: Path, exclude: Iterable[str] = ()) -> list[str]:
+# The replay corpora, by source: the silver headlines were drawn from them, so a model can be
+# trained without one source's silver labels (and headlines) and tested on them.
+REPLAY_SOURCES = ("reuters-guardian", "rss-2023")
+
+
+def replay_headlines(root: Path, source: str) -> Iterator[str]:
+    """The raw titles of one replay corpus under `root` (none where it is absent)."""
+    if source == "reuters-guardian":
+        news = root / "news_headlines_reuters_guardian_2017_2019"
+        for name in ("reuters_headlines_2018-2019.csv", "guardian_headlines_2017-2019.csv"):
+            file = news / name
+            if file.exists():
+                with file.open(encoding="utf-8", newline="") as f:
+                    for row in csv.DictReader(f):
+                        yield row.get("Headlines") or ""
+    elif source == "rss-2023":
+        rss = root / "rss_link_db_2023_business_h1" / "2023"
+        if rss.exists():
+            from finsent.core.feed_files import read_archive  # the replay's reader of both shapes
+
+            for _, _, entry in read_archive(rss):
+                if isinstance(entry, dict):
+                    yield html.unescape(str(entry.get("title") or ""))
+    else:
+        raise DataError(f"unknown headline source {source!r}; one of {', '.join(REPLAY_SOURCES)}")
+
+
+def unlabelled_headlines(
+    root: Path, exclude: Iterable[str] = (), sources: Iterable[str] = REPLAY_SOURCES
+) -> list[str]:
     """Headlines of the replay corpora (Reuters/Guardian 2017–19, RSS 2023 H1), deduplicated.
 
     `exclude` drops texts (e.g. evaluation sentences) so pretraining never sees a test text.
@@ -210,30 +240,22 @@ def unlabelled_headlines(root: Path, exclude: Iterable[str] = ()) -> list[str]:
     skip = {text_key(t) for t in exclude}
     seen: set[str] = set()
     titles: list[str] = []
-
-    def add(title: str) -> None:
-        key = text_key(title)
-        if key and key not in skip and key not in seen:
-            seen.add(key)
-            titles.append(" ".join(title.split()))
-
-    news = root / "news_headlines_reuters_guardian_2017_2019"
-    for name in ("reuters_headlines_2018-2019.csv", "guardian_headlines_2017-2019.csv"):
-        file = news / name
-        if file.exists():
-            with file.open(encoding="utf-8", newline="") as f:
-                for row in csv.DictReader(f):
-                    add(row.get("Headlines") or "")
-    rss = root / "rss_link_db_2023_business_h1" / "2023"
-    if rss.exists():
-        import html
-
-        from finsent.core.feed_files import read_archive  # the replay's reader of both shapes
-
-        for _, _, entry in read_archive(rss):
-            if isinstance(entry, dict):
-                add(html.unescape(str(entry.get("title") or "")))
+    for source in sources:
+        for title in replay_headlines(root, source):
+            key = text_key(title)
+            if key and key not in skip and key not in seen:
+                seen.add(key)
+                titles.append(" ".join(title.split()))
     return titles
+
+
+def source_of_headlines(root: Path) -> dict[str, str]:
+    """text_key → the replay source it appears in (the first, where in both)."""
+    found: dict[str, str] = {}
+    for source in REPLAY_SOURCES:
+        for title in replay_headlines(root, source):
+            found.setdefault(text_key(html.unescape(title)), source)
+    return found
 
 
 # ---- splits --------------------------------------------------------------------------------
@@ -291,9 +313,19 @@ class Corpus:
 SPLIT_SEED = 0  # fixed: evaluation splits must not move between runs or seeds
 
 
-def standard_corpus(root: Path | None = None, valid_fraction: float = 0.1) -> Corpus:
+def standard_corpus(
+    root: Path | None = None,
+    valid_fraction: float = 0.1,
+    hold_out: Sequence[str] = (),
+    by_source: bool = False,
+) -> Corpus:
     """Train/valid/test over the datasets under ``root`` (default ``datasets_dir()``), with no
     test text in train or valid.
+
+    ``hold_out``: replay sources (`REPLAY_SOURCES`) whose silver headlines stay out of training
+    and validation, to measure how the model does on a source it has never seen. With it, or
+    with ``by_source``, the silver test split is also reported per source
+    (``silver-test-<source>``).
 
     - PhraseBank 50Agree and AllAgree each get a stratified 80/20 split (seed 0); the
       files are nested, so any sentence in either test part is removed from training.
@@ -319,6 +351,18 @@ def standard_corpus(root: Path | None = None, valid_fraction: float = 0.1) -> Co
     silver_train = load_silver(silver_dir, "train")
     silver_valid = load_silver(silver_dir, "valid")
     silver_test = load_silver(silver_dir, "test")
+    unknown = set(hold_out) - set(REPLAY_SOURCES)
+    if unknown:
+        raise DataError(f"unknown headline sources {sorted(unknown)}; {', '.join(REPLAY_SOURCES)}")
+    source_tests: dict[str, list[Example]] = {}
+    if hold_out or by_source:
+        source = source_of_headlines(root)
+        silver_train = [e for e in silver_train if source.get(text_key(e.text)) not in hold_out]
+        silver_valid = [e for e in silver_valid if source.get(text_key(e.text)) not in hold_out]
+        for name in REPLAY_SOURCES:
+            rows = [e for e in silver_test if source.get(text_key(e.text)) == name]
+            if rows:
+                source_tests[f"silver-test-{name}"] = rows
 
     topic_dir = root / "twitter_financial_news_topic"
     has_topics = (topic_dir / "topic_train.csv").exists()
@@ -339,6 +383,7 @@ def standard_corpus(root: Path | None = None, valid_fraction: float = 0.1) -> Co
         "phrasebank-allagree": pb_all_test,
         "twitter-valid": tw_test,
         "silver-test": silver_test,
+        **source_tests,
     }
     files = [
         pb_dir / "Sentences_50Agree.txt",

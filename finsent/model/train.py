@@ -32,6 +32,7 @@ from finsent.model.artifact import quiet_transformers, round_as_stored, save_art
 from finsent.model.backbone import backbone_dir, backbone_fingerprint
 from finsent.model.data import (
     IGNORE,
+    REPLAY_SOURCES,
     SPLIT_SEED,
     Corpus,
     Example,
@@ -84,6 +85,9 @@ class TrainConfig:
     pseudo_limit: int = 30_000
     distill_weight: float = 1.0
     calibrate: bool = True  # temperature-scale each head on validation, folded into its weights
+    # Replay sources (data.REPLAY_SOURCES) kept out of training: their silver labels and their
+    # unlabelled headlines; the corpus must be built with the same `hold_out`.
+    hold_out_sources: tuple[str, ...] = ()
 
 
 def seed_everything(seed: int) -> None:
@@ -359,7 +363,8 @@ def train(
     with _Progress(progress) as bar:
         if config.domain_adapt:
             exclude = [e.text for rows in corpus.tests.values() for e in rows]
-            texts = unlabelled_headlines(datasets_root, exclude=exclude) if datasets_root else []
+            sources = [s for s in REPLAY_SOURCES if s not in config.hold_out_sources]
+            texts = unlabelled_headlines(datasets_root, exclude, sources) if datasets_root else []
             if not texts:
                 raise ValueError("--domain-adapt found no unlabelled headlines")
             t0 = time.monotonic()
@@ -647,6 +652,12 @@ def model_card(meta: dict[str, Any], result: dict[str, Any]) -> str:
                 for task, accuracy in tasks.items()
             )
             adapt_line += f" {teacher['name']}'s test accuracy: {figures}." if figures else ""
+    held_out = training["config"].get("hold_out_sources") or ()
+    if held_out:  # a measurement run, not a model to ship
+        adapt_line += (
+            f" Held out: the silver labels and unlabelled headlines of {', '.join(held_out)};"
+            " their silver test rows are the silver-test-<source> rows below."
+        )
     sizes = ", ".join(f"{name} {count:,}" for name, count in training["corpus"].items())
     data_lines = "\n".join(
         f"- `{name}` sha256 `{digest}`" for name, digest in training["data_sha256"].items()

@@ -343,6 +343,10 @@ def test_unknown_encoders_and_teachers_are_one_line_before_any_download(tmp_path
     assert one_error_line(result.output) == (
         "error: unknown encoder 'gpt'; one of: bge-small, e5-small"
     )
+    result = runner.invoke(app, ["train", "--hold-out-source", "bloomberg"])
+    assert one_error_line(result.output) == (
+        "error: unknown --hold-out-source bloomberg; one of: reuters-guardian, rss-2023"
+    )
     (tmp_path / "config.json").write_text('{"format": 2}', encoding="utf-8")
     for command in ("train", "evaluate"):
         result = runner.invoke(app, [command, "--teacher", str(tmp_path)])

@@ -493,3 +493,46 @@ def test_users_data_joins_training_but_never_a_test_text(corpus_root: Path) -> N
     assert len(added) == 20 and a_test_text not in {e.text for e in added}
     assert 0 < sum(e.source == "desk" for e in grown.valid) < 20
     assert grown.tests == corpus.tests
+
+
+def _replay_sources_of_silver(root: Path) -> None:
+    """Reuters/Guardian carries silver train 0–2 and test 0; the RSS archive, train 3–5 and
+    test 1 and 2 (one title with an entity, unescaped as the silver texts are)."""
+    write_csv(
+        root / "news_headlines_reuters_guardian_2017_2019" / "guardian_headlines_2017-2019.csv",
+        ["Time", "Headlines"],
+        [["2018", f"Silver train headline {i}"] for i in range(3)]
+        + [["2018", "silver test headline 0"], ["2018", "A Guardian headline no one labelled"]],
+    )
+    day = root / "rss_link_db_2023_business_h1" / "2023" / "01" / "2023-01-01"
+    day.mkdir(parents=True)
+    titles = [f"Silver train headline {i}" for i in range(3, 6)]
+    titles += ["Silver test headline 1", "Silver &#116;est headline 2"]
+    (day / "x_entries.json").write_text(
+        json.dumps([{"title": t} for t in titles]), encoding="utf-8"
+    )
+
+
+def test_a_held_out_source_leaves_training_and_is_tested_apart(corpus_root: Path) -> None:
+    _replay_sources_of_silver(corpus_root)
+    everything = standard_corpus(corpus_root, by_source=True)
+    assert [e.text for e in everything.tests["silver-test-reuters-guardian"]] == [
+        "Silver test headline 0"
+    ]
+    assert [e.text for e in everything.tests["silver-test-rss-2023"]] == [
+        "Silver test headline 1",
+        "Silver test headline 2",
+    ]
+    assert standard_corpus(corpus_root).tests.keys() < everything.tests.keys()
+
+    held = standard_corpus(corpus_root, hold_out=["rss-2023"])
+    silver = {e.text for e in held.train + held.valid if e.source == "silver"}
+    assert not silver & {f"Silver train headline {i}" for i in range(3, 6)}
+    assert {f"Silver train headline {i}" for i in range(3)} <= silver
+    assert held.tests == everything.tests  # the same test rows, whatever is held out
+    # Its unlabelled headlines stay out of distillation too (TrainConfig.hold_out_sources).
+    pool = unlabelled_headlines(corpus_root, sources=["reuters-guardian"])
+    assert "A Guardian headline no one labelled" in pool
+    assert not {"Silver train headline 3", "Silver test headline 1"} & set(pool)
+    with pytest.raises(DataError, match="unknown headline sources"):
+        standard_corpus(corpus_root, hold_out=["bloomberg"])

@@ -68,6 +68,13 @@ def train(
     pseudo_limit: Annotated[
         int, typer.Option(help="Unlabelled headlines the teachers label for --teacher.")
     ] = 30_000,
+    hold_out_source: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Keep a replay source's silver labels and headlines out of training "
+            "(reuters-guardian, rss-2023; repeatable); its silver test rows are reported apart."
+        ),
+    ] = None,
 ) -> None:
     """Train the attention topic-and-sentiment model and save an artifact with its model card."""
     import json
@@ -93,10 +100,15 @@ def train(
         layer_decay=layer_decay,
         label_smoothing=label_smoothing,
         pseudo_limit=pseudo_limit,
+        hold_out_sources=tuple(hold_out_source or ()),
     )
+    from finsent.model.data import REPLAY_SOURCES
     from finsent.model.encoders import BACKBONE_ENCODER, EncoderError, encoder_spec
     from finsent.model.teacher import TeacherError, read_teacher_meta
 
+    unknown = sorted(set(config.hold_out_sources) - set(REPLAY_SOURCES))
+    if unknown:
+        fail(f"unknown --hold-out-source {', '.join(unknown)}; one of: {', '.join(REPLAY_SOURCES)}")
     try:  # mistakes in names and folders before any download or data
         if encoder != BACKBONE_ENCODER:
             encoder_spec(encoder)
@@ -113,7 +125,7 @@ def train(
         except EncoderError as exc:
             fail(str(exc))
     try:
-        corpus = standard_corpus(data)
+        corpus = standard_corpus(data, hold_out=config.hold_out_sources)
         for path in extra_data or []:
             corpus = corpus.with_extra(
                 load_table(path, text_column, sentiment_column or None, topic_column)
@@ -174,6 +186,10 @@ def evaluate(
         list[Path] | None,
         typer.Option(help="Also score this teacher folder (repeatable; needs torch)."),
     ] = None,
+    by_source: Annotated[
+        bool,
+        typer.Option("--by-source", help="Also report the silver test split per replay source."),
+    ] = False,
 ) -> None:
     """Accuracy, macro-F1 and confusion matrices: the model beside the baselines, same splits."""
     import json
@@ -188,7 +204,7 @@ def evaluate(
     try:
         for folder in teacher or []:
             read_teacher_meta(folder)
-        corpus = standard_corpus(data)
+        corpus = standard_corpus(data, by_source=by_source)
     except (DataError, TeacherError) as exc:
         fail(str(exc))
 
