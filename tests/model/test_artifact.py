@@ -81,8 +81,8 @@ def test_round_trip_stores_only_what_differs_from_the_backbone(tmp_path) -> None
             assert torch.equal(restored[name], value.half().float()), name
 
 
-@pytest.mark.weights
-def test_a_changed_scoring_graph_is_refused(tmp_path) -> None:
+def _saved_artifact(folder):
+    """A just-initialised network saved as an artifact (32 word pieces, placeholder topics)."""
     network = FinsentNetwork.from_backbone(backbone_dir(), NetworkConfig())
     meta = {
         "name": "test-model",
@@ -90,7 +90,12 @@ def test_a_changed_scoring_graph_is_refused(tmp_path) -> None:
         "max_length": 32,
         "backbone": backbone_fingerprint(),
     }
-    out = save_artifact(network, tmp_path / "a", meta, {}, "")
+    return save_artifact(network, folder, meta, {}, "")
+
+
+@pytest.mark.weights
+def test_a_changed_scoring_graph_is_refused(tmp_path) -> None:
+    out = _saved_artifact(tmp_path / "a")
     with (out / ONNX_MODEL).open("ab") as graph:
         graph.write(b"\0")
     with pytest.raises(ArtifactError, match="does not match"):
@@ -107,14 +112,7 @@ def test_an_older_graph_is_exported_again_with_per_row_activations(tmp_path) -> 
     from finsent.model.infer import BackboneText, OnnxPredictor
     from finsent.model.torch_infer import export_onnx
 
-    network = FinsentNetwork.from_backbone(backbone_dir(), NetworkConfig())
-    meta = {
-        "name": "test-model",
-        "labels": {"sentiment": ["negative", "neutral", "positive"], "topic": ["t"] * 20},
-        "max_length": 32,
-        "backbone": backbone_fingerprint(),
-    }
-    out = save_artifact(network, tmp_path / "a", meta, {}, "")
+    out = _saved_artifact(tmp_path / "a")
     per_row_sha = json.loads((out / "config.json").read_text(encoding="utf-8"))["onnx_sha256"]
     older_graph = export_onnx(load_artifact(out).network, out, quantization={"activations": None})
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))

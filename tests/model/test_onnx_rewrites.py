@@ -138,25 +138,31 @@ def test_asymmetric_weights_are_refused(tmp_path) -> None:
         per_row_activations(_quantized(tmp_path, "QUInt8"))
 
 
-def _softmax_model(row_width: int) -> onnx.ModelProto:
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["a", "b", "n"])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b", "n"])
+def _one_node_model(node: onnx.NodeProto, inputs: dict, output: list) -> onnx.ModelProto:
+    """`inputs`: name → shape; the output is "y" of shape `output`."""
     graph = helper.make_graph(
-        [helper.make_node("Softmax", ["x"], ["y"], axis=-1, name="softmax")], "g", [x], [y]
+        [node],
+        "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n, shape in inputs.items()],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, output)],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _softmax_model(row_width: int) -> onnx.ModelProto:
+    softmax = helper.make_node("Softmax", ["x"], ["y"], axis=-1, name="softmax")
+    model = _one_node_model(softmax, {"x": ["a", "b", "n"]}, ["a", "b", "n"])
     assert portable_softmax(model, row_width=row_width) == 1
     onnx.checker.check_model(model)
     return model
 
 
+# Token counts up to the row width of 64, as the tokenizer's max length keeps them.
+LENGTHS, PADDINGS, SEEDS = st.integers(1, 40), st.integers(0, 24), st.integers(0, 2**16)
+
+
 @settings(max_examples=40, deadline=None)
-@given(
-    length=st.integers(1, 40),
-    padding=st.integers(0, 24),
-    rows=st.integers(1, 4),
-    seed=st.integers(0, 2**16),
-)
+@given(length=LENGTHS, padding=PADDINGS, rows=st.integers(1, 4), seed=SEEDS)
 def test_portable_softmax_ignores_masked_padding(length, padding, rows, seed) -> None:
     """A row padded with masked positions (the attention mask's most negative float) gives
     the same bits as the row alone, while the padded width stays within `row_width`."""
@@ -181,24 +187,15 @@ def test_portable_softmax_is_still_a_softmax_past_its_row_width() -> None:
 
 
 def _pooling_model() -> onnx.ModelProto:
-    alpha = helper.make_tensor_value_info("alpha", TensorProto.FLOAT, ["b", "t"])
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "t", 8])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 8])
     node = helper.make_node("Einsum", ["alpha", "x"], ["y"], equation="bt,bth->bh", name="pool")
-    graph = helper.make_graph([node], "g", [alpha, x], [y])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = _one_node_model(node, {"alpha": ["b", "t"], "x": ["b", "t", 8]}, ["b", 8])
     assert token_sums_as_reductions(model) == 1
     onnx.checker.check_model(model)
     return model
 
 
 @settings(max_examples=40, deadline=None)
-@given(
-    length=st.integers(1, 40),
-    padding=st.integers(0, 24),
-    texts=st.integers(1, 5),
-    seed=st.integers(0, 2**16),
-)
+@given(length=LENGTHS, padding=PADDINGS, texts=st.integers(1, 5), seed=SEEDS)
 def test_pooling_ignores_padded_tokens(length, padding, texts, seed) -> None:
     """Σ α_t·x_t, with padded tokens (α exactly 0, any vector) appended: the same bits."""
     session = _session(_pooling_model())
