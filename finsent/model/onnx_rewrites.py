@@ -56,6 +56,44 @@ def _node(op: str, inputs: list[str], output: str, **attributes):
     return helper.make_node(op, inputs, [output], name=f"{output}/{op}", **attributes)
 
 
+def _fixed_width_constants(graph: onnx.GraphProto, width: int) -> dict[str, str]:
+    """The int64 constants `_zero_padded_rows` uses, added to `graph` once."""
+    from onnx import numpy_helper
+
+    values = {"zero": 0, "one": 1, "two": 2, "last_axis": -1, "width": width}
+    names = {key: f"fixed_width/{key}" + (f"_{width}" if key == "width" else "") for key in values}
+    present = {init.name for init in graph.initializer}
+    graph.initializer.extend(
+        numpy_helper.from_array(np.array([values[key]], np.int64), name)
+        for key, name in names.items()
+        if name not in present
+    )
+    return names
+
+
+def _zero_padded_rows(x: str, out: str, constants: dict[str, str]) -> list:
+    """Nodes that append zeros to the last axis of `x` up to the constants' width (none to a
+    row already as long), so a sum along it sees the same values however `x` was padded."""
+    from onnx import TensorProto, helper
+
+    zero, one, two, width = (constants[k] for k in ("zero", "one", "two", "width"))
+    no_pad = helper.make_tensor("zero", TensorProto.INT64, [1], [0])
+    return [
+        _node("Shape", [x], f"{out}/row_length", start=-1),
+        _node("Sub", [width, f"{out}/row_length"], f"{out}/missing"),
+        _node("Max", [f"{out}/missing", zero], f"{out}/append"),
+        # Pads: zeros at every begin and end but the last axis's end.
+        _node("Shape", [x], f"{out}/shape"),
+        _node("Size", [f"{out}/shape"], f"{out}/rank"),
+        _node("Mul", [f"{out}/rank", two], f"{out}/pad_count"),
+        _node("Sub", [f"{out}/pad_count", one], f"{out}/other_pad_count"),
+        _node("Reshape", [f"{out}/other_pad_count", one], f"{out}/other_pads_shape"),
+        _node("ConstantOfShape", [f"{out}/other_pads_shape"], f"{out}/other_pads", value=no_pad),
+        _node("Concat", [f"{out}/other_pads", f"{out}/append"], f"{out}/pads", axis=0),
+        _node("Pad", [x, f"{out}/pads"], out),
+    ]
+
+
 def portable_softmax(model: onnx.ModelProto, row_width: int = 64) -> int:
     """Rewrite every Softmax of `model` as ReduceMax, Sub, Exp, ReduceSum and Div; returns how
     many. Rows up to `row_width` long (the tokenizer's max length) are summed alike however far
@@ -68,19 +106,12 @@ def portable_softmax(model: onnx.ModelProto, row_width: int = 64) -> int:
     gave the same bits on both (bench/bench_cpu_determinism.py compares this CPU with
     `qemu-x86_64 -cpu Haswell`).
     """
-    from onnx import TensorProto, helper, numpy_helper
-
     opset = _opset(model)
     if opset < 15:  # older Softmax flattens to 2-D first; Shape takes `start` from 15
         raise ValueError(f"portable_softmax needs opset 15 or later, not {opset}")
     graph = model.graph
-    names = {"zero": 0, "one": 1, "two": 2, "last_axis": -1, "width": row_width}
-    zero, one, two, last_axis, width = (f"portable_softmax/{n}" for n in names)
-    graph.initializer.extend(
-        numpy_helper.from_array(np.array([value], np.int64), f"portable_softmax/{n}")
-        for n, value in names.items()
-    )
-    zero_value = helper.make_tensor("zero", TensorProto.INT64, [1], [0])
+    constants = _fixed_width_constants(graph, row_width)
+    last_axis = constants["last_axis"]
     nodes, rewritten = [], 0
     for node in graph.node:
         if node.op_type != "Softmax" or node.domain not in ("", "ai.onnx"):
@@ -98,22 +129,7 @@ def portable_softmax(model: onnx.ModelProto, row_width: int = 64) -> int:
             # The row sum over `row_width` values whatever the padding: the text's own values,
             # exact zeros at masked positions, zeros appended. ReduceSum's order of additions
             # follows the row length, so the same row, padded less or more, summed otherwise.
-            _node("Shape", [x], f"{name}/row_length", start=-1),
-            _node("Sub", [width, f"{name}/row_length"], f"{name}/missing"),
-            _node("Max", [f"{name}/missing", zero], f"{name}/append"),
-            _node("Shape", [x], f"{name}/shape"),
-            _node("Size", [f"{name}/shape"], f"{name}/rank"),
-            _node("Mul", [f"{name}/rank", two], f"{name}/pad_count"),
-            _node("Sub", [f"{name}/pad_count", one], f"{name}/leading_pad_count"),
-            _node("Reshape", [f"{name}/leading_pad_count", one], f"{name}/leading_pads_shape"),
-            _node(
-                "ConstantOfShape",
-                [f"{name}/leading_pads_shape"],
-                f"{name}/leading_pads",
-                value=zero_value,
-            ),
-            _node("Concat", [f"{name}/leading_pads", f"{name}/append"], f"{name}/pads", axis=0),
-            _node("Pad", [f"{name}/exp", f"{name}/pads"], f"{name}/exp_row"),
+            *_zero_padded_rows(f"{name}/exp", f"{name}/exp_row", constants),
             _node("ReduceSum", [f"{name}/exp_row", last_axis], f"{name}/sum", keepdims=1),
             _node("Div", [f"{name}/exp", f"{name}/sum"], y),
         ]
@@ -135,18 +151,9 @@ def token_sums_as_reductions(model: onnx.ModelProto, row_width: int = 64) -> int
     from onnx import numpy_helper
 
     graph = model.graph
-    names = {"last_axis": -1, "middle_axis": 1, "width": row_width, "zero": 0}
-    last, middle, width, zero = (f"token_sums/{n}" for n in names)
-    lead = "token_sums/pads_before"  # (B, H, T): every begin and end but T's end
-    graph.initializer.extend(
-        [
-            *(
-                numpy_helper.from_array(np.array([v], np.int64), f"token_sums/{n}")
-                for n, v in names.items()
-            ),
-            numpy_helper.from_array(np.zeros(5, np.int64), lead),
-        ]
-    )
+    constants = _fixed_width_constants(graph, row_width)
+    middle = "token_sums/middle_axis"
+    graph.initializer.append(numpy_helper.from_array(np.array([1], np.int64), middle))
     nodes, rewritten = [], 0
     for node in graph.node:
         equation = next((a.s for a in node.attribute if a.name == "equation"), b"")
@@ -161,12 +168,8 @@ def token_sums_as_reductions(model: onnx.ModelProto, row_width: int = 64) -> int
             _node("Transpose", [vectors], f"{name}/vectors", perm=[0, 2, 1]),  # (B, H, T)
             _node("Unsqueeze", [weights, middle], f"{name}/weights"),  # (B, 1, T)
             _node("Mul", [f"{name}/vectors", f"{name}/weights"], f"{name}/weighted"),
-            _node("Shape", [vectors], f"{name}/tokens", start=1, end=2),
-            _node("Sub", [width, f"{name}/tokens"], f"{name}/missing"),
-            _node("Max", [f"{name}/missing", zero], f"{name}/append"),
-            _node("Concat", [lead, f"{name}/append"], f"{name}/pads", axis=0),
-            _node("Pad", [f"{name}/weighted", f"{name}/pads"], f"{name}/rows"),  # (B, H, W)
-            _node("ReduceSum", [f"{name}/rows", last], pooled, keepdims=0),  # (B, H)
+            *_zero_padded_rows(f"{name}/weighted", f"{name}/rows", constants),  # (B, H, W)
+            _node("ReduceSum", [f"{name}/rows", constants["last_axis"]], pooled, keepdims=0),
         ]
         rewritten += 1
     del graph.node[:]
@@ -305,4 +308,5 @@ __all__ = [
     "per_row_activations",
     "portable_softmax",
     "rows_are_independent",
+    "token_sums_as_reductions",
 ]
