@@ -231,12 +231,14 @@ def replay_headlines(root: Path, source: str) -> Iterator[str]:
 
 
 def unlabelled_headlines(
-    root: Path, exclude: Iterable[str] = (), sources: Iterable[str] = REPLAY_SOURCES
+    root: Path, exclude: Iterable[str] = (), hold_out: Iterable[str] = ()
 ) -> list[str]:
     """Headlines of the replay corpora (Reuters/Guardian 2017–19, RSS 2023 H1), deduplicated.
 
-    `exclude` drops texts (e.g. evaluation sentences) so pretraining never sees a test text.
+    `exclude` drops texts (e.g. evaluation sentences) so pretraining never sees a test text;
+    `hold_out` drops whole sources (`REPLAY_SOURCES`).
     """
+    sources = [source for source in REPLAY_SOURCES if source not in set(hold_out)]
     skip = {text_key(t) for t in exclude}
     seen: set[str] = set()
     titles: list[str] = []

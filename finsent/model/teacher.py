@@ -166,12 +166,11 @@ def distillation_targets(
     test text among them."""
     import random
 
-    from finsent.model.data import REPLAY_SOURCES, DataError, unlabelled_headlines
+    from finsent.model.data import DataError, unlabelled_headlines
 
     teachers = [load_teacher(path) for path in teacher_dirs]
     exclude = [e.text for rows in corpus.tests.values() for e in rows]
-    sources = [s for s in REPLAY_SOURCES if s not in config.hold_out_sources]
-    texts = unlabelled_headlines(datasets_root, exclude, sources)
+    texts = unlabelled_headlines(datasets_root, exclude, config.hold_out_sources)
     if not texts:
         raise DataError(f"no unlabelled headlines under {datasets_root} to distil on")
     if len(texts) > config.pseudo_limit:

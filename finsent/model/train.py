@@ -32,7 +32,6 @@ from finsent.model.artifact import quiet_transformers, round_as_stored, save_art
 from finsent.model.backbone import backbone_dir, backbone_fingerprint
 from finsent.model.data import (
     IGNORE,
-    REPLAY_SOURCES,
     SPLIT_SEED,
     Corpus,
     Example,
@@ -363,8 +362,8 @@ def train(
     with _Progress(progress) as bar:
         if config.domain_adapt:
             exclude = [e.text for rows in corpus.tests.values() for e in rows]
-            sources = [s for s in REPLAY_SOURCES if s not in config.hold_out_sources]
-            texts = unlabelled_headlines(datasets_root, exclude, sources) if datasets_root else []
+            held_out = config.hold_out_sources
+            texts = unlabelled_headlines(datasets_root, exclude, held_out) if datasets_root else []
             if not texts:
                 raise ValueError("--domain-adapt found no unlabelled headlines")
             t0 = time.monotonic()

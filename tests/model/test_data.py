@@ -531,7 +531,7 @@ def test_a_held_out_source_leaves_training_and_is_tested_apart(corpus_root: Path
     assert {f"Silver train headline {i}" for i in range(3)} <= silver
     assert held.tests == everything.tests  # the same test rows, whatever is held out
     # Its unlabelled headlines stay out of distillation too (TrainConfig.hold_out_sources).
-    pool = unlabelled_headlines(corpus_root, sources=["reuters-guardian"])
+    pool = unlabelled_headlines(corpus_root, hold_out=["rss-2023"])
     assert "A Guardian headline no one labelled" in pool
     assert not {"Silver train headline 3", "Silver test headline 1"} & set(pool)
     with pytest.raises(DataError, match="unknown headline sources"):
