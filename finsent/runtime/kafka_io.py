@@ -288,10 +288,20 @@ def partition_of(key: str, count: int) -> int:
 def active_groups(settings: Settings, stages: Iterable[str]) -> dict[str, int]:
     """Of these stages, those whose consumer group has members now: how many, by stage."""
     groups = {group_id(settings, stage): stage for stage in stages}
-    admin = _admin(settings.bootstrap_servers, time.monotonic() + 30)
+    deadline = time.monotonic() + 30
+    admin = _admin(settings.bootstrap_servers, deadline)
     try:
-        known = {g[0] for g in admin.list_consumer_groups()} & set(groups)
-        described = admin.describe_consumer_groups(sorted(known)) if known else []
+        while True:
+            try:
+                known = {g[0] for g in admin.list_consumer_groups()} & set(groups)
+                described = admin.describe_consumer_groups(sorted(known)) if known else []
+                break
+            except KafkaError as exc:
+                # A broker that has just started answers "coordinator loading" for a while:
+                # ask again rather than guess, since a caller may act on "nobody is running".
+                if not exc.retriable or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
     finally:
         admin.close()
     return {groups[g.group]: len(g.members) for g in described if g.members}

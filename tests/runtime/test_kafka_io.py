@@ -1,15 +1,22 @@
 """Dead letters on their way to Kafka, over the test kit's producer (no broker): none may
 vanish, neither one too large for the broker nor one whose delivery failed. The broker probe.
 Partition counts against a real broker: a keyed topic asked to grow is refused at once, an
-unkeyed one grows, none shrinks."""
+unkeyed one grows, none shrinks. Asking which stages run waits out a broker's start-up."""
 
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
-from kafka.errors import KafkaTimeoutError
+from kafka.errors import (
+    CoordinatorLoadInProgressError,
+    GroupAuthorizationFailedError,
+    KafkaTimeoutError,
+)
 
+import finsent.runtime.kafka_io as kafka_io
 from finsent.core.records import DeadLetter, decode
 from finsent.core.settings import TOPIC_NAMES, Settings
 from finsent.runtime.kafka_io import (
@@ -17,7 +24,9 @@ from finsent.runtime.kafka_io import (
     DeadLetters,
     KafkaConfig,
     PartitionCountError,
+    active_groups,
     ensure_topics,
+    group_id,
     make_producer,
     partition_counts,
     partition_of,
@@ -148,3 +157,50 @@ def test_partition_of_is_where_the_producer_sends_a_key(pipeline_settings: Setti
     assert landed == {k: partition_of(k, 5) for k in keys}
     assert len(set(landed.values())) > 1
     producer.close()
+
+
+class _StartingBroker:
+    """An admin client whose broker answers "coordinator loading" a few times, then lists
+    the groups (or fails with ``error`` for good)."""
+
+    def __init__(self, loading: int, running: str, error: Exception | None = None) -> None:
+        self.loading, self.running, self.error = loading, running, error
+        self.asked = 0
+        self.closed = False
+
+    def list_consumer_groups(self) -> list[tuple[str, str]]:
+        self.asked += 1
+        if self.error is not None:
+            raise self.error
+        if self.asked <= self.loading:
+            raise CoordinatorLoadInProgressError("ListGroupsRequest failed")
+        return [(self.running, "consumer")]
+
+    def describe_consumer_groups(self, names: list[str]) -> list[Any]:
+        return [SimpleNamespace(group=name, members=["member-1"]) for name in names]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_active_groups_waits_out_a_broker_still_loading_its_coordinator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = Settings(metrics_port=None)
+    broker = _StartingBroker(loading=2, running=group_id(settings, "router"))
+    monkeypatch.setattr(kafka_io, "_admin", lambda *_args: broker)
+    monkeypatch.setattr(kafka_io.time, "sleep", lambda _s: None)
+    assert active_groups(settings, ["router", "scorer"]) == {"router": 1}
+    assert broker.asked == 3 and broker.closed
+
+
+def test_active_groups_raises_an_error_that_waiting_cannot_cure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = Settings(metrics_port=None)
+    denied = GroupAuthorizationFailedError("not allowed")
+    broker = _StartingBroker(loading=0, running="", error=denied)
+    monkeypatch.setattr(kafka_io, "_admin", lambda *_args: broker)
+    with pytest.raises(GroupAuthorizationFailedError):
+        active_groups(settings, ["router"])
+    assert broker.asked == 1 and broker.closed
