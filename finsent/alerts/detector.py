@@ -166,6 +166,7 @@ class ScaleVerdict:
     share_std: float
     zscore: float  # of the count's tail, corrected for the number of scales
     passes: bool  # the evidence guards hold
+    blocked_by: tuple[str, ...] = ()  # the guards that do not hold, in the rule's words
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ class Evaluation:
     event: Alert | None = None
     verdict: ScaleVerdict | None = None  # the scale that decided
     notes: tuple[str, ...] = field(default=())
+    verdicts: tuple[ScaleVerdict, ...] = ()  # every scale's, each with its z (``explain``)
 
     @property
     def zscore(self) -> float:
@@ -343,13 +345,16 @@ def _verdict(
     )
     share_std = math.sqrt(share * (1 - share) / max(stories, 1e-9))
     observed = negatives / stories if stories > 0 else 0.0
-    passes = (
-        base.exposure >= hours  # a scale judges once its baseline has watched that long
-        and negatives >= rule.min_count
-        and negatives >= rule.min_ratio * expected
-        and observed >= rule.floor
-        and (observed - share) / share_std >= rule.share_z
+    guards = (
+        # A scale judges once its baseline has watched that long.
+        (base.exposure >= hours, "baseline shorter than the scale"),
+        (negatives >= rule.min_count, f"fewer than {rule.min_count:g} negatives"),
+        (negatives >= rule.min_ratio * expected, f"under {rule.min_ratio:g}x the expected"),
+        (observed >= rule.floor, f"negative share under {rule.floor:g}"),
+        ((observed - share) / share_std >= rule.share_z, "share within the series' usual"),
     )
+    blocked_by = tuple(name for holds, name in guards if not holds)
+    passes = not blocked_by
     zscore = 0.0
     if passes or force:  # the tail is the costly part: only where it can matter
         tail = negative_binomial_tail(
@@ -367,6 +372,7 @@ def _verdict(
         share_std=share_std,
         zscore=zscore,
         passes=passes,
+        blocked_by=blocked_by,
     )
 
 
@@ -392,11 +398,14 @@ def evaluate(
     window: WindowStat,
     now: datetime,
     origin: datetime | None = None,
+    explain: bool = False,
 ) -> Evaluation:
     """Next state and the alert event (firing or resolved), if any, for one short window.
 
     ``origin``: when the alerter started watching (its first window); a new series counts as
-    watched, and quiet, since then. None: since this window."""
+    watched, and quiet, since then. None: since this window. ``explain``: also compute every
+    scale's z, where the guards would skip it, and return all verdicts (the decision is the
+    same either way)."""
     del now  # decisions use event time only, so replays match live runs; kept for the interface
     if state.last_window is not None and window.window_start <= state.last_window:
         return Evaluation(state=state, notes=("duplicate or out-of-order window ignored",))
@@ -447,7 +456,7 @@ def evaluate(
             recent,
             end,
             scale,
-            force=active is not None,
+            force=active is not None or explain,
         )
         for base, scale in zip(baselines, rule.scales, strict=True)
     ]
@@ -476,7 +485,12 @@ def evaluate(
         last_window=window.window_start,
         active=active,
     )
-    return Evaluation(state=next_state, event=event, verdict=decided)
+    return Evaluation(
+        state=next_state,
+        event=event,
+        verdict=decided,
+        verdicts=tuple(verdicts) if explain else (),
+    )
 
 
 def resolve_without_data(

@@ -4,6 +4,8 @@
 aggregator closed; the same ``Alerter`` logic the live stage runs (its rule, the rules file, the
 watchlist, from this process's settings) judges them again in event order, without scoring a
 story anew. Thresholds can so be tried in seconds; a backtest with the chosen ones confirms.
+``--explain KEY`` shows, window by window, why one series did or did not fire: each scale's
+negatives against what its baseline expects, its z, and the guards that held it back.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from finsent.alerts.alerter import Alerter, AlerterConfig
+from finsent.alerts.detector import SeriesState, evaluate
 from finsent.app.backtest import story_times
 from finsent.app.backtest_report import (
     EventsFile,
@@ -25,6 +28,7 @@ from finsent.app.backtest_report import (
     first_stories,
     score_events,
 )
+from finsent.core.durations import format_duration
 from finsent.core.errors import UserError
 from finsent.core.records import Alert, WindowStat, decode
 from finsent.core.settings import Settings
@@ -134,6 +138,58 @@ def replay_detector(
     known = events.events if events else []
     card = score_events(known, alerts, match_before, first_stories(known, negatives))
     return ReplayResult(alerts, card, alert_budget(card.fired, period), len(found))
+
+
+def explain_series(
+    settings: Settings,
+    store_path: Path,
+    key: str,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[str]:
+    """One series' windows judged as the alerter judges them (its rule for ``key``, watched
+    from the run's first window), one line per window between ``since`` and ``until`` and one
+    per scale under it. Raises ``UnknownSeries`` if the run has no window of ``key``."""
+    config = AlerterConfig.from_settings(settings)
+    rule = config.rules.rule_for(key, config.rule)
+    run = Store(f"sqlite:///{store_path}")
+    try:
+        found = stored_windows(run, config.window.size)
+    finally:
+        run.close()
+    own = [w for w in found if w.key == key]
+    if not own:
+        raise UnknownSeries(f"the run has no window of {key!r}: keys look like ticker:AAPL")
+    origin = found[0].window_start  # the alerter counts every series as watched from here
+    state = SeriesState()
+    lines = [
+        f"{key}: each window's end, then per scale the novelty-weighted negative stories of that"
+        f" span, what the baseline expects, the baseline's negative share, and z (corrected for"
+        f" {len(rule.scales)} scales; fires at {rule.fire_z:g} once every guard holds)"
+    ]
+    for window in own:
+        result = evaluate(rule, state, window, window.window_end, origin=origin, explain=True)
+        state = result.state
+        if (since and window.window_end < since) or (until and window.window_end > until):
+            continue
+        event = f"  ** {result.event.state}" if result.event else ""
+        negatives = round(window.neg_share * window.count)
+        stories = "1 story" if window.count == 1 else f"{window.count} stories"
+        lines.append(f"{window.window_end:%Y-%m-%d %H:%M} {stories}, {negatives} negative{event}")
+        for v in result.verdicts:
+            held = "fires" if v.passes and v.zscore >= rule.fire_z else "; ".join(v.blocked_by)
+            if not held:
+                held = f"z under {rule.fire_z:g}"
+            lines.append(
+                f"    {format_duration(v.scale):>4}: {v.negatives:5.2f} negative of"
+                f" {v.stories:5.2f}, expected {v.expected:6.3f}, share {v.share:.2f}"
+                f" -> z {v.zscore:5.2f}  ({held})"
+            )
+    return lines
+
+
+class UnknownSeries(UserError):
+    """The run has no window of the series asked about."""
 
 
 def render(result: ReplayResult) -> str:

@@ -338,3 +338,28 @@ def test_a_series_state_is_its_own_windows_whatever_the_watch_began() -> None:
     fresh_two = evaluate(RULE, fresh.state, windows[1], NOW, origin=None)
     assert quiet_then_two.event is not None and quiet_then_two.event.state == "firing"
     assert fresh_two.event is None
+
+
+def test_explaining_a_series_changes_none_of_its_decisions() -> None:
+    """``explain`` computes every scale's z, where the guards would skip it: the states and
+    alerts stay those of the plain run, and each verdict names the guards that held it back."""
+
+    def rate(tick: int) -> float:
+        return 12.0 if 700 <= tick < 716 else 0.5
+
+    def share(tick: int) -> float:
+        return 0.9 if 700 <= tick < 716 else 0.3
+
+    plain, explained = SeriesState(), SeriesState()
+    verdicts = []
+    for w in feed(rate, share, 800):
+        a = evaluate(RULE, plain, w, NOW, origin=T0)
+        b = evaluate(RULE, explained, w, NOW, origin=T0, explain=True)
+        assert a.state == b.state and a.event == b.event and a.verdicts == ()
+        assert [v.scale for v in b.verdicts] == list(RULE.scales)
+        plain, explained = a.state, b.state
+        verdicts.extend(b.verdicts)
+    assert any(v.passes and not v.blocked_by for v in verdicts)
+    blocked = [v for v in verdicts if not v.passes]
+    assert blocked and all(v.blocked_by for v in blocked)
+    assert any(v.zscore != 0.0 for v in blocked)  # the z the plain run does not compute

@@ -9,7 +9,14 @@ import pytest
 from support.records import scored_item, window_stat
 
 from finsent.app.backtest_report import EventsFile, KnownEvent
-from finsent.app.detector_eval import RunNotFound, render, replay_detector, run_store
+from finsent.app.detector_eval import (
+    RunNotFound,
+    UnknownSeries,
+    explain_series,
+    render,
+    replay_detector,
+    run_store,
+)
 from finsent.core.records import Headline
 from finsent.core.settings import Settings
 from finsent.runtime.store import Commit, Store
@@ -76,3 +83,24 @@ def test_an_unknown_run_is_one_clear_error(tmp_path: Path) -> None:
     settings = Settings(cache_dir=tmp_path)
     with pytest.raises(RunNotFound, match="no backtest run 'nope'"):
         run_store(settings, "nope")
+
+
+def test_explaining_a_series_shows_each_scale_and_what_held_it_back(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    store = Store(f"sqlite:///{run / 'store.db'}")
+    store.commit(Commit(stage="aggregator", windows=_windows()))
+    store.close()
+    settings = Settings(cache_dir=tmp_path / "cache", alert_keys=("ticker:*",))
+    burst = T0 + 14 * 96 * TICK
+
+    lines = explain_series(settings, run_store(settings, str(run)), "ticker:ACME", since=burst)
+
+    assert lines[0].startswith("ticker:ACME: ")
+    first, firing = lines[1], lines[5]
+    assert first.startswith(f"{burst + TICK:%Y-%m-%d %H:%M} 1 story, 1 negative")
+    assert "fewer than 2 negatives" in lines[2]  # one bad story is not yet a surge
+    assert firing.endswith("** firing") and any("(fires)" in line for line in lines[6:9])
+    assert len(lines) == 1 + 2 * 4  # two windows since the burst, three scales each
+    with pytest.raises(UnknownSeries, match="no window of 'ticker:NOPE'"):
+        explain_series(settings, run_store(settings, str(run)), "ticker:NOPE")

@@ -235,11 +235,18 @@ def evaluate_detector(
         None, "--events", help="Known events (YAML) to score the replayed alerts against."
     ),
     show_alerts: bool = typer.Option(False, "--alerts", help="List the replayed alerts."),
+    explain: str | None = typer.Option(
+        None, "--explain", help="A series key (ticker:CS): why it fired or not, window by window."
+    ),
+    since: str | None = typer.Option(None, "--since", help="With --explain: from (ISO time)."),
+    until: str | None = typer.Option(None, "--until", help="With --explain: to (ISO time)."),
 ) -> None:
     """Score the alerter's detector: on the Numenta Anomaly Benchmark (its univariate form)
     and on a backtest's windows against known events, with the current alert settings."""
     if events is not None and run is None:
         fail("--events scores a replayed run: give --run RUN too")
+    if (explain is not None or since or until) and run is None:
+        fail("--explain replays a run: give --run RUN too")
     if nab is None and run is None:
         fail("give --nab DIR, --run RUN, or both")
     if run is not None:
@@ -251,6 +258,18 @@ def evaluate_detector(
             known = load_events(events) if events is not None else None
         except EventsError as exc:
             fail(str(exc))
+        if explain is not None:
+            from finsent.app.detector_eval import explain_series
+
+            lines = explain_series(
+                settings,
+                run_store(settings, run),
+                explain,
+                _utc_time(since, "--since"),
+                _utc_time(until, "--until"),
+            )
+            typer.echo("\n".join(lines) if lines else f"no window of {explain} in that span")
+            return
         result = replay_detector(settings, run_store(settings, run), known)
         typer.echo(render(result))
         if show_alerts:
@@ -263,6 +282,16 @@ def evaluate_detector(
         code = nab_main(nab)
         if code:
             raise typer.Exit(code)
+
+
+def _utc_time(text: str | None, option: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"{option} {text!r} is not an ISO time (2023-03-15 or 2023-03-15T11:00)")
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def register(app: typer.Typer) -> None:

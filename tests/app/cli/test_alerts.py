@@ -154,3 +154,11 @@ def test_evaluate_detector_says_in_one_line_what_it_needs(tmp_path: Path) -> Non
     unknown = runner.invoke(app, ["evaluate-detector", "--run", str(tmp_path / "no-such-run")])
     assert unknown.exit_code == 1 and "no backtest run" in unknown.output
     assert "Traceback" not in unknown.output
+    explain_alone = runner.invoke(app, ["evaluate-detector", "--explain", "ticker:CS"])
+    assert explain_alone.exit_code == 1 and "--explain replays a run" in explain_alone.output
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "store.db").touch()
+    bad_time = ["evaluate-detector", "--run", str(run), "--explain", "ticker:CS", "--since", "soon"]
+    bad = runner.invoke(app, bad_time)
+    assert bad.exit_code == 1 and "--since 'soon' is not an ISO time" in bad.output
