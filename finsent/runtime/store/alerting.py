@@ -13,10 +13,8 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from finsent.core.records import Alert, to_jsonable
-from finsent.runtime.store.engine import upsert
+from finsent.runtime.store.engine import in_chunks, upsert
 from finsent.runtime.store.schema import alert_acks, alert_events, alerts, deliveries, silences
-
-_LOOKUP_CHUNK = 500  # ids per IN (...) query: well under every backend's parameter limit
 
 
 def write_alerts(conn: Connection, events: Sequence[Alert]) -> None:
@@ -71,12 +69,9 @@ def latest_alerts(conn: Connection, limit: int) -> list[dict[str, Any]]:
 
 def acked_ids(conn: Connection, among: Iterable[str]) -> set[str]:
     """Which of the alerts ``among`` are acknowledged."""
-    wanted = sorted(set(among))
     acked: set[str] = set()
-    for i in range(0, len(wanted), _LOOKUP_CHUNK):
-        stmt = select(alerts.c.id).where(
-            alerts.c.id.in_(wanted[i : i + _LOOKUP_CHUNK]), alerts.c.acked_by.isnot(None)
-        )
+    for chunk in in_chunks(among):
+        stmt = select(alerts.c.id).where(alerts.c.id.in_(chunk), alerts.c.acked_by.isnot(None))
         acked.update(conn.execute(stmt).scalars())
     return acked
 

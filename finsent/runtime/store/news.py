@@ -11,10 +11,8 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from finsent.core.records import ScoredItem, WindowStat, headline_jsonable
-from finsent.runtime.store.engine import upsert
+from finsent.runtime.store.engine import in_chunks, upsert
 from finsent.runtime.store.schema import late_items, scored_items, windows
-
-_LOOKUP_CHUNK = 500  # ids per IN (...) query: well under every backend's parameter limit
 
 
 def write_scored(conn: Connection, items: Sequence[ScoredItem]) -> None:
@@ -34,10 +32,8 @@ def write_late(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
 
 def existing_ids(conn: Connection, ids: Iterable[str]) -> set[str]:
     """Which of these story ids are stored already."""
-    wanted = sorted(set(ids))
     found: set[str] = set()
-    for i in range(0, len(wanted), _LOOKUP_CHUNK):
-        chunk = wanted[i : i + _LOOKUP_CHUNK]
+    for chunk in in_chunks(ids):
         stmt = select(scored_items.c.id).where(scored_items.c.id.in_(chunk))
         found.update(conn.execute(stmt).scalars())
     return found

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, select
 
 from finsent.core.records import Alert, ScoredItem, WindowStat
 from finsent.runtime.store import alerting, news
-from finsent.runtime.store.engine import insert, upsert
+from finsent.runtime.store.engine import in_chunks, insert, upsert
 from finsent.runtime.store.schema import consumer_offsets, partition_owners, stage_state
 
 TopicPartitionKey = tuple[str, int]
@@ -59,11 +59,10 @@ def apply_commit(conn: Connection, batch: Commit) -> None:
         news.write_windows(conn, batch.windows)
     if batch.alerts:
         alerting.write_alerts(conn, batch.alerts)
-    if batch.state_delete:
+    for keys in in_chunks(batch.state_delete):
         conn.execute(
             stage_state.delete().where(
-                stage_state.c.stage == batch.stage,
-                stage_state.c.key.in_(sorted(batch.state_delete)),
+                stage_state.c.stage == batch.stage, stage_state.c.key.in_(keys)
             )
         )
     if batch.state_put:

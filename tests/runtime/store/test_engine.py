@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 from support import postgres_local
 from support.postgres import server_home
@@ -25,7 +27,7 @@ from finsent.runtime.store import (
     scored_items,
     windows,
 )
-from finsent.runtime.store.engine import last_per_key
+from finsent.runtime.store.engine import in_chunks, last_per_key
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
@@ -159,3 +161,14 @@ def test_json_columns_keep_what_orjson_refuses(tmp_path: Path) -> None:
     assert stored["int_keys"] == {"1": "one", "2": [True, False]}  # JSON keys are text
     assert stored["huge"] == values["huge"]
     assert stored["surrogate"] == values["surrogate"]
+
+
+@given(st.lists(st.integers(-50, 50), max_size=400), st.sampled_from([1, 4, 16, 512]))
+def test_in_chunks_cover_the_values_in_power_of_two_lists(values: list[int], size: int) -> None:
+    chunks = list(in_chunks(values, size))
+    assert sorted({v for chunk in chunks for v in chunk}) == sorted(set(values))
+    assert [v for chunk in chunks for v in dict.fromkeys(chunk)] == sorted(set(values))
+    for chunk in chunks:
+        width = len(chunk)
+        assert width & (width - 1) == 0 and width < 2 * size
+        assert chunk == sorted(chunk)  # the padding repeats the last value

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from finsent.core.records import ScoredItem, WindowStat
 from finsent.runtime.store import Commit, FencedError, Store, scored_items, windows
@@ -115,3 +117,25 @@ def test_a_member_whose_partition_was_claimed_by_another_commits_nothing(store: 
     store.commit(dataclasses.replace(zombie, owner="new-member"))
     assert store.load_state("agg") == {"x": 1}
     assert store.load_offsets("agg") == {("k", 0): 5}
+
+
+def test_deleting_state_of_every_batch_size_prepares_a_few_statements(store: Store) -> None:
+    """Deleted state keys go in IN lists padded to a power of two: batches of 1 to 600 keys
+    make a handful of SQL texts, not one each. Drivers keep each text prepared (SQLite up to
+    128 a connection), and one per batch size was how the aggregator's memory grew."""
+    deletes: set[str] = set()
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("DELETE FROM STAGE_STATE"):
+            deletes.add(statement)
+
+    event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        for size in range(1, 601, 7):
+            keys = {f"k{size}-{i}" for i in range(size)}
+            store.commit(Commit(stage="agg", state_put=dict.fromkeys(keys, 1)))
+            store.commit(Commit(stage="agg", state_put={"kept": size}, state_delete=keys))
+            assert store.load_state("agg") == {"kept": size}
+    finally:
+        event.remove(store.engine, "before_cursor_execute", seen)
+    assert 1 < len(deletes) <= 11  # widths 1, 2, 4 ... 512
