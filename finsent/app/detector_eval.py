@@ -185,6 +185,8 @@ def explain_series(
                 f" {v.stories:5.2f}, expected {v.expected:6.3f}, share {v.share:.2f}"
                 f" -> z {v.zscore:5.2f}  ({held})"
             )
+    if len(lines) == 1:
+        lines.append(f"(no window of {key} in that span)")
     return lines
 
 

@@ -102,5 +102,7 @@ def test_explaining_a_series_shows_each_scale_and_what_held_it_back(tmp_path: Pa
     assert "fewer than 2 negatives" in lines[2]  # one bad story is not yet a surge
     assert firing.endswith("** firing") and any("(fires)" in line for line in lines[6:9])
     assert len(lines) == 1 + 2 * 4  # two windows since the burst, three scales each
+    before = explain_series(settings, run_store(settings, str(run)), "ticker:ACME", until=T0)
+    assert before[1:] == ["(no window of ticker:ACME in that span)"]
     with pytest.raises(UnknownSeries, match="no window of 'ticker:NOPE'"):
         explain_series(settings, run_store(settings, str(run)), "ticker:NOPE")

@@ -268,7 +268,7 @@ def evaluate_detector(
                 _utc_time(since, "--since"),
                 _utc_time(until, "--until"),
             )
-            typer.echo("\n".join(lines) if lines else f"no window of {explain} in that span")
+            typer.echo("\n".join(lines))
             return
         result = replay_detector(settings, run_store(settings, run), known)
         typer.echo(render(result))
