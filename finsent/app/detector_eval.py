@@ -65,10 +65,14 @@ def run_store(settings: Settings, run: str) -> Path:
     return path
 
 
-def stored_windows(store: Store, size: timedelta) -> list[WindowStat]:
-    """The run's final windows of one size, the last restatement of each, in event order."""
+def stored_windows(store: Store, size: timedelta, key: str | None = None) -> list[WindowStat]:
+    """The run's final windows of one size (of one series' ``key`` if given), the last
+    restatement of each, in event order."""
     latest: dict[tuple[str, datetime], dict[str, Any]] = {}
-    for row in store.query(windows, windows.c.size_seconds == int(size.total_seconds())):
+    where = [windows.c.size_seconds == int(size.total_seconds())]
+    if key is not None:
+        where.append(windows.c.key == key)
+    for row in store.query(windows, *where):
         if not row["final"]:
             continue
         at = (row["key"], as_utc(row["window_start"]))
@@ -154,13 +158,20 @@ def explain_series(
     rule = config.rules.rule_for(key, config.rule)
     run = Store(f"sqlite:///{store_path}")
     try:
-        found = stored_windows(run, config.window.size)
+        own = stored_windows(run, config.window.size, key)
+        # The alerter counts every series as watched, and quiet, from the run's first window.
+        first = run.query(
+            windows,
+            windows.c.size_seconds == int(config.window.size.total_seconds()),
+            windows.c.final.is_(True),
+            order_by=[windows.c.window_start],
+            limit=1,
+        )
     finally:
         run.close()
-    own = [w for w in found if w.key == key]
     if not own:
         raise UnknownSeries(f"the run has no window of {key!r}: keys look like ticker:AAPL")
-    origin = found[0].window_start  # the alerter counts every series as watched from here
+    origin = as_utc(first[0]["window_start"])
     state = SeriesState()
     lines = [
         f"{key}: each window's end, then per scale the novelty-weighted negative stories of that"

@@ -89,12 +89,17 @@ def test_explaining_a_series_shows_each_scale_and_what_held_it_back(tmp_path: Pa
     run = tmp_path / "run"
     run.mkdir()
     store = Store(f"sqlite:///{run / 'store.db'}")
-    store.commit(Commit(stage="aggregator", windows=_windows()))
+    earlier = [
+        window_stat(key="ticker:OTHER", window_start=T0 - timedelta(days=7) + i * TICK, count=1)
+        for i in range(0, 7 * 96, 96)
+    ]
+    store.commit(Commit(stage="aggregator", windows=[*earlier, *_windows()]))
     store.close()
     settings = Settings(cache_dir=tmp_path / "cache", alert_keys=("ticker:*",))
     burst = T0 + 14 * 96 * TICK
 
     lines = explain_series(settings, run_store(settings, str(run)), "ticker:ACME", since=burst)
+    replayed = replay_detector(settings, run_store(settings, str(run)), None).alerts
 
     assert lines[0].startswith("ticker:ACME: ")
     first, firing = lines[1], lines[5]
@@ -102,6 +107,11 @@ def test_explaining_a_series_shows_each_scale_and_what_held_it_back(tmp_path: Pa
     assert "fewer than 2 negatives" in lines[2]  # one bad story is not yet a surge
     assert firing.endswith("** firing") and any("(fires)" in line for line in lines[6:9])
     assert len(lines) == 1 + 2 * 4  # two windows since the burst, three scales each
+    # The same decision as the alerter's, which watches every series from the run's first
+    # window (another series', a week before ACME's first story): the same z as well.
+    [fired] = [a for a in replayed if a.state == "firing"]
+    assert firing.startswith(f"{fired.window_end:%Y-%m-%d %H:%M} ")
+    assert f"z {fired.zscore:5.2f}" in "\n".join(lines[6:9])
     before = explain_series(settings, run_store(settings, str(run)), "ticker:ACME", until=T0)
     assert before[1:] == ["(no window of ticker:ACME in that span)"]
     with pytest.raises(UnknownSeries, match="no window of 'ticker:NOPE'"):

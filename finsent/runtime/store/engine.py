@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from sqlalchemy import Connection, Engine, Table, create_engine, event
@@ -101,18 +101,17 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-T = TypeVar("T")
 IN_CHUNK = 512  # values per IN (...) list: well under every backend's parameter limit
 
 
-def in_chunks(values: Iterable[T], size: int = IN_CHUNK) -> Iterator[list[T]]:
+def in_chunks(values: Iterable[str], size: int = IN_CHUNK) -> Iterator[list[str]]:
     """``values``, sorted and distinct, in lists for ``IN (...)``, each padded to a power of
     two by repeating its last value, so that the SQL text takes one of a few shapes.
 
     Drivers keep prepared statements per SQL text: SQLite's up to 128 a connection, some with
     thousands of parameters, and an IN list of every batch's own length was a new one each
     time (the aggregator's SQLite memory grew by 29 MB in ten minutes of a soak's feed)."""
-    ordered = sorted(set(values))  # type: ignore[type-var]
+    ordered = sorted(set(values))
     for start in range(0, len(ordered), size):
         chunk = ordered[start : start + size]
         width = 1 << (len(chunk) - 1).bit_length()

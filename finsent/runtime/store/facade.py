@@ -151,8 +151,8 @@ class Store:
             return int(conn.execute(select(func.count()).select_from(table)).scalar() or 0)
 
     def query(
-        self, table: Table, *where: Any, order_by: Iterable[Any] = ()
+        self, table: Table, *where: Any, order_by: Iterable[Any] = (), limit: int | None = None
     ) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            stmt = select(table).where(*where).order_by(*order_by)
+            stmt = select(table).where(*where).order_by(*order_by).limit(limit)
             return [dict(r) for r in conn.execute(stmt).mappings()]

@@ -163,8 +163,8 @@ def test_json_columns_keep_what_orjson_refuses(tmp_path: Path) -> None:
     assert stored["surrogate"] == values["surrogate"]
 
 
-@given(st.lists(st.integers(-50, 50), max_size=400), st.sampled_from([1, 4, 16, 512]))
-def test_in_chunks_cover_the_values_in_power_of_two_lists(values: list[int], size: int) -> None:
+@given(st.lists(st.text(max_size=3), max_size=400), st.sampled_from([1, 4, 16, 512]))
+def test_in_chunks_cover_the_values_in_power_of_two_lists(values: list[str], size: int) -> None:
     chunks = list(in_chunks(values, size))
     assert sorted({v for chunk in chunks for v in chunk}) == sorted(set(values))
     assert [v for chunk in chunks for v in dict.fromkeys(chunk)] == sorted(set(values))
