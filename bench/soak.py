@@ -60,6 +60,7 @@ BOUNDED_STATE = {
     "grace_seconds": 30,  # the feed publishes stories up to 20 s before they are due
     "allowed_lateness_seconds": 30,
     "alert_scales": ("2m", "4m"),
+    "alert_no_data_windows": 4,  # a quiet series' alert resolves after 4 minutes, not 96
     "dedup_max_indexed": 20_000,  # 200 s of the feed at 100 stories/s
 }
 PNG_SIZE = (1400, 1000)

@@ -11,8 +11,8 @@ The series' baseline, per scale, is everything older than that scale:
 - its rate of negative stories: a Gamma-Poisson estimate, with exponential forgetting (a half-life
   of two weeks), counted from when this alerter started watching, not from the series' first
   story: a company that was never in the news has shown a low rate, and two months of silence
-  are evidence of it. The prior is broad (a Gamma of shape 0.5), so a series' own history
-  takes over within hours;
+  are evidence of it. The prior is broad (2 negatives per longest scale, a Gamma of shape 0.5,
+  weighing a quarter of that scale), so a series' own history takes over within hours;
 - its burstiness: news comes in clusters, so the count is judged against a negative binomial
   whose extra variance is measured from the series' own tumbling blocks of that scale (a busy
   topic with a daily news cycle needs a bigger jump than a quiet company);
@@ -62,8 +62,12 @@ class SpikeRule:
     min_ratio: float = 3.0  # ... and this many times what the baseline expects
     floor: float = 0.5  # ... and at least this share of the scale's stories negative
     share_z: float = 1.64  # ... a share that stands out against the series' own (one-sided 5 %)
-    prior_rate: float = 2.0  # negative stories a day, before the series has any history
-    prior_shape: float = 0.5  # how little that prior is trusted (a Gamma shape)
+    # Before a series has history: this many negative stories per longest scale (2 a day by
+    # default), trusted as little as a Gamma of shape ``prior_shape`` is, which weighs as much
+    # as a quarter of that scale of watching. Tied to the scales, not to a day, so scales of
+    # minutes (a fast feed, the soak) are not judged against a day-sized prior for hours.
+    prior_negatives: float = 2.0
+    prior_shape: float = 0.5
     prior_dispersion: float = 0.5  # 1 / negative-binomial shape, before blocks show their own
     prior_dispersion_blocks: float = 8.0  # its weight, in blocks of the scale
     prior_share: float = 0.4
@@ -327,7 +331,8 @@ def _verdict(
     negatives = sum(b[3] for b in window)
     plain_negatives = sum(b[4] for b in window)
     hours = scale.total_seconds() / _HOUR
-    prior_b = rule.prior_shape / (rule.prior_rate / 24.0)  # hours the prior counts as
+    longest_hours = rule.longest.total_seconds() / _HOUR
+    prior_b = rule.prior_shape * longest_hours / rule.prior_negatives  # hours the prior counts as
     shape = rule.prior_shape + base.negatives
     expected = hours * shape / (prior_b + base.exposure)
     # Burstiness of its blocks beyond Poisson (1 / shape), pulled towards the prior while few.

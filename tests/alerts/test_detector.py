@@ -152,6 +152,41 @@ def test_a_surge_of_bad_news_fires_within_hours_at_every_volume(stories_a_day: i
     assert lead <= timedelta(hours=6)
 
 
+def test_scales_of_minutes_judge_a_steady_series_by_its_own_rate_within_the_hour() -> None:
+    """The prior is sized to the scales: at 2m/4m scales (a fast feed, the soak) a series with
+    a steady 1 story a minute, 35 % negative, is soon judged against its own 1.4 negatives per
+    4 minutes. A prior of 2 negatives a day, weighing six hours, expected about 0.2 there an
+    hour in, and 50 such series fired 86 alerts in two hours."""
+    rule = SpikeRule(scales=(timedelta(minutes=2), timedelta(minutes=4)))
+    minute = timedelta(minutes=1)
+    alerts, expected_after_an_hour = 0, []
+    for seed in range(50):
+        rng, state = random.Random(seed), SeriesState()
+        for i in range(120):
+            stories = _poisson(rng, 1.0)
+            if not stories:
+                continue
+            negatives = sum(rng.random() < 0.35 for _ in range(stories))
+            share = negatives / stories
+            w = window_stat(
+                key="ticker:ZZZ",
+                window_start=T0 + i * minute,
+                count=stories,
+                weighted_count=float(stories),
+                neg_share=share,
+                weighted_neg_share=share,
+                emitted_at=NOW,
+            )
+            result = evaluate(rule, state, w, NOW, origin=T0, explain=True)
+            state = result.state
+            alerts += result.event is not None and result.event.state == "firing"
+            if i == 60:
+                expected_after_an_hour.append(result.verdicts[-1].expected)
+    mean_expected = sum(expected_after_an_hour) / len(expected_after_an_hour)
+    assert 0.7 * 1.4 <= mean_expected <= 1.3 * 1.4
+    assert alerts <= 8  # 4 in this run: 100 series-hours at a z of 3.5, and bursty Poisson
+
+
 def test_two_novel_negative_stories_on_a_quiet_company_fire_and_resolve_with_one_id() -> None:
     key = "ticker:ACME"
     quiet = [window(i, 1, 0, key=key) for i in range(0, 14 * 96, 96)]  # one neutral story a day
