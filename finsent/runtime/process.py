@@ -1,13 +1,18 @@
 """Process-wide set-up of a long-running stage: SIGTERM and SIGINT become a stop event (so
-stages finish their batch and exit cleanly), secrets are redacted from logs, and the garbage
-collector is kept to the stage's working set."""
+stages finish their batch and exit cleanly), secrets are redacted from logs, the garbage
+collector is kept to the stage's working set, and freed heap memory goes back to the system."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import logging
 import signal
 import threading
+import time
+from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 from finsent.core.safety import SECRETS
@@ -80,3 +85,41 @@ def settle_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG_COLLECTION_EVERY, *gc.get_threshold()[1:])
+
+
+@cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS)."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+    if trim is not None:
+        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+class HeapTrimmer:
+    """Hands the heap's free pages back to the system, at most once every ``every_s``.
+
+    A stage's batches allocate and free in bursts, and glibc keeps what a burst freed in the
+    middle of its heap: RSS then creeps up to the largest burst's high-water mark for many
+    minutes (the soak's aggregator and scorer, by 5-10 %), although the live objects stay the
+    same. ``malloc_trim`` returns those free pages (about a millisecond on a stage's heap)."""
+
+    def __init__(self, every_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s = every_s
+        self.clock = clock
+        self.last = clock()
+
+    def maybe_trim(self) -> bool:
+        """Trim if ``every_s`` has passed since the last time; whether it did."""
+        now = self.clock()
+        if now - self.last < self.every_s:
+            return False
+        self.last = now
+        trim = _malloc_trim()
+        if trim is not None:
+            trim(0)
+        return True

@@ -73,7 +73,7 @@ from finsent.runtime.kafka_io import (
     subscribe,
 )
 from finsent.runtime.lag import UpstreamLag
-from finsent.runtime.process import settle_collector
+from finsent.runtime.process import HeapTrimmer, settle_collector
 from finsent.runtime.store import Commit, FencedError, Store
 
 log = logging.getLogger(__name__)
@@ -305,6 +305,7 @@ class StageLoop:
         self.listener = _Rebalance(consumer, spec.name, store, logic)
         self.sent = 0  # records sent to the sink
         self._pending: _Pending | None = None
+        self.trimmer = HeapTrimmer()
 
     def run(self, stop: threading.Event) -> int:
         """Process batches until ``stop`` is set; return how many records went to the sink.
@@ -322,6 +323,7 @@ class StageLoop:
     def step(self, stop: threading.Event) -> None:
         """One poll, its batch processed, sent and checkpointed."""
         metrics.beat(self.spec.name)  # /healthz: the loop goes round
+        self.trimmer.maybe_trim()  # the last batches' freed heap back to the system
         if isinstance(self.logic, Reloadable) and self.logic.reload_due():
             self.finish(stop)
             self.logic.reload()
