@@ -403,6 +403,37 @@ def test_scores_are_bit_identical_on_an_avx2_only_cpu(tmp_path) -> None:
 
 
 @pytest.mark.weights
+def test_scores_have_the_bits_recorded_on_a_real_cpu_of_another_kind() -> None:
+    """The bits recorded on a real AVX2-only CPU (`support/scoring_bits.json`, which names it),
+    here, whatever this CPU: the check above emulates the other kind; this one needs none."""
+    import onnxruntime
+    from support.scoring_bits import RECORDED, cpu_line, graph_sha256, score_bits
+
+    if verified_cpu() is not True:
+        pytest.skip("bit-identical scores are promised on x86-64 with AVX2 and FMA only")
+    recorded = json.loads(RECORDED.read_text(encoding="utf-8"))
+    assert recorded["graph_sha256"] == graph_sha256(), (
+        "the shipped graph changed since the bits were recorded: rewrite them "
+        "(see support/scoring_bits.py)"
+    )
+    assert recorded["onnxruntime"] == onnxruntime.__version__, (
+        f"bits recorded with ONNX Runtime {recorded['onnxruntime']}, running "
+        f"{onnxruntime.__version__}: check the scores did not move, then rewrite them"
+    )
+    now = score_bits(recorded["texts"])
+    where = f"recorded on {recorded['written_on']}; this CPU: {cpu_line()}"
+    for field in ("sentiment", "topic", "top_words"):
+        differing = [
+            text
+            for text, then, here in zip(recorded["texts"], recorded[field], now[field], strict=True)
+            if then != here
+        ]
+        assert not differing, (
+            f"{field} differs on {len(differing)} texts ({where}): {differing[:3]}"
+        )
+
+
+@pytest.mark.weights
 def test_scoring_needs_no_torch() -> None:
     """The scorer runs the shipped graph with torch and transformers made unimportable."""
     code = (
