@@ -236,16 +236,18 @@ class CpuSampler(threading.Thread):
                 continue
             pid = int(entry)
             parents[pid] = int(stat[1])
-            names[pid] = (label(cmd), (int(stat[11]) + int(stat[12])) / TICK)
+            name = label(cmd) if any(cmd) else ""
+            names[pid] = (name, (int(stat[11]) + int(stat[12])) / TICK)
         me = os.getpid()
         for pid, (name, seconds) in names.items():
             at, hops = pid, 0
             while at not in (0, 1, me) and hops < 10:
                 at, hops = parents.get(at, 0), hops + 1
             if at == me and pid != me:
-                # An exited process's cmdline reads empty until it is reaped: keep its name.
+                # An exited process's cmdline reads empty until it is reaped: keep its name. A
+                # child seen before its exec still has its parent's cmdline: take the new one.
                 known = self.cpu.get(pid)
-                self.cpu[pid] = (known[0] if known else name, seconds)
+                self.cpu[pid] = (name or (known[0] if known else "other"), seconds)
 
     def by_name(self) -> dict[str, float]:
         totals: dict[str, float] = {}
