@@ -1,7 +1,8 @@
 """Dead letters on their way to Kafka, over the test kit's producer (no broker): none may
 vanish, neither one too large for the broker nor one whose delivery failed. The broker probe.
 Partition counts against a real broker: a keyed topic asked to grow is refused at once, an
-unkeyed one grows, none shrinks. Asking which stages run waits out a broker's start-up."""
+unkeyed one grows, none shrinks. The producers' cached partitioner answers as the default one.
+Asking which stages run waits out a broker's start-up."""
 
 from __future__ import annotations
 
@@ -10,17 +11,21 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from kafka.errors import (
     CoordinatorLoadInProgressError,
     GroupAuthorizationFailedError,
     KafkaTimeoutError,
 )
+from kafka.partitioner import DefaultPartitioner
 
 import finsent.runtime.kafka_io as kafka_io
 from finsent.core.records import DeadLetter, decode
 from finsent.core.settings import TOPIC_NAMES, Settings
 from finsent.runtime.kafka_io import (
     MAX_DEAD_PAYLOAD_BYTES,
+    CachedKeyPartitioner,
     DeadLetters,
     KafkaConfig,
     PartitionCountError,
@@ -140,6 +145,31 @@ def test_unkeyed_topics_grow_and_no_topic_shrinks(pipeline_settings: Settings) -
         "alerts": 2,
         "news.dlq": 2,  # asked for 1: kept at 2, Kafka cannot remove partitions
     }
+
+
+@given(
+    keys=st.lists(st.binary(max_size=40), min_size=1, max_size=30),
+    count=st.integers(min_value=1, max_value=64),
+    max_keys=st.integers(min_value=1, max_value=8),
+)
+def test_the_cached_partitioner_sends_each_key_where_the_default_one_does(
+    keys: list[bytes], count: int, max_keys: int
+) -> None:
+    """Keys repeat (and overflow the cache, which then starts afresh): every answer is still
+    the default partitioner's, so records of a key keep their partition across producers."""
+    partitions = list(range(count))
+    cached = CachedKeyPartitioner(max_keys=max_keys)
+    for key in keys + keys[::-1]:
+        assert cached(key, partitions, partitions) == DefaultPartitioner()(
+            key, partitions, partitions
+        )
+    assert len(cached._hashes) <= max_keys
+
+
+def test_the_cached_partitioner_spreads_records_without_a_key_over_available_ones() -> None:
+    cached = CachedKeyPartitioner()
+    assert {cached(None, [0, 1, 2, 3], [1, 3]) for _ in range(200)} == {1, 3}
+    assert cached._hashes == {}
 
 
 def test_partition_of_is_where_the_producer_sends_a_key(pipeline_settings: Settings) -> None:
