@@ -20,10 +20,11 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from finsent.core.settings import Settings
 from finsent.core.stages import stage
 from finsent.core.watchlist import NO_WATCHLIST, Watchlist
 from finsent.ingest.admit import Admission, IngestConfig
-from finsent.ingest.normalize import NormalizeError, normalize
+from finsent.ingest.normalize import NormalizeError, normalize, parse_published
 from finsent.ingest.raw import RawStory
 from finsent.ingest.tickers import MAX_STATED_TICKERS
 from finsent.runtime.kafka_io import DeadLetterSink
@@ -64,8 +65,8 @@ class ReplayStats:
     duplicates: int = 0
     dead: int = 0
     outside: int = 0  # published outside the requested [since, until) period
-    load_seconds: float = 0.0  # read, normalize, dedup
-    send_seconds: float = 0.0  # produce and wait for every acknowledgement
+    load_seconds: float = 0.0  # read the file and put it in order
+    send_seconds: float = 0.0  # normalize, dedup, produce, and wait for every acknowledgement
 
 
 def file_id(row_id: str) -> str:
@@ -99,6 +100,89 @@ def row_story(row: dict[str, Any], default_source: str, raw: bytes) -> RawStory:
     )
 
 
+@dataclass(frozen=True)
+class OrderedRow:
+    """A readable row of a file, placed in publish-time order before it is normalized."""
+
+    published: datetime  # what `normalize` will give the story (the fetch time if it has none)
+    number: int  # line or entry number, for dead letters; file order breaks ties
+    raw: bytes
+    row: dict[str, Any]
+    story: RawStory
+
+
+def read_in_order(
+    path: Path,
+    default_source: str,
+    dead: DeadLetterSink | None,
+    stats: ReplayStats,
+    now: datetime,
+    on_read: Callable[[int], None] | None = None,
+) -> list[OrderedRow]:
+    """Every row of `path` that is a raw story, in publish-time order (stable: file order breaks
+    ties); the rest → DLQ. Only the publish time is parsed here, so the costly normalization
+    can run as the stories are sent (`normalized`) instead of before the first one.
+
+    ``on_read(rows)`` is told how many rows are read so far, every ``PROGRESS_EVERY`` rows."""
+    ordered: list[OrderedRow] = []
+    for number, raw, row in read_rows(path):
+        stats.read += 1
+        if on_read is not None and stats.read % PROGRESS_EVERY == 0:
+            on_read(stats.read)
+        if isinstance(row, RowError):
+            reason = str(row)
+        else:
+            try:
+                story = row_story(row, default_source, raw)
+                published, _inferred = parse_published(story.published, now)
+            except NormalizeError as exc:
+                reason = f"line {number}: {exc.reason}"
+            except Exception as exc:  # a bug on odd input must not abort the replay
+                log.exception("replay %s: line %d could not be read", path.name, number)
+                reason = f"line {number}: internal error: {type(exc).__name__}: {exc}"[:500]
+            else:
+                ordered.append(OrderedRow(published, number, raw, row, story))
+                continue
+        _dead_row(stats, dead, reason, raw)
+    ordered.sort(key=lambda entry: entry.published)  # stable: file order breaks ties
+    return ordered
+
+
+def normalized(
+    rows: Iterable[OrderedRow],
+    path: Path,
+    dead: DeadLetterSink | None,
+    stats: ReplayStats,
+    now: datetime,
+    max_future: timedelta = timedelta(hours=6),
+    watchlist: Watchlist = NO_WATCHLIST,
+) -> Iterator[NewsItem]:
+    """The rows as `NewsItem`s, in their order, as they are asked for; a row that cannot become
+    one → DLQ with the reason. One bad row costs that row: whatever it raises is the reason."""
+    for entry in rows:
+        try:
+            item = normalize(
+                entry.story, fetched_at=now, now=now, max_future=max_future, watchlist=watchlist
+            )
+            if entry.row.get("id"):  # a file may carry its own stable ids
+                item = replace(item, id=file_id(str(entry.row["id"])))
+        except NormalizeError as exc:
+            reason = f"line {entry.number}: {exc.reason}"
+        except Exception as exc:  # a bug on odd input must not abort the replay
+            log.exception("replay %s: line %d could not be read", path.name, entry.number)
+            reason = f"line {entry.number}: internal error: {type(exc).__name__}: {exc}"[:500]
+        else:
+            yield item
+            continue
+        _dead_row(stats, dead, reason, entry.raw)
+
+
+def _dead_row(stats: ReplayStats, dead: DeadLetterSink | None, reason: str, raw: bytes) -> None:
+    stats.dead += 1
+    if dead is not None:
+        dead.send(reason, raw)
+
+
 def load(
     path: Path,
     default_source: str,
@@ -109,39 +193,11 @@ def load(
     on_read: Callable[[int], None] | None = None,
     watchlist: Watchlist = NO_WATCHLIST,
 ) -> list[NewsItem]:
-    """Every readable story of `path`, normalized and in publish-time order; the rest → DLQ.
-
-    One bad row costs that row: whatever it raises becomes its dead letter's reason.
-    ``on_read(rows)`` is told how many rows are read so far, every ``PROGRESS_EVERY`` rows."""
+    """Every readable story of `path`, normalized and in publish-time order; the rest → DLQ
+    (`read_in_order`, then `normalized`, at once)."""
     now = now or datetime.now(UTC)
-    items: list[NewsItem] = []
-    for number, raw, row in read_rows(path):
-        stats.read += 1
-        if on_read is not None and stats.read % PROGRESS_EVERY == 0:
-            on_read(stats.read)
-        if isinstance(row, RowError):
-            reason = str(row)
-        else:
-            try:
-                story = row_story(row, default_source, raw)
-                item = normalize(
-                    story, fetched_at=now, now=now, max_future=max_future, watchlist=watchlist
-                )
-                if row.get("id"):  # a file may carry its own stable ids
-                    item = replace(item, id=file_id(str(row["id"])))
-            except NormalizeError as exc:
-                reason = f"line {number}: {exc.reason}"
-            except Exception as exc:  # a bug on odd input must not abort the replay
-                log.exception("replay %s: line %d could not be read", path.name, number)
-                reason = f"line {number}: internal error: {type(exc).__name__}: {exc}"[:500]
-            else:
-                items.append(item)
-                continue
-        stats.dead += 1
-        if dead is not None:
-            dead.send(reason, raw)
-    items.sort(key=lambda item: item.published_at)  # stable: file order breaks ties
-    return items
+    rows = read_in_order(path, default_source, dead, stats, now, on_read)
+    return list(normalized(rows, path, dead, stats, now, max_future, watchlist))
 
 
 def replay(
@@ -159,12 +215,17 @@ def replay(
     """Send a file's new stories in publish-time order; ``speed`` None means as fast as possible.
 
     ``since``/``until`` keep the stories published in [since, until); ``on_progress(sent,
-    total)`` reports progress to a caller that draws its own bar.
+    total)`` reports progress to a caller that draws its own bar (``total``: the stories
+    left to send at most, until the last report, where it is the number sent).
 
     Exact duplicates (by canonical URL or title, remembered across runs) are dropped and
     counted; near-duplicates are sent with their story chain and a lower novelty.
     ``admission``: the ingest stage's logic (default: this deployment's), closed at the end.
     The entry point of a replay: it builds the stage's config from the settings.
+
+    The file is read and put in order first; normalization and dedup then run as the stories
+    are sent, a chunk at a time, so the first stories reach the broker (and a backtest's
+    scorer) within seconds instead of after the whole file is normalized.
     """
     config = IngestConfig.from_settings(settings)
     # Large batches, compressed: a replay is a bulk load, not a latency path.
@@ -176,56 +237,71 @@ def replay(
             now = datetime.now(UTC)
             started = time.perf_counter()
             loading = bar.add_task(f"load {path.name}", total=None, unit="rows")
-            items = load(
+            rows = read_in_order(
                 path,
                 source or path.stem,
                 runner.dead,
                 stats,
                 now,
-                config.max_future,
-                on_read=lambda rows: bar.update(loading, completed=rows),
-                watchlist=config.watchlist,
+                on_read=lambda read: bar.update(loading, completed=read),
             )
             bar.update(loading, total=stats.read, completed=stats.read)
-            items, stats.outside = within_period(items, since, until)
-            deduplicating = bar.add_task("dedup", total=len(items), unit="stories")
-            kept: list[NewsItem] = []
-            for first in range(0, len(items), PROGRESS_EVERY):
-                chunk, duplicates = admission.decide(items[first : first + PROGRESS_EVERY], now)
-                kept.extend(chunk)
-                stats.duplicates += duplicates
-                bar.update(deduplicating, completed=min(first + PROGRESS_EVERY, len(items)))
-            items = kept
             stats.load_seconds = round(time.perf_counter() - started, 3)
-            wall0 = time.monotonic()
-            event0 = items[0].published_at if items else None
-            task = bar.add_task(f"send {path.name}", total=len(items), unit="stories")
+            deduplicating = bar.add_task("dedup", total=len(rows), unit="stories")
+            task = bar.add_task(f"send {path.name}", total=len(rows), unit="stories")
+            upper_bound = len(rows)  # of the stories to send: every readable row
+
+            def admitted() -> Iterator[NewsItem]:
+                """Normalized, inside the period, and not exact duplicates, a chunk at a time:
+                the dedup memory is asked once per chunk, as if the whole file were decided
+                in order."""
+                nonlocal upper_bound
+                items = normalized(
+                    rows, path, runner.dead, stats, now, config.max_future, config.watchlist
+                )
+                done = 0
+                while chunk := list(islice(items, PROGRESS_EVERY)):
+                    inside, outside = within_period(chunk, since, until)
+                    kept, duplicates = admission.decide(inside, now)
+                    stats.outside += outside
+                    stats.duplicates += duplicates
+                    upper_bound -= len(chunk) - len(kept)
+                    done += len(chunk)
+                    bar.update(deduplicating, completed=done)
+                    yield from kept
+                bar.update(deduplicating, total=done, completed=done)
+
+            send_started = time.monotonic()
+            clock: list[tuple[float, datetime]] = []  # (wall, event time) of the first story
 
             def paced() -> Iterator[NewsItem]:
                 """The stories at their pace, counted and shown as the runner sends them."""
-                for n, item in enumerate(items, 1):
+                for n, item in enumerate(admitted(), 1):
                     if stop.is_set():
                         return
-                    if speed and event0 is not None:
+                    if not clock:
+                        clock.append((time.monotonic(), item.published_at))
+                    if speed:
+                        wall0, event0 = clock[0]
                         due = wall0 + (item.published_at - event0).total_seconds() / speed
                         if stop.wait(max(0.0, due - time.monotonic())):
                             return
                     yield item
                     stats.sent += 1
                     if n % 256 == 0 or speed:
-                        bar.update(task, completed=n)
+                        bar.update(task, completed=n, total=upper_bound)
                         if on_progress is not None:
-                            on_progress(n, len(items))
+                            on_progress(n, upper_bound)
 
             # Remembered only once every story is acknowledged, and not after a stop.
             try:
                 admission.send(runner, paced(), consumed=stats.read, stop=stop)
             except StoppedRetrying:
                 log.warning("replay %s stopped before the broker took every story", path.name)
-            bar.update(task, completed=stats.sent)
+            bar.update(task, completed=stats.sent, total=stats.sent)
             if on_progress is not None:
-                on_progress(stats.sent, len(items))
-        stats.send_seconds = round(time.monotonic() - wall0, 3)
+                on_progress(stats.sent, stats.sent)
+        stats.send_seconds = round(time.monotonic() - send_started, 3)
     finally:
         runner.close()
         admission.close()

@@ -368,6 +368,63 @@ def test_progress_goes_to_stderr_with_a_bar_per_phase(
     assert "5/5" in err
 
 
+def test_stories_are_sent_as_they_are_normalized_not_after_the_whole_file(
+    memory_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backtest's scorer starts on the first chunk while the rest is still being read into
+    stories; what is sent, and in which order, is what normalizing the whole file first
+    gives (`load`, then the period, then the dedup of a fresh memory)."""
+    import finsent.ingest.replay as replay_module
+    from finsent.ingest.replay import PROGRESS_EVERY, throwaway_admission
+    from finsent.runtime.testing import CollectingSink
+
+    normalized_before: list[int] = []  # stories normalized when each record was sent
+    sent_ids: list[bytes] = []
+    calls = 0
+    real_normalize, real_send = replay_module.normalize, CollectingSink.send
+
+    def counting_normalize(story, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        return real_normalize(story, **kwargs)
+
+    def noting_send(self, topic, key=None, value=b""):  # type: ignore[no-untyped-def]
+        normalized_before.append(calls)
+        sent_ids.append(key)
+        return real_send(self, topic, key, value)
+
+    monkeypatch.setattr(replay_module, "normalize", counting_normalize)
+    monkeypatch.setattr(CollectingSink, "send", noting_send)
+    path = tmp_path / "feed.jsonl"
+    stories = 3 * PROGRESS_EVERY
+    rows = [  # out of order, with exact duplicates (the same link), and a period to cut
+        {
+            "title": f"Harbor Trust Bank story number {n % (stories - 100)}",
+            "url": f"https://news.test/{n % (stories - 100)}",
+            "published_at": (
+                datetime(2023, 3, 1, tzinfo=UTC) + timedelta(minutes=(n * 7919) % stories)
+            ).isoformat(),
+        }
+        for n in range(stories)
+    ]
+    path.write_text("\n".join(json.dumps(row) for row in rows), encoding="utf-8")
+    since = datetime(2023, 3, 1, 1, tzinfo=UTC)
+
+    with throwaway_admission(memory_settings) as admission:
+        stats = replay(
+            memory_settings, path, threading.Event(), progress=False, since=since,
+            admission=admission,
+        )  # fmt: skip
+
+    assert normalized_before[0] <= PROGRESS_EVERY < stories
+    monkeypatch.setattr(replay_module, "normalize", real_normalize)
+    everything, _ = within_period(load(path, "feed", None, ReplayStats(), NOW), since, None)
+    with throwaway_admission(memory_settings) as admission:
+        expected, duplicates = admission.decide(everything, NOW)
+    assert (stats.sent, stats.duplicates, stats.outside) == (len(expected), duplicates, 60)
+    assert sent_ids == [item.id.encode() for item in expected]
+
+
 def test_load_reports_the_rows_read_as_it_goes(tmp_path: Path) -> None:
     from finsent.ingest.replay import PROGRESS_EVERY
 
