@@ -72,7 +72,8 @@ def ingest_replay(
         )
     typer.echo(
         f"read {stats.read}, sent {stats.sent}, duplicates {stats.duplicates}, dead letters "
-        f"{stats.dead} (load {stats.load_seconds:.1f} s, send {stats.send_seconds:.1f} s)"
+        f"{stats.dead} (read {stats.load_seconds:.1f} s, then normalize, dedup and send "
+        f"{stats.send_seconds:.1f} s)"
     )
     reason = nothing_sent_reason(stats, memory_location(settings.ingest_database_url))
     if reason:
