@@ -21,6 +21,7 @@ from kafka.errors import (
     InvalidPartitionsError,
     KafkaError,
     MessageSizeTooLargeError,
+    NotCoordinatorError,
     RecordListTooLargeError,
     TopicAlreadyExistsError,
 )
@@ -308,6 +309,18 @@ def partition_of(key: str, count: int) -> int:
     return int(DefaultPartitioner()(key.encode(), list(range(count)), list(range(count))))
 
 
+def describe_groups(admin: KafkaAdminClient, names: Iterable[str]) -> list[Any]:
+    """``admin.describe_consumer_groups``, with a broker's "not the coordinator" answer raised as
+    the retriable `NotCoordinatorError` it is. Such an answer (error 16, seen while a group's
+    coordinator moves or loads) carries no authorized operations, only the sign bit, and
+    kafka-python reads that as ACL operation 31 and raises ValueError before it looks at the
+    error code."""
+    try:
+        return list(admin.describe_consumer_groups(list(names)))
+    except ValueError as exc:
+        raise NotCoordinatorError(f"the group coordinator's answer was not ready: {exc}") from exc
+
+
 def active_groups(settings: Settings, stages: Iterable[str]) -> dict[str, int]:
     """Of these stages, those whose consumer group has members now: how many, by stage."""
     groups = {group_id(settings, stage): stage for stage in stages}
@@ -317,7 +330,7 @@ def active_groups(settings: Settings, stages: Iterable[str]) -> dict[str, int]:
         while True:
             try:
                 known = {g[0] for g in admin.list_consumer_groups()} & set(groups)
-                described = admin.describe_consumer_groups(sorted(known)) if known else []
+                described = describe_groups(admin, sorted(known)) if known else []
                 break
             except KafkaError as exc:
                 # A broker that has just started answers "coordinator loading" for a while:

@@ -29,7 +29,7 @@ from finsent.alerts.notify.model import DeliveryError, Notification
 from finsent.alerts.silences import new_silence
 from finsent.core.records import Alert, encode
 from finsent.core.settings import Settings
-from finsent.runtime.kafka_io import ensure_topics, group_id
+from finsent.runtime.kafka_io import describe_groups, ensure_topics, group_id
 from finsent.runtime.store import Commit, Store, deliveries, silences
 from finsent.runtime.testing import MemoryDeadLetters, Run, run_logic
 
@@ -408,7 +408,7 @@ SERIES = [f"ticker:T{i:02d}" for i in range(12)]  # one group each
 def members_with_partitions(settings: Settings) -> int:
     admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     try:
-        [group] = admin.describe_consumer_groups([group_id(settings, "notifier")])
+        [group] = describe_groups(admin, [group_id(settings, "notifier")])
     except KafkaError:  # a coordinator still loading
         return 0
     finally:

@@ -224,6 +224,32 @@ def test_active_groups_waits_out_a_broker_still_loading_its_coordinator(
     assert broker.asked == 3 and broker.closed
 
 
+class _MovingCoordinator(_StartingBroker):
+    """A broker whose first group description answers "not the coordinator", which
+    kafka-python misreads as ACL operation 31 (the ValueError it raises on such an answer)."""
+
+    def __init__(self, running: str) -> None:
+        super().__init__(loading=0, running=running)
+        self.described = 0
+
+    def describe_consumer_groups(self, names: list[str]) -> list[Any]:
+        self.described += 1
+        if self.described == 1:
+            raise ValueError("31 is not a valid ACLOperation")
+        return super().describe_consumer_groups(names)
+
+
+def test_active_groups_asks_again_when_the_group_coordinator_was_not_ready(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = Settings(metrics_port=None)
+    broker = _MovingCoordinator(running=group_id(settings, "router"))
+    monkeypatch.setattr(kafka_io, "_admin", lambda *_args: broker)
+    monkeypatch.setattr(kafka_io.time, "sleep", lambda _s: None)
+    assert active_groups(settings, ["router"]) == {"router": 1}
+    assert broker.described == 2 and broker.closed
+
+
 def test_active_groups_raises_an_error_that_waiting_cannot_cure(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

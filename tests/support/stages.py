@@ -90,11 +90,11 @@ def groups_joined(settings: Settings, stages: tuple[str, ...]) -> bool:
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
-    from finsent.runtime.kafka_io import group_id
+    from finsent.runtime.kafka_io import describe_groups, group_id
 
     admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     try:
-        groups = admin.describe_consumer_groups([group_id(settings, s) for s in stages])
+        groups = describe_groups(admin, [group_id(settings, s) for s in stages])
     except KafkaError:  # a coordinator still loading
         return False
     finally:
