@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 RECORDED = Path(__file__).with_name("scoring_bits.json")
+_FLAGS = ("AVX2", "FMA3", "AVX512F", "AVX512VNNI")
 
 
 def graph_sha256() -> str:
@@ -36,19 +37,14 @@ def graph_sha256() -> str:
 def cpu_line() -> str:
     from numpy._core._multiarray_umath import __cpu_features__ as features
 
+    cpuinfo = Path("/proc/cpuinfo")  # Linux; elsewhere the platform's own name
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
     model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
+        (line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
         platform.processor() or platform.machine(),
     )
     flags = ", ".join(f"{name} {'yes' if features.get(name) else 'no'}" for name in _FLAGS)
     return f"{model}: {flags}"
-
-
-_FLAGS = ("AVX2", "FMA3", "AVX512F", "AVX512VNNI")
 
 
 def score_bits(texts: list[str]) -> dict[str, list]:
